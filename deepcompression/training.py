@@ -1,0 +1,156 @@
+"""Training and evaluation over preloaded tensors, shared by training, pruning retraining and
+centroid fine-tuning (no DataLoader: batches are index slices of tensors already on the device)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from deepcompression.config import Device, OptimConfig
+from deepcompression.pruning import Masks, apply_masks_, mask_gradients_
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One epoch's figures, for logs, the per-epoch CSV and plots."""
+
+    epoch: int
+    lr: float
+    train_loss: float
+    test_loss: float
+    test_error: float
+    seconds: float
+
+    def to_dict(self) -> dict[str, float]:
+        """Plain dict for CSV/JSON writers."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Test-set figures of a model."""
+
+    error: float
+    loss: float
+    samples: int
+
+
+def resolve_device(device: Device) -> torch.device:
+    """`auto` picks CUDA when present, else CPU; asking for CUDA without one is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was asked for but no CUDA device is present; use 'auto'")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed torch's global RNG (weight init) and return a generator for batch shuffling."""
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def learning_rate(cfg: OptimConfig, epoch: int) -> float:
+    """Learning rate for a 0-based epoch under the configured schedule."""
+    if cfg.lr_schedule == "cosine" and cfg.epochs > 1:
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
+    if cfg.lr_schedule == "step":
+        return cfg.lr * (0.1 ** (epoch // max(1, math.ceil(cfg.epochs / 3))))
+    return cfg.lr
+
+
+def make_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.optim.SGD:
+    """SGD with momentum and L2 weight decay, as in the paper's Caffe runs."""
+    return torch.optim.SGD(
+        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> Evaluation:
+    """Top-1 error and mean cross-entropy of `model` on (x, y)."""
+    model.eval()
+    wrong, loss_sum = 0, 0.0
+    for start in range(0, len(x), batch_size):
+        logits = model(x[start : start + batch_size])
+        target = y[start : start + batch_size]
+        loss_sum += nn.functional.cross_entropy(logits, target, reduction="sum").item()
+        wrong += (logits.argmax(1) != target).sum().item()
+    n = len(x)
+    return Evaluation(error=wrong / max(n, 1), loss=loss_sum / max(n, 1), samples=n)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Logits of `model` on all of `x`, batched."""
+    model.eval()
+    return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    generator: torch.Generator,
+    masks: Masks | None = None,
+) -> float:
+    """One pass over (x, y) in shuffled mini-batches; returns the mean training loss.
+
+    With `masks`, gradients of pruned weights are zeroed before the step and the weights re-zeroed
+    after it, so neither momentum nor weight decay can revive a pruned connection.
+    """
+    model.train()
+    order = torch.randperm(len(x), generator=generator).to(x.device)
+    total = torch.zeros((), device=x.device)
+    for start in range(0, len(x), batch_size):
+        idx = order[start : start + batch_size]
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if masks is not None:
+            mask_gradients_(model, masks)
+        optimizer.step()
+        if masks is not None:
+            apply_masks_(model, masks)
+        total += loss.detach() * len(idx)
+    return total.item() / max(len(x), 1)
+
+
+def fit(
+    model: nn.Module,
+    data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    cfg: OptimConfig,
+    generator: torch.Generator,
+    masks: Masks | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+    eval_batch_size: int = 1000,
+) -> list[EpochRecord]:
+    """Train for `cfg.epochs` epochs, evaluating on the test tensors after each; returns the history.
+
+    `data` is (train_x, train_y, test_x, test_y), already on the model's device.
+    """
+    train_x, train_y, test_x, test_y = data
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
+    history = []
+    for epoch in range(cfg.epochs):
+        lr = learning_rate(cfg, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        start = time.perf_counter()
+        train_loss = train_epoch(
+            model, optimizer, train_x, train_y, cfg.batch_size, generator, masks
+        )
+        seconds = time.perf_counter() - start
+        result = evaluate(model, test_x, test_y, eval_batch_size)
+        record = EpochRecord(epoch + 1, lr, train_loss, result.loss, result.error, seconds)
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+    return history

@@ -1,0 +1,33 @@
+"""Read params.yaml into the validated `Params` object, checking every layer table against the model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
+
+from deepcompression.config import ConfigError, Params, from_dict, to_dict
+from deepcompression.plan import LayerPlan, plan_layers
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+def load_params(path: Path | str = DEFAULT_PARAMS) -> tuple[Params, dict[str, LayerPlan]]:
+    """Parse and validate params.yaml, and resolve its per-layer plan; ConfigError on any problem."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path} not found; run from the project root or pass the params file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    params = from_dict(Params, raw)
+    return params, plan_layers(params)
+
+
+def params_hash(params: Params) -> str:
+    """Short, stable hash of the whole params: a tag that groups runs of one configuration."""
+    canonical = json.dumps(to_dict(params), sort_keys=True).encode()
+    return hashlib.sha256(canonical).hexdigest()[:10]

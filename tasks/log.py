@@ -1,0 +1,31 @@
+"""A logger that writes to the Prefect run's log when there is a run, and to Python logging otherwise."""
+
+from __future__ import annotations
+
+import logging
+
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_run_logger
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The current Prefect run's logger (shown in the terminal and the UI), else a module logger."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("deepcompression")
+
+
+def log_epoch(logger: logging.Logger | logging.LoggerAdapter, stage: str, total: int, record) -> None:
+    """One progress line per epoch: the terminal and the Prefect UI both show it."""
+    logger.info(
+        "%s epoch %d/%d: lr %.5f  train loss %.4f  test loss %.4f  test error %.2f%%  (%.1f s)",
+        stage,
+        record.epoch,
+        total,
+        record.lr,
+        record.train_loss,
+        record.test_loss,
+        100 * record.test_error,
+        record.seconds,
+    )

@@ -1,0 +1,83 @@
+"""Prefect task: one pruning iteration (prune to this iteration's targets, then retrain)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from deepcompression.checkpoint import Checkpoint
+from deepcompression.config import OptimConfig, PruneMethod, RunConfig
+from deepcompression.data import MnistTensors
+from deepcompression.pruning import densities, full_masks, overall_density, prune_
+from deepcompression.training import (
+    EpochRecord,
+    evaluate,
+    fit,
+    resolve_device,
+    seed_everything,
+)
+from tasks.log import log_epoch, run_logger
+
+
+@dataclass(frozen=True)
+class IterationResult:
+    """What one prune -> retrain iteration reached."""
+
+    iteration: int
+    targets: dict[str, float]
+    densities: dict[str, float]
+    density: float
+    error_after_prune: float
+    test_error: float
+    history: list[EpochRecord]
+
+
+@task(
+    name="prune-iteration", task_run_name="prune-iteration-{iteration}", cache_policy=NO_CACHE
+)
+def prune_iteration(
+    iteration: int,
+    checkpoint: Checkpoint,
+    targets: dict[str, float],
+    method: PruneMethod,
+    retrain: OptimConfig,
+    run: RunConfig,
+    data: MnistTensors,
+) -> tuple[Checkpoint, IterationResult]:
+    """Prune from the checkpoint's masks to `targets` (density or quality per layer), then retrain."""
+    logger = run_logger()
+    device = resolve_device(run.device)
+    generator = seed_everything(run.seed + iteration)
+    model = checkpoint.build(device)
+    masks = {k: v.to(device) for k, v in checkpoint.masks.items()} or full_masks(model)
+    masks = prune_(model, masks, targets, method)
+    tensors = tuple(t.to(device) for t in (data.train_x, data.train_y, data.test_x, data.test_y))
+    pruned = evaluate(model, tensors[2], tensors[3], run.eval_batch_size)
+    logger.info(
+        "iteration %d: density %.2f%%, test error %.2f%% before retraining",
+        iteration,
+        100 * overall_density(masks),
+        100 * pruned.error,
+    )
+    history = fit(
+        model,
+        tensors,
+        retrain,
+        generator,
+        masks=masks,
+        on_epoch=lambda r: log_epoch(logger, f"retrain {iteration}", retrain.epochs, r),
+        eval_batch_size=run.eval_batch_size,
+    )
+    final = evaluate(model, tensors[2], tensors[3], run.eval_batch_size)
+    result = IterationResult(
+        iteration=iteration,
+        targets=dict(targets),
+        densities=densities(masks),
+        density=overall_density(masks),
+        error_after_prune=pruned.error,
+        test_error=final.error,
+        history=history,
+    )
+    return Checkpoint.of(model, checkpoint.arch, masks=masks), result
