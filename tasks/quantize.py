@@ -1,0 +1,74 @@
+"""Prefect task: k-means weight sharing per layer, then fine-tuning of the shared centroids."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from deepcompression.checkpoint import Checkpoint
+from deepcompression.config import CentroidInit, OptimConfig, RunConfig
+from deepcompression.data import MnistTensors
+from deepcompression.quantization import cluster_model, share_weights_, strip_
+from deepcompression.training import (
+    EpochRecord,
+    evaluate,
+    fit,
+    resolve_device,
+    seed_everything,
+)
+from tasks.log import log_epoch, run_logger
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    """Test error before and after centroid fine-tuning, with its history."""
+
+    error_after_clustering: float
+    test_error: float
+    history: list[EpochRecord]
+
+
+@task(name="quantize", task_run_name="quantize-{init}", cache_policy=NO_CACHE)
+def quantize(
+    checkpoint: Checkpoint,
+    bits: dict[str, int],
+    init: CentroidInit,
+    finetune: OptimConfig,
+    run: RunConfig,
+    data: MnistTensors,
+) -> tuple[Checkpoint, QuantizeResult]:
+    """Cluster each layer's surviving weights into 2^bits shared values and fine-tune the centroids."""
+    logger = run_logger()
+    if not checkpoint.masks:
+        raise ValueError("the checkpoint has no pruning masks: quantize a pruned checkpoint")
+    device = resolve_device(run.device)
+    generator = seed_everything(run.seed)
+    model = checkpoint.build(device)
+    masks = {k: v.to(device) for k, v in checkpoint.masks.items()}
+    codebooks = cluster_model(model, masks, bits, init=init, seed=run.seed)
+    share_weights_(model, codebooks)
+    tensors = tuple(t.to(device) for t in (data.train_x, data.train_y, data.test_x, data.test_y))
+    clustered = evaluate(model, tensors[2], tensors[3], run.eval_batch_size)
+    logger.info("after k-means (%s init): test error %.2f%%", init, 100 * clustered.error)
+    history = fit(
+        model,
+        tensors,
+        finetune,
+        generator,
+        on_epoch=lambda r: log_epoch(logger, "fine-tune", finetune.epochs, r),
+        eval_batch_size=run.eval_batch_size,
+    )
+    final_books = strip_(model)
+    final = evaluate(model, tensors[2], tensors[3], run.eval_batch_size)
+    result = QuantizeResult(clustered.error, final.error, history)
+    quantized = Checkpoint.of(
+        model,
+        checkpoint.arch,
+        masks={k: v.cpu() for k, v in checkpoint.masks.items()},
+        centroids={k: b.centroids.detach().cpu() for k, b in final_books.items()},
+        labels={k: b.labels.cpu() for k, b in final_books.items()},
+        bits={k: bits[k.rsplit(".", 1)[0]] for k in final_books},
+    )
+    return quantized, result
