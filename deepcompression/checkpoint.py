@@ -1,4 +1,4 @@
-"""Checkpoints as bytes: architecture, weights, pruning masks and codebooks in one safe-to-load blob.
+"""Checkpoints as bytes: architecture, weights, masks and codebooks in one safe-to-load blob.
 
 Loaded with `torch.load(weights_only=True)`, so a checkpoint can hold only tensors and plain data.
 """
@@ -23,7 +23,7 @@ class CheckpointError(ValueError):
 class Checkpoint:
     """What a stage hands to the next: the network by name, its weights, and compression state.
 
-    `masks` (bool, keyed "fc1.weight") appear after pruning; `centroids`/`labels` after quantization.
+    `masks` (bool, keyed "fc1.weight") come with pruning; `centroids`/`labels` with quantization.
     """
 
     arch: dict[str, Any]
@@ -40,7 +40,7 @@ class Checkpoint:
         return cls(arch=dict(arch), state_dict=weights, **state)
 
     def build(self, device: torch.device | str = "cpu") -> nn.Module:
-        """Rebuild the network from `arch` and load the weights (strictly: keys and shapes must match)."""
+        """Rebuild the network from `arch` and load the weights (keys and shapes must match)."""
         model = build_model(self.arch["name"], **self.arch.get("kwargs", {}))
         try:
             model.load_state_dict(self.state_dict, strict=True)

@@ -19,6 +19,7 @@ LrSchedule = Literal["constant", "cosine", "step"]
 PruneMethod = Literal["magnitude", "threshold"]
 ScheduleKind = Literal["geometric", "cubic", "linear"]
 CentroidInit = Literal["linear", "random", "density"]
+KMeansEngine = Literal["sklearn", "sorted"]
 
 LAYER_KINDS = ("conv", "fc")
 """Keys that set a value for every layer of a kind inside a per-layer table."""
@@ -35,7 +36,9 @@ def _fail(path: str, message: str) -> typing.NoReturn:
     raise ConfigError(f"params.yaml: {path}: {message}")
 
 
-def _check_range(path: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:
+def _check_range(
+    path: str, value: float, low: float, high: float, *, low_open: bool = False
+) -> None:
     too_low = value <= low if low_open else value < low
     if too_low or value > high:
         left = "(" if low_open else "["
@@ -44,7 +47,7 @@ def _check_range(path: str, value: float, low: float, high: float, *, low_open: 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """How a network is (re)trained: SGD with momentum, L2 weight decay and a learning-rate schedule."""
+    """How a network is (re)trained: SGD with momentum, L2 weight decay and an lr schedule."""
 
     epochs: int = 10
     batch_size: int = 128
@@ -74,7 +77,9 @@ class DataConfig:
     def validate(self, path: str = "") -> None:
         """`local` needs a folder; limits (first N samples, for quick runs) must be positive."""
         if self.source == "local" and not self.local_dir:
-            _fail(f"{path}.local_dir", "source 'local' needs local_dir: a folder of MNIST IDX files")
+            _fail(
+                f"{path}.local_dir", "source 'local' needs local_dir: a folder of MNIST IDX files"
+            )
         if self.train_limit is not None:
             _check_range(f"{path}.train_limit", self.train_limit, 1, 60_000)
         if self.test_limit is not None:
@@ -88,7 +93,7 @@ class ModelConfig:
     name: str = "lenet_300_100"
 
     def validate(self, path: str = "") -> None:
-        """The name must be in the model registry (checked by the caller, which owns the registry)."""
+        """The name must be set; the registry check happens in `plan.check_model_name`."""
         if not self.name:
             _fail(f"{path}.name", "must name a registered model")
 
@@ -148,6 +153,7 @@ class QuantizeConfig:
 
     bits: LayerTable = field(default_factory=dict)
     init: CentroidInit = "linear"
+    engine: KMeansEngine = "sklearn"
     finetune: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=3, lr=0.001))
 
     def validate(self, path: str = "") -> None:
@@ -187,7 +193,9 @@ class ScheduleConfig:
     def validate(self, path: str = "") -> None:
         """A cron expression has five fields: minute hour day-of-month month day-of-week."""
         if len(self.cron.split()) != 5:
-            _fail(f"{path}.cron", f"{self.cron!r} is not a 5-field cron expression, e.g. '0 3 * * *'")
+            _fail(
+                f"{path}.cron", f"{self.cron!r} is not a 5-field cron expression, e.g. '0 3 * * *'"
+            )
 
 
 @dataclass(frozen=True)
@@ -210,7 +218,7 @@ class Params:
 
 
 def layer_value(table: LayerTable, model: str, layer: str, kind: str, key: str) -> float:
-    """Look a layer's value up: `table[model][layer]`, else `table[model][kind]`, else a clear error."""
+    """A layer's value: `table[model][layer]`, else `table[model][kind]`, else a clear error."""
     if model not in table:
         _fail(key, f"no entry for model {model!r}; add `{key}.{model}: {{{kind}: ...}}`")
     row = table[model]
@@ -233,7 +241,7 @@ T = TypeVar("T")
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any] | None, path: str = "") -> T:
-    """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types (recursively)."""
+    """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types."""
     if data is None:
         data = {}
     if not isinstance(data, Mapping):

@@ -1,7 +1,7 @@
-"""Per-layer compression plan: the params tables resolved against a concrete network, before any work.
+"""Per-layer compression plan: the params tables resolved against a concrete network.
 
-Every Linear and Conv2d layer gets its pruning target, weight bits and index width here, so a missing or
-misspelt entry fails at start-up with the layer's name, never half-way through a run.
+Every Linear and Conv2d layer gets its pruning target, weight bits and index width here, so a
+missing or misspelt entry fails at start-up with the layer's name, never half-way through a run.
 """
 
 from __future__ import annotations
@@ -73,7 +73,9 @@ def plan_layers(params: Params) -> dict[str, LayerPlan]:
             kind=kind,
             numel=layers[name].weight.numel(),
             prune_target=layer_value(prune_table, model_name, name, kind, prune_key),
-            weight_bits=int(layer_value(params.quantize.bits, model_name, name, kind, "quantize.bits")),
+            weight_bits=int(
+                layer_value(params.quantize.bits, model_name, name, kind, "quantize.bits")
+            ),
             index_bits=int(
                 layer_value(params.encode.index_bits, model_name, name, kind, "encode.index_bits")
             ),

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from deepcompression.kmeans import CentroidInit, kmeans_1d
+from deepcompression.kmeans import CentroidInit, KMeansEngine, kmeans_1d
 
 MIN_BITS = 1
 MAX_BITS = 16
@@ -101,7 +101,12 @@ def _check_mask(key: str, weight: Tensor, mask: Tensor) -> None:
 
 
 def cluster_layer(
-    weight: Tensor, mask: Tensor, bits: int, init: CentroidInit = "linear", seed: int = 0
+    weight: Tensor,
+    mask: Tensor,
+    bits: int,
+    init: CentroidInit = "linear",
+    seed: int = 0,
+    engine: KMeansEngine = "sorted",
 ) -> LayerCodebook:
     """Cluster the surviving entries of one weight into at most ``2**bits`` shared values."""
     _check_bits("weight", bits)
@@ -110,7 +115,7 @@ def cluster_layer(
     _check_mask("weight", weight, mask)
     mask = mask.to(weight.device)
     values = weight.detach()[mask].to("cpu", torch.float64).numpy()
-    centroids, labels = kmeans_1d(values, 2**bits, init=init, seed=seed)
+    centroids, labels = kmeans_1d(values, 2**bits, init=init, seed=seed, engine=engine)
     full_labels = torch.zeros(weight.shape, dtype=torch.int64, device=weight.device)
     full_labels[mask] = torch.from_numpy(labels).to(weight.device)
     return LayerCodebook(
@@ -136,6 +141,7 @@ def cluster_model(
     bits: Mapping[str, int],
     init: CentroidInit = "linear",
     seed: int = 0,
+    engine: KMeansEngine = "sorted",
 ) -> dict[str, LayerCodebook]:
     """Codebooks for the layers named in ``bits`` (layer name -> bit width), keyed "layer.weight".
 
@@ -159,7 +165,7 @@ def cluster_model(
         _check_mask(key, weight, mask)
         plan[key] = (weight, mask, width)
     return {
-        key: cluster_layer(weight, mask, width, init=init, seed=seed)
+        key: cluster_layer(weight, mask, width, init=init, seed=seed, engine=engine)
         for key, (weight, mask, width) in plan.items()
     }
 
@@ -264,3 +270,20 @@ def strip_(model: nn.Module) -> dict[str, LayerCodebook]:
 def distinct_nonzero_values(weight: Tensor) -> int:
     """Number of distinct non-zero values in ``weight`` (the shared values of a layer)."""
     return int(torch.unique(weight.detach()[weight.detach() != 0]).numel())
+
+
+def drop_unused_centroids(codebook: LayerCodebook) -> LayerCodebook:
+    """The same weights with only the centroids that some surviving weight uses (relabelled in order).
+
+    k-means can leave clusters empty (e.g. linear init puts centroids in the pruned gap around
+    zero); storing them would waste codebook bytes in the compressed file.
+    """
+    used = torch.unique(codebook.labels[codebook.mask])  # sorted ascending, like the centroids
+    labels = torch.zeros_like(codebook.labels)
+    labels[codebook.mask] = torch.searchsorted(used, codebook.labels[codebook.mask])
+    return LayerCodebook(
+        centroids=codebook.centroids[used].clone(),
+        labels=labels,
+        mask=codebook.mask,
+        bits=codebook.bits,
+    )

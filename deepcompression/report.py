@@ -13,7 +13,7 @@ def _cell(value: Any) -> str:
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A GitHub-flavoured markdown table from rows of equal keys (floats to 4 significant digits)."""
+    """A markdown table from rows of equal keys (floats to 4 significant digits)."""
     if not rows:
         return "_(no rows)_\n"
     header = list(rows[0])

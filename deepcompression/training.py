@@ -66,13 +66,13 @@ def learning_rate(cfg: OptimConfig, epoch: int) -> float:
 
 def make_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.optim.SGD:
     """SGD with momentum and L2 weight decay, as in the paper's Caffe runs."""
-    return torch.optim.SGD(
-        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    )
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> Evaluation:
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000
+) -> Evaluation:
     """Top-1 error and mean cross-entropy of `model` on (x, y)."""
     model.eval()
     wrong, loss_sum = 0, 0.0
@@ -132,7 +132,7 @@ def fit(
     on_epoch: Callable[[EpochRecord], None] | None = None,
     eval_batch_size: int = 1000,
 ) -> list[EpochRecord]:
-    """Train for `cfg.epochs` epochs, evaluating on the test tensors after each; returns the history.
+    """Train for `cfg.epochs` epochs, evaluating on the test set after each; returns the history.
 
     `data` is (train_x, train_y, test_x, test_y), already on the model's device.
     """

@@ -13,7 +13,7 @@ from tasks.data import load_mnist
 
 
 def setup(params_path: str, root: str) -> tuple[Params, dict[str, LayerPlan], Workspace]:
-    """Validated params, the per-layer plan, and the workspace; fails before any work on bad params."""
+    """Validated params, the per-layer plan and the workspace; bad params fail before any work."""
     params, plan = load_params(Path(params_path))
     return params, plan, Workspace(Path(root))
 

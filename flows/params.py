@@ -1,4 +1,4 @@
-"""Read params.yaml into the validated `Params` object, checking every layer table against the model."""
+"""Read params.yaml into a validated `Params`, checking every layer table against the model."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ DEFAULT_PARAMS = Path("params.yaml")
 
 
 def load_params(path: Path | str = DEFAULT_PARAMS) -> tuple[Params, dict[str, LayerPlan]]:
-    """Parse and validate params.yaml, and resolve its per-layer plan; ConfigError on any problem."""
+    """Parse and validate params.yaml and resolve its per-layer plan; ConfigError on any problem."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path} not found; run from the project root or pass the params file")

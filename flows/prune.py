@@ -1,4 +1,4 @@
-"""DVC stage `prune`: iterative magnitude pruning, one Prefect task run per prune -> retrain iteration."""
+"""DVC stage `prune`: iterative pruning, one Prefect task run per prune -> retrain iteration."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from tasks.prune import prune_iteration
 
 
 def iteration_targets(params: Params, plan: dict[str, LayerPlan]) -> list[dict[str, float]]:
-    """Per-iteration targets per layer: scheduled densities (magnitude) or the quality (threshold)."""
+    """Per-iteration targets: scheduled densities (magnitude) or the quality (threshold)."""
     n = params.prune.iterations
     if params.prune.method == "threshold":
         return [{name: p.prune_target for name, p in plan.items()} for _ in range(n)]
@@ -27,7 +27,7 @@ def iteration_targets(params: Params, plan: dict[str, LayerPlan]) -> list[dict[s
 
 @flow(name="prune")
 def prune_flow(params_path: str = "params.yaml", root: str = ".") -> dict:
-    """Prune checkpoints/dense.pt in `prune.iterations` steps; writes the pruned checkpoint + metrics."""
+    """Prune checkpoints/dense.pt in `prune.iterations` steps; writes checkpoint and metrics."""
     params, plan, workspace = setup(params_path, root)
     checkpoint = load_checkpoint(workspace.checkpoint("dense"))
     checkpoint.expect_model(params.model.name)
@@ -35,7 +35,13 @@ def prune_flow(params_path: str = "params.yaml", root: str = ".") -> dict:
     results = []
     for iteration, targets in enumerate(iteration_targets(params, plan), start=1):
         checkpoint, result = prune_iteration(
-            iteration, checkpoint, targets, params.prune.method, params.prune.retrain, params.run, data
+            iteration,
+            checkpoint,
+            targets,
+            params.prune.method,
+            params.prune.retrain,
+            params.run,
+            data,
         )
         results.append(result)
     final = results[-1]

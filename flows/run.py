@@ -1,7 +1,8 @@
 """Command-line entry for one DVC stage or the whole pipeline: `python -m flows.run STAGE`.
 
 Points the process at the project's local Prefect server first (starting it when none answers), so
-every stage's run is recorded in one place and shows in the UI; tags runs with model and params hash.
+every stage's run is recorded in one place and shows in the UI; runs are tagged with the model
+and a hash of the params.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ STAGES = {
     "quantize": "flows.quantize:quantize_flow",
     "encode": "flows.encode:encode_flow",
     "evaluate": "flows.evaluate:evaluate_flow",
+    "plots": "flows.plots:plots_flow",
     "pipeline": "flows.pipeline:pipeline_flow",
 }
 

@@ -46,7 +46,17 @@ def start(timeout_s: float = START_TIMEOUT_S) -> str:
     env.pop("PREFECT_API_URL", None)
     with LOG_FILE.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(PORT)],
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "server",
+                "start",
+                "--host",
+                HOST,
+                "--port",
+                str(PORT),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -59,9 +69,13 @@ def start(timeout_s: float = START_TIMEOUT_S) -> str:
         if is_healthy():
             return API_URL
         if process.poll() is not None:
-            raise RuntimeError(f"Prefect server exited early (code {process.returncode}); see {LOG_FILE}")
+            raise RuntimeError(
+                f"Prefect server exited early (code {process.returncode}); see {LOG_FILE}"
+            )
         time.sleep(0.5)
-    raise RuntimeError(f"Prefect server did not answer at {API_URL} in {timeout_s:.0f} s; see {LOG_FILE}")
+    raise RuntimeError(
+        f"Prefect server did not answer at {API_URL} in {timeout_s:.0f} s; see {LOG_FILE}"
+    )
 
 
 def stop() -> bool:
@@ -102,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "start":
         print(f"Prefect server up: UI {UI_URL}  API {start()}")
     elif args.command == "stop":
-        print("Prefect server stopped" if stop() else "no Prefect server of this project was running")
+        print(
+            "Prefect server stopped" if stop() else "no Prefect server of this project was running"
+        )
     else:
         healthy = is_healthy()
         print(f"Prefect server at {API_URL}: {'up' if healthy else 'down'}")

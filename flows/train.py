@@ -33,5 +33,7 @@ def train_flow(params_path: str = "params.yaml", root: str = ".") -> dict:
     save_checkpoint(workspace.checkpoint("dense"), checkpoint)
     write_json(workspace.metrics("train"), metrics)
     write_csv(workspace.plot("train.csv"), [r.to_dict() for r in history])
-    publish_report("train", f"Training {params.model.name}", [r.to_dict() for r in history], metrics)
+    publish_report(
+        "train", f"Training {params.model.name}", [r.to_dict() for r in history], metrics
+    )
     return metrics

@@ -25,7 +25,7 @@ class LeNet300100(nn.Module):
 
 @register_model("lenet5")
 class LeNet5(nn.Module):
-    """LeNet-5 as in Caffe's example: conv 20@5x5, pool, conv 50@5x5, pool, fc 500, fc 10 (431,080)."""
+    """LeNet-5, Caffe variant: conv 20@5x5, pool, conv 50@5x5, pool, fc 500, fc 10 (431,080)."""
 
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()

@@ -13,7 +13,7 @@ from deepcompression.report import markdown_table
 def publish_report(
     stage: str, title: str, layer_rows: Sequence[Mapping[str, Any]], metrics: Mapping[str, Any]
 ) -> None:
-    """Attach `<stage>-report` (markdown, per-layer table) and `<stage>-metrics` (table) to the run."""
+    """Attach `<stage>-report` (markdown, per layer) and `<stage>-metrics` (table) to the run."""
     summary = "\n".join(f"- **{k}**: {v}" for k, v in metrics.items() if not isinstance(v, dict))
     create_markdown_artifact(
         key=f"{stage}-report",

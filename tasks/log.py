@@ -1,4 +1,4 @@
-"""A logger that writes to the Prefect run's log when there is a run, and to Python logging otherwise."""
+"""A logger writing to the Prefect run's log when there is a run, else to Python logging."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter:
         return logging.getLogger("deepcompression")
 
 
-def log_epoch(logger: logging.Logger | logging.LoggerAdapter, stage: str, total: int, record) -> None:
+def log_epoch(
+    logger: logging.Logger | logging.LoggerAdapter, stage: str, total: int, record
+) -> None:
     """One progress line per epoch: the terminal and the Prefect UI both show it."""
     logger.info(
         "%s epoch %d/%d: lr %.5f  train loss %.4f  test loss %.4f  test error %.2f%%  (%.1f s)",

@@ -34,9 +34,7 @@ class IterationResult:
     history: list[EpochRecord]
 
 
-@task(
-    name="prune-iteration", task_run_name="prune-iteration-{iteration}", cache_policy=NO_CACHE
-)
+@task(name="prune-iteration", task_run_name="prune-iteration-{iteration}", cache_policy=NO_CACHE)
 def prune_iteration(
     iteration: int,
     checkpoint: Checkpoint,
@@ -46,7 +44,7 @@ def prune_iteration(
     run: RunConfig,
     data: MnistTensors,
 ) -> tuple[Checkpoint, IterationResult]:
-    """Prune from the checkpoint's masks to `targets` (density or quality per layer), then retrain."""
+    """Prune from the checkpoint's masks to `targets` (density or quality), then retrain."""
     logger = run_logger()
     device = resolve_device(run.device)
     generator = seed_everything(run.seed + iteration)

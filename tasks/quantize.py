@@ -8,9 +8,14 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from deepcompression.checkpoint import Checkpoint
-from deepcompression.config import CentroidInit, OptimConfig, RunConfig
+from deepcompression.config import QuantizeConfig, RunConfig
 from deepcompression.data import MnistTensors
-from deepcompression.quantization import cluster_model, share_weights_, strip_
+from deepcompression.quantization import (
+    cluster_model,
+    drop_unused_centroids,
+    share_weights_,
+    strip_,
+)
 from deepcompression.training import (
     EpochRecord,
     evaluate,
@@ -30,16 +35,15 @@ class QuantizeResult:
     history: list[EpochRecord]
 
 
-@task(name="quantize", task_run_name="quantize-{init}", cache_policy=NO_CACHE)
+@task(name="quantize", cache_policy=NO_CACHE)
 def quantize(
     checkpoint: Checkpoint,
     bits: dict[str, int],
-    init: CentroidInit,
-    finetune: OptimConfig,
+    cfg: QuantizeConfig,
     run: RunConfig,
     data: MnistTensors,
 ) -> tuple[Checkpoint, QuantizeResult]:
-    """Cluster each layer's surviving weights into 2^bits shared values and fine-tune the centroids."""
+    """Cluster each layer's surviving weights into 2^bits values and fine-tune the centroids."""
     logger = run_logger()
     if not checkpoint.masks:
         raise ValueError("the checkpoint has no pruning masks: quantize a pruned checkpoint")
@@ -47,20 +51,25 @@ def quantize(
     generator = seed_everything(run.seed)
     model = checkpoint.build(device)
     masks = {k: v.to(device) for k, v in checkpoint.masks.items()}
-    codebooks = cluster_model(model, masks, bits, init=init, seed=run.seed)
+    codebooks = cluster_model(model, masks, bits, init=cfg.init, seed=run.seed, engine=cfg.engine)
     share_weights_(model, codebooks)
     tensors = tuple(t.to(device) for t in (data.train_x, data.train_y, data.test_x, data.test_y))
     clustered = evaluate(model, tensors[2], tensors[3], run.eval_batch_size)
-    logger.info("after k-means (%s init): test error %.2f%%", init, 100 * clustered.error)
+    logger.info(
+        "after k-means (%s init, %s engine): test error %.2f%%",
+        cfg.init,
+        cfg.engine,
+        100 * clustered.error,
+    )
     history = fit(
         model,
         tensors,
-        finetune,
+        cfg.finetune,
         generator,
-        on_epoch=lambda r: log_epoch(logger, "fine-tune", finetune.epochs, r),
+        on_epoch=lambda r: log_epoch(logger, "fine-tune", cfg.finetune.epochs, r),
         eval_batch_size=run.eval_batch_size,
     )
-    final_books = strip_(model)
+    final_books = {k: drop_unused_centroids(b) for k, b in strip_(model).items()}
     final = evaluate(model, tensors[2], tensors[3], run.eval_batch_size)
     result = QuantizeResult(clustered.error, final.error, history)
     quantized = Checkpoint.of(

@@ -17,7 +17,7 @@ from tasks.log import log_epoch, run_logger
 def train_dense(
     model_name: str, cfg: TrainConfig, run: RunConfig, data: MnistTensors
 ) -> tuple[Checkpoint, list[EpochRecord]]:
-    """Train `model_name` from a seeded initialisation; returns its checkpoint and per-epoch history."""
+    """Train `model_name` from a seeded init; returns its checkpoint and per-epoch history."""
     logger = run_logger()
     device = resolve_device(run.device)
     generator = seed_everything(run.seed)

@@ -1,4 +1,4 @@
-"""params.yaml validation: unknown keys, wrong types and out-of-range values fail before any work."""
+"""params.yaml validation: unknown keys, wrong types and bad values fail before any work."""
 
 from pathlib import Path
 

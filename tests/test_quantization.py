@@ -304,3 +304,16 @@ def test_sharing_follows_the_model_to_cuda() -> None:
         assert weight.is_cuda and book.centroids.is_cuda
         assert torch.equal(weight, book.weight())
         assert torch.equal((weight != 0).cpu(), masks[key])
+
+
+def test_drop_unused_centroids_keeps_the_weight_bitwise():
+    from deepcompression.quantization import LayerCodebook, drop_unused_centroids
+
+    mask = torch.tensor([[True, False, True], [True, True, False]])
+    labels = torch.tensor([[3, 0, 1], [3, 5, 0]])
+    centroids = torch.tensor([-2.0, -1.0, -0.5, 0.5, 1.0, 2.0])
+    book = LayerCodebook(centroids=centroids, labels=labels, mask=mask, bits=3)
+    compact = drop_unused_centroids(book)
+    assert compact.centroids.tolist() == [-1.0, 0.5, 2.0]
+    assert torch.equal(compact.weight(), book.weight())
+    assert compact.labels[~mask].eq(0).all()

@@ -1,0 +1,797 @@
+"""The compressed model file: Huffman-coded sparse quantized layers plus raw float32 tensors.
+
+``encode_model`` writes the format specified in docs/FORMAT.md; ``decode_model`` reads it back to a
+state_dict bitwise equal to the quantized model, and ``read_info`` reports sizes without decoding.
+Decoding treats the input as untrusted: every length is checked against the file before use.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from bitarray import bitarray, frozenbitarray
+
+from deepcompression.huffman import (
+    MAX_SYMBOL_BITS,
+    CorruptStream,
+    FormatError,
+    HuffmanStream,
+    InvalidArgument,
+    InvalidCode,
+    decode_symbols,
+    decode_table,
+    encode_symbols,
+    encode_table,
+)
+from deepcompression.sparse_index import decode_positions, encode_positions, filler_symbol
+
+__all__ = [
+    "MAGIC",
+    "FORMAT_VERSION",
+    "FLAG_HEADER_ZLIB",
+    "PREAMBLE_SIZE",
+    "MAX_HEADER_BYTES",
+    "MAX_NDIM",
+    "MAX_TOTAL_NUMEL",
+    "KIND_RAW",
+    "KIND_HUFFMAN",
+    "FormatError",
+    "BadMagic",
+    "UnsupportedVersion",
+    "TruncatedFile",
+    "HeaderTooLarge",
+    "MalformedHeader",
+    "ChecksumMismatch",
+    "InvalidOffset",
+    "InvalidCode",
+    "CorruptStream",
+    "InvalidArgument",
+    "QuantizedTensor",
+    "LayerInfo",
+    "FileInfo",
+    "DecodedModel",
+    "encode_model",
+    "decode_model",
+    "read_info",
+]
+
+MAGIC = b"\x89DCZ\r\n\x1a\n"
+FORMAT_VERSION = 1
+FLAG_HEADER_ZLIB = 0x0001
+_PREAMBLE = struct.Struct("<8sHHIIII")
+PREAMBLE_SIZE = _PREAMBLE.size
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+"""Cap on both the stored and the decompressed header length."""
+MAX_NDIM = 16
+MAX_TOTAL_NUMEL = 1 << 28
+"""Cap on the summed element count of all tensors in one file (1 GiB of float32)."""
+KIND_RAW = "raw"
+KIND_HUFFMAN = "huffman"
+_FLOAT_BYTES = 4
+
+
+class BadMagic(FormatError):
+    """The data does not start with the compressed-model magic bytes."""
+
+
+class UnsupportedVersion(FormatError):
+    """The file uses a format version or flag this reader does not implement."""
+
+
+class TruncatedFile(FormatError):
+    """The file ends before a section it declares."""
+
+
+class HeaderTooLarge(FormatError):
+    """A declared header length exceeds MAX_HEADER_BYTES."""
+
+
+class MalformedHeader(FormatError):
+    """The header is not valid JSON or does not follow the schema."""
+
+
+class ChecksumMismatch(FormatError):
+    """A CRC32 stored in the preamble does not match the bytes it covers."""
+
+
+class InvalidOffset(FormatError):
+    """A section offset or length does not tile the payload as required."""
+
+
+@dataclass(frozen=True)
+class QuantizedTensor:
+    """A pruned, weight-shared layer: surviving ``mask``, cluster ``labels`` and ``centroids``."""
+
+    name: str
+    mask: torch.Tensor
+    labels: torch.Tensor
+    centroids: torch.Tensor
+    weight_bits: int
+    index_bits: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the weight tensor (the mask's shape)."""
+        return tuple(self.mask.shape)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """Header-level description and byte accounting of one stored tensor.
+
+    For ``kind == "raw"`` tensors: nnz = numel, weight_bits = 32, index_bits = 0, and only
+    ``raw_bytes`` is non-zero among the byte counts.
+    """
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    numel: int
+    nnz: int
+    weight_bits: int
+    index_bits: int
+    codebook_size: int
+    index_symbols: int
+    index_stream_bits: int
+    weight_stream_bits: int
+    codebook_bytes: int
+    index_table_bytes: int
+    weight_table_bytes: int
+    index_stream_bytes: int
+    weight_stream_bytes: int
+    raw_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        """Payload bytes this tensor occupies in the file."""
+        return (
+            self.codebook_bytes
+            + self.index_table_bytes
+            + self.weight_table_bytes
+            + self.index_stream_bytes
+            + self.weight_stream_bytes
+            + self.raw_bytes
+        )
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """File-level description of a compressed model, read without decoding any stream."""
+
+    version: int
+    header_compressed: bool
+    file_bytes: int
+    preamble_bytes: int
+    header_bytes: int
+    header_json_bytes: int
+    payload_bytes: int
+    arch: dict
+    provenance: dict
+    layers: tuple[LayerInfo, ...]
+
+    @property
+    def dense_bytes(self) -> int:
+        """Bytes of all stored tensors as dense float32 (the uncompressed baseline)."""
+        return _FLOAT_BYTES * sum(layer.numel for layer in self.layers)
+
+    @property
+    def overhead_bytes(self) -> int:
+        """Preamble plus stored header bytes."""
+        return self.preamble_bytes + self.header_bytes
+
+
+@dataclass(frozen=True)
+class DecodedModel:
+    """A decoded file: model description plus a float32 CPU state_dict in file order."""
+
+    arch: dict
+    provenance: dict
+    state_dict: dict[str, torch.Tensor]
+    layers: list[LayerInfo] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Span:
+    offset: int
+    length: int
+
+    def to_json(self) -> list[int]:
+        return [self.offset, self.length]
+
+
+@dataclass(frozen=True)
+class _StreamRecord:
+    table: _Span
+    stream: _Span
+    bits: int
+    symbols: int
+
+
+@dataclass(frozen=True)
+class _RawRecord:
+    name: str
+    shape: tuple[int, ...]
+    numel: int
+    data: _Span
+
+    def spans(self) -> list[tuple[str, _Span]]:
+        return [("data", self.data)]
+
+    def info(self) -> LayerInfo:
+        return LayerInfo(
+            name=self.name,
+            kind=KIND_RAW,
+            shape=self.shape,
+            numel=self.numel,
+            nnz=self.numel,
+            weight_bits=32,
+            index_bits=0,
+            codebook_size=0,
+            index_symbols=0,
+            index_stream_bits=0,
+            weight_stream_bits=0,
+            codebook_bytes=0,
+            index_table_bytes=0,
+            weight_table_bytes=0,
+            index_stream_bytes=0,
+            weight_stream_bytes=0,
+            raw_bytes=self.data.length,
+        )
+
+
+@dataclass(frozen=True)
+class _HuffmanRecord:
+    name: str
+    shape: tuple[int, ...]
+    numel: int
+    nnz: int
+    weight_bits: int
+    index_bits: int
+    codebook: _Span
+    index: _StreamRecord
+    weight: _StreamRecord
+
+    def spans(self) -> list[tuple[str, _Span]]:
+        return [
+            ("codebook", self.codebook),
+            ("index table", self.index.table),
+            ("weight table", self.weight.table),
+            ("index stream", self.index.stream),
+            ("weight stream", self.weight.stream),
+        ]
+
+    def info(self) -> LayerInfo:
+        return LayerInfo(
+            name=self.name,
+            kind=KIND_HUFFMAN,
+            shape=self.shape,
+            numel=self.numel,
+            nnz=self.nnz,
+            weight_bits=self.weight_bits,
+            index_bits=self.index_bits,
+            codebook_size=self.codebook.length // _FLOAT_BYTES,
+            index_symbols=self.index.symbols,
+            index_stream_bits=self.index.bits,
+            weight_stream_bits=self.weight.bits,
+            codebook_bytes=self.codebook.length,
+            index_table_bytes=self.index.table.length,
+            weight_table_bytes=self.weight.table.length,
+            index_stream_bytes=self.index.stream.length,
+            weight_stream_bytes=self.weight.stream.length,
+            raw_bytes=0,
+        )
+
+
+_Record = _RawRecord | _HuffmanRecord
+
+
+@dataclass(frozen=True)
+class _ParsedFile:
+    version: int
+    flags: int
+    header_bytes: int
+    header_json_bytes: int
+    payload: memoryview
+    arch: dict
+    provenance: dict
+    records: list[_Record]
+
+
+class _PayloadWriter:
+    """Appends sections back to back and hands out their (offset, length) spans."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def add(self, data: bytes) -> list[int]:
+        span = _Span(self._size, len(data))
+        self._parts.append(data)
+        self._size += len(data)
+        return span.to_json()
+
+    def getvalue(self) -> bytes:
+        return b"".join(self._parts)
+
+
+def encode_model(
+    quantized: Sequence[QuantizedTensor],
+    raw: Mapping[str, torch.Tensor],
+    arch: dict,
+    provenance: dict,
+    *,
+    compress_header: bool = True,
+) -> bytes:
+    """Serialize quantized layers (then raw float32 tensors) into one compressed-model file.
+
+    Deterministic: equal inputs give equal bytes. ``compress_header`` zlib-compresses the JSON
+    header when that makes it smaller. Raises InvalidArgument for inconsistent inputs.
+    """
+    _check_names(quantized, raw)
+    for what, value in (("arch", arch), ("provenance", provenance)):
+        if not isinstance(value, dict):
+            raise InvalidArgument(f"{what} must be a JSON-able dict, got {type(value).__name__}")
+    for q in quantized:
+        _check_quantized(q)
+    for name, tensor in raw.items():
+        _check_raw(name, tensor)
+    total = sum(math.prod(q.shape) for q in quantized) + sum(t.numel() for t in raw.values())
+    if total > MAX_TOTAL_NUMEL:
+        raise InvalidArgument(
+            f"model has {total} elements; one file holds at most {MAX_TOTAL_NUMEL}"
+        )
+    writer = _PayloadWriter()
+    records = [_encode_quantized(q, writer) for q in quantized]
+    records += [_encode_raw(name, tensor, writer) for name, tensor in raw.items()]
+    header_json = _dump_json({"arch": arch, "provenance": provenance, "tensors": records})
+    stored, flags = header_json, 0
+    if compress_header:
+        packed = zlib.compress(header_json, 9)
+        if len(packed) < len(header_json):
+            stored, flags = packed, FLAG_HEADER_ZLIB
+    if len(header_json) > MAX_HEADER_BYTES:
+        raise InvalidArgument(
+            f"header is {len(header_json)} bytes, over the {MAX_HEADER_BYTES}-byte cap; "
+            "shrink arch/provenance"
+        )
+    payload = writer.getvalue()
+    preamble = _PREAMBLE.pack(
+        MAGIC,
+        FORMAT_VERSION,
+        flags,
+        len(stored),
+        len(header_json),
+        zlib.crc32(stored),
+        zlib.crc32(payload),
+    )
+    return preamble + stored + payload
+
+
+def decode_model(data: bytes) -> DecodedModel:
+    """Decode a compressed-model file to float32 CPU tensors; raises a FormatError if invalid."""
+    parsed = _parse_file(data)
+    state_dict: dict[str, torch.Tensor] = {}
+    for record in parsed.records:
+        try:
+            if isinstance(record, _RawRecord):
+                state_dict[record.name] = _decode_raw(record, parsed.payload)
+            else:
+                state_dict[record.name] = _decode_huffman(record, parsed.payload)
+        except FormatError as err:
+            raise type(err)(f"tensor {record.name!r}: {err}") from err
+    layers = [record.info() for record in parsed.records]
+    return DecodedModel(parsed.arch, parsed.provenance, state_dict, layers)
+
+
+def read_info(data: bytes) -> FileInfo:
+    """Validate framing, header and checksums and report per-tensor sizes without decoding."""
+    parsed = _parse_file(data)
+    return FileInfo(
+        version=parsed.version,
+        header_compressed=bool(parsed.flags & FLAG_HEADER_ZLIB),
+        file_bytes=PREAMBLE_SIZE + parsed.header_bytes + len(parsed.payload),
+        preamble_bytes=PREAMBLE_SIZE,
+        header_bytes=parsed.header_bytes,
+        header_json_bytes=parsed.header_json_bytes,
+        payload_bytes=len(parsed.payload),
+        arch=parsed.arch,
+        provenance=parsed.provenance,
+        layers=tuple(record.info() for record in parsed.records),
+    )
+
+
+def _check_names(quantized: Sequence[QuantizedTensor], raw: Mapping[str, torch.Tensor]) -> None:
+    seen: set[str] = set()
+    for name in [q.name for q in quantized] + list(raw):
+        if not isinstance(name, str) or not name:
+            raise InvalidArgument(f"tensor names must be non-empty strings, got {name!r}")
+        if name in seen:
+            raise InvalidArgument(
+                f"tensor name {name!r} is given more than once (quantized and raw names must be "
+                "unique); pass each parameter exactly once"
+            )
+        seen.add(name)
+
+
+def _check_bits(value: object, what: str, name: str) -> int:
+    if type(value) is not int or not 1 <= value <= MAX_SYMBOL_BITS:
+        raise InvalidArgument(
+            f"layer {name!r}: {what} must be an int in 1..{MAX_SYMBOL_BITS}, got {value!r}"
+        )
+    return value
+
+
+def _check_quantized(q: QuantizedTensor) -> None:
+    name = q.name
+    weight_bits = _check_bits(q.weight_bits, "weight_bits", name)
+    _check_bits(q.index_bits, "index_bits", name)
+    if not isinstance(q.mask, torch.Tensor) or q.mask.dtype != torch.bool:
+        raise InvalidArgument(f"layer {name!r}: mask must be a torch.bool tensor")
+    if len(q.shape) > MAX_NDIM:
+        raise InvalidArgument(f"layer {name!r}: at most {MAX_NDIM} dimensions are supported")
+    labels = q.labels
+    if (
+        not isinstance(labels, torch.Tensor)
+        or labels.dtype.is_floating_point
+        or labels.dtype.is_complex
+        or labels.dtype == torch.bool
+    ):
+        raise InvalidArgument(f"layer {name!r}: labels must be an integer torch tensor")
+    if tuple(labels.shape) != q.shape:
+        raise InvalidArgument(
+            f"layer {name!r}: labels shape {tuple(labels.shape)} != mask shape {q.shape}"
+        )
+    if not isinstance(q.centroids, torch.Tensor) or q.centroids.dtype != torch.float32:
+        raise InvalidArgument(f"layer {name!r}: centroids must be a float32 tensor (use .float())")
+    if q.centroids.dim() != 1:
+        raise InvalidArgument(f"layer {name!r}: centroids must be 1-D, got {q.centroids.dim()}-D")
+    if q.centroids.numel() > 1 << weight_bits:
+        raise InvalidArgument(
+            f"layer {name!r}: {q.centroids.numel()} centroids do not fit weight_bits="
+            f"{weight_bits} (at most {1 << weight_bits}); raise weight_bits or use fewer clusters"
+        )
+
+
+def _check_raw(name: str, tensor: torch.Tensor) -> None:
+    if not isinstance(tensor, torch.Tensor) or tensor.dtype != torch.float32:
+        raise InvalidArgument(
+            f"raw tensor {name!r} must be a float32 torch tensor (convert with .float())"
+        )
+    if tensor.dim() > MAX_NDIM:
+        raise InvalidArgument(f"raw tensor {name!r}: at most {MAX_NDIM} dimensions are supported")
+
+
+def _encode_quantized(q: QuantizedTensor, writer: _PayloadWriter) -> dict:
+    name = q.name
+    k = q.centroids.numel()
+    mask = q.mask.detach().cpu().reshape(-1).numpy()
+    labels = q.labels.detach().cpu().reshape(-1).numpy()[mask].astype(np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= k):
+        bad = int(np.flatnonzero((labels < 0) | (labels >= k))[0])
+        raise InvalidArgument(
+            f"layer {name!r}: label {int(labels[bad])} at surviving position "
+            f"{int(np.flatnonzero(mask)[bad])} is outside the codebook range [0, {k})"
+        )
+    index = encode_symbols(encode_positions(mask, q.index_bits))
+    weight = encode_symbols(labels)
+    codebook = writer.add(q.centroids.detach().cpu().numpy().astype("<f4").tobytes())
+    index_table = writer.add(encode_table(index.count, index.symbols, q.index_bits))
+    weight_table = writer.add(encode_table(weight.count, weight.symbols, q.weight_bits))
+    index_stream = writer.add(index.stream_bytes())
+    weight_stream = writer.add(weight.stream_bytes())
+    return {
+        "kind": KIND_HUFFMAN,
+        "name": name,
+        "shape": list(q.shape),
+        "nnz": int(labels.size),
+        "weight_bits": q.weight_bits,
+        "index_bits": q.index_bits,
+        "codebook": codebook,
+        "index": _stream_json(index, index_table, index_stream),
+        "weight": _stream_json(weight, weight_table, weight_stream),
+    }
+
+
+def _stream_json(stream: HuffmanStream, table: list[int], data: list[int]) -> dict:
+    return {"table": table, "stream": data, "bits": stream.n_bits, "symbols": stream.n_symbols}
+
+
+def _encode_raw(name: str, tensor: torch.Tensor, writer: _PayloadWriter) -> dict:
+    data = tensor.detach().cpu().contiguous().numpy().astype("<f4").tobytes()
+    return {"kind": KIND_RAW, "name": name, "shape": list(tensor.shape), "data": writer.add(data)}
+
+
+def _dump_json(obj: dict) -> bytes:
+    try:
+        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                          allow_nan=False)  # fmt: skip
+    except (TypeError, ValueError) as err:
+        raise InvalidArgument(
+            f"arch/provenance must be JSON-able dicts with str keys and finite numbers: {err}"
+        ) from err
+    return text.encode("ascii")
+
+
+def _parse_file(data: bytes) -> _ParsedFile:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"expected bytes, got {type(data).__name__}")
+    view = memoryview(data).cast("B")
+    if bytes(view[: len(MAGIC)]) != MAGIC[: len(view)]:
+        raise BadMagic("data does not start with the compressed-model magic; not a .dcz file")
+    if len(view) < PREAMBLE_SIZE:
+        raise TruncatedFile(
+            f"file has {len(view)} bytes, shorter than the {PREAMBLE_SIZE}-byte preamble"
+        )
+    _, version, flags, header_len, json_len, header_crc, payload_crc = _PREAMBLE.unpack_from(view)
+    if version != FORMAT_VERSION:
+        raise UnsupportedVersion(
+            f"format version {version} is not supported (this reader implements {FORMAT_VERSION})"
+        )
+    if flags & ~FLAG_HEADER_ZLIB:
+        unknown = flags & ~FLAG_HEADER_ZLIB
+        raise UnsupportedVersion(f"unknown flag bits 0x{unknown:04x} for format version 1")
+    for what, size in (("stored", header_len), ("decompressed", json_len)):
+        if size > MAX_HEADER_BYTES:
+            raise HeaderTooLarge(f"{what} header length {size} exceeds the {MAX_HEADER_BYTES} cap")
+    header_end = PREAMBLE_SIZE + header_len
+    if header_end > len(view):
+        raise TruncatedFile(f"header needs bytes up to {header_end}, file has {len(view)}")
+    stored = view[PREAMBLE_SIZE:header_end]
+    if zlib.crc32(stored) != header_crc:
+        raise ChecksumMismatch("header CRC32 mismatch; the header bytes are corrupt")
+    header = _load_json(_unpack_header(stored, flags, json_len))
+    arch, provenance, records = _parse_header(header)
+    payload = view[header_end:]
+    _check_layout(records, len(payload))
+    if zlib.crc32(payload) != payload_crc:
+        raise ChecksumMismatch("payload CRC32 mismatch; the payload bytes are corrupt")
+    return _ParsedFile(version, flags, header_len, json_len, payload, arch, provenance, records)
+
+
+def _unpack_header(stored: memoryview, flags: int, json_len: int) -> bytes:
+    if not flags & FLAG_HEADER_ZLIB:
+        if json_len != len(stored):
+            raise MalformedHeader(
+                f"uncompressed header: JSON length {json_len} != stored length {len(stored)}"
+            )
+        return bytes(stored)
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(stored, json_len + 1)
+    except zlib.error as err:
+        raise MalformedHeader(f"header is not a valid zlib stream: {err}") from err
+    if len(text) != json_len or not inflater.eof or inflater.unused_data:
+        raise MalformedHeader(
+            f"zlib header does not inflate to exactly the declared {json_len} bytes"
+        )
+    return text
+
+
+def _load_json(text: bytes) -> object:
+    try:
+        return json.loads(
+            text.decode("utf-8"),
+            object_pairs_hook=_unique_keys,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+        )
+    except MalformedHeader:
+        raise
+    except RecursionError as err:
+        raise MalformedHeader("header JSON is nested too deeply") from err
+    except ValueError as err:
+        raise MalformedHeader(f"header is not valid UTF-8 JSON: {err}") from err
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise MalformedHeader("header JSON object has a duplicate key")
+    return obj
+
+
+def _reject_constant(token: str) -> float:
+    raise MalformedHeader(f"header JSON contains {token}, which is not valid JSON")
+
+
+def _finite_float(token: str) -> float:
+    value = float(token)
+    if not math.isfinite(value):
+        raise MalformedHeader(f"header JSON number {token[:40]} is out of float range")
+    return value
+
+
+_TOP_KEYS = frozenset({"arch", "provenance", "tensors"})
+_RAW_KEYS = frozenset({"kind", "name", "shape", "data"})
+_HUFFMAN_KEYS = frozenset(
+    {"kind", "name", "shape", "nnz", "weight_bits", "index_bits", "codebook", "index", "weight"}
+)
+_STREAM_KEYS = frozenset({"table", "stream", "bits", "symbols"})
+
+
+def _parse_header(header: object) -> tuple[dict, dict, list[_Record]]:
+    top = _object(header, _TOP_KEYS, "header")
+    arch, provenance, tensors = top["arch"], top["provenance"], top["tensors"]
+    if not isinstance(arch, dict) or not isinstance(provenance, dict):
+        raise MalformedHeader("header 'arch' and 'provenance' must be JSON objects")
+    if not isinstance(tensors, list):
+        raise MalformedHeader("header 'tensors' must be a JSON array")
+    records: list[_Record] = []
+    names: set[str] = set()
+    total = 0
+    for position, entry in enumerate(tensors):
+        record = _parse_tensor(entry, f"tensors[{position}]")
+        if record.name in names:
+            raise MalformedHeader(f"tensor name {record.name!r} appears twice in the header")
+        names.add(record.name)
+        total += record.numel
+        if total > MAX_TOTAL_NUMEL:
+            raise MalformedHeader(f"tensors hold more than {MAX_TOTAL_NUMEL} elements in total")
+        records.append(record)
+    return arch, provenance, records
+
+
+def _parse_tensor(entry: object, where: str) -> _Record:
+    kind = entry.get("kind") if isinstance(entry, dict) else None
+    if kind == KIND_RAW:
+        obj = _object(entry, _RAW_KEYS, where)
+    elif kind == KIND_HUFFMAN:
+        obj = _object(entry, _HUFFMAN_KEYS, where)
+    else:
+        raise MalformedHeader(f"{where}: 'kind' must be {KIND_RAW!r} or {KIND_HUFFMAN!r}")
+    name = obj["name"]
+    if not isinstance(name, str) or not name:
+        raise MalformedHeader(f"{where}: 'name' must be a non-empty string")
+    where = f"{where} ({name!r})"
+    shape = _shape(obj["shape"], where)
+    numel = math.prod(shape)
+    if kind == KIND_RAW:
+        data = _span(obj["data"], f"{where}.data")
+        if data.length != _FLOAT_BYTES * numel:
+            raise MalformedHeader(
+                f"{where}: raw data is {data.length} bytes but shape {list(shape)} needs "
+                f"{_FLOAT_BYTES * numel}"
+            )
+        return _RawRecord(name, shape, numel, data)
+    return _parse_huffman(obj, name, shape, numel, where)
+
+
+def _parse_huffman(
+    obj: dict, name: str, shape: tuple[int, ...], numel: int, where: str
+) -> _HuffmanRecord:
+    nnz = _int(obj["nnz"], f"{where}.nnz", 0, numel)
+    weight_bits = _int(obj["weight_bits"], f"{where}.weight_bits", 1, MAX_SYMBOL_BITS)
+    index_bits = _int(obj["index_bits"], f"{where}.index_bits", 1, MAX_SYMBOL_BITS)
+    codebook = _span(obj["codebook"], f"{where}.codebook")
+    if codebook.length % _FLOAT_BYTES or codebook.length // _FLOAT_BYTES > 1 << weight_bits:
+        raise MalformedHeader(
+            f"{where}: codebook of {codebook.length} bytes is not 4*k with k <= 2**{weight_bits}"
+        )
+    max_index = nnz + numel // filler_symbol(index_bits) if nnz else 0
+    index = _stream(obj["index"], f"{where}.index", nnz, max_index)
+    weight = _stream(obj["weight"], f"{where}.weight", nnz, nnz)
+    return _HuffmanRecord(name, shape, numel, nnz, weight_bits, index_bits, codebook, index, weight)
+
+
+def _stream(value: object, where: str, min_symbols: int, max_symbols: int) -> _StreamRecord:
+    obj = _object(value, _STREAM_KEYS, where)
+    table = _span(obj["table"], f"{where}.table")
+    stream = _span(obj["stream"], f"{where}.stream")
+    bits = _int(obj["bits"], f"{where}.bits", 0, 8 * stream.length)
+    if stream.length != (bits + 7) // 8:
+        raise MalformedHeader(
+            f"{where}: stream of {stream.length} bytes does not hold exactly {bits} bits "
+            "plus < 8 padding bits"
+        )
+    symbols = _int(obj["symbols"], f"{where}.symbols", min_symbols, max_symbols)
+    return _StreamRecord(table, stream, bits, symbols)
+
+
+def _object(value: object, keys: frozenset[str], where: str) -> dict:
+    if not isinstance(value, dict):
+        raise MalformedHeader(f"{where} must be a JSON object")
+    if value.keys() != keys:
+        missing = sorted(keys - value.keys())
+        extra = sorted(value.keys() - keys)
+        raise MalformedHeader(f"{where}: missing fields {missing}, unknown fields {extra}")
+    return value
+
+
+def _int(value: object, where: str, low: int, high: int) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise MalformedHeader(f"{where} must be an integer in [{low}, {high}], got {value!r:.60}")
+    return value
+
+
+def _span(value: object, where: str) -> _Span:
+    if not isinstance(value, list) or len(value) != 2:
+        raise MalformedHeader(f"{where} must be [offset, length]")
+    limit = 1 << 62
+    return _Span(_int(value[0], f"{where}[0]", 0, limit), _int(value[1], f"{where}[1]", 0, limit))
+
+
+def _shape(value: object, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or len(value) > MAX_NDIM:
+        raise MalformedHeader(f"{where}.shape must be a list of at most {MAX_NDIM} integers")
+    dims = tuple(_int(d, f"{where}.shape", 0, MAX_TOTAL_NUMEL) for d in value)
+    numel = 1
+    for dim in dims:
+        numel *= dim
+        if numel > MAX_TOTAL_NUMEL:
+            raise MalformedHeader(f"{where}: shape {list(dims)} exceeds {MAX_TOTAL_NUMEL} elements")
+    return dims
+
+
+def _check_layout(records: list[_Record], payload_len: int) -> None:
+    expected = 0
+    for record in records:
+        for part, span in record.spans():
+            if span.offset != expected:
+                raise InvalidOffset(
+                    f"tensor {record.name!r} {part} starts at payload offset {span.offset}, "
+                    f"expected {expected}: sections must be contiguous in file order"
+                )
+            expected += span.length
+    if expected > payload_len:
+        raise TruncatedFile(f"sections need {expected} payload bytes, file has {payload_len}")
+    if expected < payload_len:
+        raise InvalidOffset(f"{payload_len - expected} unexpected bytes after the last section")
+
+
+def _decode_raw(record: _RawRecord, payload: memoryview) -> torch.Tensor:
+    values = _floats(payload, record.data)
+    return torch.from_numpy(values.reshape(record.shape))
+
+
+def _decode_huffman(record: _HuffmanRecord, payload: memoryview) -> torch.Tensor:
+    centroids = _floats(payload, record.codebook)
+    index = _decode_stream(
+        record.index, payload, record.index_bits, 1 << record.index_bits, "index stream"
+    )
+    labels = _decode_stream(record.weight, payload, record.weight_bits, centroids.size, "weights")
+    positions = decode_positions(index, record.index_bits, record.numel)
+    if positions.size != record.nnz:
+        raise CorruptStream(
+            f"index stream places {positions.size} weights but the header declares nnz={record.nnz}"
+        )
+    dense = np.zeros(record.numel, dtype=np.float32)
+    dense[positions] = centroids[labels]
+    return torch.from_numpy(dense.reshape(record.shape))
+
+
+def _floats(payload: memoryview, span: _Span) -> np.ndarray:
+    count = span.length // _FLOAT_BYTES
+    if count == 0:
+        return np.zeros(0, dtype=np.float32)
+    values = np.frombuffer(payload, dtype="<f4", count=count, offset=span.offset)
+    return values.astype(np.float32)
+
+
+def _decode_stream(
+    record: _StreamRecord, payload: memoryview, symbol_bits: int, alphabet_size: int, what: str
+) -> np.ndarray:
+    try:
+        return _decode_stream_unlabelled(record, payload, symbol_bits, alphabet_size)
+    except FormatError as err:
+        raise type(err)(f"{what}: {err}") from err
+
+
+def _decode_stream_unlabelled(
+    record: _StreamRecord, payload: memoryview, symbol_bits: int, alphabet_size: int
+) -> np.ndarray:
+    table = payload[record.table.offset : record.table.offset + record.table.length]
+    count, symbols = decode_table(bytes(table), symbol_bits)
+    bits = bitarray(endian="big")
+    bits.frombytes(payload[record.stream.offset : record.stream.offset + record.stream.length])
+    if bits[record.bits :].any():
+        raise CorruptStream("stream padding bits after the last code are not zero")
+    del bits[record.bits :]
+    stream = HuffmanStream(count, symbols, frozenbitarray(bits), record.symbols)
+    return decode_symbols(stream, alphabet_size)

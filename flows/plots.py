@@ -1,0 +1,74 @@
+"""DVC stage `plots`: PNG figures of the stages, for `dvc plots show` (offline) and Prefect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import Task, flow
+from prefect.context import FlowRunContext
+
+from deepcompression.config import Params
+from deepcompression.plan import LayerPlan
+from flows.common import setup
+from flows.workspace import Workspace
+from tasks.io import load_checkpoint
+from tasks.plots import (
+    plot_error_vs_density,
+    plot_training_curves,
+    plot_weight_distributions,
+    publish_plots_report,
+    remove_stale_pngs,
+)
+
+WEIGHTS_DIR = "weights"
+STAGES = ("dense", "pruned", "quantized")
+
+
+def _call(task_obj: Task[..., Path], *args: Any) -> Path:
+    """Run as a Prefect task inside a flow run (shown in the UI), as a plain call outside one."""
+    if FlowRunContext.get() is not None:
+        return task_obj(*args)
+    return task_obj.fn(*args)
+
+
+def weights_plot_name(layer: str) -> str:
+    """`weights/<layer>.png`: one folder, so dvc.yaml need not list the layers of each model."""
+    return f"{WEIGHTS_DIR}/{layer}.png"
+
+
+def write_plots(
+    params: Params, plan: dict[str, LayerPlan], workspace: Workspace
+) -> dict[str, Path]:
+    """Write curves, error-vs-density and one weight plot per layer; returns {plots/name: path}."""
+    checkpoints = {stage: load_checkpoint(workspace.checkpoint(stage)) for stage in STAGES}
+    for checkpoint in checkpoints.values():
+        checkpoint.expect_model(params.model.name)
+    train_csv, prune_csv = workspace.plot("train.csv"), workspace.plot("prune.csv")
+    written = {
+        "plots/curves.png": _call(plot_training_curves, train_csv, workspace.plot("curves.png")),
+        "plots/error_vs_density.png": _call(
+            plot_error_vs_density, prune_csv, train_csv, workspace.plot("error_vs_density.png")
+        ),
+    }
+    for layer in plan:
+        name = weights_plot_name(layer)
+        written[f"plots/{name}"] = _call(
+            plot_weight_distributions,
+            layer,
+            checkpoints["dense"],
+            checkpoints["pruned"],
+            checkpoints["quantized"],
+            workspace.plot(name),
+        )
+    remove_stale_pngs(workspace.plot(WEIGHTS_DIR), set(written.values()))
+    return written
+
+
+@flow(name="plots")
+def plots_flow(params_path: str = "params.yaml", root: str = ".") -> dict:
+    """Render plots/*.png from the stages' CSVs and checkpoints; attach them as `plots-report`."""
+    params, plan, workspace = setup(params_path, root)
+    written = write_plots(params, plan, workspace)
+    publish_plots_report(written)
+    return {"model": params.model.name, "plots": list(written)}

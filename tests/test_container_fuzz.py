@@ -1,0 +1,280 @@
+"""Corruption suite: seeded mutations of real encoded files must decode or raise FormatError.
+
+Mutations with repaired CRCs (edited header fields, replaced code tables and streams) get past the
+checksums so that the schema, layout, code-table and stream checks are exercised, not just CRC32.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import struct
+import zlib
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+
+from deepcompression.container import (
+    CorruptStream,
+    FormatError,
+    InvalidCode,
+    QuantizedTensor,
+    decode_model,
+    encode_model,
+    read_info,
+)
+
+PREAMBLE = struct.Struct("<8sHHIIII")
+CASES_PER_MUTATOR = 1000
+SEED = 20160201
+
+
+def _layer(
+    name: str, shape: tuple[int, ...], density: float, bits: int, index_bits: int, seed: int
+) -> QuantizedTensor:
+    gen = torch.Generator().manual_seed(seed)
+    mask = torch.rand(shape, generator=gen) < density
+    k = 1 << bits
+    labels = (torch.randn(shape, generator=gen) * k / 5 + k / 2).long().clamp(0, k - 1)
+    return QuantizedTensor(name, mask, labels, torch.randn(k, generator=gen), bits, index_bits)
+
+
+def _base_files() -> list[bytes]:
+    mlp = [
+        _layer("fc1.weight", (24, 16), 0.3, 4, 3, 1),
+        _layer("fc2.weight", (8, 24), 0.5, 3, 2, 2),
+    ]
+    biases = {"fc1.bias": torch.randn(24), "fc2.bias": torch.randn(8)}
+    arch = {"name": "tiny_mlp", "kwargs": {"hidden": 24}}
+    provenance = {"git": "0" * 40, "params": {"bits": [4, 3]}}
+    ones = torch.ones(4, 5, dtype=torch.bool)
+    sparse = torch.zeros(3, 40, dtype=torch.bool)
+    sparse[0, 1] = sparse[2, 39] = True
+    edge = [
+        QuantizedTensor("empty", ~ones, ones.long() * 0, torch.ones(2), 1, 2),
+        QuantizedTensor("const", ones[:3, :3], ones[:3, :3].long() * 0, torch.ones(1), 1, 4),
+        QuantizedTensor("gaps", sparse, sparse.long(), torch.tensor([0.5, -0.5]), 1, 2),
+        _layer("conv.weight", (4, 2, 3, 3), 0.4, 2, 8, 3),
+    ]
+    return [
+        encode_model(mlp, biases, arch, provenance),
+        encode_model(mlp, biases, arch, provenance, compress_header=False),
+        encode_model(edge, {"s": torch.tensor(1.0)}, {"name": "edge"}, {}, compress_header=False),
+    ]
+
+
+BASE_FILES = _base_files()
+
+
+def _split(data: bytes) -> tuple[dict, bytes]:
+    _, _, flags, header_len, _, _, _ = PREAMBLE.unpack_from(data)
+    stored = data[PREAMBLE.size : PREAMBLE.size + header_len]
+    header = json.loads(zlib.decompress(stored) if flags & 1 else stored)
+    return header, data[PREAMBLE.size + header_len :]
+
+
+def _build(header_json: bytes, payload: bytes, compress: bool, version: int = 1) -> bytes:
+    stored = zlib.compress(header_json) if compress else header_json
+    fields = (b"\x89DCZ\r\n\x1a\n", version, int(compress), len(stored), len(header_json))
+    crcs = (zlib.crc32(stored), zlib.crc32(payload))
+    return PREAMBLE.pack(*fields, *crcs) + stored + payload
+
+
+def _dump(header: object) -> bytes:
+    return json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _sections(header: dict) -> list[tuple[dict | list, object]]:
+    """(container, key) of every [offset, length] span, in file order."""
+    spans: list[tuple[dict | list, object]] = []
+    for tensor in header["tensors"]:
+        if tensor["kind"] == "raw":
+            spans.append((tensor, "data"))
+        else:
+            spans.append((tensor, "codebook"))
+            spans += [(tensor["index"], "table"), (tensor["weight"], "table")]
+            spans += [(tensor["index"], "stream"), (tensor["weight"], "stream")]
+    return spans
+
+
+def _replace_section(data: bytes, rng: np.random.Generator, kind: str, new: Callable) -> bytes:
+    """Swap one table/stream section for ``new(old_bytes, rng)``, re-tiling later offsets."""
+    header, payload = _split(data)
+    candidates = [
+        (i, holder, key)
+        for i, (holder, key) in enumerate(_sections(header))
+        if key == kind and isinstance(holder, dict)
+    ]
+    index, holder, key = candidates[rng.integers(len(candidates))]
+    chunks = []
+    for i, (h, k) in enumerate(_sections(header)):
+        offset, length = h[k]
+        chunk = payload[offset : offset + length]
+        if i == index:
+            chunk = new(chunk, rng, holder)
+        chunks.append(chunk)
+    position = 0
+    for (h, k), chunk in zip(_sections(header), chunks, strict=True):
+        h[k] = [position, len(chunk)]
+        position += len(chunk)
+    return _build(_dump(header), b"".join(chunks), bool(rng.integers(2)))
+
+
+def _random_table(old: bytes, rng: np.random.Generator, holder: dict) -> bytes:
+    """A plausible-looking but mostly invalid code table (non-prefix, incomplete, duplicates)."""
+    max_len = int(rng.choice([0, 1, 2, 3, 5, 8, 31, 32, 40, 255]))
+    counts = rng.integers(0, 5, max_len) if max_len < 64 else np.zeros(0, dtype=np.int64)
+    if max_len and rng.random() < 0.5 and counts.size:
+        counts[-1] = max(1, counts[-1])
+    n = int(counts.sum()) if max_len else 1
+    symbols = rng.integers(0, 12, n)
+    body = bytes([max_len]) + counts.astype("<u1").tobytes() + symbols.astype("<u1").tobytes()
+    if rng.random() < 0.2:
+        body = body[: rng.integers(len(body) + 1)] + rng.bytes(rng.integers(3))
+    return body
+
+
+def _random_stream(old: bytes, rng: np.random.Generator, holder: dict) -> bytes:
+    length = int(rng.integers(0, 2 * len(old) + 3))
+    holder["bits"] = max(0, 8 * length - int(rng.integers(0, 8))) if length else 0
+    if rng.random() < 0.3:
+        holder["symbols"] = int(rng.integers(0, 3 * holder["symbols"] + 2))
+    return rng.bytes(length)
+
+
+PALETTE: list[object] = [
+    0, 1, -1, 2, 3, 7, 8, 255, 256, 65535, 2**31, 2**32 + 5, 2**62, 2**63, 2**64, 10**30, -(2**63),
+    1.5, -0.0, 1e308, "x", "", "huffman", "raw", None, True, False, [], {}, [0], [0, 0], [0, 2**62],
+    [2**62, 2**62], [-1, 4], [[[[]]]], list(range(40)), {"a": 1}, "é" * 5,
+]  # fmt: skip
+
+
+def _leaves(node: object, path: tuple = ()) -> list[tuple]:
+    out = [path]
+    if isinstance(node, dict):
+        for key, value in node.items():
+            out += _leaves(value, (*path, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            out += _leaves(value, (*path, i))
+    return out
+
+
+def _edit_header(data: bytes, rng: np.random.Generator, nudge: bool) -> bytes:
+    header, payload = _split(data)
+    paths = [p for p in _leaves(header) if p]
+    if nudge:
+        ints = [p for p in paths if type(_get(header, p)) is int]
+        path = ints[rng.integers(len(ints))]
+        delta = int(rng.choice([-8, -2, -1, 1, 2, 8, 4096]))
+        value: object = _get(header, path) + delta if rng.random() < 0.8 else -_get(header, path)
+    else:
+        path = paths[rng.integers(len(paths))]
+        value = PALETTE[rng.integers(len(PALETTE))]
+    parent = _get(header, path[:-1])
+    action = rng.random()
+    if action < 0.1 and isinstance(parent, dict):
+        del parent[path[-1]]
+    elif action < 0.15 and isinstance(parent, dict):
+        parent["extra"] = value
+    else:
+        parent[path[-1]] = value
+    text = _dump(header)
+    if not nudge and rng.random() < 0.1:
+        text = text[: rng.integers(len(text) + 1)]
+    return _build(text, payload, bool(rng.integers(2)))
+
+
+def _get(node: object, path: tuple) -> object:
+    for key in path:
+        node = node[key]  # type: ignore[index]
+    return node
+
+
+def _flip_bits(data: bytes, rng: np.random.Generator, start: int = 0) -> bytearray:
+    out = bytearray(data)
+    for _ in range(rng.integers(1, 5)):
+        out[rng.integers(start, len(out))] ^= 1 << int(rng.integers(8))
+    return out
+
+
+def _payload_mutation(data: bytes, rng: np.random.Generator) -> bytes:
+    header, payload = _split(data)
+    body = bytearray(payload)
+    choice = rng.random()
+    if choice < 0.5 and body:
+        body = _flip_bits(bytes(body), rng)
+    elif choice < 0.8 and body:
+        body[rng.integers(len(body))] = int(rng.integers(256))
+    elif choice < 0.9:
+        at = int(rng.integers(len(body) + 1))
+        body[at:at] = rng.bytes(int(rng.integers(1, 4)))
+    elif body:
+        at = int(rng.integers(len(body)))
+        del body[at : at + int(rng.integers(1, 4))]
+    return _build(_dump(header), bytes(body), bool(rng.integers(2)))
+
+
+def _preamble_mutation(data: bytes, rng: np.random.Generator) -> bytes:
+    fields = list(PREAMBLE.unpack_from(data))
+    index = int(rng.integers(1, 7))
+    limit = 0xFFFF if index <= 2 else 0xFFFFFFFF
+    fields[index] = int(rng.choice([0, 1, 2, limit, rng.integers(0, limit + 1), fields[index] + 1]))
+    fields[index] = min(max(fields[index], 0), limit)
+    return PREAMBLE.pack(*fields) + data[PREAMBLE.size :]
+
+
+MUTATORS: dict[str, Callable[[bytes, np.random.Generator], bytes]] = {
+    "truncate": lambda d, r: d[: r.integers(0, len(d))],
+    "bit_flips": lambda d, r: bytes(_flip_bits(d, r)),
+    "random_bytes": lambda d, r: r.bytes(int(r.integers(0, len(d) + 1))),
+    "garbage_after_magic": lambda d, r: d[:8] + r.bytes(int(r.integers(0, 200))),
+    "preamble_fields": _preamble_mutation,
+    "payload_with_crc": _payload_mutation,
+    "payload_bits_with_crc": lambda d, r: _build(
+        _dump(_split(d)[0]), bytes(_flip_bits(_split(d)[1], r)), False
+    ),
+    "header_field": lambda d, r: _edit_header(d, r, nudge=False),
+    "header_int_nudge": lambda d, r: _edit_header(d, r, nudge=True),
+    "code_table": lambda d, r: _replace_section(d, r, "table", _random_table),
+    "stream": lambda d, r: _replace_section(d, r, "stream", _random_stream),
+}
+
+
+def _outcome(data: bytes) -> str:
+    try:
+        read_info(data)
+        decoded = decode_model(data)
+    except FormatError as err:
+        return type(err).__name__
+    for tensor in decoded.state_dict.values():
+        assert tensor.dtype == torch.float32 and tensor.device.type == "cpu"
+    return "decoded"
+
+
+@pytest.mark.parametrize("mutator", sorted(MUTATORS))
+def test_mutations_decode_or_raise_format_error(mutator: str) -> None:
+    rng = np.random.default_rng([SEED, sorted(MUTATORS).index(mutator)])
+    outcomes: collections.Counter[str] = collections.Counter()
+    for case in range(CASES_PER_MUTATOR):
+        base = BASE_FILES[case % len(BASE_FILES)]
+        mutated = MUTATORS[mutator](base, rng)
+        try:
+            outcomes[_outcome(mutated)] += 1
+        except Exception as err:  # anything but FormatError (or a bad tensor) is a bug
+            raise AssertionError(
+                f"{mutator} case {case}: {type(err).__name__}: {err}; input {mutated[:80].hex()}"
+            ) from err
+    assert sum(outcomes.values()) == CASES_PER_MUTATOR
+    if mutator == "code_table":
+        assert outcomes[InvalidCode.__name__] > CASES_PER_MUTATOR // 4, outcomes
+    if mutator in ("stream", "payload_bits_with_crc"):
+        assert outcomes[CorruptStream.__name__] > 0, outcomes
+
+
+def test_the_suite_runs_at_least_ten_thousand_mutations() -> None:
+    assert len(MUTATORS) * CASES_PER_MUTATOR >= 10_000
+    for data in BASE_FILES:
+        assert _outcome(data) == "decoded"
