@@ -273,7 +273,7 @@ def distinct_nonzero_values(weight: Tensor) -> int:
 
 
 def drop_unused_centroids(codebook: LayerCodebook) -> LayerCodebook:
-    """The same weights with only the centroids that some surviving weight uses (relabelled in order).
+    """The same weights with only the centroids that surviving weights use, relabelled in order.
 
     k-means can leave clusters empty (e.g. linear init puts centroids in the pruned gap around
     zero); storing them would waste codebook bytes in the compressed file.

