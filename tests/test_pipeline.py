@@ -26,7 +26,10 @@ pytestmark = pytest.mark.slow
 def _small_params(mnist_root: Path) -> dict:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["data"].update(
-        source="local", local_dir=str(mnist_root / "MNIST" / "raw"), train_limit=1500, test_limit=500
+        source="local",
+        local_dir=str(mnist_root / "MNIST" / "raw"),
+        train_limit=1500,
+        test_limit=500,
     )
     raw["train"]["epochs"] = 2
     raw["prune"]["iterations"] = 2
