@@ -42,16 +42,20 @@ def mnist_tensors(mnist_root: Path) -> MnistTensors:
 
 
 @pytest.fixture(scope="session")
-def prefect_api():
-    """One temporary Prefect server for the whole session (each costs ~10 s to start).
+def prefect_api() -> str:
+    """One temporary Prefect server for the whole session (each costs ~10 s); yields its API URL.
 
-    Heartbeats are off so that each sync flow run does not wait ~1 s at exit.
+    Analytics are off (offline telemetry errors) and heartbeats too, so that each sync flow run
+    does not wait ~1 s at exit.
     """
-    from prefect.settings import temporary_settings
+    from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with (
-        prefect_test_harness(server_startup_timeout=120),
-        temporary_settings({"flows.heartbeat_frequency": None}),
-    ):
-        yield
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        with (
+            temporary_settings({"server.analytics_enabled": False}),
+            prefect_test_harness(server_startup_timeout=120),
+            temporary_settings({"flows.heartbeat_frequency": None}),
+        ):
+            yield PREFECT_API_URL.value()

@@ -1,0 +1,77 @@
+"""Seconds per 60k-sample epoch: our training loop beside a bare PyTorch loop, same run, same data.
+
+Run from the repository root after the data stage (`dvc repro data`):
+    .venv/bin/python -m benchmarks.bench_train [--models lenet_300_100 lenet5] [--epochs 3]
+Both loops use preloaded tensors, the same batch size, SGD with momentum and the same model init;
+epochs alternate between the two so that machine load affects both alike. Target: ratio <= 1.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from deepcompression.config import OptimConfig
+from deepcompression.training import make_optimizer, resolve_device, train_epoch
+from models import build_model
+from tasks.data import load_mnist
+
+
+def bare_epoch(model: nn.Module, opt: torch.optim.Optimizer, x, y, batch_size: int, g) -> None:
+    """The plainest loop PyTorch allows over preloaded tensors."""
+    model.train()
+    order = torch.randperm(len(x), generator=g).to(x.device)
+    for start in range(0, len(x), batch_size):
+        idx = order[start : start + batch_size]
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+def measure(name: str, x, y, epochs: int, batch_size: int) -> tuple[float, float]:
+    """Median seconds per epoch for (ours, bare), alternating epochs."""
+    cfg = OptimConfig(epochs=epochs, batch_size=batch_size, lr=0.01)
+    torch.manual_seed(0)
+    ours_model = build_model(name).to(x.device)
+    bare_model = build_model(name).to(x.device)
+    bare_model.load_state_dict(ours_model.state_dict())
+    ours_opt = make_optimizer(ours_model.parameters(), cfg)
+    bare_opt = make_optimizer(bare_model.parameters(), cfg)
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    ours, bare = [], []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        train_epoch(ours_model, ours_opt, x, y, batch_size, g1)
+        ours.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        bare_epoch(bare_model, bare_opt, x, y, batch_size, g2)
+        bare.append(time.perf_counter() - start)
+    return statistics.median(ours), statistics.median(bare)
+
+
+def main() -> None:
+    """Print a table of seconds per epoch and the ratio, per model."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models", nargs="+", default=["lenet_300_100", "lenet5"])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--data", type=Path, default=Path("data"))
+    args = parser.parse_args()
+    device = resolve_device("auto")
+    data = load_mnist.fn(args.data)
+    x, y = data.train_x.to(device), data.train_y.to(device)
+    print(f"device {device}, torch threads {torch.get_num_threads()}, batch {args.batch_size}")
+    print(f"{'model':<15}{'ours s/epoch':>14}{'bare s/epoch':>14}{'ratio':>8}")
+    for name in args.models:
+        ours, bare = measure(name, x, y, args.epochs, args.batch_size)
+        print(f"{name:<15}{ours:>14.3f}{bare:>14.3f}{ours / bare:>8.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,403 @@
+"""The ``deepcompression`` command line: inspect a compressed-model file or evaluate it on MNIST.
+
+An application edge: it reads files and prints, while all logic lives in the library. Every error
+ends as one ``deepcompression: error: ...`` line on stderr and a non-zero exit code. ``eval``
+imports Prefect-backed task modules lazily, so ``inspect`` and ``--version`` start quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import sys
+import time
+import tomllib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from deepcompression.container import KIND_HUFFMAN, FileInfo, FormatError, LayerInfo, read_info
+from deepcompression.sizes import ModelSizes, model_sizes
+
+PROG = "deepcompression"
+DISTRIBUTION = "deep-compression"
+DEFAULT_DATA = Path("data")
+DEFAULT_BATCH_SIZE = 1000
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+__all__ = [
+    "CliError",
+    "EXIT_FAILURE",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "build_parser",
+    "format_eval",
+    "format_inspect",
+    "inspect_report",
+    "main",
+    "package_version",
+]
+
+
+class CliError(Exception):
+    """A failure to report as one stderr line with ``exit_code`` (2: bad usage or bad input)."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def package_version() -> str:
+    """The installed distribution's version, else the version in the source tree's pyproject."""
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    try:
+        project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return "unknown"
+    if project.get("name") != DISTRIBUTION:
+        return "unknown"
+    return str(project.get("version", "unknown"))
+
+
+def _positive_int(text: str) -> int:
+    """argparse type for counts that must be at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for ``deepcompression`` and its ``inspect`` and ``eval`` commands."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Inspect or evaluate Deep Compression model files."
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {package_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    inspect = commands.add_parser(
+        "inspect", help="per-layer sizes and compression ratios of a compressed file"
+    )
+    inspect.add_argument("file", type=Path, metavar="FILE", help="compressed-model file")
+    inspect.add_argument("--json", action="store_true", help="print one JSON object")
+    inspect.set_defaults(handler=_run_inspect)
+
+    evaluate = commands.add_parser(
+        "eval", help="decode a file and measure it on the MNIST test set"
+    )
+    evaluate.add_argument("file", type=Path, metavar="FILE", help="compressed-model file")
+    evaluate.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        metavar="DIR",
+        help="folder holding MNIST/raw (default: %(default)s)",
+    )
+    evaluate.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    evaluate.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=DEFAULT_BATCH_SIZE,
+        metavar="N",
+        help="evaluation batch size (default: %(default)s)",
+    )
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.set_defaults(handler=_run_eval)
+    return parser
+
+
+def _read_bytes(path: Path) -> bytes:
+    """Read a whole input file, turning OS errors into a CliError that names the file."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise CliError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CliError(f"{path}: is a directory, expected a compressed-model file") from None
+    except OSError as err:
+        raise CliError(f"{path}: cannot read: {err.strerror or err}") from None
+
+
+def _not_a_model(path: Path, err: FormatError) -> CliError:
+    """The error for bytes that fail to parse or decode as a compressed-model file."""
+    return CliError(f"{path}: not a valid compressed-model file ({type(err).__name__}: {err})")
+
+
+def _density(layer: LayerInfo) -> float | None:
+    """Fraction of the layer's elements that are stored (None for an empty tensor)."""
+    return layer.nnz / layer.numel if layer.numel else None
+
+
+def _layer_row(layer: LayerInfo, sizes: ModelSizes) -> dict[str, Any]:
+    """One layer of the inspect report; ratios are None for raw float32 tensors."""
+    coded = sizes.layers.get(layer.name) if layer.kind == KIND_HUFFMAN else None
+    return {
+        "name": layer.name,
+        "kind": layer.kind,
+        "shape": list(layer.shape),
+        "numel": layer.numel,
+        "nnz": layer.nnz,
+        "density": _density(layer),
+        "weight_bits": layer.weight_bits,
+        "index_bits": layer.index_bits,
+        "codebook_size": layer.codebook_size,
+        "bytes": layer.total_bytes,
+        "pq_ratio": None if coded is None else coded.pq_ratio,
+        "pqh_ratio": None if coded is None else coded.pqh_ratio,
+    }
+
+
+def inspect_report(info: FileInfo) -> dict[str, Any]:
+    """JSON-able description of a compressed file: arch, revision, per-layer rows and totals."""
+    sizes = model_sizes(info)
+    return {
+        "arch": info.arch.get("name"),
+        "git_revision": info.provenance.get("git_revision"),
+        "format_version": info.version,
+        "layers": [_layer_row(layer, sizes) for layer in info.layers],
+        "totals": {
+            "file_bytes": info.file_bytes,
+            "overhead_bytes": info.overhead_bytes,
+            "payload_bytes": info.payload_bytes,
+            "dense_bytes": info.dense_bytes,
+            "ratio": sizes.file_ratio,
+            "pq_ratio": sizes.pq_ratio,
+            "pqh_ratio": sizes.pqh_ratio,
+        },
+    }
+
+
+def _ratio_text(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.1f}x"
+
+
+def _percent_text(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{100.0 * fraction:.2f}%"
+
+
+_COLUMNS: tuple[tuple[str, bool], ...] = (
+    ("layer", False),
+    ("kind", False),
+    ("shape", False),
+    ("density", True),
+    ("w bits", True),
+    ("idx bits", True),
+    ("k", True),
+    ("bytes", True),
+    ("P+Q", True),
+    ("P+Q+H", True),
+)
+"""Table header and whether the column is right-aligned (numbers)."""
+
+
+def _table_cells(row: dict[str, Any]) -> list[str]:
+    """The human table's cells for one layer row; '-' where a field does not apply."""
+    coded = row["kind"] == KIND_HUFFMAN
+    return [
+        row["name"],
+        row["kind"],
+        "x".join(str(d) for d in row["shape"]) or "scalar",
+        _percent_text(row["density"]),
+        str(row["weight_bits"]),
+        str(row["index_bits"]) if coded else "-",
+        str(row["codebook_size"]) if coded else "-",
+        str(row["bytes"]),
+        _ratio_text(row["pq_ratio"]),
+        _ratio_text(row["pqh_ratio"]),
+    ]
+
+
+def _align(rows: list[list[str]]) -> list[str]:
+    """Pad cells to common column widths, numbers right-aligned, and join with two spaces."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
+    lines = []
+    for row in rows:
+        cells = [
+            cell.rjust(width) if right else cell.ljust(width)
+            for cell, width, (_, right) in zip(row, widths, _COLUMNS, strict=True)
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def _key_values(pairs: list[tuple[str, str]]) -> list[str]:
+    """Left-aligned ``key  value`` lines."""
+    width = max(len(key) for key, _ in pairs)
+    return [f"{key.ljust(width)}  {value}" for key, value in pairs]
+
+
+def format_inspect(report: dict[str, Any], file: str) -> str:
+    """Human-readable inspect output: a header block, the aligned layer table and totals."""
+    totals = report["totals"]
+    header = _key_values(
+        [
+            ("file", file),
+            ("arch", str(report["arch"] or "unknown")),
+            ("git revision", str(report["git_revision"] or "unknown")),
+            ("format version", str(report["format_version"])),
+        ]
+    )
+    table = _align(
+        [[title for title, _ in _COLUMNS]] + [_table_cells(row) for row in report["layers"]]
+    )
+    summary = _key_values(
+        [
+            ("file bytes", str(totals["file_bytes"])),
+            ("  header bytes", str(totals["overhead_bytes"])),
+            ("  payload bytes", str(totals["payload_bytes"])),
+            ("dense float32 bytes", str(totals["dense_bytes"])),
+            ("file ratio", _ratio_text(totals["ratio"])),
+            ("P+Q ratio (coded layers)", _ratio_text(totals["pq_ratio"])),
+            ("P+Q+H ratio (coded layers)", _ratio_text(totals["pqh_ratio"])),
+        ]
+    )
+    return "\n".join([*header, "", *table, "", *summary])
+
+
+def format_eval(result: dict[str, Any]) -> str:
+    """Human-readable eval output: error, sample count and timings."""
+    return "\n".join(
+        _key_values(
+            [
+                ("file", result["file"]),
+                ("arch", str(result["arch"] or "unknown")),
+                ("device", result["device"]),
+                ("test error", f"{100.0 * result['test_error']:.2f}%"),
+                ("test loss", f"{result['test_loss']:.4f}"),
+                ("test samples", str(result["test_samples"])),
+                ("decode seconds", f"{result['decode_seconds']:.3f}"),
+                ("eval seconds", f"{result['eval_seconds']:.3f}"),
+            ]
+        )
+    )
+
+
+def _print_json(obj: dict[str, Any], out: TextIO) -> None:
+    """Write exactly one JSON object and a newline."""
+    out.write(json.dumps(obj, allow_nan=False) + "\n")
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    """``inspect``: read the file's header and print sizes and ratios."""
+    try:
+        info = read_info(_read_bytes(args.file))
+    except FormatError as err:
+        raise _not_a_model(args.file, err) from None
+    report = inspect_report(info)
+    if args.json:
+        _print_json({"file": str(args.file), **report}, sys.stdout)
+    else:
+        print(format_inspect(report, str(args.file)))
+    return EXIT_OK
+
+
+def _load_test_set(root: Path) -> tuple[Any, Any]:
+    """The verified MNIST test images and labels under ``root``, or a CliError saying how to fix."""
+    from deepcompression.data import DataError
+    from tasks.data import load_mnist
+
+    try:
+        tensors = load_mnist.fn(root)
+    except DataError as err:
+        raise CliError(
+            f"MNIST not usable under {root}: {err} Run `dvc repro data` to fetch it, "
+            "or pass --data DIR pointing at a folder that holds MNIST/raw."
+        ) from None
+    return tensors.test_x, tensors.test_y
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    """``eval``: decode the file into its network and measure test error on MNIST."""
+    from deepcompression.training import evaluate, resolve_device
+    from models import UnknownModelError
+    from tasks.evaluate import load_compressed
+
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError as err:
+        raise CliError(str(err)) from None
+    data = _read_bytes(args.file)
+    try:
+        arch = read_info(data).arch.get("name")
+        model, decode_seconds = load_compressed(data, device)
+    except FormatError as err:
+        raise _not_a_model(args.file, err) from None
+    except UnknownModelError as err:
+        raise CliError(f"{args.file}: {err}") from None
+    except (KeyError, TypeError, RuntimeError) as err:
+        raise CliError(
+            f"{args.file}: its weights do not build the network its header names "
+            f"({type(err).__name__}: {err})"
+        ) from None
+    test_x, test_y = _load_test_set(args.data)
+    start = time.perf_counter()
+    result = evaluate(model, test_x.to(device), test_y.to(device), args.batch_size)
+    eval_seconds = time.perf_counter() - start
+    report = {
+        "file": str(args.file),
+        "arch": arch,
+        "device": str(device),
+        "batch_size": args.batch_size,
+        "test_error": result.error,
+        "test_loss": result.loss,
+        "test_samples": result.samples,
+        "decode_seconds": decode_seconds,
+        "eval_seconds": eval_seconds,
+    }
+    if args.json:
+        _print_json(report, sys.stdout)
+    else:
+        print(format_eval(report))
+    return EXIT_OK
+
+
+def _one_line(text: str) -> str:
+    """Collapse a message onto one line so stderr carries exactly one error line."""
+    return " ".join(text.split())
+
+
+def _report_error(message: str, err: TextIO) -> None:
+    err.write(f"{PROG}: error: {_one_line(message)}\n")
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace | int:
+    """Parse arguments; argparse's own exits (usage errors, --help, --version) become a code."""
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+        return code if isinstance(code, int) else EXIT_USAGE
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: sys.argv[1:]) and return the exit code."""
+    parsed = _parse(build_parser(), argv)
+    if isinstance(parsed, int):
+        return parsed
+    handler: Callable[[argparse.Namespace], int] = parsed.handler
+    try:
+        return handler(parsed)
+    except CliError as err:
+        _report_error(str(err), sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        _report_error("interrupted", sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:  # the command line never shows a traceback
+        _report_error(f"unexpected {type(err).__name__}: {err}", sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
