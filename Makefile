@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test ui ui-stop schedule bench lint clean-runs
+.PHONY: setup run test ui ui-stop schedule bench lint
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -30,6 +30,15 @@ ui: setup  ## start the local Prefect server and UI at http://127.0.0.1:4200
 
 ui-stop:  ## stop the local Prefect server
 	$(PY) -m flows.server stop
+
+schedule: setup  ## rerun the pipeline on the cron in params.yaml (schedule:); Ctrl-C stops
+	$(PY) -m flows.server start
+	PREFECT_API_URL=http://127.0.0.1:4200/api $(PY) -m flows.schedule serve
+
+bench: setup  ## the speed benchmarks (results go in BENCHMARKS.md)
+	$(PY) -m benchmarks.bench_train
+	$(PY) -m benchmarks.bench_kmeans
+	$(PY) -m benchmarks.bench_huffman
 
 lint: setup
 	$(VENV)/bin/ruff check .

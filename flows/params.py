@@ -31,3 +31,29 @@ def params_hash(params: Params) -> str:
     """Short, stable hash of the whole params: a tag that groups runs of one configuration."""
     canonical = json.dumps(to_dict(params), sort_keys=True).encode()
     return hashlib.sha256(canonical).hexdigest()[:10]
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply `a.b.c=value` to nested dict `raw` (value parsed as YAML), like `dvc exp run -S`."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {assignment!r} is not KEY=VALUE (e.g. train.epochs=5)")
+    *parents, last = key.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {assignment!r}: {part!r} is not a section")
+    node[last] = yaml.safe_load(text)
+
+
+def write_overridden_params(base: Path | str, assignments: list[str], root: Path) -> Path:
+    """Write `root/params.yaml`: `base` with the overrides applied, validated first."""
+    raw = yaml.safe_load(Path(base).read_text()) or {}
+    for assignment in assignments:
+        apply_override(raw, assignment)
+    plan_layers(from_dict(Params, raw))
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path

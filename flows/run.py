@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from flows.server import ensure_api_url
 
@@ -37,12 +38,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("stage", choices=sorted(STAGES))
     parser.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
     parser.add_argument("--root", default=".", help="folder the pipeline reads and writes under")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a params key (e.g. model.name=lenet5); needs --root other than '.', "
+        "where the merged params are written (use `dvc exp run -S` in the main workspace)",
+    )
     args = parser.parse_args(argv)
 
     from deepcompression.config import ConfigError
-    from flows.params import load_params, params_hash
+    from flows.params import load_params, params_hash, write_overridden_params
 
     try:
+        if args.set:
+            if Path(args.root).resolve() == Path.cwd().resolve():
+                raise ConfigError("--set needs --root DIR: the merged params go to DIR/params.yaml")
+            args.params = str(write_overridden_params(args.params, args.set, Path(args.root)))
         params, _ = load_params(args.params)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

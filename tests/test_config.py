@@ -81,3 +81,19 @@ def test_params_hash_is_stable_and_sensitive():
     b = from_dict(Params, _params(train__epochs=3))
     assert params_hash(a) == params_hash(from_dict(Params, _params()))
     assert params_hash(a) != params_hash(b)
+
+
+def test_overrides_write_a_validated_params_file(tmp_path):
+    from flows.params import write_overridden_params
+
+    path = write_overridden_params(
+        ROOT / "params.yaml", ["model.name=lenet5", "train.epochs=3"], tmp_path / "run"
+    )
+    params, plan = load_params(path)
+    assert params.model.name == "lenet5" and params.train.epochs == 3
+    assert "conv1" in plan
+    with pytest.raises(ConfigError, match="train.epochs"):
+        write_overridden_params(ROOT / "params.yaml", ["train.epochs=-2"], tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        write_overridden_params(ROOT / "params.yaml", ["train.epochs"], tmp_path / "bad")
