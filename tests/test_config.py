@@ -25,10 +25,12 @@ def _params(**overrides) -> dict:
 
 def test_shipped_params_validate_and_plan_every_layer():
     params, plan = load_params(ROOT / "params.yaml")
-    assert params.model.name == "lenet_300_100"
+    raw = _params()
+    assert params.model.name == raw["model"]["name"] == "lenet_300_100"
     assert list(plan) == ["fc1", "fc2", "fc3"]
-    assert [p.prune_target for p in plan.values()] == [0.08, 0.09, 0.26]
-    assert {p.weight_bits for p in plan.values()} == {6}
+    densities = raw["prune"]["density"]["lenet_300_100"]
+    assert {name: p.prune_target for name, p in plan.items()} == densities
+    assert {p.weight_bits for p in plan.values()} == {raw["quantize"]["bits"]["lenet_300_100"]["fc"]}
 
 
 def test_lenet5_resolves_kind_defaults():
