@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test ui ui-stop schedule bench lint
+.PHONY: setup run test lenet5 ui ui-stop schedule bench lint
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,6 +24,13 @@ run: setup  ## the full default pipeline: local Prefect server, then dvc repro
 
 test: setup  ## the test suite
 	$(PY) -m pytest
+
+lenet5: setup  ## the pipeline for LeNet-5 (shorter schedule: it is slower on CPU) into runs/lenet5
+	$(PY) -m flows.server start
+	PREFECT_API_URL=http://127.0.0.1:4200/api $(PY) -m flows.run pipeline --root runs/lenet5 \
+	  --set model.name=lenet5 --set train.epochs=15 --set train.lr=0.05 \
+	  --set prune.iterations=4 --set prune.retrain.epochs=4 --set prune.retrain.lr=0.01 \
+	  --set quantize.finetune.epochs=2
 
 ui: setup  ## start the local Prefect server and UI at http://127.0.0.1:4200
 	$(PY) -m flows.server start

@@ -45,6 +45,16 @@ def _check_range(
         _fail(path, f"{value!r} is out of range; allowed: {left}{low}, {high}]")
 
 
+def _check_bits_table(path: str, table: LayerTable) -> None:
+    """Every entry of a per-layer bit-width table is a whole number in 1..16."""
+    for model, row in table.items():
+        for layer, value in row.items():
+            key = f"{path}.{model}.{layer}"
+            if not float(value).is_integer():
+                _fail(key, f"{value!r} is not a whole number of bits; allowed: 1..16")
+            _check_range(key, value, 1, 16)
+
+
 @dataclass(frozen=True)
 class OptimConfig:
     """How a network is (re)trained: SGD with momentum, L2 weight decay and an lr schedule."""
@@ -158,12 +168,7 @@ class QuantizeConfig:
 
     def validate(self, path: str = "") -> None:
         """Bits must be whole numbers in 1..16."""
-        for model, table in self.bits.items():
-            for layer, value in table.items():
-                key = f"{path}.bits.{model}.{layer}"
-                if not float(value).is_integer():
-                    _fail(key, f"{value!r} is not a whole number of bits; allowed: 1..16")
-                _check_range(key, value, 1, 16)
+        _check_bits_table(f"{path}.bits", self.bits)
         self.finetune.validate(f"{path}.finetune")
 
 
@@ -175,12 +180,7 @@ class EncodeConfig:
 
     def validate(self, path: str = "") -> None:
         """Index widths must be whole numbers in 1..16."""
-        for model, table in self.index_bits.items():
-            for layer, value in table.items():
-                key = f"{path}.index_bits.{model}.{layer}"
-                if not float(value).is_integer():
-                    _fail(key, f"{value!r} is not a whole number of bits; allowed: 1..16")
-                _check_range(key, value, 1, 16)
+        _check_bits_table(f"{path}.index_bits", self.index_bits)
 
 
 @dataclass(frozen=True)
