@@ -1,7 +1,8 @@
 """Print the headline figures of finished pipeline runs as a markdown table (for BENCHMARKS.md).
 
     .venv/bin/python -m benchmarks.results . runs/lenet5
-Each argument is a workspace root holding metrics/*.json from `dvc repro` or `flows.run pipeline`.
+Each argument is a workspace root holding metrics/*.json from `dvc repro` or `flows.run pipeline`;
+after the summary comes a per-layer table (the paper's Tables 2-3) for each root.
 """
 
 from __future__ import annotations
@@ -37,9 +38,31 @@ def row(root: Path) -> dict:
     }
 
 
+def layer_rows(root: Path) -> list[dict]:
+    """Per-layer rows in the shape of the paper's Tables 2-3, from metrics/encode.json."""
+    sizes = json.loads((root / "metrics" / "encode.json").read_text())["sizes"]
+    return [
+        {
+            "layer": layer["name"],
+            "weights": layer["numel"],
+            "kept": f"{layer['kept_percent']:.1f}%",
+            "weight bits (P+Q)": layer["weight_bits"],
+            "weight bits (H)": f"{layer['huffman_weight_bits']:.2f}",
+            "index bits (P+Q)": layer["index_bits"],
+            "index bits (H)": f"{layer['huffman_index_bits']:.2f}",
+            "P+Q": f"{layer['pq_ratio']:.1f}x",
+            "P+Q+H": f"{layer['pqh_ratio']:.1f}x",
+        }
+        for layer in sizes["layers"]
+    ]
+
+
 def main(argv: list[str]) -> None:
-    """Print the table for the given workspace roots (default: the current folder)."""
-    print(markdown_table([row(Path(root)) for root in argv or ["."]]), end="")
+    """Print the summary table, then a per-layer table for each workspace root given."""
+    roots = [Path(root) for root in argv or ["."]]
+    print(markdown_table([row(root) for root in roots]))
+    for root in roots:
+        print(markdown_table(layer_rows(root)))
 
 
 if __name__ == "__main__":

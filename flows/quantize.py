@@ -42,7 +42,15 @@ def quantize_flow(params_path: str = "params.yaml", root: str = ".") -> dict:
         "error_after_clustering": result.error_after_clustering,
         "test_error": result.test_error,
         "pq_ratio": report.pq_ratio,
-        "layers": {row["layer"]: row for row in layers},
+        "layers": {
+            name: {
+                "density": kept[name],
+                "weight_bits": p.weight_bits,
+                "index_bits": p.index_bits,
+                "pq_ratio": report.layers[name].pq_ratio,
+            }
+            for name, p in plan.items()
+        },
     }
     save_checkpoint(workspace.checkpoint("quantized"), checkpoint)
     write_json(workspace.metrics("quantize"), metrics)
