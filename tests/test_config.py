@@ -30,7 +30,9 @@ def test_shipped_params_validate_and_plan_every_layer():
     assert list(plan) == ["fc1", "fc2", "fc3"]
     densities = raw["prune"]["density"]["lenet_300_100"]
     assert {name: p.prune_target for name, p in plan.items()} == densities
-    assert {p.weight_bits for p in plan.values()} == {raw["quantize"]["bits"]["lenet_300_100"]["fc"]}
+    assert {p.weight_bits for p in plan.values()} == {
+        raw["quantize"]["bits"]["lenet_300_100"]["fc"]
+    }
 
 
 def test_lenet5_resolves_kind_defaults():

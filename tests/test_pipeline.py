@@ -40,7 +40,7 @@ def _small_params(mnist_root: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory, mnist_root, prefect_api):
-    """Run the pipeline flow once in a fresh workspace; returns (workspace, params, result, run id)."""
+    """Run the pipeline once in a fresh workspace; returns (workspace, params, result, run id)."""
     from flows.pipeline import pipeline_flow
 
     workspace = tmp_path_factory.mktemp("workspace")
