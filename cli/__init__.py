@@ -1,1 +1,1 @@
-"""cli."""
+"""The `deepcompression` command line: inspect and evaluate compressed-model files."""

@@ -1,1 +1,1 @@
-"""tasks."""
+"""Thin Prefect tasks around library calls; the only layer besides flows that touches files."""

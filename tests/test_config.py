@@ -101,3 +101,19 @@ def test_overrides_write_a_validated_params_file(tmp_path):
     assert not (tmp_path / "bad").exists()
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         write_overridden_params(ROOT / "params.yaml", ["train.epochs"], tmp_path / "bad")
+
+
+def test_iteration_targets_follow_the_method():
+    from flows.prune import iteration_targets
+
+    params = from_dict(Params, _params())
+    plan = plan_layers(params)
+    steps = iteration_targets(params, plan)
+    assert len(steps) == params.prune.iterations
+    assert steps[-1] == {n: p.prune_target for n, p in plan.items()}
+    for earlier, later in zip(steps, steps[1:], strict=False):
+        assert all(later[k] < earlier[k] for k in plan)
+    threshold = from_dict(Params, _params(prune__method="threshold"))
+    quality = _params()["prune"]["quality"]["lenet_300_100"]["fc"]
+    qualities = iteration_targets(threshold, plan_layers(threshold))
+    assert qualities == [dict.fromkeys(plan, quality)] * threshold.prune.iterations
