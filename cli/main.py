@@ -319,9 +319,9 @@ def _load_test_set(root: Path) -> tuple[Any, Any]:
 
 def _run_eval(args: argparse.Namespace) -> int:
     """``eval``: decode the file into its network and measure test error on MNIST."""
+    from deepcompression.loader import ModelBuildError, load_model
     from deepcompression.training import evaluate, resolve_device
     from models import UnknownModelError
-    from tasks.evaluate import load_compressed
 
     try:
         device = resolve_device(args.device)
@@ -330,16 +330,15 @@ def _run_eval(args: argparse.Namespace) -> int:
     data = _read_bytes(args.file)
     try:
         arch = read_info(data).arch.get("name")
-        model, decode_seconds = load_compressed(data, device)
+        start = time.perf_counter()
+        model, _ = load_model(data, device)
+        decode_seconds = time.perf_counter() - start
     except FormatError as err:
         raise _not_a_model(args.file, err) from None
     except UnknownModelError as err:
         raise CliError(f"{args.file}: {err}") from None
-    except (KeyError, TypeError, RuntimeError) as err:
-        raise CliError(
-            f"{args.file}: its weights do not build the network its header names "
-            f"({type(err).__name__}: {err})"
-        ) from None
+    except ModelBuildError as err:
+        raise CliError(f"{args.file}: {err}") from None
     test_x, test_y = _load_test_set(args.data)
     start = time.perf_counter()
     result = evaluate(model, test_x.to(device), test_y.to(device), args.batch_size)

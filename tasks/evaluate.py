@@ -10,9 +10,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from deepcompression.checkpoint import Checkpoint
-from deepcompression.container import decode_model
+from deepcompression.loader import load_model
 from deepcompression.training import evaluate, predict_logits
-from models import build_model
 
 
 @dataclass(frozen=True)
@@ -25,15 +24,6 @@ class FileEvaluation:
     logits_equal_quantized: bool | None
 
 
-def load_compressed(data: bytes, device: torch.device) -> tuple[torch.nn.Module, float]:
-    """Decode file bytes and build the network its header names; returns (model, seconds)."""
-    start = time.perf_counter()
-    decoded = decode_model(data)
-    model = build_model(decoded.arch["name"], **decoded.arch.get("kwargs", {}))
-    model.load_state_dict(decoded.state_dict, strict=True)
-    return model.to(device), time.perf_counter() - start
-
-
 @task(name="evaluate-file", cache_policy=NO_CACHE)
 def evaluate_file(
     data: bytes,
@@ -44,7 +34,9 @@ def evaluate_file(
     reference: Checkpoint | None = None,
 ) -> FileEvaluation:
     """Test error of the decoded file; with `reference`, also check its logits are bitwise equal."""
-    model, seconds = load_compressed(data, device)
+    start = time.perf_counter()
+    model, _ = load_model(data, device)
+    seconds = time.perf_counter() - start
     x, y = test_x.to(device), test_y.to(device)
     result = evaluate(model, x, y, batch_size)
     equal = None

@@ -204,7 +204,7 @@ def test_bad_input_is_one_line_exit_2(
     ("arch", "expected"),
     [
         ({"name": "no_such_net"}, "unknown model 'no_such_net'"),
-        ({"name": "lenet5"}, "do not build the network"),
+        ({"name": "lenet5"}, "weights do not fit model 'lenet5'"),
     ],
 )
 def test_eval_rejects_a_file_whose_arch_does_not_fit(

@@ -497,3 +497,30 @@ def test_decoded_tensors_are_writable_and_independent_of_input() -> None:
     state["w"][0, 0] = 5
     assert decode_model(bytes(data)).state_dict["b"].tolist() == [1.0, -2.0]
     assert np.isfinite(state["w"].numpy()).all()
+
+
+def test_load_model_builds_the_named_network_with_the_decoded_weights():
+    from deepcompression.container import QuantizedTensor, encode_model
+    from deepcompression.loader import ModelBuildError, load_model
+    from models import build_model
+
+    torch.manual_seed(0)
+    reference = build_model("lenet_300_100")
+    quantized, raw = [], {}
+    for name, tensor in reference.state_dict().items():
+        if name.endswith("weight"):
+            mask = torch.rand(tensor.shape) < 0.1
+            labels = torch.randint(0, 4, tensor.shape)
+            centroids = torch.tensor([-0.2, -0.1, 0.1, 0.2])
+            quantized.append(QuantizedTensor(name, mask, labels, centroids, 2, 5))
+            reference.state_dict()[name].copy_(torch.where(mask, centroids[labels], 0.0))
+        else:
+            raw[name] = tensor
+    data = encode_model(quantized, raw, {"name": "lenet_300_100", "kwargs": {}}, {})
+    model, decoded = load_model(data)
+    x = torch.randn(8, 1, 28, 28)
+    assert torch.equal(model(x), reference(x))
+    assert decoded.arch["name"] == "lenet_300_100"
+    wrong = encode_model(quantized, raw, {"name": "lenet5", "kwargs": {}}, {})
+    with pytest.raises(ModelBuildError, match="do not fit model 'lenet5'"):
+        load_model(wrong)
