@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.context import TaskRunContext
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
@@ -31,3 +34,18 @@ def log_epoch(
         100 * record.test_error,
         record.seconds,
     )
+
+
+def epoch_reporter(stage: str, total: int) -> Callable:
+    """An `on_epoch` callback: a log line per epoch and, inside a task run, a progress artifact."""
+    logger = run_logger()
+    progress_id = None
+    if TaskRunContext.get() is not None and total > 0:
+        progress_id = create_progress_artifact(0.0, description=f"{stage}: epochs done (%)")
+
+    def report(record) -> None:
+        log_epoch(logger, stage, total, record)
+        if progress_id is not None:
+            update_progress_artifact(progress_id, 100.0 * record.epoch / total)
+
+    return report

@@ -18,7 +18,7 @@ from deepcompression.training import (
     resolve_device,
     seed_everything,
 )
-from tasks.log import log_epoch, run_logger
+from tasks.log import epoch_reporter, run_logger
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def prune_iteration(
         retrain,
         generator,
         masks=masks,
-        on_epoch=lambda r: log_epoch(logger, f"retrain {iteration}", retrain.epochs, r),
+        on_epoch=epoch_reporter(f"retrain {iteration}", retrain.epochs),
         eval_batch_size=run.eval_batch_size,
     )
     final = evaluate(model, tensors[2], tensors[3], run.eval_batch_size)

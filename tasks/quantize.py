@@ -23,7 +23,7 @@ from deepcompression.training import (
     resolve_device,
     seed_everything,
 )
-from tasks.log import log_epoch, run_logger
+from tasks.log import epoch_reporter, run_logger
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def quantize(
         tensors,
         cfg.finetune,
         generator,
-        on_epoch=lambda r: log_epoch(logger, "fine-tune", cfg.finetune.epochs, r),
+        on_epoch=epoch_reporter("fine-tune", cfg.finetune.epochs),
         eval_batch_size=run.eval_batch_size,
     )
     final_books = {k: drop_unused_centroids(b) for k, b in strip_(model).items()}

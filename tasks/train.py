@@ -10,7 +10,7 @@ from deepcompression.config import RunConfig, TrainConfig
 from deepcompression.data import MnistTensors
 from deepcompression.training import EpochRecord, fit, resolve_device, seed_everything
 from models import build_model
-from tasks.log import log_epoch, run_logger
+from tasks.log import epoch_reporter, run_logger
 
 
 @task(name="train-dense", task_run_name="train-{model_name}", cache_policy=NO_CACHE)
@@ -29,7 +29,7 @@ def train_dense(
         tensors,
         cfg,
         generator,
-        on_epoch=lambda r: log_epoch(logger, "train", cfg.epochs, r),
+        on_epoch=epoch_reporter("train", cfg.epochs),
         eval_batch_size=run.eval_batch_size,
     )
     return Checkpoint.of(model, {"name": model_name, "kwargs": {}}), history

@@ -99,6 +99,7 @@ def test_prefect_records_runs_iterations_and_artifacts(pipeline_run):
     from prefect.client.schemas.filters import (
         ArtifactFilter,
         ArtifactFilterKey,
+        ArtifactFilterType,
         FlowRunFilter,
         FlowRunFilterParentFlowRunId,
         TaskRunFilter,
@@ -126,9 +127,12 @@ def test_prefect_records_runs_iterations_and_artifacts(pipeline_run):
                     key=ArtifactFilterKey(any_=["prune-report", "encode-report", "encode-metrics"])
                 )
             )
-            return parent, flows, prune_tasks, artifacts
+            progress = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"]))
+            )
+            return parent, flows, prune_tasks, artifacts, progress
 
-    parent, flows, prune_tasks, artifacts = asyncio.run(query())
+    parent, flows, prune_tasks, artifacts, progress = asyncio.run(query())
     assert parent.state.is_completed()
     assert {"data", "train", "prune", "quantize", "encode", "evaluate", "plots"} <= set(flows)
     assert all(run.state.is_completed() for run in flows.values())
@@ -139,6 +143,7 @@ def test_prefect_records_runs_iterations_and_artifacts(pipeline_run):
     assert "P+Q+H ratio" in by_key["encode-report"].data
     metrics = {row["metric"]: row["value"] for row in json.loads(by_key["encode-metrics"].data)}
     assert metrics["file_bytes"] > 0
+    assert progress and all(float(a.data) == 100.0 for a in progress), "epoch progress reaches 100%"
 
 
 def test_bad_params_fail_before_work_and_keep_outputs(pipeline_run):
