@@ -117,11 +117,16 @@ def magnitude_mask(
 
 
 def threshold_mask(
-    weight: torch.Tensor, quality: float, mask: torch.Tensor | None = None
+    weight: torch.Tensor,
+    quality: float,
+    mask: torch.Tensor | None = None,
+    std: float | None = None,
 ) -> torch.Tensor:
-    """Keep |w| > quality * std of the layer's surviving weights (population std), ANDed with mask.
+    """Keep |w| > quality * std, ANDed with mask: the paper's per-layer rule.
 
-    This is the paper's per-layer rule; the std is taken over the entries `mask` still keeps.
+    Pass `std` of the layer's dense (unpruned) weights when iterating, so that repeating the rule
+    after retraining removes only weights that fell below the same threshold; without it the std
+    of the currently surviving weights is used, which grows as small weights go.
     """
     _check_quality(quality)
     old = _check_layer_mask(weight, mask)
@@ -130,8 +135,16 @@ def threshold_mask(
         surviving = values[old]
         if surviving.numel() == 0:
             return old.clone()
-        threshold = quality * surviving.double().std(correction=0).item()
-        return (values.abs().double() > threshold) & old
+        scale = std if std is not None else surviving.double().std(correction=0).item()
+        return (values.abs().double() > quality * scale) & old
+
+
+def weight_stds(model: nn.Module) -> dict[str, float]:
+    """Population std of every prunable weight, keyed by layer name (the threshold rule's scale)."""
+    return {
+        layer_name(name): weight.detach().double().std(correction=0).item()
+        for name, weight in prunable_weights(model).items()
+    }
 
 
 def density_schedule(final_density: float, iterations: int, kind: ScheduleKind) -> list[float]:
@@ -215,20 +228,26 @@ def prune_(
     masks: Masks,
     targets: Mapping[str, float],
     method: PruneMethod = "magnitude",
+    stds: Mapping[str, float] | None = None,
 ) -> Masks:
     """Prune the targeted layers further, zero their pruned weights in place and return new masks.
 
     targets map layer names ("fc1") to a density (magnitude) or a quality (threshold); layers not
-    in targets keep their masks. Everything is validated before the model is touched.
+    in targets keep their masks. For threshold pruning, `stds` (from `weight_stds` of the dense
+    model) fixes each layer's scale across iterations. Everything is validated before the model
+    is touched.
     """
     check_masks(model, masks)
     weights = prunable_weights(model)
     _check_targets(weights, targets, method)
-    rule = magnitude_mask if method == "magnitude" else threshold_mask
     new_masks = dict(masks)
     for layer, value in targets.items():
         name = weight_name(layer)
-        new_masks[name] = rule(weights[name], value, masks[name])
+        if method == "magnitude":
+            new_masks[name] = magnitude_mask(weights[name], value, masks[name])
+        else:
+            std = None if stds is None else stds[layer]
+            new_masks[name] = threshold_mask(weights[name], value, masks[name], std)
     for layer, value in targets.items():
         if not bool(new_masks[weight_name(layer)].any()):
             hint = "a higher density" if method == "magnitude" else "a lower quality"
@@ -279,3 +298,30 @@ def overall_density(masks: Masks) -> float:
     kept = sum(int(mask.count_nonzero()) for mask in masks.values())
     total = sum(_numel(name, mask) for name, mask in masks.items())
     return kept / total
+
+
+class MaskGuard:
+    """Masks bound once to a model's weights, for the training loop's hot path.
+
+    `zero_gradients_` after backward and `zero_weights_` after the optimiser step keep pruned
+    weights at exactly +0.0 without re-validating the masks on every batch.
+    """
+
+    def __init__(self, model: nn.Module, masks: Masks) -> None:
+        check_masks(model, masks)
+        self._pairs = [
+            (weight, ~masks[name].to(weight.device))
+            for name, weight in prunable_weights(model).items()
+        ]
+
+    def zero_gradients_(self) -> None:
+        """Zero the gradients of pruned weights (their momentum/Adam state then stays 0)."""
+        for weight, pruned in self._pairs:
+            if weight.grad is not None:
+                weight.grad.masked_fill_(pruned, 0.0)
+
+    def zero_weights_(self) -> None:
+        """Set every pruned weight to exactly +0.0."""
+        with torch.no_grad():
+            for weight, pruned in self._pairs:
+                weight.masked_fill_(pruned, 0.0)

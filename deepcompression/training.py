@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from deepcompression.config import Device, OptimConfig
-from deepcompression.pruning import Masks, apply_masks_, mask_gradients_
+from deepcompression.pruning import MaskGuard, Masks
 
 
 @dataclass(frozen=True)
@@ -99,12 +99,12 @@ def train_epoch(
     y: torch.Tensor,
     batch_size: int,
     generator: torch.Generator,
-    masks: Masks | None = None,
+    guard: MaskGuard | None = None,
 ) -> float:
     """One pass over (x, y) in shuffled mini-batches; returns the mean training loss.
 
-    With `masks`, gradients of pruned weights are zeroed before the step and the weights re-zeroed
-    after it, so neither momentum nor weight decay can revive a pruned connection.
+    With a mask `guard`, gradients of pruned weights are zeroed before the step and the weights
+    re-zeroed after it, so neither momentum nor weight decay can revive a pruned connection.
     """
     model.train()
     order = torch.randperm(len(x), generator=generator).to(x.device)
@@ -114,11 +114,11 @@ def train_epoch(
         loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if masks is not None:
-            mask_gradients_(model, masks)
+        if guard is not None:
+            guard.zero_gradients_()
         optimizer.step()
-        if masks is not None:
-            apply_masks_(model, masks)
+        if guard is not None:
+            guard.zero_weights_()
         total += loss.detach() * len(idx)
     return total.item() / max(len(x), 1)
 
@@ -138,6 +138,7 @@ def fit(
     """
     train_x, train_y, test_x, test_y = data
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
+    guard = MaskGuard(model, masks) if masks is not None else None
     history = []
     for epoch in range(cfg.epochs):
         lr = learning_rate(cfg, epoch)
@@ -145,7 +146,7 @@ def fit(
             group["lr"] = lr
         start = time.perf_counter()
         train_loss = train_epoch(
-            model, optimizer, train_x, train_y, cfg.batch_size, generator, masks
+            model, optimizer, train_x, train_y, cfg.batch_size, generator, guard
         )
         seconds = time.perf_counter() - start
         result = evaluate(model, test_x, test_y, eval_batch_size)

@@ -6,7 +6,7 @@ from prefect import flow
 
 from deepcompression.config import Params
 from deepcompression.plan import LayerPlan
-from deepcompression.pruning import density_schedule
+from deepcompression.pruning import density_schedule, weight_stds
 from deepcompression.report import percent
 from flows.common import load_data, setup
 from tasks.artifacts import publish_report

@@ -43,14 +43,18 @@ def prune_iteration(
     retrain: OptimConfig,
     run: RunConfig,
     data: MnistTensors,
+    stds: dict[str, float] | None = None,
 ) -> tuple[Checkpoint, IterationResult]:
-    """Prune from the checkpoint's masks to `targets` (density or quality), then retrain."""
+    """Prune from the checkpoint's masks to `targets` (density or quality), then retrain.
+
+    `stds` (dense weights' std per layer) fixes the threshold rule's scale across iterations.
+    """
     logger = run_logger()
     device = resolve_device(run.device)
     generator = seed_everything(run.seed + iteration)
     model = checkpoint.build(device)
     masks = {k: v.to(device) for k, v in checkpoint.masks.items()} or full_masks(model)
-    masks = prune_(model, masks, targets, method)
+    masks = prune_(model, masks, targets, method, stds)
     tensors = tuple(t.to(device) for t in (data.train_x, data.train_y, data.test_x, data.test_y))
     pruned = evaluate(model, tensors[2], tensors[3], run.eval_batch_size)
     logger.info(

@@ -29,6 +29,7 @@ from deepcompression.pruning import (
     prune_,
     threshold_mask,
     weight_name,
+    weight_stds,
 )
 
 FAST = settings(max_examples=60, deadline=None)
@@ -524,3 +525,30 @@ def test_density_errors() -> None:
         overall_density({})
     with pytest.raises(PruningError, match="empty"):
         densities({"a.weight": torch.ones(0, dtype=torch.bool)})
+
+
+def test_threshold_iterations_with_the_dense_std_do_not_compound():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(784, 300))
+    stds = weight_stds(model)
+    masks = full_masks(model)
+    first = None
+    for _ in range(5):
+        masks = prune_(model, masks, {"0": 1.0}, "threshold", stds)
+        first = first if first is not None else overall_density(masks)
+    assert overall_density(masks) == first
+    weight = model[0].weight.detach()
+    kept = masks["0.weight"]
+    assert torch.all(weight[kept].abs() > stds["0"])
+    assert 0.4 < first < 0.45  # uniform init: P(|w| > std) = 1 - 1/sqrt(3) = 0.42
+
+
+def test_threshold_without_a_fixed_std_prunes_further_each_time():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(784, 300))
+    masks = full_masks(model)
+    densities = []
+    for _ in range(3):
+        masks = prune_(model, masks, {"0": 1.0}, "threshold")
+        densities.append(overall_density(masks))
+    assert densities[0] > densities[1] > densities[2]
