@@ -11,8 +11,9 @@ import json
 import math
 import struct
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -29,8 +30,15 @@ from deepcompression.huffman import (
     decode_table,
     encode_symbols,
     encode_table,
+    validate_code,
+    zero_bit_symbol,
 )
-from deepcompression.sparse_index import decode_positions, encode_positions, filler_symbol
+from deepcompression.sparse_index import (
+    constant_positions,
+    decode_positions,
+    encode_positions,
+    filler_symbol,
+)
 
 __all__ = [
     "MAGIC",
@@ -75,6 +83,7 @@ MAX_TOTAL_NUMEL = 1 << 28
 KIND_RAW = "raw"
 KIND_HUFFMAN = "huffman"
 _FLOAT_BYTES = 4
+_T = TypeVar("_T")
 
 
 class BadMagic(FormatError):
@@ -751,19 +760,53 @@ def _decode_raw(record: _RawRecord, payload: memoryview) -> torch.Tensor:
 
 
 def _decode_huffman(record: _HuffmanRecord, payload: memoryview) -> torch.Tensor:
+    """Validate both code tables, place the weights, and only then allocate the dense tensor.
+
+    Per-symbol memory is spent only on streams whose symbols each cost at least one coded bit;
+    zero-bit streams become a slice and a scalar, so header counts alone allocate nothing.
+    """
     centroids = _floats(payload, record.codebook)
-    index = _decode_stream(
-        record.index, payload, record.index_bits, 1 << record.index_bits, "index stream"
+    bits = record.index_bits
+    index = _labelled("index stream", _load_stream, record.index, payload, bits, 1 << bits)
+    weight = _labelled(
+        "weights", _load_stream, record.weight, payload, record.weight_bits, centroids.size
     )
-    labels = _decode_stream(record.weight, payload, record.weight_bits, centroids.size, "weights")
-    positions = decode_positions(index, record.index_bits, record.numel)
-    if positions.size != record.nnz:
-        raise CorruptStream(
-            f"index stream places {positions.size} weights but the header declares nnz={record.nnz}"
-        )
+    positions = _positions(index, record)
+    values = _labelled("weights", _weight_values, weight, centroids)
     dense = np.zeros(record.numel, dtype=np.float32)
-    dense[positions] = centroids[labels]
+    dense[positions] = values
     return torch.from_numpy(dense.reshape(record.shape))
+
+
+def _positions(stream: HuffmanStream, record: _HuffmanRecord) -> slice | np.ndarray:
+    """Flat positions of the ``nnz`` weights, checked against nnz and numel before allocating."""
+    alphabet_size = 1 << record.index_bits
+    repeated = _labelled("index stream", zero_bit_symbol, stream, alphabet_size)
+    if repeated is not None:
+        placed = constant_positions(repeated, stream.n_symbols, record.index_bits, record.numel)
+        count = stream.n_symbols
+    else:
+        if stream.n_symbols > record.numel:
+            raise CorruptStream(
+                f"index stream declares {stream.n_symbols} symbols, but each advances at least one "
+                f"position and the tensor has only {record.numel} elements"
+            )
+        symbols = _labelled("index stream", decode_symbols, stream, alphabet_size)
+        placed = decode_positions(symbols, record.index_bits, record.numel)
+        count = placed.size
+    if count != record.nnz:
+        raise CorruptStream(
+            f"index stream places {count} weights but the header declares nnz={record.nnz}"
+        )
+    return placed
+
+
+def _weight_values(stream: HuffmanStream, centroids: np.ndarray) -> np.float32 | np.ndarray:
+    """The centroid of each weight; one scalar for a zero-bit stream (its count equals nnz)."""
+    repeated = zero_bit_symbol(stream, centroids.size)
+    if repeated is not None:
+        return centroids[repeated]
+    return centroids[decode_symbols(stream, centroids.size)]
 
 
 def _floats(payload: memoryview, span: _Span) -> np.ndarray:
@@ -774,24 +817,24 @@ def _floats(payload: memoryview, span: _Span) -> np.ndarray:
     return values.astype(np.float32)
 
 
-def _decode_stream(
-    record: _StreamRecord, payload: memoryview, symbol_bits: int, alphabet_size: int, what: str
-) -> np.ndarray:
+def _labelled(what: str, function: Callable[..., _T], *args: object) -> _T:
+    """Call ``function``, prefixing the message of any FormatError it raises with ``what``."""
     try:
-        return _decode_stream_unlabelled(record, payload, symbol_bits, alphabet_size)
+        return function(*args)
     except FormatError as err:
         raise type(err)(f"{what}: {err}") from err
 
 
-def _decode_stream_unlabelled(
+def _load_stream(
     record: _StreamRecord, payload: memoryview, symbol_bits: int, alphabet_size: int
-) -> np.ndarray:
+) -> HuffmanStream:
+    """Parse and validate a stream's code table and padding; decodes no symbols."""
     table = payload[record.table.offset : record.table.offset + record.table.length]
     count, symbols = decode_table(bytes(table), symbol_bits)
+    validate_code(count, symbols, alphabet_size)
     bits = bitarray(endian="big")
     bits.frombytes(payload[record.stream.offset : record.stream.offset + record.stream.length])
     if bits[record.bits :].any():
         raise CorruptStream("stream padding bits after the last code are not zero")
     del bits[record.bits :]
-    stream = HuffmanStream(count, symbols, frozenbitarray(bits), record.symbols)
-    return decode_symbols(stream, alphabet_size)
+    return HuffmanStream(count, symbols, frozenbitarray(bits), record.symbols)

@@ -26,6 +26,7 @@ __all__ = [
     "HuffmanStream",
     "encode_symbols",
     "decode_symbols",
+    "zero_bit_symbol",
     "validate_code",
     "encode_table",
     "decode_table",
@@ -97,7 +98,11 @@ def encode_symbols(symbols: np.ndarray) -> HuffmanStream:
 
 
 def decode_symbols(stream: HuffmanStream, alphabet_size: int) -> np.ndarray:
-    """Decode exactly ``stream.n_symbols`` int64 symbols, validating the code and bit length."""
+    """Decode exactly ``stream.n_symbols`` int64 symbols, validating the code and bit length.
+
+    A zero-bit code yields ``n_symbols`` copies from an empty stream, so callers with an untrusted
+    count check ``zero_bit_symbol`` first; other codes allocate only once ``n_symbols <= n_bits``.
+    """
     validate_code(stream.count, stream.symbols, alphabet_size)
     n = _non_negative(stream.n_symbols, "n_symbols")
     n_bits = len(stream.bits)
@@ -108,12 +113,9 @@ def decode_symbols(stream: HuffmanStream, alphabet_size: int) -> np.ndarray:
                 "a stream without a table must be empty"
             )
         return np.empty(0, dtype=np.int64)
-    if stream.count == (1,):
-        if n_bits:
-            raise CorruptStream(
-                f"single-symbol (zero-bit) code but the stream has {n_bits} bits; expected 0"
-            )
-        return np.full(n, stream.symbols[0], dtype=np.int64)
+    repeated = zero_bit_symbol(stream, alphabet_size)
+    if repeated is not None:
+        return np.full(n, repeated, dtype=np.int64)
     lengths = [length for length, c in enumerate(stream.count) if c]
     if not lengths[0] * n <= n_bits <= lengths[-1] * n:
         raise CorruptStream(
@@ -128,6 +130,22 @@ def decode_symbols(stream: HuffmanStream, alphabet_size: int) -> np.ndarray:
     if leftover is not None:
         raise CorruptStream(f"stream holds more than the declared {n} symbols")
     return out
+
+
+def zero_bit_symbol(stream: HuffmanStream, alphabet_size: int) -> int | None:
+    """The one symbol of a single-symbol (zero-bit) stream, or None if the code is any other.
+
+    Lets a decoder of untrusted data treat ``n_symbols`` copies without materialising them.
+    Validates the zero-bit code and raises CorruptStream if the stream carries any bits.
+    """
+    if tuple(stream.count) != (1,):
+        return None
+    validate_code(stream.count, stream.symbols, alphabet_size)
+    if stream.n_bits:
+        raise CorruptStream(
+            f"single-symbol (zero-bit) code but the stream has {stream.n_bits} bits; expected 0"
+        )
+    return stream.symbols[0]
 
 
 def validate_code(count: Sequence[int], symbols: Sequence[int], alphabet_size: int) -> None:

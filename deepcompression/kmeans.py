@@ -10,13 +10,12 @@ the reference implementation; both follow the same update, empty-cluster and con
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import get_args
 
 import numpy as np
 from sklearn.cluster import KMeans
 
-CentroidInit = Literal["linear", "random", "density"]
-KMeansEngine = Literal["sorted", "sklearn"]
+from deepcompression.config import CentroidInit, KMeansEngine
 
 CENTROID_INITS: tuple[str, ...] = get_args(CentroidInit)
 KMEANS_ENGINES: tuple[str, ...] = get_args(KMeansEngine)

@@ -8,14 +8,14 @@ and is kept at exactly +0.0 by masking gradients (before the optimiser step) and
 import math
 from collections.abc import Mapping
 from itertools import pairwise
-from typing import Literal, get_args
+from typing import get_args
 
 import torch
 from torch import nn
 
+from deepcompression.config import PruneMethod, ScheduleKind
+
 Masks = dict[str, torch.Tensor]
-PruneMethod = Literal["magnitude", "threshold"]
-ScheduleKind = Literal["geometric", "cubic", "linear"]
 
 _PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d)
 _WEIGHT_SUFFIX = "weight"

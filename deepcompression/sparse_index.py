@@ -12,7 +12,7 @@ import numpy as np
 
 from deepcompression.huffman import MAX_SYMBOL_BITS, CorruptStream, InvalidArgument
 
-__all__ = ["filler_symbol", "encode_positions", "decode_positions"]
+__all__ = ["filler_symbol", "encode_positions", "decode_positions", "constant_positions"]
 
 
 def filler_symbol(index_bits: int) -> int:
@@ -68,10 +68,46 @@ def decode_positions(symbols: np.ndarray, index_bits: int, numel: int) -> np.nda
         )
     is_filler = syms == filler
     if is_filler[-1]:
-        raise CorruptStream("index stream ends with a FILLER; its last symbol must place a weight")
-    ends = np.cumsum(np.where(is_filler, filler, syms + 1)) - 1
+        raise _trailing_filler()
+    ends = syms + 1
+    ends[is_filler] = filler
+    np.cumsum(ends, out=ends)
+    ends -= 1
     if ends[-1] >= numel:
+        raise _out_of_range(int(ends[-1]), numel)
+    np.logical_not(is_filler, out=is_filler)
+    return ends[is_filler]
+
+
+def constant_positions(symbol: int, n_symbols: int, index_bits: int, numel: int) -> slice:
+    """The positions ``n_symbols`` copies of one index symbol encode, as a slice of the flat tensor.
+
+    Same result and errors as ``decode_positions`` on ``np.full(n_symbols, symbol)``, in O(1)
+    memory: a zero-bit index code declares its symbol count in the header, not in coded bits.
+    """
+    filler = filler_symbol(index_bits)
+    for what, value in (("symbol", symbol), ("n_symbols", n_symbols), ("numel", numel)):
+        if type(value) is not int or value < 0:
+            raise InvalidArgument(f"{what} must be a non-negative int, got {value!r}")
+    if n_symbols == 0:
+        return slice(0, 0)
+    if symbol > filler:
         raise CorruptStream(
-            f"index stream reaches flat position {int(ends[-1])}; the tensor has {numel} elements"
+            f"index symbol outside 0..{filler} for index_bits={index_bits}: got {symbol}"
         )
-    return ends[~is_filler]
+    if symbol == filler:
+        raise _trailing_filler()
+    step = symbol + 1
+    if step * n_symbols > numel:
+        raise _out_of_range(step * n_symbols - 1, numel)
+    return slice(symbol, step * n_symbols, step)
+
+
+def _trailing_filler() -> CorruptStream:
+    return CorruptStream("index stream ends with a FILLER; its last symbol must place a weight")
+
+
+def _out_of_range(position: int, numel: int) -> CorruptStream:
+    return CorruptStream(
+        f"index stream reaches flat position {position}; the tensor has {numel} elements"
+    )

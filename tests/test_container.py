@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import time
+import tracemalloc
 import zlib
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import numpy as np
@@ -40,6 +43,7 @@ from deepcompression.sizes import (
     pq_layer_report,
     pqh_bits,
 )
+from deepcompression.sparse_index import constant_positions, decode_positions
 
 PREAMBLE = struct.Struct("<8sHHIIII")
 
@@ -492,11 +496,151 @@ def test_zlib_header_must_inflate_to_the_declared_length() -> None:
 
 def test_decoded_tensors_are_writable_and_independent_of_input() -> None:
     data = bytearray(tiny_file())
-    state = decode_model(bytes(data)).state_dict
+    state = decode_model(data).state_dict
+    originals = {name: tensor.clone() for name, tensor in state.items()}
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    for tensor in state.values():
+        assert not np.shares_memory(tensor.numpy(), buffer)
+    data[PREAMBLE.size :] = bytes(len(data) - PREAMBLE.size)  # wipe the input after decoding
+    for name, tensor in state.items():
+        assert_bitwise_equal(tensor, originals[name])
     state["b"] += 1
     state["w"][0, 0] = 5
-    assert decode_model(bytes(data)).state_dict["b"].tolist() == [1.0, -2.0]
-    assert np.isfinite(state["w"].numpy()).all()
+    assert state["b"].tolist() == [2.0, -1.0] and state["w"][0, 0].item() == 5.0
+    again = decode_model(tiny_file()).state_dict
+    for name, tensor in again.items():
+        assert_bitwise_equal(tensor, originals[name])
+
+
+def traced_peak(function: Callable[[], object]) -> int:
+    """Peak bytes allocated (numpy buffers included) while ``function`` runs, per tracemalloc."""
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    try:
+        function()
+    except FormatError:
+        pass
+    finally:
+        peak = tracemalloc.get_traced_memory()[1] - base
+        if not was_tracing:
+            tracemalloc.stop()
+    return peak
+
+
+def constant_layer_file(index_bits: int = 1) -> bytes:
+    """A fully dense 3x3 layer with one cluster: both streams are zero-bit codes (0 coded bits)."""
+    ones = torch.ones(3, 3, dtype=torch.bool)
+    layer = QuantizedTensor("c", ones, ones.long() * 0, torch.ones(1), 1, index_bits)
+    return encode_model([layer], {}, {}, {}, compress_header=False)
+
+
+def hostile(base: bytes, numel: int, fields: dict, index_symbol: int | None = None) -> bytes:
+    """``base`` re-declared as ``numel`` elements with edited layer/stream fields, CRCs repaired."""
+    header = header_of(base)
+    layer = header["tensors"][0]
+    layer["shape"] = [numel]
+    for key, value in fields.items():
+        if key in ("index", "weight"):
+            layer[key]["symbols"] = value
+        else:
+            layer[key] = value
+    payload = bytearray(base[PREAMBLE.size + PREAMBLE.unpack_from(base)[3] :])
+    if index_symbol is not None:
+        payload[layer["index"]["table"][0] + 1] = index_symbol
+    return repack(base, header=dump(header), payload=bytes(payload))
+
+
+HOSTILE_CASES = {
+    # The reported file: 9 weights, but the zero-bit index stream declares nnz + numel symbols.
+    "reported": (1, {"index": lambda n: 9 + n}, None, "reaches flat position"),
+    # In range, but the stream would place numel weights where the header declares 9.
+    "count_mismatch": (1, {"index": lambda n: n}, None, "places .* declares nnz=9"),
+    # Zero-bit index code whose one symbol is the FILLER M = 1: no weight is ever placed.
+    "filler_only": (1, {"index": lambda n: n}, 1, "ends with a FILLER"),
+    # Symbol 2 with M = 3 steps by 3, so n // 2 weights need 1.5 * n positions.
+    "past_the_end": (
+        2,
+        {"nnz": lambda n: n // 2, "index": lambda n: n // 2, "weight": lambda n: n // 2},
+        2,
+        "reaches flat position",
+    ),
+}
+
+
+@pytest.mark.parametrize("numel", [1 << 24, MAX_TOTAL_NUMEL])
+@pytest.mark.parametrize("case", sorted(HOSTILE_CASES))
+def test_tiny_file_declaring_a_huge_zero_bit_stream_fails_without_allocating(
+    case: str, numel: int
+) -> None:
+    index_bits, fields, symbol, message = HOSTILE_CASES[case]
+    values = {key: make(numel) for key, make in fields.items()}
+    data = hostile(constant_layer_file(index_bits), numel, values, symbol)
+    assert len(data) < 400
+    assert read_info(data).dense_bytes == 4 * numel  # header-level checks accept it
+    start = time.perf_counter()
+    with pytest.raises(CorruptStream, match=message):
+        decode_model(data)
+    assert time.perf_counter() - start < 5.0
+    assert traced_peak(lambda: decode_model(data)) < 20 * 2**20
+
+
+@pytest.mark.parametrize("numel", [1 << 24, MAX_TOTAL_NUMEL])
+def test_declared_weight_count_beyond_the_coded_index_bits_fails_without_allocating(
+    numel: int,
+) -> None:
+    base = encode_model([_edge_layer("single_symbol")], {}, {}, {}, compress_header=False)
+    assert header_of(base)["tensors"][0]["weight"]["bits"] == 0  # zero-bit weight code
+    half = numel // 2
+    data = hostile(base, numel, {"nnz": half, "index": half, "weight": half})
+    with pytest.raises(CorruptStream, match="cannot take"):
+        decode_model(data)
+    assert traced_peak(lambda: decode_model(data)) < 20 * 2**20
+
+
+def test_constant_dense_layer_decodes_into_its_output_and_nothing_more() -> None:
+    side = 1024
+    ones = torch.ones(side, side, dtype=torch.bool)
+    layer = QuantizedTensor("c", ones, ones.long() * 0, torch.tensor([0.75]), 1, 1)
+    data = encode_model([layer], {}, {}, {})
+    assert len(data) < 400
+    output = 4 * side * side
+    assert traced_peak(lambda: decode_model(data)) < output + 2**18
+    assert_bitwise_equal(decode_model(data).state_dict["c"], expected_weight(layer))
+
+
+@pytest.mark.parametrize("stride", [2, 3, 7])
+def test_zero_bit_index_with_a_constant_stride_round_trips(stride: int) -> None:
+    mask = torch.zeros(5, 21, dtype=torch.bool)
+    mask.view(-1)[stride - 1 :: stride] = True
+    labels = torch.arange(105).reshape(5, 21) % 2
+    layer = QuantizedTensor("s", mask, labels, torch.tensor([-1.0, 2.0]), 1, 3)
+    data = encode_model([layer], {}, {}, {})
+    info = read_info(data).layers[0]
+    assert (info.index_stream_bits, info.index_symbols) == (0, int(mask.sum()))
+    assert_bitwise_equal(decode_model(data).state_dict["s"], expected_weight(layer))
+
+
+@pytest.mark.parametrize("index_bits", [1, 2, 3])
+def test_constant_positions_match_decoding_the_repeated_symbols(index_bits: int) -> None:
+    filler = (1 << index_bits) - 1
+    for symbol in range(filler + 1):
+        for n_symbols in range(5):
+            for numel in range(0, 3 * (filler + 1)):
+                expected: object
+                try:
+                    full = np.full(n_symbols, symbol, dtype=np.int64)
+                    expected = decode_positions(full, index_bits, numel).tolist()
+                except CorruptStream as err:
+                    expected = str(err).split(":")[0]
+                try:
+                    placed = constant_positions(symbol, n_symbols, index_bits, numel)
+                    got: object = np.arange(numel)[placed].tolist()
+                except CorruptStream as err:
+                    got = str(err).split(":")[0]
+                assert got == expected, (symbol, n_symbols, numel)
 
 
 def test_load_model_builds_the_named_network_with_the_decoded_weights():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import json
 import struct
+import tracemalloc
 import zlib
 from collections.abc import Callable
 
@@ -272,6 +273,44 @@ def test_mutations_decode_or_raise_format_error(mutator: str) -> None:
         assert outcomes[InvalidCode.__name__] > CASES_PER_MUTATOR // 4, outcomes
     if mutator in ("stream", "payload_bits_with_crc"):
         assert outcomes[CorruptStream.__name__] > 0, outcomes
+
+
+def _declare_counts(data: bytes, rng: np.random.Generator) -> bytes:
+    """Re-declare one Huffman tensor as up to 2**22 elements with large nnz / symbol counts.
+
+    Counts stay within the header's bounds, so only the stream decoder stands between such a
+    file and an allocation sized by the header.
+    """
+    header, payload = _split(data)
+    layers = [t for t in header["tensors"] if t["kind"] == "huffman"]
+    layer = layers[rng.integers(len(layers))]
+    numel = int(rng.choice([1 << 16, 1 << 20, 1 << 22]))
+    layer["shape"] = [numel]
+    filler = (1 << layer["index_bits"]) - 1
+    nnz = int(rng.choice([layer["nnz"], numel, numel // 2, numel // 3, rng.integers(numel + 1)]))
+    layer["nnz"] = layer["weight"]["symbols"] = nnz
+    most = nnz + numel // filler if nnz else 0
+    choices = [nnz, most, layer["index"]["symbols"], numel]
+    layer["index"]["symbols"] = int(np.clip(rng.choice(choices), nnz, most))
+    return _build(_dump(header), payload, bool(rng.integers(2)))
+
+
+def test_declared_counts_allocate_only_what_the_file_or_its_output_backs() -> None:
+    rng = np.random.default_rng([SEED, len(MUTATORS)])
+    outcomes: collections.Counter[str] = collections.Counter()
+    tracemalloc.start()
+    try:
+        for case in range(300):
+            mutated = _declare_counts(BASE_FILES[case % len(BASE_FILES)], rng)
+            output = read_info(mutated).dense_bytes
+            tracemalloc.reset_peak()
+            base = tracemalloc.get_traced_memory()[0]
+            outcomes[_outcome(mutated)] += 1
+            peak = tracemalloc.get_traced_memory()[1] - base
+            assert peak <= output + 256 * len(mutated) + 2**20, (case, peak, output)
+    finally:
+        tracemalloc.stop()
+    assert outcomes["decoded"] > 0 and outcomes[CorruptStream.__name__] > 100, outcomes
 
 
 def test_the_suite_runs_at_least_ten_thousand_mutations() -> None:

@@ -24,6 +24,7 @@ from deepcompression.huffman import (
     encode_table,
     table_widths,
     validate_code,
+    zero_bit_symbol,
 )
 
 
@@ -179,6 +180,18 @@ def test_decode_rejects_bits_for_zero_bit_and_empty_codes() -> None:
         decode_symbols(_stream((1,), (2,), "0", 1), 4)
     with pytest.raises(CorruptStream, match="no code table"):
         decode_symbols(_stream((), (), "", 3), 4)
+
+
+def test_zero_bit_symbol_reads_a_declared_count_without_decoding_it() -> None:
+    huge = _stream((1,), (5,), "", 1 << 40)  # decode_symbols would need 8 TiB for this count
+    assert zero_bit_symbol(huge, 6) == 5
+    assert zero_bit_symbol(encode_symbols(np.full(9, 3)), 4) == 3
+    assert zero_bit_symbol(encode_symbols(np.array([0, 1, 1])), 2) is None
+    assert zero_bit_symbol(encode_symbols(np.array([], dtype=np.int64)), 2) is None
+    with pytest.raises(CorruptStream, match="zero-bit"):
+        zero_bit_symbol(_stream((1,), (2,), "0", 1 << 40), 4)
+    with pytest.raises(InvalidCode, match="outside the alphabet"):
+        zero_bit_symbol(_stream((1,), (5,), "", 1 << 40), 5)
 
 
 def test_decode_validates_the_table_first() -> None:
