@@ -32,6 +32,7 @@ def prune_flow(params_path: str = "params.yaml", root: str = ".") -> dict:
     checkpoint = load_checkpoint(workspace.checkpoint("dense"))
     checkpoint.expect_model(params.model.name)
     data = load_data(params, workspace)
+    stds = weight_stds(checkpoint.build()) if params.prune.method == "threshold" else None
     results = []
     for iteration, targets in enumerate(iteration_targets(params, plan), start=1):
         checkpoint, result = prune_iteration(
@@ -42,6 +43,7 @@ def prune_flow(params_path: str = "params.yaml", root: str = ".") -> dict:
             params.prune.retrain,
             params.run,
             data,
+            stds,
         )
         results.append(result)
     final = results[-1]
