@@ -7,6 +7,7 @@ k-means + fine-tuning, Huffman file, decoding); only the sizes are small.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 from pathlib import Path
 
@@ -149,7 +150,8 @@ def test_prefect_records_runs_iterations_and_artifacts(pipeline_run):
 def test_bad_params_fail_before_work_and_keep_outputs(pipeline_run):
     from flows.quantize import quantize_flow
 
-    workspace, params, _, _ = pipeline_run
+    workspace, shared_params, _, _ = pipeline_run
+    params = copy.deepcopy(shared_params)
     before = (workspace / "checkpoints/quantized.pt").read_bytes()
     params["quantize"]["bits"]["lenet_300_100"]["fc"] = 17
     bad = workspace / "bad.yaml"
@@ -157,3 +159,26 @@ def test_bad_params_fail_before_work_and_keep_outputs(pipeline_run):
     with pytest.raises(ConfigError, match="quantize.bits.lenet_300_100.fc"):
         quantize_flow.fn(str(bad), str(workspace))
     assert (workspace / "checkpoints/quantized.pt").read_bytes() == before
+
+
+def test_threshold_pruning_keeps_weights_above_quality_times_dense_std(pipeline_run, tmp_path):
+    from deepcompression.pruning import weight_stds
+    from flows.prune import prune_flow
+
+    workspace, shared_params, _, _ = pipeline_run
+    params = copy.deepcopy(shared_params)
+    (tmp_path / "data").symlink_to(workspace / "data")
+    (tmp_path / "checkpoints").mkdir()
+    dense = workspace / "checkpoints/dense.pt"
+    (tmp_path / "checkpoints/dense.pt").write_bytes(dense.read_bytes())
+    params["prune"].update(method="threshold", quality={"lenet_300_100": {"fc": 1.0}})
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    metrics = prune_flow(str(path), str(tmp_path))
+    stds = weight_stds(load_checkpoint(dense).build())
+    pruned = load_checkpoint(tmp_path / "checkpoints/pruned.pt")
+    for name, mask in pruned.masks.items():
+        weight = pruned.state_dict[name]
+        assert torch.all(weight[mask].abs() > stds[name.split(".")[0]] * 0.5)
+        assert 0.05 < mask.float().mean().item() < 0.6, "two iterations must not collapse a layer"
+    assert metrics["method"] == "threshold" and metrics["iterations"] == 2
