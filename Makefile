@@ -1,6 +1,7 @@
 # Two commands on a fresh machine: `make run` (the whole pipeline) and `make test`.
 # Each creates .venv and installs the project on first use.
 
+PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
@@ -11,7 +12,9 @@ export DVC_NO_ANALYTICS := 1
 .PHONY: setup run test lenet5 ui ui-stop schedule bench lint
 
 $(STAMP): pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null || \
+	  { echo "Python 3.11 is needed (torch 2.14.1 wheels); set PYTHON=/path/to/python3.11"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
 
 @dataclass(frozen=True)
 class Workspace:
@@ -19,8 +21,8 @@ class Workspace:
 
     @property
     def wheel_cache(self) -> Path:
-        """Verified downloads kept between runs (not a pipeline output)."""
-        return self.root / ".cache" / "wheels"
+        """Verified downloads kept between runs and shared by every root: the project's .cache."""
+        return PROJECT_ROOT / ".cache" / "wheels"
 
     def checkpoint(self, stage: str) -> Path:
         """`checkpoints/<stage>.pt` for dense, pruned and quantized."""
