@@ -364,6 +364,10 @@ class MnistTensors:
             if y.dtype != torch.int64 or tuple(y.shape) != (x.shape[0],):
                 raise DataError(f"{name}_y must be int64 ({x.shape[0]},); got {y.dtype} {y.shape}.")
 
+    def as_tuple(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
+        """(train_x, train_y, test_x, test_y) on `device`: what the training loop takes."""
+        return tuple(t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y))
+
     def subset(self, n_train: int, n_test: int) -> MnistTensors:
         """Return views of the first ``n_train`` training and ``n_test`` test examples."""
         for name, n, total in (

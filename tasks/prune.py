@@ -55,7 +55,7 @@ def prune_iteration(
     model = checkpoint.build(device)
     masks = {k: v.to(device) for k, v in checkpoint.masks.items()} or full_masks(model)
     masks = prune_(model, masks, targets, method, stds)
-    tensors = tuple(t.to(device) for t in (data.train_x, data.train_y, data.test_x, data.test_y))
+    tensors = data.as_tuple(device)
     pruned = evaluate(model, tensors[2], tensors[3], run.eval_batch_size)
     logger.info(
         "iteration %d: density %.2f%%, test error %.2f%% before retraining",

@@ -53,7 +53,7 @@ def quantize(
     masks = {k: v.to(device) for k, v in checkpoint.masks.items()}
     codebooks = cluster_model(model, masks, bits, init=cfg.init, seed=run.seed, engine=cfg.engine)
     share_weights_(model, codebooks)
-    tensors = tuple(t.to(device) for t in (data.train_x, data.train_y, data.test_x, data.test_y))
+    tensors = data.as_tuple(device)
     clustered = evaluate(model, tensors[2], tensors[3], run.eval_batch_size)
     logger.info(
         "after k-means (%s init, %s engine): test error %.2f%%",

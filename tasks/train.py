@@ -22,7 +22,7 @@ def train_dense(
     device = resolve_device(run.device)
     generator = seed_everything(run.seed)
     model = build_model(model_name).to(device)
-    tensors = tuple(t.to(device) for t in (data.train_x, data.train_y, data.test_x, data.test_y))
+    tensors = data.as_tuple(device)
     logger.info("training %s on %s for %d epochs", model_name, device, cfg.epochs)
     history = fit(
         model,
