@@ -15,7 +15,10 @@ import torch
 
 from cli.main import EXIT_OK, EXIT_USAGE, main, package_version
 from deepcompression.container import QuantizedTensor, encode_model, read_info
+from deepcompression.loader import load_model
+from deepcompression.training import evaluate
 from models import LeNet300100
+from tasks.data import load_mnist
 
 REPO_ROOT = Path(__file__).parents[1]
 ARCH = {"name": "lenet_300_100", "kwargs": {}}
@@ -144,6 +147,10 @@ def test_eval_on_real_mnist(
     assert result["test_samples"] == 10000
     assert result["decode_seconds"] >= 0.0 and result["eval_seconds"] >= 0.0
     assert (result["arch"], result["device"]) == (ARCH["name"], "cpu")
+    model, _ = load_model(model_file.read_bytes())
+    mnist = load_mnist.fn(mnist_root)
+    expected = evaluate(model, mnist.test_x, mnist.test_y)
+    assert result["test_error"] == expected.error and result["test_loss"] == expected.loss
 
     assert main([*argv, "--batch-size", "4096"]) == EXIT_OK
     human = capsys.readouterr().out
