@@ -58,8 +58,32 @@ def _per_symbol(bits: int | None, count: int) -> float | None:
     return bits / count if bits is not None and count > 0 else None
 
 
+class _Ratios:
+    """Paper-style ratios from `dense_bits`, `pq_bits` and `pqh_bits` (None before stage 3)."""
+
+    dense_bits: int
+    pq_bits: int
+    pqh_bits: int | None
+
+    @property
+    def pq_ratio(self) -> float | None:
+        """Compression ratio after pruning + quantization."""
+        return compression_ratio(self.dense_bits, self.pq_bits)
+
+    @property
+    def pqh_ratio(self) -> float | None:
+        """Compression ratio after Huffman coding (None before stage 3)."""
+        bits = self.pqh_bits
+        return None if bits is None else compression_ratio(self.dense_bits, bits)
+
+    @property
+    def ratio(self) -> float | None:
+        """Ratio of the latest stage measured: P+Q+H when Huffman-coded, else P+Q."""
+        return self.pq_ratio if self.pqh_bits is None else self.pqh_ratio
+
+
 @dataclass(frozen=True)
-class LayerSizes:
+class LayerSizes(_Ratios):
     """One quantized layer's counts and sizes; Huffman fields are None before stage 3."""
 
     name: str
@@ -103,22 +127,6 @@ class LayerSizes:
         )
 
     @property
-    def pq_ratio(self) -> float | None:
-        """Compression ratio after pruning + quantization."""
-        return compression_ratio(self.dense_bits, self.pq_bits)
-
-    @property
-    def pqh_ratio(self) -> float | None:
-        """Compression ratio after Huffman coding (None before stage 3)."""
-        bits = self.pqh_bits
-        return None if bits is None else compression_ratio(self.dense_bits, bits)
-
-    @property
-    def ratio(self) -> float | None:
-        """Ratio of the latest stage measured: P+Q+H when Huffman-coded, else P+Q."""
-        return self.pq_ratio if self.pqh_bits is None else self.pqh_ratio
-
-    @property
     def huffman_weight_bits(self) -> float | None:
         """Average coded bits per surviving weight (the paper's Huffman 'weight bits')."""
         return _per_symbol(self.weight_stream_bits, self.nnz)
@@ -153,7 +161,7 @@ class LayerSizes:
 
 
 @dataclass(frozen=True)
-class ModelSizes:
+class ModelSizes(_Ratios):
     """Per-layer sizes plus totals; ``file_bytes`` (None before a file exists) gives the file ratio.
 
     ``raw_numel`` counts every parameter stored unquantized (biases, skipped layers).
@@ -188,22 +196,6 @@ class ModelSizes:
         """Total P+Q+H bits, None unless every layer is Huffman-coded."""
         bits = [layer.pqh_bits for layer in self.layers.values()]
         return None if any(b is None for b in bits) else sum(b for b in bits if b is not None)
-
-    @property
-    def pq_ratio(self) -> float | None:
-        """Paper-style P+Q ratio over the quantized layers."""
-        return compression_ratio(self.dense_bits, self.pq_bits)
-
-    @property
-    def pqh_ratio(self) -> float | None:
-        """Paper-style P+Q+H ratio over the quantized layers."""
-        bits = self.pqh_bits
-        return None if bits is None else compression_ratio(self.dense_bits, bits)
-
-    @property
-    def ratio(self) -> float | None:
-        """Ratio of the latest stage measured: P+Q+H when Huffman-coded, else P+Q."""
-        return self.pq_ratio if self.pqh_bits is None else self.pqh_ratio
 
     @property
     def all_params_dense_bytes(self) -> int:
