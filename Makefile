@@ -2,12 +2,15 @@
 # Each creates .venv and installs the project on first use.
 
 PYTHON ?= python3.11
+PORT   ?= 4200
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
+export DC_PREFECT_PORT := $(PORT)
+API    := http://127.0.0.1:$(PORT)/api
 
 .PHONY: setup run test lenet5 ui ui-stop schedule bench lint
 
@@ -23,19 +26,19 @@ setup: $(STAMP)  ## create .venv and install the project with its dev tools
 
 run: setup  ## the full default pipeline: local Prefect server, then dvc repro
 	$(PY) -m flows.server start
-	PREFECT_API_URL=http://127.0.0.1:4200/api dvc repro
+	PREFECT_API_URL=$(API) dvc repro
 
 test: setup  ## the test suite
 	$(PY) -m pytest
 
 lenet5: setup  ## the pipeline for LeNet-5 (shorter schedule: it is slower on CPU) into runs/lenet5
 	$(PY) -m flows.server start
-	PREFECT_API_URL=http://127.0.0.1:4200/api $(PY) -m flows.run pipeline --root runs/lenet5 \
+	PREFECT_API_URL=$(API) $(PY) -m flows.run pipeline --root runs/lenet5 \
 	  --set model.name=lenet5 --set train.epochs=15 --set train.lr=0.05 \
 	  --set prune.iterations=4 --set prune.retrain.epochs=4 --set prune.retrain.lr=0.01 \
 	  --set quantize.finetune.epochs=2
 
-ui: setup  ## start the local Prefect server and UI at http://127.0.0.1:4200
+ui: setup  ## start the local Prefect server and UI at http://127.0.0.1:$(PORT)
 	$(PY) -m flows.server start
 
 ui-stop:  ## stop the local Prefect server
@@ -43,7 +46,7 @@ ui-stop:  ## stop the local Prefect server
 
 schedule: setup  ## rerun the pipeline on the cron in params.yaml (schedule:); Ctrl-C stops
 	$(PY) -m flows.server start
-	PREFECT_API_URL=http://127.0.0.1:4200/api $(PY) -m flows.schedule serve
+	PREFECT_API_URL=$(API) $(PY) -m flows.schedule serve
 
 bench: setup  ## the speed benchmarks (results go in BENCHMARKS.md)
 	$(PY) -m benchmarks.bench_train
