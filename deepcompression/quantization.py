@@ -26,11 +26,31 @@ class QuantizationError(ValueError):
     """Raised for invalid codebooks, bit widths, masks or layer names in weight sharing."""
 
 
+class _SharedGather(torch.autograd.Function):
+    """Weights from shared centroids; a centroid's gradient is the sum of its weights' (eq. 3).
+
+    The backward sums with `index_add_` over the surviving weights in a fixed order, so that
+    fine-tuning on the CPU is bitwise repeatable (autograd's indexing backward is not).
+    """
+
+    @staticmethod
+    def forward(ctx, centroids: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
+        ctx.save_for_backward(labels, mask)
+        ctx.n_clusters = centroids.numel()
+        return torch.where(mask, centroids[labels], centroids.new_zeros(()))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        labels, mask = ctx.saved_tensors
+        summed = grad.new_zeros(ctx.n_clusters).index_add_(0, labels[mask], grad[mask])
+        return summed, None, None
+
+
 def _gather(centroids: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
     """``centroids[labels]`` where ``mask`` is True and +0.0 elsewhere (differentiable)."""
     if centroids.numel() == 0:
         return centroids.new_zeros(mask.shape)
-    return torch.where(mask, centroids[labels], centroids.new_zeros(()))
+    return _SharedGather.apply(centroids, labels, mask)
 
 
 @dataclass(frozen=True)

@@ -317,3 +317,23 @@ def test_drop_unused_centroids_keeps_the_weight_bitwise():
     assert compact.centroids.tolist() == [-1.0, 0.5, 2.0]
     assert torch.equal(compact.weight(), book.weight())
     assert compact.labels[~mask].eq(0).all()
+
+
+def test_fine_tuning_is_bitwise_repeatable_on_a_large_layer():
+    from deepcompression.quantization import cluster_model, share_weights_, strip_
+
+    def run() -> torch.Tensor:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(784, 300))
+        mask = torch.rand(300, 784) < 0.3
+        books = cluster_model(model, {"0.weight": mask}, {"0": 5})
+        share_weights_(model, books)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        x = torch.randn(64, 784)
+        for _ in range(3):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+        return strip_(model)["0.weight"].centroids
+
+    assert torch.equal(run(), run())
