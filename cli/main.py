@@ -304,17 +304,16 @@ def _run_inspect(args: argparse.Namespace) -> int:
 
 def _load_test_set(root: Path) -> tuple[Any, Any]:
     """The verified MNIST test images and labels under ``root``, or a CliError saying how to fix."""
-    from deepcompression.data import DataError
-    from tasks.data import load_mnist
+    from deepcompression.data import TEST_IMAGES, TEST_LABELS, DataError, mnist_test_set
 
+    raw = root / "MNIST" / "raw"
     try:
-        tensors = load_mnist.fn(root)
-    except DataError as err:
+        return mnist_test_set((raw / TEST_IMAGES).read_bytes(), (raw / TEST_LABELS).read_bytes())
+    except (OSError, DataError) as err:
         raise CliError(
-            f"MNIST not usable under {root}: {err} Run `dvc repro data` to fetch it, "
+            f"MNIST test set not usable under {raw}: {err}. Run `dvc repro data` to fetch it, "
             "or pass --data DIR pointing at a folder that holds MNIST/raw."
         ) from None
-    return tensors.test_x, tensors.test_y
 
 
 def _run_eval(args: argparse.Namespace) -> int:

@@ -399,3 +399,11 @@ def to_tensors(
         test_x=test_x,
         test_y=_check_labels(test_labels, test_x.shape[0], "test"),
     )
+
+
+def mnist_test_set(images_idx: bytes, labels_idx: bytes) -> tuple[torch.Tensor, torch.Tensor]:
+    """The MNIST test set from its two IDX files, checksum-verified and normalised like training."""
+    verify_sha256(TEST_IMAGES, images_idx, IDX_SHA256[TEST_IMAGES])
+    verify_sha256(TEST_LABELS, labels_idx, IDX_SHA256[TEST_LABELS])
+    images = _normalise_images(decode_idx(images_idx), "test")
+    return images, _check_labels(decode_idx(labels_idx), images.shape[0], "test")

@@ -494,3 +494,14 @@ def test_restricted_unpickler_limits_codecs_to_latin1() -> None:
     payload = gzip.compress(pickle.dumps(((hostile, None), None, None), protocol=2))
     with pytest.raises(UnsafePickleError, match="latin1"):
         read_mnist_pickle(payload)
+
+
+def test_mnist_test_set_equals_the_test_half_of_load_mnist(mnist_root, mnist_tensors):
+    from deepcompression.data import TEST_IMAGES, TEST_LABELS, ChecksumError, mnist_test_set
+
+    raw = mnist_root / "MNIST" / "raw"
+    images, labels = (raw / TEST_IMAGES).read_bytes(), (raw / TEST_LABELS).read_bytes()
+    x, y = mnist_test_set(images, labels)
+    assert torch.equal(x, mnist_tensors.test_x) and torch.equal(y, mnist_tensors.test_y)
+    with pytest.raises(ChecksumError, match=TEST_LABELS):
+        mnist_test_set(images, labels[:-1] + b"\x00")
