@@ -6,20 +6,25 @@ import subprocess
 
 from deepcompression.config import Params, to_dict
 
+CODE_PATHS = ("deepcompression", "models", "tasks", "flows", "params.yaml", "dvc.yaml")
+"""What makes a run's result: uncommitted edits here mark the revision '-dirty' (dvc.lock and
+metrics change during every `dvc repro`, so they do not count)."""
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], capture_output=True, text=True, check=True, timeout=10
+    ).stdout.strip()
+
 
 def git_revision() -> str:
-    """`git describe --always --dirty` of the working tree, or 'unknown' outside a git checkout."""
+    """HEAD's short hash, '-dirty' when the code or params differ from it; 'unknown' outside git."""
     try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        )
+        head = _git("rev-parse", "--short=12", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return out.stdout.strip() or "unknown"
+    return f"{head}-dirty" if dirty else head
 
 
 def provenance(params: Params) -> dict:
