@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from deepcompression.container import read_info
 from deepcompression.training import resolve_device
 from flows.common import load_data, setup
 from tasks.artifacts import publish_report
@@ -21,7 +22,7 @@ def evaluate_flow(params_path: str = "params.yaml", root: str = ".") -> dict:
     data = workspace.compressed.read_bytes()
     reference = load_checkpoint(workspace.checkpoint("quantized"))
     tensors = load_data(params, workspace)
-    dense_bytes = 4 * sum(t.numel() for t in reference.state_dict.values())
+    dense_bytes = read_info(data).dense_bytes
     result = evaluate_file(
         data,
         tensors.test_x,
