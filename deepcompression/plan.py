@@ -10,7 +10,13 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from deepcompression.config import ConfigError, LayerTable, Params, check_layer_table, layer_value
+from deepcompression.config import (
+    ConfigError,
+    LayerTable,
+    RunParams,
+    check_layer_table,
+    layer_value,
+)
 from models import build_model, model_names
 
 
@@ -44,41 +50,40 @@ def check_model_name(name: str) -> None:
     """An unknown model name lists the registered ones."""
     if name not in model_names():
         raise ConfigError(
-            f"params.yaml: model.name: unknown model {name!r}; allowed: {', '.join(model_names())}"
+            f"params.yaml: models.{name}: unknown model {name!r}; registered: "
+            f"{', '.join(model_names())}"
         )
 
 
-def plan_layers(params: Params) -> dict[str, LayerPlan]:
-    """Resolve every per-layer table of `params` for its model; raises ConfigError on any gap."""
+def plan_layers(params: RunParams) -> dict[str, LayerPlan]:
+    """Resolve every per-layer table of one model's params; raises ConfigError on any gap."""
     check_model_name(params.model.name)
     model = build_model(params.model.name)
     layers = compressible_layers(model)
     kinds = {name: layer_kind(module) for name, module in layers.items()}
     prune_table: LayerTable
+    section = f"models.{params.model.name}"
+    prune_table: LayerTable
     if params.prune.method == "magnitude":
-        prune_table, prune_key = params.prune.density, "prune.density"
+        prune_table, prune_key = params.prune.density, f"{section}.prune.density"
     else:
-        prune_table, prune_key = params.prune.quality, "prune.quality"
+        prune_table, prune_key = params.prune.quality, f"{section}.prune.quality"
+    bits_key, index_key = f"{section}.quantize.bits", f"{section}.encode.index_bits"
     tables = {
         prune_key: prune_table,
-        "quantize.bits": params.quantize.bits,
-        "encode.index_bits": params.encode.index_bits,
+        bits_key: params.quantize.bits,
+        index_key: params.encode.index_bits,
     }
     for key, table in tables.items():
-        check_layer_table(table, params.model.name, kinds, key)
-    model_name = params.model.name
+        check_layer_table(table, kinds, key)
     return {
         name: LayerPlan(
             name=name,
             kind=kind,
             numel=layers[name].weight.numel(),
-            prune_target=layer_value(prune_table, model_name, name, kind, prune_key),
-            weight_bits=int(
-                layer_value(params.quantize.bits, model_name, name, kind, "quantize.bits")
-            ),
-            index_bits=int(
-                layer_value(params.encode.index_bits, model_name, name, kind, "encode.index_bits")
-            ),
+            prune_target=layer_value(prune_table, name, kind, prune_key),
+            weight_bits=int(layer_value(params.quantize.bits, name, kind, bits_key)),
+            index_bits=int(layer_value(params.encode.index_bits, name, kind, index_key)),
         )
         for name, kind in kinds.items()
     }

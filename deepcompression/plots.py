@@ -170,25 +170,25 @@ def _no_data(ax: Axes, message: str) -> None:
 
 
 def training_curves(rows: Sequence[Mapping[str, Any]], title: str = "Training") -> bytes:
-    """Train/test loss and test error per epoch (rows of train.csv) as one two-panel PNG."""
+    """Train/validation loss and validation error per epoch (rows of train.csv): a two-panel PNG."""
     with _figure(10.0, 4.0) as figure:
         loss_ax, error_ax = figure.subplots(1, 2)
         figure.suptitle(title)
         loss_ax.set_title("Loss")
-        error_ax.set_title("Test error")
+        error_ax.set_title("Validation error")
         for ax in (loss_ax, error_ax):
             ax.set_xlabel("epoch")
         loss_ax.set_ylabel("cross-entropy loss")
-        error_ax.set_ylabel("test error (%)")
+        error_ax.set_ylabel("validation error (%)")
         if not rows:
             _no_data(loss_ax, "no epochs recorded")
             _no_data(error_ax, "no epochs recorded")
             return _png(figure)
         epoch = _column(rows, "epoch", "training curves")
         loss_ax.plot(epoch, _column(rows, "train_loss", "training curves"), label="train loss")
-        loss_ax.plot(epoch, _column(rows, "test_loss", "training curves"), label="test loss")
-        error = 100.0 * _column(rows, "test_error", "training curves")
-        error_ax.plot(epoch, error, color=_PRUNED_COLOR, marker=".", label="test error")
+        loss_ax.plot(epoch, _column(rows, "val_loss", "training curves"), label="validation loss")
+        error = 100.0 * _column(rows, "val_error", "training curves")
+        error_ax.plot(epoch, error, color=_PRUNED_COLOR, marker=".", label="validation error")
         error_ax.annotate(
             f"{error[-1]:.2f}%",
             (epoch[-1], error[-1]),
@@ -203,19 +203,19 @@ def training_curves(rows: Sequence[Mapping[str, Any]], title: str = "Training") 
 
 
 def final_error(rows: Sequence[Mapping[str, Any]]) -> float | None:
-    """The last row's test_error (the dense model's error, from train.csv), None when empty."""
-    return None if not rows else float(_column(rows[-1:], "test_error", "final error")[0])
+    """The last row's val_error (the dense model's error, from train.csv), None when empty."""
+    return None if not rows else float(_column(rows[-1:], "val_error", "final error")[0])
 
 
 def error_vs_density(
     rows: Sequence[Mapping[str, Any]], reference_error: float | None = None
 ) -> bytes:
-    """Test error against overall density per pruning iteration, before and after retraining."""
+    """Validation error against overall density per pruning iteration, before/after retraining."""
     with _figure(7.0, 4.5) as figure:
         ax = figure.subplots()
-        ax.set_title("Iterative pruning: test error against weights kept")
+        ax.set_title("Iterative pruning: validation error against weights kept")
         ax.set_xlabel("weights kept (% of all prunable weights)")
-        ax.set_ylabel("test error (%)")
+        ax.set_ylabel("validation error (%)")
         if reference_error is not None:
             ax.axhline(
                 100.0 * reference_error,
@@ -229,7 +229,7 @@ def error_vs_density(
             return _png(figure)
         density = 100.0 * _column(rows, "density", "error vs density")
         before = 100.0 * _column(rows, "error_after_prune", "error vs density")
-        after = 100.0 * _column(rows, "test_error", "error vs density")
+        after = 100.0 * _column(rows, "val_error", "error vs density")
         iteration = _column(rows, "iteration", "error vs density")
         ax.vlines(density, np.minimum(before, after), np.maximum(before, after), color="0.8")
         ax.plot(density, before, "o--", color=_PRUNED_COLOR, label="after pruning")

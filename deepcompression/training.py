@@ -22,8 +22,8 @@ class EpochRecord:
     epoch: int
     lr: float
     train_loss: float
-    test_loss: float
-    test_error: float
+    val_loss: float
+    val_error: float
     seconds: float
 
     def to_dict(self) -> dict[str, float]:
@@ -33,7 +33,7 @@ class EpochRecord:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Test-set figures of a model."""
+    """A model's error and mean loss on one split (validation during runs, test at the end)."""
 
     error: float
     loss: float
@@ -132,11 +132,11 @@ def fit(
     on_epoch: Callable[[EpochRecord], None] | None = None,
     eval_batch_size: int = 1000,
 ) -> list[EpochRecord]:
-    """Train for `cfg.epochs` epochs, evaluating on the test set after each; returns the history.
+    """Train for `cfg.epochs` epochs, evaluating on the validation split after each.
 
-    `data` is (train_x, train_y, test_x, test_y), already on the model's device.
+    `data` is (train_x, train_y, val_x, val_y), already on the model's device.
     """
-    train_x, train_y, test_x, test_y = data
+    train_x, train_y, val_x, val_y = data
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
     guard = MaskGuard(model, masks) if masks is not None else None
     history = []
@@ -149,7 +149,7 @@ def fit(
             model, optimizer, train_x, train_y, cfg.batch_size, generator, guard
         )
         seconds = time.perf_counter() - start
-        result = evaluate(model, test_x, test_y, eval_batch_size)
+        result = evaluate(model, val_x, val_y, eval_batch_size)
         record = EpochRecord(epoch + 1, lr, train_loss, result.loss, result.error, seconds)
         history.append(record)
         if on_epoch is not None:

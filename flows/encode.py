@@ -7,10 +7,12 @@ from prefect import flow
 from deepcompression.container import read_info
 from deepcompression.sizes import model_sizes
 from flows.common import setup
-from flows.provenance import provenance
+from flows.provenance import git_revision, provenance
+from flows.runinfo import artifact_key
 from tasks.artifacts import publish_report
 from tasks.encode import encode_checkpoint
 from tasks.io import load_checkpoint, write_bytes_atomic, write_json
+from tasks.log import run_logger
 
 
 def size_rows(sizes) -> list[dict]:
@@ -31,18 +33,20 @@ def size_rows(sizes) -> list[dict]:
     ]
 
 
-@flow(name="encode")
-def encode_flow(params_path: str = "params.yaml", root: str = ".") -> dict:
-    """Encode checkpoints/quantized.pt into compressed/model.dcz; writes metrics/encode.json."""
-    params, plan, workspace = setup(params_path, root)
+@flow(name="encode", flow_run_name="encode-{model}")
+def encode_flow(
+    params_path: str = "params.yaml", root: str = ".", model: str = "lenet_300_100"
+) -> dict:
+    """Encode the quantized checkpoint into compressed/<model>.dcz; writes its size metrics."""
+    params, plan, workspace = setup(params_path, root, model)
     checkpoint = load_checkpoint(workspace.checkpoint("quantized"))
-    checkpoint.expect_model(params.model.name)
+    checkpoint.expect_model(model)
     index_bits = {name: p.index_bits for name, p in plan.items()}
     data = encode_checkpoint(checkpoint, index_bits, provenance(params))
     write_bytes_atomic(workspace.compressed, data)
     sizes = model_sizes(read_info(data))
     metrics = {
-        "model": params.model.name,
+        "model": model,
         "file_bytes": len(data),
         "dense_bytes": sizes.all_params_dense_bytes,
         "file_ratio": sizes.file_ratio,
@@ -52,5 +56,14 @@ def encode_flow(params_path: str = "params.yaml", root: str = ".") -> dict:
         "sizes": sizes.to_dict(),
     }
     write_json(workspace.metrics("encode"), metrics)
-    publish_report("encode", f"Huffman-coded {params.model.name}", size_rows(sizes), metrics)
+    write_json(workspace.timing("encode"), {"git_revision": git_revision()})
+    run_logger().info(
+        "wrote %s: %d bytes, %.1fx smaller than all parameters as dense float32",
+        workspace.compressed,
+        len(data),
+        sizes.file_ratio,
+    )
+    publish_report(
+        artifact_key(model, "encode"), f"Huffman-coded {model}", size_rows(sizes), metrics
+    )
     return metrics

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import yaml
 
-from deepcompression.config import ConfigError, Params, from_dict, to_dict
+from deepcompression.config import ConfigError, Params, RunParams, from_dict, to_dict
 from deepcompression.plan import LayerPlan, plan_layers
 
 DEFAULT_PARAMS = Path("params.yaml")
 
 
-def load_params(path: Path | str = DEFAULT_PARAMS) -> tuple[Params, dict[str, LayerPlan]]:
-    """Parse and validate params.yaml and resolve its per-layer plan; ConfigError on any problem."""
+def read_params(path: Path | str = DEFAULT_PARAMS) -> Params:
+    """Parse and validate the whole params.yaml, every model's plan included; ConfigError if bad."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path} not found; run from the project root or pass the params file")
@@ -24,11 +24,23 @@ def load_params(path: Path | str = DEFAULT_PARAMS) -> tuple[Params, dict[str, La
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
     params = from_dict(Params, raw)
-    return params, plan_layers(params)
+    for model in params.models:
+        plan_layers(params.select(model))
+    return params
 
 
-def params_hash(params: Params) -> str:
-    """Short, stable hash of the whole params: a tag that groups runs of one configuration."""
+def load_params(
+    path: Path | str = DEFAULT_PARAMS, model: str | None = None
+) -> tuple[RunParams, dict[str, LayerPlan]]:
+    """One model's validated params and per-layer plan (the first model listed when `model` is
+    None); the whole file is checked, so a typo anywhere fails before any work."""
+    params = read_params(path)
+    run = params.select(model if model is not None else next(iter(params.models)))
+    return run, plan_layers(run)
+
+
+def params_hash(params: Params | RunParams) -> str:
+    """Short, stable hash of params: a tag that groups runs of one configuration."""
     canonical = json.dumps(to_dict(params), sort_keys=True).encode()
     return hashlib.sha256(canonical).hexdigest()[:10]
 
@@ -52,7 +64,9 @@ def write_overridden_params(base: Path | str, assignments: list[str], root: Path
     raw = yaml.safe_load(Path(base).read_text()) or {}
     for assignment in assignments:
         apply_override(raw, assignment)
-    plan_layers(from_dict(Params, raw))
+    params = from_dict(Params, raw)
+    for model in params.models:
+        plan_layers(params.select(model))
     root.mkdir(parents=True, exist_ok=True)
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))

@@ -1,7 +1,8 @@
 """The whole pipeline as one Prefect flow, for runs started from Prefect (UI, deployments).
 
-Each DVC stage's flow runs as a subflow, in dvc.yaml's order, over the same files; pruning
-iterations show as task runs inside the `prune` subflow. `dvc repro` runs the same flows one by one.
+Each DVC stage's flow runs as a subflow, in dvc.yaml's order, over the same files: the shared
+data stage once, then every model's stages; pruning iterations show as task runs inside each
+`prune` subflow. `dvc repro` runs the same flows one by one.
 """
 
 from __future__ import annotations
@@ -11,28 +12,38 @@ from prefect import flow
 from flows.data import data_flow
 from flows.encode import encode_flow
 from flows.evaluate import evaluate_flow
+from flows.params import read_params
 from flows.plots import plots_flow
 from flows.prune import prune_flow
 from flows.quantize import quantize_flow
 from flows.train import train_flow
 
 
-@flow(name="deep-compression")
-def pipeline_flow(params_path: str = "params.yaml", root: str = ".") -> dict:
-    """data -> train -> prune -> quantize -> encode -> evaluate -> plots; returns the headlines."""
-    data_flow(params_path, root)
-    train = train_flow(params_path, root)
-    prune = prune_flow(params_path, root)
-    quantize = quantize_flow(params_path, root)
-    encode = encode_flow(params_path, root)
-    evaluate = evaluate_flow(params_path, root)
-    plots_flow(params_path, root)
+def model_pipeline(params_path: str, root: str, model: str) -> dict:
+    """train -> prune -> quantize -> encode -> evaluate -> plots for one model; its headlines."""
+    train = train_flow(params_path, root, model)
+    prune = prune_flow(params_path, root, model)
+    quantize = quantize_flow(params_path, root, model)
+    encode = encode_flow(params_path, root, model)
+    evaluate = evaluate_flow(params_path, root, model)
+    plots_flow(params_path, root, model)
     return {
-        "dense_test_error": train["test_error"],
-        "pruned_test_error": prune["test_error"],
+        "dense_val_error": train["val_error"],
+        "pruned_val_error": prune["val_error"],
         "density": prune["density"],
-        "quantized_test_error": quantize["test_error"],
+        "quantized_val_error": quantize["val_error"],
+        "file_val_error": evaluate["val_error"],
         "file_test_error": evaluate["test_error"],
         "file_bytes": encode["file_bytes"],
         "file_ratio": encode["file_ratio"],
     }
+
+
+@flow(name="deep-compression", flow_run_name="pipeline")
+def pipeline_flow(
+    params_path: str = "params.yaml", root: str = ".", models: list[str] | None = None
+) -> dict[str, dict]:
+    """data, then every model's stages (all of params.yaml's models by default); headlines."""
+    names = models if models is not None else list(read_params(params_path).models)
+    data_flow(params_path, root)
+    return {name: model_pipeline(params_path, root, name) for name in names}

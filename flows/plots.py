@@ -8,11 +8,13 @@ from typing import Any
 from prefect import Task, flow
 from prefect.context import FlowRunContext
 
-from deepcompression.config import Params
+from deepcompression.config import RunParams
 from deepcompression.plan import LayerPlan
 from flows.common import setup
+from flows.runinfo import artifact_key
 from flows.workspace import Workspace
 from tasks.io import load_checkpoint
+from tasks.log import run_logger
 from tasks.plots import (
     plot_error_vs_density,
     plot_training_curves,
@@ -38,22 +40,23 @@ def weights_plot_name(layer: str) -> str:
 
 
 def write_plots(
-    params: Params, plan: dict[str, LayerPlan], workspace: Workspace
+    params: RunParams, plan: dict[str, LayerPlan], workspace: Workspace
 ) -> dict[str, Path]:
-    """Write curves, error-vs-density and one weight plot per layer; returns {plots/name: path}."""
+    """Write curves, error-vs-density and one weight plot per layer; returns {name: path} with
+    names relative to the model's plots folder."""
     checkpoints = {stage: load_checkpoint(workspace.checkpoint(stage)) for stage in STAGES}
     for checkpoint in checkpoints.values():
         checkpoint.expect_model(params.model.name)
     train_csv, prune_csv = workspace.plot("train.csv"), workspace.plot("prune.csv")
     written = {
-        "plots/curves.png": _call(plot_training_curves, train_csv, workspace.plot("curves.png")),
-        "plots/error_vs_density.png": _call(
+        "curves.png": _call(plot_training_curves, train_csv, workspace.plot("curves.png")),
+        "error_vs_density.png": _call(
             plot_error_vs_density, prune_csv, train_csv, workspace.plot("error_vs_density.png")
         ),
     }
     for layer in plan:
         name = weights_plot_name(layer)
-        written[f"plots/{name}"] = _call(
+        written[name] = _call(
             plot_weight_distributions,
             layer,
             checkpoints["dense"],
@@ -65,10 +68,13 @@ def write_plots(
     return written
 
 
-@flow(name="plots")
-def plots_flow(params_path: str = "params.yaml", root: str = ".") -> dict:
-    """Render plots/*.png from the stages' CSVs and checkpoints; attach them as `plots-report`."""
-    params, plan, workspace = setup(params_path, root)
+@flow(name="plots", flow_run_name="plots-{model}")
+def plots_flow(
+    params_path: str = "params.yaml", root: str = ".", model: str = "lenet_300_100"
+) -> dict:
+    """Render plots/<model>/*.png from the stages' CSVs and checkpoints; attach them as a report."""
+    params, plan, workspace = setup(params_path, root, model)
     written = write_plots(params, plan, workspace)
-    publish_plots_report(written)
-    return {"model": params.model.name, "plots": list(written)}
+    run_logger().info("wrote %d figures under %s", len(written), workspace.plot(""))
+    publish_plots_report(written, artifact_key(model, "plots"))
+    return {"model": model, "plots": list(written)}

@@ -1,32 +1,62 @@
-"""Provenance written into the compressed file's header: the params and the code's git revision."""
+"""Provenance written into the compressed file's header, derived from the inputs alone.
+
+The same params and the same library code give the same bytes, whatever the git history: the
+header records a hash of the params and of the code that shapes the file (`deepcompression/`
+and `models/`), never a commit. The git revision goes to the untracked timing file instead.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
+from pathlib import Path
 
-from deepcompression.config import Params, to_dict
+from deepcompression.config import RunParams, to_dict
+from flows.workspace import PROJECT_ROOT
 
-CODE_PATHS = ("deepcompression", "models", "tasks", "flows", "params.yaml", "dvc.yaml")
-"""What makes a run's result: uncommitted edits here mark the revision '-dirty' (dvc.lock and
-metrics change during every `dvc repro`, so they do not count)."""
+CODE_DIRS = ("deepcompression", "models")
+"""The code whose every byte can change the file: the library and the network definitions."""
 
 
-def _git(*args: str) -> str:
-    return subprocess.run(
-        ["git", *args], capture_output=True, text=True, check=True, timeout=10
-    ).stdout.strip()
+def code_sha256(root: Path = PROJECT_ROOT) -> str:
+    """sha256 over the relative path and content of every .py file under CODE_DIRS, sorted."""
+    digest = hashlib.sha256()
+    for folder in CODE_DIRS:
+        for path in sorted((root / folder).rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def file_params(params: RunParams) -> dict:
+    """The params that shape the file: all of the model's, less the test limit (evaluate only)."""
+    values = to_dict(params)
+    values["data"].pop("test_limit")
+    return values
+
+
+def provenance(params: RunParams) -> dict:
+    """The params that produced a file, their hash and the hash of the library code."""
+    values = file_params(params)
+    return {
+        "model": params.model.name,
+        "params": values,
+        "params_sha256": hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest(),
+        "code_sha256": code_sha256(),
+    }
 
 
 def git_revision() -> str:
-    """HEAD's short hash, '-dirty' when the code or params differ from it; 'unknown' outside git."""
+    """HEAD's short hash, for the timing record; 'unknown' outside git."""
     try:
-        head = _git("rev-parse", "--short=12", "HEAD")
-        dirty = _git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
+        return subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+            cwd=PROJECT_ROOT,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return f"{head}-dirty" if dirty else head
-
-
-def provenance(params: Params) -> dict:
-    """The params that produced a file and the code revision that ran them."""
-    return {"params": to_dict(params), "git_revision": git_revision()}

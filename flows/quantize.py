@@ -8,17 +8,21 @@ from deepcompression.pruning import densities
 from deepcompression.report import percent
 from deepcompression.sizes import pq_layer_report
 from flows.common import load_data, setup
+from flows.runinfo import artifact_key
 from tasks.artifacts import publish_report
 from tasks.io import load_checkpoint, save_checkpoint, write_csv, write_json
+from tasks.log import run_logger
 from tasks.quantize import quantize
 
 
-@flow(name="quantize")
-def quantize_flow(params_path: str = "params.yaml", root: str = ".") -> dict:
-    """Quantize checkpoints/pruned.pt with `quantize.*`; writes the checkpoint and metrics."""
-    params, plan, workspace = setup(params_path, root)
+@flow(name="quantize", flow_run_name="quantize-{model}")
+def quantize_flow(
+    params_path: str = "params.yaml", root: str = ".", model: str = "lenet_300_100"
+) -> dict:
+    """Quantize the pruned checkpoint with its `quantize` section; writes checkpoint and metrics."""
+    params, plan, workspace = setup(params_path, root, model)
     pruned = load_checkpoint(workspace.checkpoint("pruned"))
-    pruned.expect_model(params.model.name)
+    pruned.expect_model(model)
     data = load_data(params, workspace)
     bits = {name: p.weight_bits for name, p in plan.items()}
     checkpoint, result = quantize(pruned, bits, params.quantize, params.run, data)
@@ -40,7 +44,7 @@ def quantize_flow(params_path: str = "params.yaml", root: str = ".") -> dict:
         "init": params.quantize.init,
         "engine": params.quantize.engine,
         "error_after_clustering": result.error_after_clustering,
-        "test_error": result.test_error,
+        "val_error": result.val_error,
         "pq_ratio": report.pq_ratio,
         "layers": {
             name: {
@@ -55,5 +59,14 @@ def quantize_flow(params_path: str = "params.yaml", root: str = ".") -> dict:
     save_checkpoint(workspace.checkpoint("quantized"), checkpoint)
     write_json(workspace.metrics("quantize"), metrics)
     write_csv(workspace.plot("quantize.csv"), [r.to_dict() for r in result.history])
-    publish_report("quantize", f"Trained quantization of {params.model.name}", layers, metrics)
+    run_logger().info(
+        "quantized %s: validation error %.2f%% (%.2f%% before fine-tuning), P+Q ratio %.1fx",
+        model,
+        100 * result.val_error,
+        100 * result.error_after_clustering,
+        report.pq_ratio,
+    )
+    publish_report(
+        artifact_key(model, "quantize"), f"Trained quantization of {model}", layers, metrics
+    )
     return metrics

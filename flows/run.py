@@ -24,6 +24,8 @@ STAGES = {
     "plots": "flows.plots:plots_flow",
     "pipeline": "flows.pipeline:pipeline_flow",
 }
+SHARED_STAGES = ("data", "pipeline")
+"""Stages that are not run per model."""
 
 
 def load_flow(stage: str):
@@ -33,17 +35,24 @@ def load_flow(stage: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Validate params, then run the stage's flow under tags `model:<name>` and `params:<hash>`."""
+    """Validate params, then run the stage's flow tagged with its model, params hash, stage and
+    the `dvc repro` invocation that started it."""
     parser = argparse.ArgumentParser(prog="python -m flows.run", description=__doc__)
     parser.add_argument("stage", choices=sorted(STAGES))
     parser.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
     parser.add_argument("--root", default=".", help="folder the pipeline reads and writes under")
     parser.add_argument(
+        "--model",
+        help="the model whose stage runs (a key of params.yaml's `models`); required for every "
+        "stage but data and pipeline (where it restricts the pipeline to one model)",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a params key (e.g. model.name=lenet5); needs --root other than '.', "
+        help="override a params key (e.g. models.lenet5.train.epochs=5); needs --root other than "
+        "'.', "
         "where the merged params are written (use `dvc exp run -S` in the main workspace)",
     )
     args = parser.parse_args(argv)
@@ -56,15 +65,29 @@ def main(argv: list[str] | None = None) -> int:
             if Path(args.root).resolve() == Path.cwd().resolve():
                 raise ConfigError("--set needs --root DIR: the merged params go to DIR/params.yaml")
             args.params = str(write_overridden_params(args.params, args.set, Path(args.root)))
-        params, _ = load_params(args.params)
+        if args.model is None and args.stage not in SHARED_STAGES:
+            raise ConfigError(f"stage {args.stage!r} needs --model NAME (a key of `models`)")
+        params, _ = load_params(args.params, args.model)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     ensure_api_url()
     from prefect import tags
 
-    with tags(f"model:{params.model.name}", f"params:{params_hash(params)}"):
-        load_flow(args.stage)(params_path=args.params, root=args.root)
+    from flows.runinfo import invocation_tag
+
+    run_tags = [f"params:{params_hash(params)}", f"stage:{args.stage}"]
+    if args.model is not None:
+        run_tags.append(f"model:{args.model}")
+    if (repro := invocation_tag()) is not None:
+        run_tags.append(repro)
+    kwargs = {"params_path": args.params, "root": args.root}
+    if args.model is not None:
+        kwargs["models" if args.stage == "pipeline" else "model"] = (
+            [args.model] if args.stage == "pipeline" else args.model
+        )
+    with tags(*run_tags):
+        load_flow(args.stage)(**kwargs)
     return 0
 
 

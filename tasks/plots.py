@@ -32,14 +32,14 @@ def read_csv_rows(path: Path) -> list[dict[str, str]]:
 
 @task(name="plot-training-curves", task_run_name="plot-training-curves", cache_policy=NO_CACHE)
 def plot_training_curves(train_csv: Path, out: Path) -> Path:
-    """Loss and test error per epoch of the dense training (train.csv) -> `out` PNG."""
+    """Loss and validation error per epoch of the dense training (train.csv) -> `out` PNG."""
     write_bytes_atomic(out, training_curves(read_csv_rows(train_csv), "Training the dense model"))
     return out
 
 
 @task(name="plot-error-vs-density", task_run_name="plot-error-vs-density", cache_policy=NO_CACHE)
 def plot_error_vs_density(prune_csv: Path, train_csv: Path, out: Path) -> Path:
-    """Test error against density over the pruning iterations, the dense error as reference."""
+    """Validation error against density over the pruning iterations; dense error as reference."""
     reference = final_error(read_csv_rows(train_csv))
     write_bytes_atomic(out, error_vs_density(read_csv_rows(prune_csv), reference))
     return out
@@ -55,10 +55,10 @@ def plot_weight_distributions(
     return out
 
 
-def publish_plots_report(images: Mapping[str, Path]) -> None:
-    """Attach `plots-report` to the flow run: the files written, each shown inline when small."""
+def publish_plots_report(images: Mapping[str, Path], key: str = "plots") -> None:
+    """Attach `<key>-report` to the flow run: the files written, each shown inline when small."""
     create_markdown_artifact(
-        key="plots-report",
+        key=f"{key}-report",
         markdown=report_markdown({name: path.read_bytes() for name, path in images.items()}),
         description="plots: figures written for dvc plots",
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -30,8 +30,18 @@ class IterationResult:
     densities: dict[str, float]
     density: float
     error_after_prune: float
-    test_error: float
+    val_error: float
     history: list[EpochRecord]
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict (resume state and reports)."""
+        return {**asdict(self), "history": [r.to_dict() for r in self.history]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> IterationResult:
+        """Inverse of `to_dict`."""
+        history = [EpochRecord(**r) for r in data["history"]]
+        return cls(**{**data, "history": history})
 
 
 @task(name="prune-iteration", task_run_name="prune-iteration-{iteration}", cache_policy=NO_CACHE)
@@ -58,7 +68,7 @@ def prune_iteration(
     tensors = data.as_tuple(device)
     pruned = evaluate(model, tensors[2], tensors[3], run.eval_batch_size)
     logger.info(
-        "iteration %d: density %.2f%%, test error %.2f%% before retraining",
+        "iteration %d: density %.2f%%, validation error %.2f%% before retraining",
         iteration,
         100 * overall_density(masks),
         100 * pruned.error,
@@ -79,7 +89,7 @@ def prune_iteration(
         densities=densities(masks),
         density=overall_density(masks),
         error_after_prune=pruned.error,
-        test_error=final.error,
+        val_error=final.error,
         history=history,
     )
     return Checkpoint.of(model, checkpoint.arch, masks=masks), result

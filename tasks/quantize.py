@@ -28,10 +28,10 @@ from tasks.log import epoch_reporter, run_logger
 
 @dataclass(frozen=True)
 class QuantizeResult:
-    """Test error before and after centroid fine-tuning, with its history."""
+    """Validation error before and after centroid fine-tuning, with its history."""
 
     error_after_clustering: float
-    test_error: float
+    val_error: float
     history: list[EpochRecord]
 
 
@@ -56,7 +56,7 @@ def quantize(
     tensors = data.as_tuple(device)
     clustered = evaluate(model, tensors[2], tensors[3], run.eval_batch_size)
     logger.info(
-        "after k-means (%s init, %s engine): test error %.2f%%",
+        "after k-means (%s init, %s engine): validation error %.2f%%",
         cfg.init,
         cfg.engine,
         100 * clustered.error,

@@ -1,0 +1,69 @@
+"""Names and tags that make runs findable in the Prefect UI: what ran, for which model, when.
+
+Stage processes of one `dvc repro` share its process as an ancestor; its start time and pid make
+the `repro:<when>-<pid>` tag that ties the stages of one invocation together.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def slug(text: str) -> str:
+    """Lowercase letters, digits and dashes: what Prefect accepts in artifact keys."""
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+
+
+def artifact_key(model: str, stage: str) -> str:
+    """`<model>-<stage>` as an artifact key, e.g. `lenet-300-100-prune`."""
+    return f"{slug(model)}-{slug(stage)}"
+
+
+def _proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(command name, parent pid, start time in clock ticks since boot) of a process, if known."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    name = text[text.index("(") + 1 : text.rindex(")")]
+    fields = text[text.rindex(")") + 2 :].split()
+    return name, int(fields[1]), int(fields[19])
+
+
+def _is_dvc(pid: int, name: str) -> bool:
+    """Whether a process is DVC: `dvc ...`, `.venv/bin/dvc ...` or `python -m dvc ...`."""
+    if name == "dvc":
+        return True
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(Path(a.decode(errors="replace")).name == "dvc" for a in args[:3])
+
+
+def _boot_time() -> float:
+    """Seconds since the epoch at which the machine booted (/proc/stat btime)."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def invocation_tag() -> str | None:
+    """`repro:<YYYY-mm-dd-HHMMSS>-<pid>` of the `dvc` process that started this stage, if any."""
+    pid = os.getppid()
+    for _ in range(8):
+        stat = _proc_stat(pid)
+        if stat is None or pid <= 1:
+            return None
+        name, parent, start_ticks = stat
+        if _is_dvc(pid, name):
+            started = _boot_time() + start_ticks / CLOCK_TICKS
+            stamp = time.strftime("%Y-%m-%d-%H%M%S", time.localtime(started))
+            return f"repro:{stamp}-{pid}"
+        pid = parent
+    return None
