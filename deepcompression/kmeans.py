@@ -5,20 +5,28 @@ and then runs each Lloyd iteration on prefix sums: the nearest-centroid regions 
 centroids are the intervals between consecutive midpoints, so one iteration costs
 O(k log n) instead of O(n k). ``"sklearn"`` delegates to scikit-learn's ``KMeans`` and serves as
 the reference implementation; both follow the same update, empty-cluster and convergence rules.
+A third engine, ``"optimal"``, finds the globally optimal partition by dynamic programming
+(Wang & Song's Ckmeans.1d.dp via the ``ckmeans`` package for up to 255 clusters, Grønlund et
+al.'s O(kn) SMAWK algorithm via ``kmeans1d`` beyond); it ignores init, seed, max_iter and tol.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import get_args
+from typing import Literal, get_args
 
+import ckmeans
+import kmeans1d
 import numpy as np
 from sklearn.cluster import KMeans
 
 from deepcompression.config import CentroidInit, KMeansEngine
 
 CENTROID_INITS: tuple[str, ...] = get_args(CentroidInit)
-KMEANS_ENGINES: tuple[str, ...] = get_args(KMeansEngine)
+OptimalEngine = Literal["optimal"]
+KMEANS_ENGINES: tuple[str, ...] = tuple(dict.fromkeys((*get_args(KMeansEngine), "optimal")))
+CKMEANS_MAX_CLUSTERS = 255
+"""Largest cluster count the ``ckmeans`` package accepts; larger ones go to ``kmeans1d``."""
 
 
 class ClusteringError(ValueError):
@@ -163,7 +171,11 @@ def _update(
 def _lloyd_sorted(
     xs: np.ndarray, init: np.ndarray, max_iter: int, tol: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact Lloyd iterations on sorted float64 values; returns (centers, labels of ``xs``)."""
+    """Exact Lloyd iterations on sorted float64 values; returns (centers, labels of ``xs``).
+
+    On strict convergence the centers that produced the unchanged labels are returned, so an
+    empty cluster relocated in that last update cannot leave labels and centers inconsistent.
+    """
     prefix = np.concatenate(([0.0], np.cumsum(xs)))
     tol_abs = float(np.var(xs)) * tol
     centers = init.astype(np.float64)
@@ -171,12 +183,12 @@ def _lloyd_sorted(
     strict = False
     for _ in range(max_iter):
         part = _assign(xs, centers)
-        new = _update(xs, prefix, centers, part)
-        shift = float(((new - centers) ** 2).sum())
-        centers = new
         if part.same_labels_as(previous):
             strict = True
             break
+        new = _update(xs, prefix, centers, part)
+        shift = float(((new - centers) ** 2).sum())
+        centers = new
         if shift <= tol_abs:
             break
         previous = part
@@ -198,6 +210,26 @@ def _lloyd_sklearn(
         tol=tol,
     ).fit(x.reshape(-1, 1))
     return model.cluster_centers_.ravel(), model.labels_.astype(np.int64)
+
+
+def _optimal_sizes(xs: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Sizes of the globally optimal contiguous clusters of sorted ``xs``, in ascending order."""
+    if n_clusters <= CKMEANS_MAX_CLUSTERS:
+        sizes = np.array([c.size for c in ckmeans.ckmeans(xs, n_clusters)], dtype=np.int64)
+    else:
+        labels = np.asarray(kmeans1d.cluster(xs, n_clusters).clusters, dtype=np.int64)
+        sizes = np.bincount(labels, minlength=n_clusters)
+    if sizes.sum() != xs.size:
+        raise ClusteringError(f"optimal engine returned {sizes.sum()} labels for {xs.size} values")
+    return sizes[sizes > 0]
+
+
+def _optimal_sorted(xs: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
+    """Globally optimal k-means of sorted values; returns (ascending centers, labels of ``xs``)."""
+    sizes = _optimal_sizes(xs, n_clusters)
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    centers = np.add.reduceat(xs, starts) / sizes
+    return centers, np.repeat(np.arange(sizes.size, dtype=np.int64), sizes)
 
 
 def _ascending(centers: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -226,12 +258,13 @@ def kmeans_1d(
     seed: int = 0,
     max_iter: int = 300,
     tol: float = 1e-4,
-    engine: KMeansEngine = "sorted",
+    engine: KMeansEngine | OptimalEngine = "sorted",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Cluster 1-D values with Lloyd's k-means; returns (centroids float32 ascending, labels int64).
+    """Cluster 1-D values with k-means; returns (centroids float32 ascending, labels int64).
 
     ``k' = min(n_clusters, number of distinct values)`` centroids are returned; with no more
     distinct values than clusters the distinct values themselves are the (exact) answer.
+    Engines ``"sorted"`` and ``"sklearn"`` run Lloyd from ``init``; ``"optimal"`` is exact.
     """
     x = _check_values(values)
     _check_settings(n_clusters, max_iter, tol, engine)
@@ -246,6 +279,10 @@ def kmeans_1d(
     if np.count_nonzero(starts) <= n_clusters:
         labels[order] = np.cumsum(starts) - 1
         return xs[starts].astype(np.float32), labels
+    if engine == "optimal":
+        centers, sorted_labels = _optimal_sorted(xs, int(n_clusters))
+        labels[order] = sorted_labels
+        return centers.astype(np.float32), labels
     init_c = init_centroids(x, n_clusters, init, seed)
     if engine == "sklearn":
         centers, labels = _lloyd_sklearn(x, init_c, max_iter, tol)

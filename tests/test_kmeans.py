@@ -1,4 +1,7 @@
-"""Tests for 1-D k-means: initialisations, both Lloyd engines against scikit-learn, edge cases."""
+"""Tests for 1-D k-means: initialisations, both Lloyd engines against scikit-learn, the exact
+engine against Lloyd and brute force, edge cases."""
+
+from itertools import combinations
 
 import numpy as np
 import pytest
@@ -6,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.cluster import KMeans
 
+from deepcompression import kmeans
 from deepcompression.kmeans import ClusteringError, init_centroids, kmeans_1d
 
 
@@ -146,3 +150,106 @@ def test_random_init_rejects_more_clusters_than_distinct_values() -> None:
 def test_init_rejects_empty_values() -> None:
     with pytest.raises(ClusteringError, match="empty"):
         init_centroids(np.array([]), 2, "linear", seed=0)
+
+
+def sse(values: np.ndarray, centers: np.ndarray, labels: np.ndarray) -> float:
+    """Quantization error: sum of squared distances to the assigned centroid, in float64."""
+    x = np.asarray(values, dtype=np.float64)
+    return float(((x - centers.astype(np.float64)[labels]) ** 2).sum())
+
+
+def brute_force_sse(values: np.ndarray, k: int) -> float:
+    """Least SSE over every split of the sorted values into min(k, n) contiguous groups."""
+    xs = np.sort(np.asarray(values, dtype=np.float64))
+    groups = min(k, xs.size)
+    best = float("inf")
+    for cuts in combinations(range(1, xs.size), groups - 1):
+        parts = np.split(xs, cuts)
+        best = min(best, sum(float(((p - p.mean()) ** 2).sum()) for p in parts))
+    return best
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    values=st.lists(
+        st.one_of(st.integers(-5, 5).map(float), st.floats(-10, 10)), min_size=1, max_size=8
+    ),
+    k=st.integers(1, 3),
+)
+def test_optimal_engine_equals_brute_force_on_tiny_inputs(values: list[float], k: int) -> None:
+    x = np.array(values)
+    centers, labels = kmeans_1d(x, k, engine="optimal")
+    assert centers.size == min(k, np.unique(x).size)
+    assert sse(x, centers, labels) == pytest.approx(brute_force_sse(x, k), rel=1e-6, abs=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["normal", "laplace", "student_t"])
+def test_optimal_engine_error_is_never_above_lloyd(kind: str) -> None:
+    for seed in range(4):
+        rng = np.random.default_rng(100 + seed)
+        x = pruned_sample(rng, int(rng.integers(50, 2000)), kind)
+        for k in (2, 5, 16, 37):
+            best = sse(x, *kmeans_1d(x, k, engine="optimal"))
+            for engine in ("sorted", "sklearn"):
+                for init in ("linear", "random", "density"):
+                    lloyd = sse(x, *kmeans_1d(x, k, init=init, seed=seed, engine=engine))
+                    assert best <= lloyd * (1 + 1e-6) + 1e-12, (engine, init, k, seed)
+
+
+@settings(max_examples=40, deadline=None)
+@given(values=finite_values, k=st.integers(1, 12))
+def test_optimal_result_is_a_lloyd_fixed_point(values: list[float], k: int) -> None:
+    x = np.array(values)
+    centers, labels = kmeans_1d(x, k, engine="optimal")
+    assert centers.dtype == np.float32 and labels.dtype == np.int64
+    assert centers.size == min(k, np.unique(x).size)
+    assert np.all(np.diff(centers) >= 0)
+    distance = np.abs(x[:, None] - centers.astype(np.float64)[None, :])
+    chosen = distance[np.arange(x.size), labels]
+    np.testing.assert_allclose(chosen, distance.min(axis=1), rtol=1e-5, atol=1e-3)
+    for j in range(centers.size):
+        np.testing.assert_allclose(centers[j], x[labels == j].mean(), rtol=1e-5, atol=1e-3)
+
+
+def test_both_optimal_backends_reach_the_same_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = pruned_sample(np.random.default_rng(7), 1500, "laplace")
+    with_ckmeans = {k: sse(x, *kmeans_1d(x, k, engine="optimal")) for k in (3, 32, 255)}
+    monkeypatch.setattr(kmeans, "CKMEANS_MAX_CLUSTERS", 0)
+    for k, error in with_ckmeans.items():
+        assert sse(x, *kmeans_1d(x, k, engine="optimal")) == pytest.approx(error, rel=1e-9)
+
+
+def test_optimal_engine_handles_256_clusters() -> None:
+    x = pruned_sample(np.random.default_rng(8), 3000, "normal")
+    centers, labels = kmeans_1d(x, 256, engine="optimal")
+    assert centers.size == 256 and np.all(np.diff(centers) > 0)
+    assert np.array_equal(np.unique(labels), np.arange(256))
+    assert sse(x, centers, labels) <= sse(x, *kmeans_1d(x, 256)) * (1 + 1e-6)
+
+
+def test_optimal_engine_edge_cases() -> None:
+    x = np.array([3.0, -1.0, 3.0, 2.0, -1.0])
+    centers, labels = kmeans_1d(x, 1, engine="optimal")
+    np.testing.assert_allclose(centers, [x.mean()], rtol=1e-6)
+    np.testing.assert_array_equal(labels, np.zeros(5, dtype=np.int64))
+    centers, labels = kmeans_1d(x, 8, engine="optimal")
+    np.testing.assert_array_equal(centers, np.array([-1.0, 2.0, 3.0], dtype=np.float32))
+    np.testing.assert_array_equal(centers[labels], x.astype(np.float32))
+    centers, labels = kmeans_1d(np.full(7, 0.25, dtype=np.float32), 4, engine="optimal")
+    np.testing.assert_array_equal(centers, np.array([0.25], dtype=np.float32))
+    np.testing.assert_array_equal(labels, np.zeros(7, dtype=np.int64))
+    centers, labels = kmeans_1d(np.array([], dtype=np.float32), 4, engine="optimal")
+    assert centers.shape == (0,) and labels.shape == (0,)
+
+
+def test_optimal_engine_labels_follow_input_order() -> None:
+    x = np.array([5.0, -4.0, 5.1, -4.2, 0.1, 0.0, 5.2])
+    centers, labels = kmeans_1d(x, 3, engine="optimal")
+    np.testing.assert_allclose(centers, [-4.1, 0.05, 5.1], rtol=1e-6)
+    np.testing.assert_array_equal(labels, [2, 0, 2, 0, 1, 1, 2])
+
+
+def test_strict_convergence_after_a_relocation_keeps_labels_and_centers_consistent() -> None:
+    x = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 16.0, 1.1, 9.161878695465104e-166, 6.4e-250])
+    centers, labels = kmeans_1d(x, 8, init="linear", tol=0.0, max_iter=1000)
+    np.testing.assert_allclose(centers[labels], x, atol=1e-6)
