@@ -1,14 +1,16 @@
-"""The compressed model file: Huffman-coded sparse quantized layers plus raw float32 tensors.
+"""The compressed model file: Huffman-coded sparse quantized layers plus raw typed tensors.
 
-``encode_model`` writes the format specified in docs/FORMAT.md; ``decode_model`` reads it back to a
-state_dict bitwise equal to the quantized model, and ``read_info`` reports sizes without decoding.
-Decoding treats the input as untrusted: every length is checked against the file before use.
+``encode_model`` writes the format specified in docs/FORMAT.md (version 2; version 1 on request);
+``decode_model`` reads versions 1 and 2 back to a state_dict bitwise equal to the encoder's input,
+and ``read_info`` reports sizes without decoding. Decoding treats the input as untrusted: every
+length is checked against the file, and the decoded size against a caller's limit, before use.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -43,11 +45,16 @@ from deepcompression.sparse_index import (
 __all__ = [
     "MAGIC",
     "FORMAT_VERSION",
+    "SUPPORTED_VERSIONS",
     "FLAG_HEADER_ZLIB",
     "PREAMBLE_SIZE",
     "MAX_HEADER_BYTES",
     "MAX_NDIM",
     "MAX_TOTAL_NUMEL",
+    "MAX_JSON_DEPTH",
+    "MAX_JSON_INT",
+    "DEFAULT_MAX_DECODED_BYTES",
+    "RAW_DTYPES",
     "KIND_RAW",
     "KIND_HUFFMAN",
     "FormatError",
@@ -58,6 +65,8 @@ __all__ = [
     "MalformedHeader",
     "ChecksumMismatch",
     "InvalidOffset",
+    "InvalidValue",
+    "DecodedTooLarge",
     "InvalidCode",
     "CorruptStream",
     "InvalidArgument",
@@ -71,7 +80,9 @@ __all__ = [
 ]
 
 MAGIC = b"\x89DCZ\r\n\x1a\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The version ``encode_model`` writes by default."""
+SUPPORTED_VERSIONS = (1, 2)
 FLAG_HEADER_ZLIB = 0x0001
 _PREAMBLE = struct.Struct("<8sHHIIII")
 PREAMBLE_SIZE = _PREAMBLE.size
@@ -79,10 +90,39 @@ MAX_HEADER_BYTES = 16 * 1024 * 1024
 """Cap on both the stored and the decompressed header length."""
 MAX_NDIM = 16
 MAX_TOTAL_NUMEL = 1 << 28
-"""Cap on the summed element count of all tensors in one file (1 GiB of float32)."""
+"""Cap on every dimension, and on the summed element count of all tensors in one file."""
+MAX_JSON_DEPTH = 64
+"""Most arrays/objects open at once in the header JSON (the top-level object is depth 1)."""
+MAX_JSON_INT = (1 << 53) - 1
+"""Largest magnitude of a header integer literal (every such integer is exact in a double)."""
+DEFAULT_MAX_DECODED_BYTES = 10**9
+"""Default cap on the bytes ``decode_model`` allocates for decoded tensors: 1 GB holds VGG-16's
+138M float32 parameters but refuses a file at the format's cap (2**28 float32 = 1 GiB)."""
 KIND_RAW = "raw"
 KIND_HUFFMAN = "huffman"
 _FLOAT_BYTES = 4
+_RAW_DTYPES: dict[str, tuple[torch.dtype, int]] = {
+    "float32": (torch.float32, 4),
+    "float16": (torch.float16, 2),
+    "bfloat16": (torch.bfloat16, 2),
+    "float64": (torch.float64, 8),
+    "int8": (torch.int8, 1),
+    "int16": (torch.int16, 2),
+    "int32": (torch.int32, 4),
+    "int64": (torch.int64, 8),
+    "uint8": (torch.uint8, 1),
+    "bool": (torch.bool, 1),
+}
+RAW_DTYPES = tuple(_RAW_DTYPES)
+"""Names of the dtypes a version-2 raw tensor may have (the header's ``dtype`` values)."""
+_DTYPE_NAMES = {dtype: name for name, (dtype, _) in _RAW_DTYPES.items()}
+_BIT_VIEWS: dict[int, tuple[torch.dtype, str]] = {
+    1: (torch.uint8, "<u1"),
+    2: (torch.int16, "<i2"),
+    4: (torch.int32, "<i4"),
+    8: (torch.int64, "<i8"),
+}
+"""Integer dtype of each item size, used to move raw tensors' bits without reinterpretation."""
 _T = TypeVar("_T")
 
 
@@ -114,6 +154,19 @@ class InvalidOffset(FormatError):
     """A section offset or length does not tile the payload as required."""
 
 
+class InvalidValue(FormatError):
+    """A raw tensor holds bytes its dtype does not allow (a bool byte other than 0 or 1)."""
+
+
+class DecodedTooLarge(FormatError):
+    """The tensors a file declares exceed the caller's ``max_decoded_bytes`` limit."""
+
+    def __init__(self, message: str, decoded_bytes: int = 0, limit: int = 0) -> None:
+        super().__init__(message)
+        self.decoded_bytes = decoded_bytes
+        self.limit = limit
+
+
 @dataclass(frozen=True)
 class QuantizedTensor:
     """A pruned, weight-shared layer: surviving ``mask``, cluster ``labels`` and ``centroids``."""
@@ -135,8 +188,9 @@ class QuantizedTensor:
 class LayerInfo:
     """Header-level description and byte accounting of one stored tensor.
 
-    For ``kind == "raw"`` tensors: nnz = numel, weight_bits = 32, index_bits = 0, and only
-    ``raw_bytes`` is non-zero among the byte counts.
+    For ``kind == "raw"`` tensors: nnz = numel, weight_bits = 8 * item size of ``dtype``,
+    index_bits = 0, and only ``raw_bytes`` is non-zero among the byte counts. Huffman-coded
+    tensors decode to float32.
     """
 
     name: str
@@ -156,6 +210,12 @@ class LayerInfo:
     index_stream_bytes: int
     weight_stream_bytes: int
     raw_bytes: int
+    dtype: str = "float32"
+
+    @property
+    def decoded_bytes(self) -> int:
+        """Bytes of the decoded tensor (numel times the item size of ``dtype``)."""
+        return self.numel * _RAW_DTYPES[self.dtype][1]
 
     @property
     def total_bytes(self) -> int:
@@ -191,6 +251,11 @@ class FileInfo:
         return _FLOAT_BYTES * sum(layer.numel for layer in self.layers)
 
     @property
+    def decoded_bytes(self) -> int:
+        """Bytes ``decode_model`` allocates for the tensors, each in its decoded dtype."""
+        return sum(layer.decoded_bytes for layer in self.layers)
+
+    @property
     def overhead_bytes(self) -> int:
         """Preamble plus stored header bytes."""
         return self.preamble_bytes + self.header_bytes
@@ -198,7 +263,10 @@ class FileInfo:
 
 @dataclass(frozen=True)
 class DecodedModel:
-    """A decoded file: model description plus a float32 CPU state_dict in file order."""
+    """A decoded file: model description plus a CPU state_dict in file order.
+
+    Huffman-coded tensors are float32; raw tensors keep the dtype they were stored with.
+    """
 
     arch: dict
     provenance: dict
@@ -229,6 +297,7 @@ class _RawRecord:
     shape: tuple[int, ...]
     numel: int
     data: _Span
+    dtype: str
 
     def spans(self) -> list[tuple[str, _Span]]:
         return [("data", self.data)]
@@ -240,7 +309,7 @@ class _RawRecord:
             shape=self.shape,
             numel=self.numel,
             nnz=self.numel,
-            weight_bits=32,
+            weight_bits=8 * _RAW_DTYPES[self.dtype][1],
             index_bits=0,
             codebook_size=0,
             index_symbols=0,
@@ -252,6 +321,7 @@ class _RawRecord:
             index_stream_bytes=0,
             weight_stream_bytes=0,
             raw_bytes=self.data.length,
+            dtype=self.dtype,
         )
 
 
@@ -337,20 +407,24 @@ def encode_model(
     provenance: dict,
     *,
     compress_header: bool = True,
+    format_version: int = FORMAT_VERSION,
 ) -> bytes:
-    """Serialize quantized layers (then raw float32 tensors) into one compressed-model file.
+    """Serialize quantized layers (then raw tensors) into one compressed-model file.
 
-    Deterministic: equal inputs give equal bytes. ``compress_header`` zlib-compresses the JSON
-    header when that makes it smaller. Raises InvalidArgument for inconsistent inputs.
+    Raw tensors are stored bit for bit in their own dtype (one of ``RAW_DTYPES``): to store a
+    float16 bias, pass ``bias.half()``. ``arch`` is ``{"name": registry name, "kwargs": {...}}``
+    (both keys optional). Deterministic: equal inputs give equal bytes. ``compress_header``
+    zlib-compresses the JSON header when that makes it smaller; ``format_version=1`` writes the
+    old format (float32 raw tensors only). Raises InvalidArgument for inconsistent inputs.
     """
+    if format_version not in SUPPORTED_VERSIONS:
+        raise InvalidArgument(f"format_version must be one of {SUPPORTED_VERSIONS}")
     _check_names(quantized, raw)
-    for what, value in (("arch", arch), ("provenance", provenance)):
-        if not isinstance(value, dict):
-            raise InvalidArgument(f"{what} must be a JSON-able dict, got {type(value).__name__}")
+    _check_metadata(arch, provenance, format_version)
     for q in quantized:
         _check_quantized(q)
     for name, tensor in raw.items():
-        _check_raw(name, tensor)
+        _check_raw(name, tensor, format_version)
     total = sum(math.prod(q.shape) for q in quantized) + sum(t.numel() for t in raw.values())
     if total > MAX_TOTAL_NUMEL:
         raise InvalidArgument(
@@ -358,22 +432,22 @@ def encode_model(
         )
     writer = _PayloadWriter()
     records = [_encode_quantized(q, writer) for q in quantized]
-    records += [_encode_raw(name, tensor, writer) for name, tensor in raw.items()]
+    records += [_encode_raw(name, t, writer, format_version) for name, t in raw.items()]
     header_json = _dump_json({"arch": arch, "provenance": provenance, "tensors": records})
-    stored, flags = header_json, 0
-    if compress_header:
-        packed = zlib.compress(header_json, 9)
-        if len(packed) < len(header_json):
-            stored, flags = packed, FLAG_HEADER_ZLIB
     if len(header_json) > MAX_HEADER_BYTES:
         raise InvalidArgument(
             f"header is {len(header_json)} bytes, over the {MAX_HEADER_BYTES}-byte cap; "
             "shrink arch/provenance"
         )
+    stored, flags = header_json, 0
+    if compress_header:
+        packed = zlib.compress(header_json, 9)
+        if len(packed) < len(header_json):
+            stored, flags = packed, FLAG_HEADER_ZLIB
     payload = writer.getvalue()
     preamble = _PREAMBLE.pack(
         MAGIC,
-        FORMAT_VERSION,
+        format_version,
         flags,
         len(stored),
         len(header_json),
@@ -383,9 +457,18 @@ def encode_model(
     return preamble + stored + payload
 
 
-def decode_model(data: bytes) -> DecodedModel:
-    """Decode a compressed-model file to float32 CPU tensors; raises a FormatError if invalid."""
+def decode_model(
+    data: bytes, *, max_decoded_bytes: int | None = DEFAULT_MAX_DECODED_BYTES
+) -> DecodedModel:
+    """Decode a compressed-model file to CPU tensors; raises a FormatError if invalid.
+
+    Refuses (DecodedTooLarge) a file whose tensors would take more than ``max_decoded_bytes``
+    bytes, judged from the header before any tensor is allocated; None means no limit beyond
+    the format's own (2**28 elements).
+    """
+    limit = _check_limit(max_decoded_bytes)
     parsed = _parse_file(data)
+    _check_decoded_size(parsed.records, limit)
     state_dict: dict[str, torch.Tensor] = {}
     for record in parsed.records:
         try:
@@ -394,7 +477,7 @@ def decode_model(data: bytes) -> DecodedModel:
             else:
                 state_dict[record.name] = _decode_huffman(record, parsed.payload)
         except FormatError as err:
-            raise type(err)(f"tensor {record.name!r}: {err}") from err
+            raise type(err)(f"tensor {_quoted(record.name)}: {err}") from err
     layers = [record.info() for record in parsed.records]
     return DecodedModel(parsed.arch, parsed.provenance, state_dict, layers)
 
@@ -416,6 +499,29 @@ def read_info(data: bytes) -> FileInfo:
     )
 
 
+def _check_limit(max_decoded_bytes: int | None) -> int | None:
+    """The caller's decoded-size limit, validated (a caller bug raises InvalidArgument)."""
+    if max_decoded_bytes is None:
+        return None
+    if type(max_decoded_bytes) is not int or max_decoded_bytes < 0:
+        raise InvalidArgument(
+            f"max_decoded_bytes must be a non-negative int or None, got {max_decoded_bytes!r}"
+        )
+    return max_decoded_bytes
+
+
+def _check_decoded_size(records: list[_Record], limit: int | None) -> None:
+    """Raise DecodedTooLarge if the declared tensors need more than ``limit`` bytes."""
+    total = sum(record.info().decoded_bytes for record in records)
+    if limit is not None and total > limit:
+        raise DecodedTooLarge(
+            f"file decodes to {total} bytes of tensors, over the max_decoded_bytes limit of "
+            f"{limit} bytes; if you trust the file, pass a larger max_decoded_bytes",
+            total,
+            limit,
+        )
+
+
 def _check_names(quantized: Sequence[QuantizedTensor], raw: Mapping[str, torch.Tensor]) -> None:
     seen: set[str] = set()
     for name in [q.name for q in quantized] + list(raw):
@@ -429,6 +535,24 @@ def _check_names(quantized: Sequence[QuantizedTensor], raw: Mapping[str, torch.T
         seen.add(name)
 
 
+def _check_metadata(arch: dict, provenance: dict, version: int) -> None:
+    """``arch`` and ``provenance`` must be dicts; version 2 types arch's name and kwargs."""
+    for what, value in (("arch", arch), ("provenance", provenance)):
+        if not isinstance(value, dict):
+            raise InvalidArgument(f"{what} must be a JSON-able dict, got {type(value).__name__}")
+    if version >= 2 and (problem := _arch_problem(arch)):
+        raise InvalidArgument(problem)
+
+
+def _arch_problem(arch: dict) -> str | None:
+    """Why a version-2 ``arch`` is invalid, or None: name must be a str, kwargs a dict."""
+    if "name" in arch and not isinstance(arch["name"], str):
+        return f"arch 'name' must be a string, got {type(arch['name']).__name__}"
+    if "kwargs" in arch and not isinstance(arch["kwargs"], dict):
+        return f"arch 'kwargs' must be an object/dict, got {type(arch['kwargs']).__name__}"
+    return None
+
+
 def _check_bits(value: object, what: str, name: str) -> int:
     if type(value) is not int or not 1 <= value <= MAX_SYMBOL_BITS:
         raise InvalidArgument(
@@ -437,14 +561,23 @@ def _check_bits(value: object, what: str, name: str) -> int:
     return value
 
 
+def _check_shape(shape: tuple[int, ...], where: str) -> None:
+    """At most MAX_NDIM dimensions, each at most MAX_TOTAL_NUMEL (the reader's limits)."""
+    if len(shape) > MAX_NDIM:
+        raise InvalidArgument(f"{where}: at most {MAX_NDIM} dimensions are supported")
+    if any(dim > MAX_TOTAL_NUMEL for dim in shape):
+        raise InvalidArgument(
+            f"{where}: shape {list(shape)} has a dimension over {MAX_TOTAL_NUMEL}"
+        )
+
+
 def _check_quantized(q: QuantizedTensor) -> None:
     name = q.name
     weight_bits = _check_bits(q.weight_bits, "weight_bits", name)
     _check_bits(q.index_bits, "index_bits", name)
     if not isinstance(q.mask, torch.Tensor) or q.mask.dtype != torch.bool:
         raise InvalidArgument(f"layer {name!r}: mask must be a torch.bool tensor")
-    if len(q.shape) > MAX_NDIM:
-        raise InvalidArgument(f"layer {name!r}: at most {MAX_NDIM} dimensions are supported")
+    _check_shape(q.shape, f"layer {name!r}")
     labels = q.labels
     if (
         not isinstance(labels, torch.Tensor)
@@ -468,13 +601,21 @@ def _check_quantized(q: QuantizedTensor) -> None:
         )
 
 
-def _check_raw(name: str, tensor: torch.Tensor) -> None:
-    if not isinstance(tensor, torch.Tensor) or tensor.dtype != torch.float32:
+def _check_raw(name: str, tensor: torch.Tensor, version: int) -> None:
+    if version == 1 and (not isinstance(tensor, torch.Tensor) or tensor.dtype != torch.float32):
         raise InvalidArgument(
-            f"raw tensor {name!r} must be a float32 torch tensor (convert with .float())"
+            f"raw tensor {name!r} must be a float32 torch tensor in format version 1 "
+            "(convert with .float())"
         )
-    if tensor.dim() > MAX_NDIM:
-        raise InvalidArgument(f"raw tensor {name!r}: at most {MAX_NDIM} dimensions are supported")
+    if not isinstance(tensor, torch.Tensor) or tensor.dtype not in _DTYPE_NAMES:
+        got = tensor.dtype if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+        raise InvalidArgument(
+            f"raw tensor {name!r} has dtype {got}; supported: {', '.join(RAW_DTYPES)} "
+            "(convert with .to(dtype))"
+        )
+    if tensor.layout != torch.strided:
+        raise InvalidArgument(f"raw tensor {name!r} must be dense (strided), not {tensor.layout}")
+    _check_shape(tuple(tensor.shape), f"raw tensor {name!r}")
 
 
 def _encode_quantized(q: QuantizedTensor, writer: _PayloadWriter) -> dict:
@@ -490,7 +631,7 @@ def _encode_quantized(q: QuantizedTensor, writer: _PayloadWriter) -> dict:
         )
     index = encode_symbols(encode_positions(mask, q.index_bits))
     weight = encode_symbols(labels)
-    codebook = writer.add(q.centroids.detach().cpu().numpy().astype("<f4").tobytes())
+    codebook = writer.add(_tensor_bytes(q.centroids))
     index_table = writer.add(encode_table(index.count, index.symbols, q.index_bits))
     weight_table = writer.add(encode_table(weight.count, weight.symbols, q.weight_bits))
     index_stream = writer.add(index.stream_bytes())
@@ -512,12 +653,25 @@ def _stream_json(stream: HuffmanStream, table: list[int], data: list[int]) -> di
     return {"table": table, "stream": data, "bits": stream.n_bits, "symbols": stream.n_symbols}
 
 
-def _encode_raw(name: str, tensor: torch.Tensor, writer: _PayloadWriter) -> dict:
-    data = tensor.detach().cpu().contiguous().numpy().astype("<f4").tobytes()
-    return {"kind": KIND_RAW, "name": name, "shape": list(tensor.shape), "data": writer.add(data)}
+def _encode_raw(name: str, tensor: torch.Tensor, writer: _PayloadWriter, version: int) -> dict:
+    record = {"kind": KIND_RAW, "name": name, "shape": list(tensor.shape)}
+    if version >= 2:
+        record["dtype"] = _DTYPE_NAMES[tensor.dtype]
+    record["data"] = writer.add(_tensor_bytes(tensor))
+    return record
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> bytes:
+    """The tensor's items row-major, little-endian, bit for bit; bools as bytes 0/1."""
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    if flat.dtype == torch.bool:
+        flat = flat.view(torch.uint8) != 0  # a bool tensor's bytes may be other than 0/1
+    int_dtype, code = _BIT_VIEWS[flat.element_size()]
+    return flat.view(int_dtype).numpy().astype(code, copy=False).tobytes()
 
 
 def _dump_json(obj: dict) -> bytes:
+    """Deterministic ASCII JSON that the reader accepts, else InvalidArgument."""
     try:
         text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
                           allow_nan=False)  # fmt: skip
@@ -525,7 +679,14 @@ def _dump_json(obj: dict) -> bytes:
         raise InvalidArgument(
             f"arch/provenance must be JSON-able dicts with str keys and finite numbers: {err}"
         ) from err
-    return text.encode("ascii")
+    except RecursionError as err:
+        raise InvalidArgument("arch/provenance are nested too deeply") from err
+    data = text.encode("ascii")
+    try:
+        _load_json(data)
+    except MalformedHeader as err:
+        raise InvalidArgument(f"arch/provenance break a header JSON rule: {err}") from err
+    return data
 
 
 def _parse_file(data: bytes) -> _ParsedFile:
@@ -539,13 +700,14 @@ def _parse_file(data: bytes) -> _ParsedFile:
             f"file has {len(view)} bytes, shorter than the {PREAMBLE_SIZE}-byte preamble"
         )
     _, version, flags, header_len, json_len, header_crc, payload_crc = _PREAMBLE.unpack_from(view)
-    if version != FORMAT_VERSION:
+    if version not in SUPPORTED_VERSIONS:
         raise UnsupportedVersion(
-            f"format version {version} is not supported (this reader implements {FORMAT_VERSION})"
+            f"format version {version} is not supported (this reader implements "
+            f"{' and '.join(map(str, SUPPORTED_VERSIONS))})"
         )
     if flags & ~FLAG_HEADER_ZLIB:
         unknown = flags & ~FLAG_HEADER_ZLIB
-        raise UnsupportedVersion(f"unknown flag bits 0x{unknown:04x} for format version 1")
+        raise UnsupportedVersion(f"unknown flag bits 0x{unknown:04x} for format version {version}")
     for what, size in (("stored", header_len), ("decompressed", json_len)):
         if size > MAX_HEADER_BYTES:
             raise HeaderTooLarge(f"{what} header length {size} exceeds the {MAX_HEADER_BYTES} cap")
@@ -556,7 +718,7 @@ def _parse_file(data: bytes) -> _ParsedFile:
     if zlib.crc32(stored) != header_crc:
         raise ChecksumMismatch("header CRC32 mismatch; the header bytes are corrupt")
     header = _load_json(_unpack_header(stored, flags, json_len))
-    arch, provenance, records = _parse_header(header)
+    arch, provenance, records = _parse_header(header, version)
     payload = view[header_end:]
     _check_layout(records, len(payload))
     if zlib.crc32(payload) != payload_crc:
@@ -584,19 +746,48 @@ def _unpack_header(stored: memoryview, flags: int, json_len: int) -> bytes:
 
 
 def _load_json(text: bytes) -> object:
+    """Parse header JSON strictly: UTF-8, depth and integer limits, no duplicate keys or NaN."""
+    try:
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise MalformedHeader(f"header is not valid UTF-8: {err}") from err
+    depth = _json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise MalformedHeader(
+            f"header JSON is nested too deeply ({depth} levels; at most {MAX_JSON_DEPTH})"
+        )
     try:
         return json.loads(
-            text.decode("utf-8"),
+            decoded,
             object_pairs_hook=_unique_keys,
             parse_constant=_reject_constant,
             parse_float=_finite_float,
+            parse_int=_exact_int,
         )
     except MalformedHeader:
         raise
     except RecursionError as err:
         raise MalformedHeader("header JSON is nested too deeply") from err
     except ValueError as err:
-        raise MalformedHeader(f"header is not valid UTF-8 JSON: {err}") from err
+        raise MalformedHeader(f"header is not valid JSON: {err}") from err
+
+
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
+_DEPTH_CHUNK = 1 << 20
+
+
+def _json_depth(text: bytes) -> int:
+    """Most arrays/objects open at once, brackets inside strings ignored (exact for valid JSON)."""
+    brackets = np.frombuffer(_NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", text)), dtype=np.uint8)
+    depth = deepest = 0
+    for start in range(0, brackets.size, _DEPTH_CHUNK):
+        chunk = brackets[start : start + _DEPTH_CHUNK]
+        opens = (chunk == ord("[")) | (chunk == ord("{"))
+        running = depth + np.cumsum(np.where(opens, 1, -1), dtype=np.int64)
+        deepest = max(deepest, int(running.max()))
+        depth = int(running[-1])
+    return deepest
 
 
 def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
@@ -617,28 +808,48 @@ def _finite_float(token: str) -> float:
     return value
 
 
+def _exact_int(token: str) -> int:
+    """An integer literal of magnitude at most MAX_JSON_INT (exact in a double)."""
+    if len(token) > 17 or abs(value := int(token)) > MAX_JSON_INT:
+        raise MalformedHeader(
+            f"header JSON integer {token[:40]} is beyond +-(2**53 - 1), which a double cannot "
+            "hold exactly"
+        )
+    return value
+
+
+def _quoted(name: str) -> str:
+    """repr() of a name for messages, cut to a readable length."""
+    return repr(name) if len(name) <= 80 else f"{name[:60]!r}... ({len(name)} characters)"
+
+
 _TOP_KEYS = frozenset({"arch", "provenance", "tensors"})
-_RAW_KEYS = frozenset({"kind", "name", "shape", "data"})
+_RAW_KEYS = {
+    1: frozenset({"kind", "name", "shape", "data"}),
+    2: frozenset({"kind", "name", "shape", "dtype", "data"}),
+}
 _HUFFMAN_KEYS = frozenset(
     {"kind", "name", "shape", "nnz", "weight_bits", "index_bits", "codebook", "index", "weight"}
 )
 _STREAM_KEYS = frozenset({"table", "stream", "bits", "symbols"})
 
 
-def _parse_header(header: object) -> tuple[dict, dict, list[_Record]]:
+def _parse_header(header: object, version: int) -> tuple[dict, dict, list[_Record]]:
     top = _object(header, _TOP_KEYS, "header")
     arch, provenance, tensors = top["arch"], top["provenance"], top["tensors"]
     if not isinstance(arch, dict) or not isinstance(provenance, dict):
         raise MalformedHeader("header 'arch' and 'provenance' must be JSON objects")
+    if version >= 2 and (problem := _arch_problem(arch)):
+        raise MalformedHeader(f"header {problem}")
     if not isinstance(tensors, list):
         raise MalformedHeader("header 'tensors' must be a JSON array")
     records: list[_Record] = []
     names: set[str] = set()
     total = 0
     for position, entry in enumerate(tensors):
-        record = _parse_tensor(entry, f"tensors[{position}]")
+        record = _parse_tensor(entry, f"tensors[{position}]", version)
         if record.name in names:
-            raise MalformedHeader(f"tensor name {record.name!r} appears twice in the header")
+            raise MalformedHeader(f"tensor name {_quoted(record.name)} appears twice in the header")
         names.add(record.name)
         total += record.numel
         if total > MAX_TOTAL_NUMEL:
@@ -647,10 +858,10 @@ def _parse_header(header: object) -> tuple[dict, dict, list[_Record]]:
     return arch, provenance, records
 
 
-def _parse_tensor(entry: object, where: str) -> _Record:
+def _parse_tensor(entry: object, where: str, version: int) -> _Record:
     kind = entry.get("kind") if isinstance(entry, dict) else None
     if kind == KIND_RAW:
-        obj = _object(entry, _RAW_KEYS, where)
+        obj = _object(entry, _RAW_KEYS[version], where)
     elif kind == KIND_HUFFMAN:
         obj = _object(entry, _HUFFMAN_KEYS, where)
     else:
@@ -658,18 +869,25 @@ def _parse_tensor(entry: object, where: str) -> _Record:
     name = obj["name"]
     if not isinstance(name, str) or not name:
         raise MalformedHeader(f"{where}: 'name' must be a non-empty string")
-    where = f"{where} ({name!r})"
+    where = f"{where} ({_quoted(name)})"
     shape = _shape(obj["shape"], where)
     numel = math.prod(shape)
     if kind == KIND_RAW:
-        data = _span(obj["data"], f"{where}.data")
-        if data.length != _FLOAT_BYTES * numel:
-            raise MalformedHeader(
-                f"{where}: raw data is {data.length} bytes but shape {list(shape)} needs "
-                f"{_FLOAT_BYTES * numel}"
-            )
-        return _RawRecord(name, shape, numel, data)
+        return _parse_raw(obj, name, shape, numel, where)
     return _parse_huffman(obj, name, shape, numel, where)
+
+
+def _parse_raw(obj: dict, name: str, shape: tuple[int, ...], numel: int, where: str) -> _RawRecord:
+    dtype = obj.get("dtype", "float32")  # version 1 has no dtype key: float32
+    if type(dtype) is not str or dtype not in _RAW_DTYPES:
+        raise MalformedHeader(f"{where}.dtype must be one of {list(RAW_DTYPES)}, got {dtype!r:.60}")
+    data = _span(obj["data"], f"{where}.data")
+    size = _RAW_DTYPES[dtype][1] * numel
+    if data.length != size:
+        raise MalformedHeader(
+            f"{where}: raw data is {data.length} bytes but {dtype} shape {list(shape)} needs {size}"
+        )
+    return _RawRecord(name, shape, numel, data, dtype)
 
 
 def _parse_huffman(
@@ -722,19 +940,17 @@ def _int(value: object, where: str, low: int, high: int) -> int:
 def _span(value: object, where: str) -> _Span:
     if not isinstance(value, list) or len(value) != 2:
         raise MalformedHeader(f"{where} must be [offset, length]")
-    limit = 1 << 62
-    return _Span(_int(value[0], f"{where}[0]", 0, limit), _int(value[1], f"{where}[1]", 0, limit))
+    offset = _int(value[0], f"{where}[0]", 0, MAX_JSON_INT)
+    return _Span(offset, _int(value[1], f"{where}[1]", 0, MAX_JSON_INT))
 
 
 def _shape(value: object, where: str) -> tuple[int, ...]:
+    """Each dimension in [0, 2**28] and their product at most 2**28, whatever the order."""
     if not isinstance(value, list) or len(value) > MAX_NDIM:
         raise MalformedHeader(f"{where}.shape must be a list of at most {MAX_NDIM} integers")
     dims = tuple(_int(d, f"{where}.shape", 0, MAX_TOTAL_NUMEL) for d in value)
-    numel = 1
-    for dim in dims:
-        numel *= dim
-        if numel > MAX_TOTAL_NUMEL:
-            raise MalformedHeader(f"{where}: shape {list(dims)} exceeds {MAX_TOTAL_NUMEL} elements")
+    if math.prod(dims) > MAX_TOTAL_NUMEL:
+        raise MalformedHeader(f"{where}: shape {list(dims)} exceeds {MAX_TOTAL_NUMEL} elements")
     return dims
 
 
@@ -744,8 +960,8 @@ def _check_layout(records: list[_Record], payload_len: int) -> None:
         for part, span in record.spans():
             if span.offset != expected:
                 raise InvalidOffset(
-                    f"tensor {record.name!r} {part} starts at payload offset {span.offset}, "
-                    f"expected {expected}: sections must be contiguous in file order"
+                    f"tensor {_quoted(record.name)} {part} starts at payload offset "
+                    f"{span.offset}, expected {expected}: sections must be contiguous in file order"
                 )
             expected += span.length
     if expected > payload_len:
@@ -755,22 +971,41 @@ def _check_layout(records: list[_Record], payload_len: int) -> None:
 
 
 def _decode_raw(record: _RawRecord, payload: memoryview) -> torch.Tensor:
-    values = _floats(payload, record.data)
-    return torch.from_numpy(values.reshape(record.shape))
+    """The stored items bit for bit in the record's dtype; bool bytes must be 0 or 1."""
+    torch_dtype, size = _RAW_DTYPES[record.dtype]
+    int_dtype, code = _BIT_VIEWS[size]
+    items = _items(payload, record.data.offset, record.numel, code)
+    if torch_dtype == torch.bool and items.size and int(items.max()) > 1:
+        bad = int(np.flatnonzero(items > 1)[0])
+        raise InvalidValue(
+            f"bool item {bad} is byte 0x{int(items[bad]):02x}; bool bytes must be 0x00 or 0x01"
+        )
+    tensor = torch.from_numpy(items).view(int_dtype).view(torch_dtype)
+    return tensor.reshape(record.shape)
+
+
+def _items(payload: memoryview, offset: int, count: int, code: str) -> np.ndarray:
+    """``count`` little-endian items at ``offset``, copied into a native-order writable array."""
+    native = np.dtype(code).newbyteorder("=")
+    if count == 0:
+        return np.zeros(0, dtype=native)
+    return np.frombuffer(payload, dtype=code, count=count, offset=offset).astype(native)
 
 
 def _decode_huffman(record: _HuffmanRecord, payload: memoryview) -> torch.Tensor:
-    """Validate both code tables, place the weights, and only then allocate the dense tensor.
+    """Validate both code tables, then both paddings, place the weights, then allocate the tensor.
 
     Per-symbol memory is spent only on streams whose symbols each cost at least one coded bit;
     zero-bit streams become a slice and a scalar, so header counts alone allocate nothing.
     """
     centroids = _floats(payload, record.codebook)
     bits = record.index_bits
-    index = _labelled("index stream", _load_stream, record.index, payload, bits, 1 << bits)
-    weight = _labelled(
-        "weights", _load_stream, record.weight, payload, record.weight_bits, centroids.size
+    index_code = _labelled("index stream", _load_code, record.index, payload, bits, 1 << bits)
+    weight_code = _labelled(
+        "weights", _load_code, record.weight, payload, record.weight_bits, centroids.size
     )
+    index = _labelled("index stream", _load_stream, record.index, payload, index_code)
+    weight = _labelled("weights", _load_stream, record.weight, payload, weight_code)
     positions = _positions(index, record)
     values = _labelled("weights", _weight_values, weight, centroids)
     dense = np.zeros(record.numel, dtype=np.float32)
@@ -810,11 +1045,7 @@ def _weight_values(stream: HuffmanStream, centroids: np.ndarray) -> np.float32 |
 
 
 def _floats(payload: memoryview, span: _Span) -> np.ndarray:
-    count = span.length // _FLOAT_BYTES
-    if count == 0:
-        return np.zeros(0, dtype=np.float32)
-    values = np.frombuffer(payload, dtype="<f4", count=count, offset=span.offset)
-    return values.astype(np.float32)
+    return _items(payload, span.offset, span.length // _FLOAT_BYTES, "<i4").view(np.float32)
 
 
 def _labelled(what: str, function: Callable[..., _T], *args: object) -> _T:
@@ -825,16 +1056,23 @@ def _labelled(what: str, function: Callable[..., _T], *args: object) -> _T:
         raise type(err)(f"{what}: {err}") from err
 
 
-def _load_stream(
+def _load_code(
     record: _StreamRecord, payload: memoryview, symbol_bits: int, alphabet_size: int
-) -> HuffmanStream:
-    """Parse and validate a stream's code table and padding; decodes no symbols."""
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Parse and validate a stream's code table (InvalidCode); reads no stream bits."""
     table = payload[record.table.offset : record.table.offset + record.table.length]
     count, symbols = decode_table(bytes(table), symbol_bits)
     validate_code(count, symbols, alphabet_size)
+    return count, symbols
+
+
+def _load_stream(
+    record: _StreamRecord, payload: memoryview, code: tuple[tuple[int, ...], tuple[int, ...]]
+) -> HuffmanStream:
+    """A validated code with its stream bits, whose padding must be zero; decodes no symbols."""
     bits = bitarray(endian="big")
     bits.frombytes(payload[record.stream.offset : record.stream.offset + record.stream.length])
     if bits[record.bits :].any():
         raise CorruptStream("stream padding bits after the last code are not zero")
     del bits[record.bits :]
-    return HuffmanStream(count, symbols, frozenbitarray(bits), record.symbols)
+    return HuffmanStream(code[0], code[1], frozenbitarray(bits), record.symbols)

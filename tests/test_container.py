@@ -134,12 +134,12 @@ def tiny_file(compress_header: bool = False) -> bytes:
 
 
 TINY_HEX = (
-    "8944435a0d0a1a0a01000000480100004801000027fe9416b5294e48"
+    "8944435a0d0a1a0a020000005a0100005a010000b0a0a134b5294e48"
     + b'{"arch":{"name":"tiny"},"provenance":{},"tensors":[{"codebook":[0,8],'
     b'"index":{"bits":6,"stream":[18,1],"symbols":4,"table":[8,6]},"index_bits":2,'
     b'"kind":"huffman","name":"w","nnz":3,"shape":[2,4],'
     b'"weight":{"bits":3,"stream":[19,1],"symbols":3,"table":[14,4]},"weight_bits":1},'
-    b'{"data":[20,8],"kind":"raw","name":"b","shape":[2]}]}'.hex()
+    b'{"data":[20,8],"dtype":"float32","kind":"raw","name":"b","shape":[2]}]}'.hex()
     + "000000bf0000803e"
     + "020102000103"
     + "01020001"
@@ -147,7 +147,7 @@ TINY_HEX = (
     + "a0"
     + "0000803f000000c0"
 )
-TINY_SHA256 = "f18e28dbf563e3ecbf0932fdd6cb1b07d3c296d00070e75fc1a6434ff25cdf72"
+TINY_SHA256 = "5332ef60a7e6e367847becfba6ab9c6482656f370fed9125611f1f576afc1277"
 
 
 def test_pinned_bytes_of_the_worked_example() -> None:
@@ -283,7 +283,7 @@ def test_read_info_of_the_worked_example() -> None:
     assert (w.index_symbols, w.index_stream_bits, w.weight_stream_bits) == (4, 6, 3)
     assert (w.index_table_bytes, w.weight_table_bytes, w.codebook_bytes) == (6, 4, 8)
     assert (b.kind, b.raw_bytes, b.weight_bits, b.index_bits) == ("raw", 8, 32, 0)
-    assert (info.header_bytes, info.payload_bytes, info.file_bytes) == (328, 28, 384)
+    assert (info.header_bytes, info.payload_bytes, info.file_bytes) == (346, 28, 402)
 
 
 def test_sizes_follow_the_paper_formulas_on_the_worked_example() -> None:
@@ -298,7 +298,7 @@ def test_sizes_follow_the_paper_formulas_on_the_worked_example() -> None:
     assert layer.kept_percent == pytest.approx(37.5)
     assert layer.huffman_index_bits == pytest.approx(6 / 4)
     assert sizes.raw_numel == 2
-    assert sizes.file_ratio == pytest.approx(4 * 10 / 384)
+    assert sizes.file_ratio == pytest.approx(4 * 10 / 402)
     summary = sizes.to_dict()
     assert summary["total"]["pqh_bits"] == 153
     assert json.loads(json.dumps(summary)) == summary
@@ -369,16 +369,29 @@ def test_encoder_rejects_invalid_model_inputs() -> None:
     with pytest.raises(InvalidArgument, match="more than once"):
         encode_model([_bad(), _bad()], {}, {}, {})
     with pytest.raises(InvalidArgument, match="float32"):
-        encode_model([], {"b": torch.zeros(2, dtype=torch.int64)}, {}, {})
+        encode_model([], {"b": torch.zeros(2, dtype=torch.int64)}, {}, {}, format_version=1)
+    with pytest.raises(InvalidArgument, match="supported: float32"):
+        encode_model([], {"b": torch.zeros(2, dtype=torch.complex64)}, {}, {})
+    with pytest.raises(InvalidArgument, match="format_version"):
+        encode_model([], {}, {}, {}, format_version=3)
     with pytest.raises(InvalidArgument, match="arch"):
         encode_model([], {}, ["not", "a", "dict"], {})  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument, match="JSON-able"):
         encode_model([], {}, {}, {"lr": float("nan")})
     with pytest.raises(InvalidArgument, match="JSON-able"):
         encode_model([], {}, {}, {"obj": object()})
-    huge = torch.zeros(1, dtype=torch.bool).expand(MAX_TOTAL_NUMEL + 1)
+    huge = torch.zeros(1, 1, dtype=torch.bool).expand(2, MAX_TOTAL_NUMEL // 2 + 1)
     with pytest.raises(InvalidArgument, match="at most"):
-        encode_model([_bad(mask=huge, labels=torch.zeros(1).long().expand(huge.shape))], {}, {}, {})
+        encode_model(
+            [_bad(mask=huge, labels=torch.zeros(1, 1).long().expand(huge.shape))], {}, {}, {}
+        )
+    long = torch.zeros(1, 1, dtype=torch.bool).expand(0, MAX_TOTAL_NUMEL + 1)
+    with pytest.raises(InvalidArgument, match="dimension over"):
+        encode_model(
+            [_bad(mask=long, labels=torch.zeros(1, 1).long().expand(long.shape))], {}, {}, {}
+        )
+    with pytest.raises(InvalidArgument, match="dimension over"):
+        encode_model([], {"b": torch.zeros(0, MAX_TOTAL_NUMEL + 1, dtype=torch.int8)}, {}, {})
 
 
 def _edit_header(edit: object) -> bytes:
@@ -404,7 +417,8 @@ def _set(path: list, value: object) -> object:
         (b"PK\x03\x04" + bytes(40), BadMagic, "magic"),
         (b"", TruncatedFile, "preamble"),
         (MAGIC + b"\x01\x00", TruncatedFile, "preamble"),
-        (repack(tiny_file(), version=2), UnsupportedVersion, "version 2"),
+        (repack(tiny_file(), version=3), UnsupportedVersion, "version 3"),
+        (repack(tiny_file(), version=0), UnsupportedVersion, "version 0"),
         (repack(tiny_file(), flags=4), UnsupportedVersion, "flag"),
         (tiny_file()[:100], TruncatedFile, "header"),
         (tiny_file()[:-1], TruncatedFile, "payload"),
@@ -582,9 +596,9 @@ def test_tiny_file_declaring_a_huge_zero_bit_stream_fails_without_allocating(
     assert read_info(data).dense_bytes == 4 * numel  # header-level checks accept it
     start = time.perf_counter()
     with pytest.raises(CorruptStream, match=message):
-        decode_model(data)
+        decode_model(data, max_decoded_bytes=None)
     assert time.perf_counter() - start < 5.0
-    assert traced_peak(lambda: decode_model(data)) < 20 * 2**20
+    assert traced_peak(lambda: decode_model(data, max_decoded_bytes=None)) < 20 * 2**20
 
 
 @pytest.mark.parametrize("numel", [1 << 24, MAX_TOTAL_NUMEL])
@@ -596,8 +610,8 @@ def test_declared_weight_count_beyond_the_coded_index_bits_fails_without_allocat
     half = numel // 2
     data = hostile(base, numel, {"nnz": half, "index": half, "weight": half})
     with pytest.raises(CorruptStream, match="cannot take"):
-        decode_model(data)
-    assert traced_peak(lambda: decode_model(data)) < 20 * 2**20
+        decode_model(data, max_decoded_bytes=None)
+    assert traced_peak(lambda: decode_model(data, max_decoded_bytes=None)) < 20 * 2**20
 
 
 def test_constant_dense_layer_decodes_into_its_output_and_nothing_more() -> None:

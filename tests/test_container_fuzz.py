@@ -1,13 +1,15 @@
 """Corruption suite: seeded mutations of real encoded files must decode or raise FormatError.
 
-Mutations with repaired CRCs (edited header fields, replaced code tables and streams) get past the
-checksums so that the schema, layout, code-table and stream checks are exercised, not just CRC32.
+Mutations with repaired CRCs (edited header fields, replaced code tables and streams, raw dtypes,
+bool bytes and shapes) get past the checksums so that the schema, layout, code-table, stream and
+value checks are exercised, not just CRC32. Base files are of format versions 1 and 2.
 """
 
 from __future__ import annotations
 
 import collections
 import json
+import math
 import struct
 import tracemalloc
 import zlib
@@ -18,9 +20,13 @@ import pytest
 import torch
 
 from deepcompression.container import (
+    MAX_TOTAL_NUMEL,
+    RAW_DTYPES,
     CorruptStream,
     FormatError,
     InvalidCode,
+    InvalidValue,
+    MalformedHeader,
     QuantizedTensor,
     decode_model,
     encode_model,
@@ -59,10 +65,24 @@ def _base_files() -> list[bytes]:
         QuantizedTensor("gaps", sparse, sparse.long(), torch.tensor([0.5, -0.5]), 1, 2),
         _layer("conv.weight", (4, 2, 3, 3), 0.4, 2, 8, 3),
     ]
+    typed = {
+        "f16": torch.randn(3, 2).half(),
+        "bf16": torch.randn(5).bfloat16(),
+        "f64": torch.randn(2, 2).double(),
+        "i8": torch.tensor([-128, 0, 127], dtype=torch.int8),
+        "i16": torch.tensor([-1, 300], dtype=torch.int16),
+        "i32": torch.tensor([[7]], dtype=torch.int32),
+        "bn.num_batches_tracked": torch.tensor(12, dtype=torch.int64),
+        "u8": torch.arange(6, dtype=torch.uint8),
+        "flags": torch.tensor([True, False, True, True]),
+        "none": torch.zeros(0, 4, dtype=torch.bool),
+    }
     return [
         encode_model(mlp, biases, arch, provenance),
         encode_model(mlp, biases, arch, provenance, compress_header=False),
         encode_model(edge, {"s": torch.tensor(1.0)}, {"name": "edge"}, {}, compress_header=False),
+        encode_model(mlp[:1], typed, arch, provenance, compress_header=False),
+        encode_model(mlp, biases, arch, provenance, format_version=1),
     ]
 
 
@@ -76,7 +96,11 @@ def _split(data: bytes) -> tuple[dict, bytes]:
     return header, data[PREAMBLE.size + header_len :]
 
 
-def _build(header_json: bytes, payload: bytes, compress: bool, version: int = 1) -> bytes:
+def _version(data: bytes) -> int:
+    return PREAMBLE.unpack_from(data)[1]
+
+
+def _build(header_json: bytes, payload: bytes, compress: bool, version: int) -> bytes:
     stored = zlib.compress(header_json) if compress else header_json
     fields = (b"\x89DCZ\r\n\x1a\n", version, int(compress), len(stored), len(header_json))
     crcs = (zlib.crc32(stored), zlib.crc32(payload))
@@ -120,7 +144,7 @@ def _replace_section(data: bytes, rng: np.random.Generator, kind: str, new: Call
     for (h, k), chunk in zip(_sections(header), chunks, strict=True):
         h[k] = [position, len(chunk)]
         position += len(chunk)
-    return _build(_dump(header), b"".join(chunks), bool(rng.integers(2)))
+    return _build(_dump(header), b"".join(chunks), bool(rng.integers(2)), _version(data))
 
 
 def _random_table(old: bytes, rng: np.random.Generator, holder: dict) -> bytes:
@@ -185,7 +209,7 @@ def _edit_header(data: bytes, rng: np.random.Generator, nudge: bool) -> bytes:
     text = _dump(header)
     if not nudge and rng.random() < 0.1:
         text = text[: rng.integers(len(text) + 1)]
-    return _build(text, payload, bool(rng.integers(2)))
+    return _build(text, payload, bool(rng.integers(2)), _version(data))
 
 
 def _get(node: object, path: tuple) -> object:
@@ -215,7 +239,7 @@ def _payload_mutation(data: bytes, rng: np.random.Generator) -> bytes:
     elif body:
         at = int(rng.integers(len(body)))
         del body[at : at + int(rng.integers(1, 4))]
-    return _build(_dump(header), bytes(body), bool(rng.integers(2)))
+    return _build(_dump(header), bytes(body), bool(rng.integers(2)), _version(data))
 
 
 def _preamble_mutation(data: bytes, rng: np.random.Generator) -> bytes:
@@ -227,6 +251,80 @@ def _preamble_mutation(data: bytes, rng: np.random.Generator) -> bytes:
     return PREAMBLE.pack(*fields) + data[PREAMBLE.size :]
 
 
+DTYPE_PALETTE: list[object] = [
+    *RAW_DTYPES, "float8", "Float32", "float32 ", "uint16", "complex64", "int4", "", "bool\x00",
+    None, 4, ["float32"], {"name": "float32"},
+]  # fmt: skip
+SHAPE_PALETTE: list[object] = [
+    [], [0], [1], [MAX_TOTAL_NUMEL], [MAX_TOTAL_NUMEL + 1], [0, MAX_TOTAL_NUMEL],
+    [0, MAX_TOTAL_NUMEL + 1], [2**20, 2**20, 0], [0, 2**20, 2**20], [2**14, 2**14, 2],
+    [2**53 - 1], [2**53], [-1], [1] * 16, [1] * 17, [1.0], [True], "4", None,
+]  # fmt: skip
+
+
+def _raw_layers(header: dict) -> list[dict]:
+    return [t for t in header["tensors"] if t["kind"] == "raw"]
+
+
+WIDTHS = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int8": 1, "int16": 2}
+WIDTHS |= {"int32": 4, "int64": 8, "uint8": 1, "bool": 1}
+
+
+def _retype(data: bytes, rng: np.random.Generator) -> bytes:
+    """Give one raw tensor another (valid or invalid) dtype; often resize its data to match."""
+    header, payload = _split(data)
+    layers = _raw_layers(header)
+    layer = layers[rng.integers(len(layers))]
+    dtype = DTYPE_PALETTE[rng.integers(len(DTYPE_PALETTE))]
+    layer["dtype"] = dtype
+    if rng.random() < 0.1:
+        del layer["dtype"]
+    if rng.random() < 0.7:
+        width = WIDTHS.get(dtype, 4) if isinstance(dtype, str) else 4
+        return _resize(header, payload, layer, width * math.prod(layer["shape"]), rng)
+    return _build(_dump(header), payload, bool(rng.integers(2)), _version(data))
+
+
+def _resize(
+    header: dict, payload: bytes, layer: dict, length: int, rng: np.random.Generator
+) -> bytes:
+    """Give ``layer`` ``length`` random data bytes (mostly 0/1), re-tiling the later sections."""
+    chunks = []
+    for holder, key in _sections(header):
+        offset, old = holder[key]
+        chunk = payload[offset : offset + old]
+        if holder is layer:
+            chunk = rng.integers(0, 2 if rng.random() < 0.8 else 256, length).astype(np.uint8)
+            chunk = chunk.tobytes()
+        chunks.append(chunk)
+    position = 0
+    for (holder, key), chunk in zip(_sections(header), chunks, strict=True):
+        holder[key] = [position, len(chunk)]
+        position += len(chunk)
+    return _build(_dump(header), b"".join(chunks), bool(rng.integers(2)), 2)
+
+
+def _bool_bytes(data: bytes, rng: np.random.Generator) -> bytes:
+    """Set one byte of a bool tensor to a random value (0 and 1 decode, others must not)."""
+    header, payload = _split(data)
+    flags = [t for t in _raw_layers(header) if t.get("dtype") == "bool" and t["data"][1]]
+    layer = flags[rng.integers(len(flags))]
+    body = bytearray(payload)
+    body[layer["data"][0] + int(rng.integers(layer["data"][1]))] = int(rng.integers(256))
+    return _build(_dump(header), bytes(body), bool(rng.integers(2)), _version(data))
+
+
+def _reshape(data: bytes, rng: np.random.Generator) -> bytes:
+    """Give one tensor a hostile shape: huge, zero-sized with huge dimensions, malformed."""
+    header, payload = _split(data)
+    tensor = header["tensors"][rng.integers(len(header["tensors"]))]
+    tensor["shape"] = SHAPE_PALETTE[rng.integers(len(SHAPE_PALETTE))]
+    return _build(_dump(header), payload, bool(rng.integers(2)), _version(data))
+
+
+TYPED = 3
+"""Index in BASE_FILES of the version-2 file holding a raw tensor of every dtype."""
+
 MUTATORS: dict[str, Callable[[bytes, np.random.Generator], bytes]] = {
     "truncate": lambda d, r: d[: r.integers(0, len(d))],
     "bit_flips": lambda d, r: bytes(_flip_bits(d, r)),
@@ -235,23 +333,34 @@ MUTATORS: dict[str, Callable[[bytes, np.random.Generator], bytes]] = {
     "preamble_fields": _preamble_mutation,
     "payload_with_crc": _payload_mutation,
     "payload_bits_with_crc": lambda d, r: _build(
-        _dump(_split(d)[0]), bytes(_flip_bits(_split(d)[1], r)), False
+        _dump(_split(d)[0]), bytes(_flip_bits(_split(d)[1], r)), False, _version(d)
     ),
     "header_field": lambda d, r: _edit_header(d, r, nudge=False),
     "header_int_nudge": lambda d, r: _edit_header(d, r, nudge=True),
     "code_table": lambda d, r: _replace_section(d, r, "table", _random_table),
     "stream": lambda d, r: _replace_section(d, r, "stream", _random_stream),
+    "raw_dtype": lambda d, r: _retype(BASE_FILES[TYPED], r),
+    "bool_bytes": lambda d, r: _bool_bytes(BASE_FILES[TYPED], r),
+    "shape": _reshape,
 }
+
+
+DECODED_DTYPES = {getattr(torch, name) for name in RAW_DTYPES}
 
 
 def _outcome(data: bytes) -> str:
     try:
-        read_info(data)
+        info = read_info(data)
         decoded = decode_model(data)
     except FormatError as err:
         return type(err).__name__
-    for tensor in decoded.state_dict.values():
-        assert tensor.dtype == torch.float32 and tensor.device.type == "cpu"
+    for layer, tensor in zip(info.layers, decoded.state_dict.values(), strict=True):
+        assert tensor.device.type == "cpu" and list(tensor.shape) == list(layer.shape)
+        assert tensor.dtype == getattr(torch, layer.dtype) and tensor.dtype in DECODED_DTYPES
+        if layer.kind == "huffman":
+            assert tensor.dtype == torch.float32
+        if tensor.dtype == torch.bool and tensor.numel():
+            assert int(tensor.view(torch.uint8).max()) <= 1
     return "decoded"
 
 
@@ -273,6 +382,10 @@ def test_mutations_decode_or_raise_format_error(mutator: str) -> None:
         assert outcomes[InvalidCode.__name__] > CASES_PER_MUTATOR // 4, outcomes
     if mutator in ("stream", "payload_bits_with_crc"):
         assert outcomes[CorruptStream.__name__] > 0, outcomes
+    if mutator in ("raw_dtype", "bool_bytes"):
+        assert outcomes["decoded"] > 0 and outcomes[InvalidValue.__name__] > 0, outcomes
+    if mutator in ("raw_dtype", "shape"):
+        assert outcomes[MalformedHeader.__name__] > 0, outcomes
 
 
 def _declare_counts(data: bytes, rng: np.random.Generator) -> bytes:
@@ -292,7 +405,7 @@ def _declare_counts(data: bytes, rng: np.random.Generator) -> bytes:
     most = nnz + numel // filler if nnz else 0
     choices = [nnz, most, layer["index"]["symbols"], numel]
     layer["index"]["symbols"] = int(np.clip(rng.choice(choices), nnz, most))
-    return _build(_dump(header), payload, bool(rng.integers(2)))
+    return _build(_dump(header), payload, bool(rng.integers(2)), _version(data))
 
 
 def test_declared_counts_allocate_only_what_the_file_or_its_output_backs() -> None:

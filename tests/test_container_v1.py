@@ -3,10 +3,37 @@
 from __future__ import annotations
 
 import hashlib
+import struct
+import zlib
 
+import pytest
 import torch
 
-from deepcompression.container import decode_model, read_info
+from deepcompression.container import (
+    InvalidArgument,
+    MalformedHeader,
+    QuantizedTensor,
+    decode_model,
+    encode_model,
+    read_info,
+)
+
+TINY_V1_HEX = (
+    "8944435a0d0a1a0a01000000480100004801000027fe9416b5294e48"
+    + b'{"arch":{"name":"tiny"},"provenance":{},"tensors":[{"codebook":[0,8],'
+    b'"index":{"bits":6,"stream":[18,1],"symbols":4,"table":[8,6]},"index_bits":2,'
+    b'"kind":"huffman","name":"w","nnz":3,"shape":[2,4],'
+    b'"weight":{"bits":3,"stream":[19,1],"symbols":3,"table":[14,4]},"weight_bits":1},'
+    b'{"data":[20,8],"kind":"raw","name":"b","shape":[2]}]}'.hex()
+    + "000000bf0000803e"
+    + "020102000103"
+    + "01020001"
+    + "70"
+    + "a0"
+    + "0000803f000000c0"
+)
+"""The version-1 worked example of docs/FORMAT.md as the version-1 writer wrote it."""
+TINY_V1_SHA256 = "f18e28dbf563e3ecbf0932fdd6cb1b07d3c296d00070e75fc1a6434ff25cdf72"
 
 V1_FIXTURE_HEX = "".join(
     [
@@ -65,3 +92,46 @@ def test_pinned_version_1_file_info() -> None:
     assert info.file_bytes == len(V1_FIXTURE_HEX) // 2
     assert [layer.kind for layer in info.layers] == ["huffman"] * 3 + ["raw"] * 3
     assert info.dense_bytes == 4 * (120 + 9 + 4 + 4 + 1 + 0)
+
+
+def _tiny_inputs() -> tuple[list[QuantizedTensor], dict[str, torch.Tensor]]:
+    mask = torch.zeros(2, 4, dtype=torch.bool)
+    mask.view(-1)[[0, 5, 6]] = True
+    labels = torch.zeros(2, 4, dtype=torch.int64)
+    labels.view(-1)[[0, 5, 6]] = torch.tensor([1, 0, 1])
+    layer = QuantizedTensor("w", mask, labels, torch.tensor([-0.5, 0.25]), 1, 2)
+    return [layer], {"b": torch.tensor([1.0, -2.0])}
+
+
+def test_version_1_worked_example_decodes_and_the_v1_writer_still_writes_it() -> None:
+    data = bytes.fromhex(TINY_V1_HEX)
+    assert hashlib.sha256(data).hexdigest() == TINY_V1_SHA256
+    decoded = decode_model(data)
+    assert decoded.state_dict["w"].tolist() == [[0.25, 0, 0, 0], [0, -0.5, 0.25, 0]]
+    assert decoded.state_dict["b"].tolist() == [1.0, -2.0]
+    quantized, raw = _tiny_inputs()
+    args = (quantized, raw, {"name": "tiny"}, {})
+    assert encode_model(*args, compress_header=False, format_version=1) == data
+    v2 = encode_model(*args, compress_header=False)
+    assert v2[8:10] == b"\x02\x00" and read_info(v2).version == 2
+    for name, tensor in decode_model(v2).state_dict.items():
+        assert torch.equal(tensor.view(torch.int32), decoded.state_dict[name].view(torch.int32))
+
+
+def test_version_1_rules_stay_version_1() -> None:
+    data = bytes.fromhex(TINY_V1_HEX)
+    with_dtype = data.replace(b'"data":[20,8],', b'"data":[20,8],"dtype":"float32",')
+    header = with_dtype[28:-28]
+    fields = list(struct.unpack_from("<8sHHIIII", data))
+    fields[3] = fields[4] = len(header)
+    fields[5] = zlib.crc32(header)
+    with pytest.raises(MalformedHeader, match="unknown fields \\['dtype'\\]"):
+        decode_model(struct.pack("<8sHHIIII", *fields) + header + data[-28:])
+    # Version 1 leaves arch uninterpreted; version 2 types its name and kwargs.
+    quantized, raw = _tiny_inputs()
+    odd = {"name": 5, "kwargs": []}
+    assert decode_model(encode_model(quantized, raw, odd, {}, format_version=1)).arch == odd
+    with pytest.raises(InvalidArgument, match="arch 'name'"):
+        encode_model(quantized, raw, odd, {})
+    with pytest.raises(InvalidArgument, match="float32"):
+        encode_model([], {"n": torch.zeros(1, dtype=torch.int64)}, {}, {}, format_version=1)
