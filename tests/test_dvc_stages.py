@@ -16,7 +16,10 @@ import yaml
 
 ROOT = Path(__file__).parents[1]
 CODE_DIRS = ("deepcompression", "models", "tasks", "flows")
-STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+RAW_STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+STAGES = {name: stage.get("do", stage) for name, stage in RAW_STAGES.items()}
+"""Each stage's definition; per-model stages are a `foreach` over params.yaml's models."""
+PER_MODEL = ("train", "prune", "quantize", "encode", "evaluate", "plots")
 
 PROBE = """
 import importlib, json, sys
@@ -64,7 +67,55 @@ def closures() -> dict[str, set[str]]:
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_stage_deps_are_its_import_closure(stage, closures):
+    """Every stage's code deps equal its flow module's import closure."""
     listed = {d for d in STAGES[stage]["deps"] if d.endswith(".py")}
     actual = closures[f"flows.{stage}"]
     assert not actual - listed, f"add to dvc.yaml stage {stage!r} deps: {sorted(actual - listed)}"
     assert not listed - actual, f"remove from stage {stage!r} deps: {sorted(listed - actual)}"
+
+
+def test_every_model_stage_is_a_foreach_over_the_models_of_params():
+    """Both rows of Table 1 come from one `dvc repro`: each per-model stage loops over `models`."""
+    for name in PER_MODEL:
+        assert RAW_STAGES[name]["foreach"] == "${models}", name
+        cmd = RAW_STAGES[name]["do"]["cmd"]
+        assert cmd == f"python -m flows.run {name} --model ${{key}}", cmd
+
+
+def test_the_params_check_runs_before_every_stage():
+    """`check` is upstream of every other stage, so a bad params.yaml fails before any output
+    is removed; its output is a constant marker (no forced reruns)."""
+    assert STAGES["check"]["outs"] == ["checks/params.ok"]
+    for name, stage in STAGES.items():
+        if name != "check":
+            assert "checks/params.ok" in stage["deps"], name
+
+
+def test_model_params_are_per_model_and_only_evaluate_sees_the_test_limit():
+    """A change to one model's section reruns that model's stages only; test knobs reach only
+    the stage that reads the test set."""
+    for name in PER_MODEL:
+        keys = [k if isinstance(k, str) else next(iter(k)) for k in STAGES[name]["params"]]
+        if name != "evaluate":  # evaluate measures files; its params are run and data only
+            assert any(k.startswith("models.${key}") for k in keys), name
+        assert not any(k.startswith("models.") and "${key}" not in k for k in keys), name
+        reads_test = any(k in ("data", "data.test_limit") for k in keys)
+        assert reads_test == (name == "evaluate"), name
+
+
+def test_dvc_expands_both_models(tmp_path):
+    """`dvc stage list` sees every stage for both models of params.yaml."""
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), "stage", "list", "--name-only"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    names = set(result.stdout.split())
+    models = yaml.safe_load((ROOT / "params.yaml").read_text())["models"]
+    assert set(models) == {"lenet_300_100", "lenet5"}
+    for model in models:
+        for name in PER_MODEL:
+            assert f"{name}@{model}" in names
