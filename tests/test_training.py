@@ -9,13 +9,15 @@ from deepcompression.training import evaluate, fit, learning_rate, resolve_devic
 from models import build_model
 
 
-def _toy_data(n: int = 256) -> tuple[torch.Tensor, ...]:
-    """Linearly separable 10-class data shaped like MNIST."""
+def _toy_data(n: int = 1024, n_val: int = 128) -> tuple[torch.Tensor, ...]:
+    """Linearly separable 10-class data shaped like MNIST: (train_x, train_y, val_x, val_y), the
+    validation samples drawn apart from the training ones."""
     g = torch.Generator().manual_seed(0)
-    y = torch.randint(0, 10, (n,), generator=g)
-    x = torch.randn(n, 1, 28, 28, generator=g) * 0.1
-    x[torch.arange(n), 0, y, :] += 1.0  # class k lights up row k
-    return x, y, x[:64], y[:64]
+    total = n + n_val
+    y = torch.randint(0, 10, (total,), generator=g)
+    x = torch.randn(total, 1, 28, 28, generator=g) * 0.1
+    x[torch.arange(total), 0, y, :] += 1.0  # class k lights up row k
+    return x[:n], y[:n], x[n:], y[n:]
 
 
 def test_fit_learns_and_records_every_epoch():
@@ -25,8 +27,28 @@ def test_fit_learns_and_records_every_epoch():
     before = evaluate(model, data[2], data[3]).error
     history = fit(model, data, OptimConfig(epochs=3, batch_size=32, lr=0.05), generator)
     assert [r.epoch for r in history] == [1, 2, 3]
-    assert history[-1].test_error < before
-    assert history[-1].test_error <= 0.1
+    assert history[-1].val_error < before
+    assert history[-1].val_error <= 0.1
+    assert list(history[-1].to_dict()) == [
+        "epoch",
+        "lr",
+        "train_loss",
+        "val_loss",
+        "val_error",
+        "seconds",
+    ]
+
+
+def test_fit_records_the_validation_split_not_the_training_split():
+    train_x, train_y, val_x, val_y = _toy_data()
+    wrong_y = (val_y + 1) % 10  # validation labels the model cannot learn from the training data
+    model = build_model("lenet_300_100")
+    cfg = OptimConfig(epochs=2, batch_size=32, lr=0.05)
+    history = fit(model, (train_x, train_y, val_x, wrong_y), cfg, seed_everything(0))
+    on_val = evaluate(model, val_x, wrong_y)
+    assert history[-1].val_error == on_val.error and history[-1].val_loss == on_val.loss
+    assert history[-1].val_error >= 0.9
+    assert evaluate(model, train_x, train_y).error <= 0.1
 
 
 def test_seeded_runs_are_identical_on_cpu():
