@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 import struct
 from pathlib import Path
@@ -14,7 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deepcompression.checkpoint import Checkpoint, CheckpointError
-from deepcompression.config import Params, from_dict
+from deepcompression.config import (
+    EncodeConfig,
+    ModelConfig,
+    PruneConfig,
+    QuantizeConfig,
+    RunParams,
+)
 from deepcompression.plan import LayerPlan, plan_layers
 from deepcompression.plots import (
     LayerWeights,
@@ -26,6 +33,7 @@ from deepcompression.plots import (
     weight_distributions,
     weight_histograms,
 )
+from flows.params import read_params
 from flows.plots import write_plots
 from flows.workspace import Workspace
 from models import build_model
@@ -62,8 +70,8 @@ def train_rows(epochs: int) -> list[dict[str, float]]:
             "epoch": e,
             "lr": 0.1,
             "train_loss": 1.0 / e,
-            "test_loss": 1.1 / e,
-            "test_error": 0.02 + 0.1 / e,
+            "val_loss": 1.1 / e,
+            "val_error": 0.02 + 0.1 / e,
             "seconds": 0.5,
         }
         for e in range(1, epochs + 1)
@@ -77,7 +85,7 @@ def prune_rows(densities: list[float]) -> list[dict[str, float]]:
             "iteration": i,
             "density": d,
             "error_after_prune": 0.02 + (1 - d) / 10,
-            "test_error": 0.02 + (1 - d) / 100,
+            "val_error": 0.02 + (1 - d) / 100,
             "density_fc1": d,
         }
         for i, d in enumerate(densities, start=1)
@@ -206,10 +214,18 @@ def test_survivors_use_the_mask_when_given() -> None:
 
 
 def test_plot_errors_name_the_problem() -> None:
-    with pytest.raises(PlotError, match="'test_error' missing; columns present: epoch"):
-        training_curves([{"epoch": 1, "train_loss": 1.0, "test_loss": 1.0}])
+    with pytest.raises(PlotError, match="'val_error' missing; columns present: epoch"):
+        training_curves([{"epoch": 1, "train_loss": 1.0, "val_loss": 1.0}])
+    with pytest.raises(PlotError, match="'val_loss' missing"):  # a train.csv from before the split
+        training_curves([{"epoch": 1, "train_loss": 1.0, "test_loss": 1.0, "test_error": 0.1}])
+    with pytest.raises(PlotError, match="'val_error' missing"):
+        final_error([{"epoch": 1, "test_error": 0.1}])
+    with pytest.raises(PlotError, match="'val_error' missing"):
+        error_vs_density(
+            [{"iteration": 1, "density": 0.5, "error_after_prune": 0, "test_error": 0}]
+        )
     with pytest.raises(PlotError, match="'density' is not numeric"):
-        error_vs_density([{"iteration": 1, "density": "", "error_after_prune": 0, "test_error": 0}])
+        error_vs_density([{"iteration": 1, "density": "", "error_after_prune": 0, "val_error": 0}])
     with pytest.raises(PlotError, match="mask shape"):
         LayerWeights(np.zeros((2, 3)), np.ones((3, 2), dtype=bool))
     with pytest.raises(PlotError, match="even number"):
@@ -234,17 +250,16 @@ def test_report_embeds_small_images_and_lists_all() -> None:
 # write_plots on a tiny synthetic workspace
 
 
-def lenet_params(model: str = "lenet_300_100") -> tuple[Params, dict[str, LayerPlan]]:
-    """Validated params (only the tables a plan needs) and the layer plan of `model`."""
-    table = {model: {"fc": 0.1, "conv": 0.5}}
-    params = from_dict(
-        Params,
-        {
-            "model": {"name": model},
-            "prune": {"density": table},
-            "quantize": {"bits": {model: {"fc": 3, "conv": 4}}},
-            "encode": {"index_bits": {model: {"fc": 5, "conv": 8}}},
-        },
+def lenet_params(model: str = "lenet_300_100") -> tuple[RunParams, dict[str, LayerPlan]]:
+    """The shipped params of lenet_300_100 with the model, density, bits and index widths swapped
+    for `model`'s (only the tables a plan needs), and the layer plan of `model`."""
+    shipped = read_params(Path(__file__).parents[1] / "params.yaml").select("lenet_300_100")
+    params = dataclasses.replace(
+        shipped,
+        model=ModelConfig(model),
+        prune=PruneConfig(density={"fc": 0.1, "conv": 0.5}),
+        quantize=QuantizeConfig(bits={"fc": 3, "conv": 4}),
+        encode=EncodeConfig(index_bits={"fc": 5, "conv": 8}),
     )
     return params, plan_layers(params)
 
@@ -276,10 +291,13 @@ def synthetic_checkpoints(model_name: str, seed: int = 0) -> dict[str, Checkpoin
     return {"dense": dense, "pruned": pruned, "quantized": quantized}
 
 
-def synthetic_workspace(root: Path, model_name: str = "lenet_300_100") -> Workspace:
-    """A workspace holding the three checkpoints, train.csv and prune.csv of a fake run."""
-    workspace = Workspace(root)
-    for stage, checkpoint in synthetic_checkpoints(model_name).items():
+def synthetic_workspace(
+    root: Path, model_name: str = "lenet_300_100", checkpoints_of: str | None = None
+) -> Workspace:
+    """`model_name`'s workspace holding the three checkpoints (of `checkpoints_of`, by default of
+    the model itself), train.csv and prune.csv of a fake run."""
+    workspace = Workspace(root, model_name)
+    for stage, checkpoint in synthetic_checkpoints(checkpoints_of or model_name).items():
         save_checkpoint(workspace.checkpoint(stage), checkpoint)
     write_csv(workspace.plot("train.csv"), train_rows(3))
     write_csv(workspace.plot("prune.csv"), prune_rows([0.4, 0.1]))
@@ -291,20 +309,34 @@ def test_write_plots_writes_every_figure_deterministically(tmp_path: Path) -> No
     params, plan = lenet_params()
     written = write_plots(params, plan, workspace)
     assert list(written) == [
-        "plots/curves.png",
-        "plots/error_vs_density.png",
-        "plots/weights/fc1.png",
-        "plots/weights/fc2.png",
-        "plots/weights/fc3.png",
+        "curves.png",
+        "error_vs_density.png",
+        "weights/fc1.png",
+        "weights/fc2.png",
+        "weights/fc3.png",
     ]
     first = {}
     for name, path in written.items():
-        assert path == tmp_path / name
+        assert path == tmp_path / "plots" / "lenet_300_100" / name
         first[name] = path.read_bytes()
         assert_png(first[name])
     again = write_plots(params, plan, workspace)
     assert {name: path.read_bytes() for name, path in again.items()} == first
     assert not [p for p in (tmp_path / "plots").rglob(".*")]
+
+
+def test_write_plots_keeps_each_model_in_its_own_folder(tmp_path: Path) -> None:
+    lenet = write_plots(*lenet_params(), synthetic_workspace(tmp_path))
+    lenet5 = write_plots(*lenet_params("lenet5"), synthetic_workspace(tmp_path, "lenet5"))
+    assert list(lenet5)[2:] == [
+        "weights/conv1.png",
+        "weights/conv2.png",
+        "weights/fc1.png",
+        "weights/fc2.png",
+    ]
+    assert all(path.is_relative_to(tmp_path / "plots" / "lenet5") for path in lenet5.values())
+    assert all(path.exists() for path in lenet.values())  # not removed as stale by lenet5's run
+    assert lenet["weights/fc1.png"] != lenet5["weights/fc1.png"]
 
 
 def test_write_plots_removes_weight_plots_of_other_layers_only(tmp_path: Path) -> None:
@@ -319,7 +351,7 @@ def test_write_plots_removes_weight_plots_of_other_layers_only(tmp_path: Path) -
 
 
 def test_write_plots_refuses_a_checkpoint_of_another_model(tmp_path: Path) -> None:
-    workspace = synthetic_workspace(tmp_path)
+    workspace = synthetic_workspace(tmp_path, "lenet5", checkpoints_of="lenet_300_100")
     with pytest.raises(CheckpointError, match="'lenet_300_100' but params.yaml asks for 'lenet5'"):
         write_plots(*lenet_params("lenet5"), workspace)
 
