@@ -1,27 +1,184 @@
-"""The git revision recorded in compressed files: dirty only when code or params changed."""
+"""Provenance in the compressed file's header comes from the inputs alone: the params and a hash of
+the library code, never git; the git revision is only for the timing record."""
 
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import shutil
 import subprocess
+from pathlib import Path
 
-from flows.provenance import git_revision
+import pytest
+
+import flows.provenance
+from deepcompression.config import RunParams
+from flows.params import load_params
+from flows.provenance import CODE_DIRS, code_sha256, file_params, git_revision, provenance
+from flows.workspace import PROJECT_ROOT
+
+SHIPPED = PROJECT_ROOT / "params.yaml"
 
 
-def _git(cwd, *args):
-    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+def _params(model: str = "lenet_300_100") -> RunParams:
+    return load_params(SHIPPED, model)[0]
 
 
-def test_revision_is_dirty_for_code_or_params_edits_only(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert git_revision() == "unknown"
-    (tmp_path / "params.yaml").write_text("a: 1\n")
-    (tmp_path / "dvc.lock").write_text("x\n")
-    _git(tmp_path, "init", "-q")
-    _git(tmp_path, "add", ".")
-    _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
-    head = subprocess.run(
-        ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True
+def _code_copy(dest: Path) -> Path:
+    """A copy of the code folders that count (and one that does not), outside any git repo."""
+    for folder in (*CODE_DIRS, "flows"):
+        shutil.copytree(
+            PROJECT_ROOT / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    return dest
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
-    assert git_revision() == head
-    (tmp_path / "dvc.lock").write_text("changed by dvc repro\n")
-    assert git_revision() == head
-    (tmp_path / "params.yaml").write_text("a: 2\n")
-    assert git_revision() == f"{head}-dirty"
+
+
+@pytest.fixture
+def no_git_above(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """tmp_path, with git forbidden to look for a repository above it."""
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    return tmp_path
+
+
+# ---- provenance --------------------------------------------------------------------------------
+
+
+def test_same_params_give_the_same_provenance():
+    first, second = provenance(_params()), provenance(_params())
+    assert first == second
+    assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
+    assert set(first) == {"model", "params", "params_sha256", "code_sha256"}
+    assert first["model"] == "lenet_300_100"
+    assert re.fullmatch(r"[0-9a-f]{64}", first["code_sha256"])
+    canonical = json.dumps(first["params"], sort_keys=True).encode()
+    assert first["params_sha256"] == hashlib.sha256(canonical).hexdigest()
+
+
+def test_a_changed_param_changes_the_provenance():
+    base = _params()
+    changed = dataclasses.replace(base, train=dataclasses.replace(base.train, epochs=1))
+    a, b = provenance(base), provenance(changed)
+    assert a["params"]["train"]["epochs"] != b["params"]["train"]["epochs"] == 1
+    assert a["params_sha256"] != b["params_sha256"]
+    assert a["code_sha256"] == b["code_sha256"]
+    assert a != b
+
+
+def test_each_model_has_its_own_provenance():
+    a, b = provenance(_params("lenet_300_100")), provenance(_params("lenet5"))
+    assert (a["model"], b["model"]) == ("lenet_300_100", "lenet5")
+    assert a["params"]["model"] == {"name": "lenet_300_100"}
+    assert a["params_sha256"] != b["params_sha256"]
+
+
+def test_the_test_limit_does_not_shape_the_file():
+    """Only evaluate reads the test set, after the file is written: its limit is not provenance."""
+    base = _params()
+    limited = dataclasses.replace(base, data=dataclasses.replace(base.data, test_limit=100))
+    assert "test_limit" not in file_params(base)["data"]
+    assert provenance(limited) == provenance(base)
+    val = dataclasses.replace(base, data=dataclasses.replace(base.data, val_limit=100))
+    assert provenance(val)["params_sha256"] != provenance(base)["params_sha256"]
+
+
+def test_provenance_does_not_ask_git(monkeypatch: pytest.MonkeyPatch):
+    expected = provenance(_params())
+
+    def no_git(*args, **kwargs):
+        raise AssertionError(f"provenance ran a subprocess: {args}")
+
+    monkeypatch.setattr(subprocess, "run", no_git)  # the module flows.provenance calls
+    assert provenance(_params()) == expected
+    assert "git" not in json.dumps(expected)
+
+
+# ---- code_sha256 -------------------------------------------------------------------------------
+
+
+def test_code_hash_follows_the_library_and_model_code(no_git_above: Path):
+    root = _code_copy(no_git_above / "code")
+    base = code_sha256(root)
+    assert code_sha256(root) == base
+
+    data = root / "deepcompression" / "data.py"
+    original = data.read_bytes()
+    data.write_bytes(original + b"\n# a comment is a change\n")
+    edited = code_sha256(root)
+    assert edited != base
+    data.write_bytes(original)
+    assert code_sha256(root) == base
+
+    model_file = next((root / "models").glob("*.py"))
+    model_file.write_bytes(model_file.read_bytes() + b"\n")
+    assert code_sha256(root) not in (base, edited)
+
+
+def test_code_hash_counts_added_and_renamed_files_only_under_the_code_dirs(no_git_above: Path):
+    root = _code_copy(no_git_above / "code")
+    base = code_sha256(root)
+    new = root / "deepcompression" / "extra.py"
+    new.write_text("X = 1\n")
+    added = code_sha256(root)
+    assert added != base
+    new.rename(root / "deepcompression" / "extra2.py")  # same bytes, another path
+    assert code_sha256(root) not in (base, added)
+    (root / "deepcompression" / "extra2.py").unlink()
+    assert code_sha256(root) == base
+
+    (root / "flows" / "train.py").write_text("# not library code\n")
+    (root / "deepcompression" / "notes.txt").write_text("not python\n")
+    cache = root / "deepcompression" / "__pycache__"
+    cache.mkdir()
+    (cache / "data.cpython-312.pyc").write_bytes(b"\x00compiled")
+    assert code_sha256(root) == base
+
+
+def test_code_hash_does_not_depend_on_git(no_git_above: Path):
+    plain = _code_copy(no_git_above / "plain")
+    repo = _code_copy(no_git_above / "repo")
+    with pytest.raises(subprocess.CalledProcessError):  # really outside any repository
+        _git(plain, "rev-parse", "HEAD")
+    base = code_sha256(plain)
+    _git(repo, "init", "-q")
+    assert code_sha256(repo) == base  # a repository with nothing committed
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "one")
+    assert code_sha256(repo) == base
+    (repo / "README.md").write_text("another commit\n")
+    _git(repo, "add", "README.md")
+    _git(repo, "commit", "-qm", "two")  # a new HEAD, same code
+    assert code_sha256(repo) == base
+    assert code_sha256(plain) == base
+
+
+# ---- git_revision ------------------------------------------------------------------------------
+
+
+def test_git_revision_is_heads_short_hash_without_a_dirty_mark():
+    revision = git_revision()
+    assert re.fullmatch(r"[0-9a-f]{12}", revision), revision
+    kind = subprocess.run(
+        ["git", "cat-file", "-t", revision],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert kind == "commit"
+
+
+def test_git_revision_outside_git_is_unknown(no_git_above: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(flows.provenance, "PROJECT_ROOT", no_git_above)
+    assert git_revision() == "unknown"
