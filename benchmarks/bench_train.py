@@ -1,4 +1,5 @@
-"""Seconds per 60k-sample epoch: our training loop beside a bare PyTorch loop, same run, same data.
+"""Seconds per epoch over the training split: our training loop beside a bare PyTorch loop, same
+run, same data (50,000 images: the 60,000 less params.yaml's `data.val_size` for validation).
 
 Run from the repository root after the data stage (`dvc repro data`):
     .venv/bin/python -m benchmarks.bench_train [--models lenet_300_100 lenet5] [--epochs 3]
@@ -21,6 +22,7 @@ from torch import nn
 from deepcompression.config import OptimConfig
 from deepcompression.pruning import MaskGuard, full_masks, layer_name, prunable_weights, prune_
 from deepcompression.training import make_optimizer, resolve_device, train_epoch
+from flows.params import DEFAULT_PARAMS, read_params
 from models import build_model
 from tasks.data import load_mnist
 
@@ -79,11 +81,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--data", type=Path, default=Path("data"))
+    parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="for data.val_size")
     args = parser.parse_args()
     device = resolve_device("auto")
-    data = load_mnist.fn(args.data)
+    data = load_mnist.fn(args.data, read_params(args.params).data.val_size)
     x, y = data.train_x.to(device), data.train_y.to(device)
-    print(f"device {device}, torch threads {torch.get_num_threads()}, batch {args.batch_size}")
+    print(
+        f"device {device}, torch threads {torch.get_num_threads()}, batch {args.batch_size}, "
+        f"{len(y)} training images"
+    )
     print(f"{'model':<15}{'masks':<8}{'ours s/epoch':>14}{'bare s/epoch':>14}{'ratio':>8}")
     for name in args.models:
         for masked in (False, True):

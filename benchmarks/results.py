@@ -1,46 +1,78 @@
 """Print the headline figures of finished pipeline runs as a markdown table (for BENCHMARKS.md).
 
-    .venv/bin/python -m benchmarks.results . runs/lenet5
-Each argument is a workspace root holding metrics/*.json from `dvc repro` or `flows.run pipeline`;
-after the summary comes a per-layer table (the paper's Tables 2-3) for each root.
+    .venv/bin/python -m benchmarks.results [ROOT ...] [--models lenet_300_100 lenet5]
+Each ROOT (default: .) is a workspace root holding metrics/<model>/*.json from `dvc repro` or
+`flows.run pipeline`; without --models every model with metrics under a root is listed. Errors
+up to P+Q are on the validation split; the file's error is given on validation and test (only the
+evaluate stage reads the test set). After the summary comes a per-layer table (the paper's Tables
+2-3) for each model.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 from deepcompression.report import markdown_table, percent
+from flows.workspace import Workspace
+
+STAGES = ("train", "prune", "quantize", "encode", "evaluate")
 
 
-def row(root: Path) -> dict:
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else percent(value)
+
+
+def workspaces(root: Path, models: list[str] | None) -> list[Workspace]:
+    """The models' workspaces under `root`: those named, else every model with train metrics."""
+    if models is None:
+        models = sorted(path.parent.name for path in (root / "metrics").glob("*/train.json"))
+        if not models:
+            raise SystemExit(
+                f"{root / 'metrics'} holds no metrics/<model>/train.json: run dvc repro"
+            )
+    return [Workspace(root, model) for model in models]
+
+
+def metrics(workspace: Workspace) -> dict[str, dict]:
+    """{stage: metrics} of one model; a missing file names the stage to run."""
+    found = {}
+    for stage in STAGES:
+        path = workspace.metrics(stage)
+        if not path.is_file():
+            raise SystemExit(f"{path} not found: run `dvc repro {stage}@{workspace.model}`")
+        found[stage] = json.loads(path.read_text())
+    return found
+
+
+def row(workspace: Workspace) -> dict:
     """One run's figures: errors per stage, density, file size and ratios, decode time."""
-    metrics = {
-        stage: json.loads((root / "metrics" / f"{stage}.json").read_text())
-        for stage in ("train", "prune", "quantize", "encode", "evaluate")
-    }
-    encode, evaluate = metrics["encode"], metrics["evaluate"]
+    stages = metrics(workspace)
+    encode, evaluate = stages["encode"], stages["evaluate"]
+    timing = workspace.timing("evaluate")  # untracked: absent after a `dvc pull`
+    decode = json.loads(timing.read_text())["decode_seconds"] if timing.is_file() else None
     return {
-        "model": metrics["train"]["model"],
-        "dense error": percent(metrics["train"]["test_error"]),
-        "pruned error": percent(metrics["prune"]["test_error"]),
-        "weights kept": percent(metrics["prune"]["density"]),
-        "P+Q error": percent(metrics["quantize"]["test_error"]),
-        "file error": percent(evaluate["test_error"]),
+        "model": workspace.model,
+        "dense val error": _percent(stages["train"]["val_error"]),
+        "pruned val error": _percent(stages["prune"]["val_error"]),
+        "weights kept": percent(stages["prune"]["density"]),
+        "P+Q val error": _percent(stages["quantize"]["val_error"]),
+        "file val error": _percent(evaluate["val_error"]),
+        "file test error": _percent(evaluate["test_error"]),
         "dense KB": f"{encode['dense_bytes'] / 1000:.0f}",
         "file KB": f"{encode['file_bytes'] / 1000:.1f}",
         "file ratio": f"{encode['file_ratio']:.1f}x",
         "P+Q ratio": f"{encode['pq_ratio']:.1f}x",
         "P+Q+H ratio": f"{encode['pqh_ratio']:.1f}x",
-        "decode ms": f"{1000 * evaluate['decode_seconds']:.1f}",
+        "decode ms": "n/a" if decode is None else f"{1000 * decode:.1f}",
         "logits equal": evaluate["logits_equal_quantized"],
     }
 
 
-def layer_rows(root: Path) -> list[dict]:
-    """Per-layer rows in the shape of the paper's Tables 2-3, from metrics/encode.json."""
-    sizes = json.loads((root / "metrics" / "encode.json").read_text())["sizes"]
+def layer_rows(workspace: Workspace) -> list[dict]:
+    """Per-layer rows in the shape of the paper's Tables 2-3, from metrics/<model>/encode.json."""
+    sizes = json.loads(workspace.metrics("encode").read_text())["sizes"]
     return [
         {
             "layer": layer["name"],
@@ -57,13 +89,20 @@ def layer_rows(root: Path) -> list[dict]:
     ]
 
 
-def main(argv: list[str]) -> None:
-    """Print the summary table, then a per-layer table for each workspace root given."""
-    roots = [Path(root) for root in argv or ["."]]
-    print(markdown_table([row(root) for root in roots]))
-    for root in roots:
-        print(markdown_table(layer_rows(root)))
+def main(argv: list[str] | None = None) -> None:
+    """Print the summary table, then a per-layer table for each model of each root."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("roots", nargs="*", type=Path, default=[Path(".")])
+    parser.add_argument("--models", nargs="+", help="default: every model with metrics")
+    args = parser.parse_args(argv)
+    found = [w for root in args.roots for w in workspaces(root, args.models)]
+    print(markdown_table([row(w) for w in found]))
+    for workspace in found:
+        print(f"### {workspace.model} ({workspace.root})\n")
+        print(markdown_table(layer_rows(workspace)))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()
