@@ -1,0 +1,67 @@
+"""load_model: the header's arch (registry name + kwargs) rebuilds the network; limits apply."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from deepcompression.container import DecodedTooLarge, encode_model
+from deepcompression.loader import ModelBuildError, load_model
+from models import UnknownModelError, build_model
+
+
+def _file(arch: dict, **kwargs: object) -> bytes:
+    """Every parameter of ``build_model(**arch)`` stored raw (float16 biases), under ``arch``."""
+    torch.manual_seed(0)
+    model = build_model(arch["name"], **arch.get("kwargs", {}))
+    state = {k: v.half() if k.endswith("bias") else v for k, v in model.state_dict().items()}
+    return encode_model([], state, arch, {}, **kwargs)  # type: ignore[arg-type]
+
+
+def test_load_model_passes_the_header_kwargs_to_the_constructor() -> None:
+    arch = {"name": "lenet_300_100", "kwargs": {"num_classes": 7}}
+    model, decoded = load_model(_file(arch))
+    assert decoded.arch == arch and model.fc3.out_features == 7
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 7)
+    assert decoded.state_dict["fc3.bias"].dtype == torch.float16
+    assert model.fc3.bias.dtype == torch.float32  # cast on load
+    assert torch.equal(model.fc3.bias, decoded.state_dict["fc3.bias"].float())
+
+
+def test_version_1_files_without_kwargs_still_load() -> None:
+    torch.manual_seed(0)
+    state = build_model("lenet5").state_dict()
+    data = encode_model([], state, {"name": "lenet5"}, {}, format_version=1)
+    model, _ = load_model(data)
+    assert torch.equal(model.conv1.weight, state["conv1.weight"])
+
+
+@pytest.mark.parametrize(
+    ("arch", "error", "message"),
+    [
+        ({"name": "no_such_net"}, UnknownModelError, "unknown model 'no_such_net'"),
+        ({"name": "lenet5", "kwargs": {"bogus": 1}}, ModelBuildError, "cannot build model"),
+        ({"name": "lenet5", "kwargs": {"num_classes": -3}}, ModelBuildError, "cannot build"),
+        ({"name": "lenet5", "kwargs": {"num_classes": 3}}, ModelBuildError, "do not fit"),
+        ({"name": "lenet5", "kwargs": {"num_classes": 10**12}}, ModelBuildError, "do not fit"),
+        ({"kwargs": {}}, ModelBuildError, "header arch must be"),
+    ],
+)
+def test_load_model_rejects_archs_that_do_not_fit(
+    arch: dict, error: type[Exception], message: str
+) -> None:
+    torch.manual_seed(0)
+    data = encode_model([], build_model("lenet5").state_dict(), arch, {})
+    start = time.perf_counter()
+    with pytest.raises(error, match=message):
+        load_model(data)
+    assert time.perf_counter() - start < 5.0  # 10**12 classes are never allocated
+
+
+def test_load_model_applies_max_decoded_bytes() -> None:
+    data = _file({"name": "lenet_300_100", "kwargs": {}})
+    with pytest.raises(DecodedTooLarge, match="max_decoded_bytes"):
+        load_model(data, max_decoded_bytes=1000)
+    load_model(data, max_decoded_bytes=2**21)
