@@ -1,7 +1,8 @@
 """Scheduled reruns: dvc output parsing, schedule config, and a real deployment run by a worker.
 
-The deployment test points the flow at a tiny git+DVC project with one cheap stage, so it checks
-real `dvc repro` behaviour: the first run runs the stage, the next one skips it.
+The deployment test points the flow at a tiny git+DVC project with one cheap stage (see
+test_schedule_worktree.py), so it checks real `dvc repro` behaviour: the first run runs the stage
+in the rerun's worktree, the next one skips it.
 """
 
 from __future__ import annotations
@@ -12,15 +13,15 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
+from prefect.client.schemas.objects import ConcurrencyLimitStrategy
+from test_schedule_worktree import STAGE, commit, far_cron, runs, tiny_project, worktree_of
 
 from deepcompression.config import ConfigError, ScheduleConfig
 from flows.schedule import (
@@ -196,18 +197,31 @@ def test_check_schedule_rejects_bad_cron_and_timezone():
         check_schedule(ScheduleConfig("0 3 * * *", "Mars/Olympus"))
 
 
+SCHEDULE_YAML = """\
+schedule:
+  cron: '30 4 * * 0'
+  timezone: Asia/Tokyo
+  branch: release
+  worktree: /srv/rerun
+  push: false
+"""
+
+
 def test_resolve_schedule_reads_params_and_lets_the_command_line_override(tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text("schedule:\n  cron: '30 4 * * 0'\n  timezone: Asia/Tokyo\n")
-    assert resolve_schedule(params) == ScheduleConfig("30 4 * * 0", "Asia/Tokyo")
-    assert resolve_schedule(params, cron="0 1 * * *") == ScheduleConfig("0 1 * * *", "Asia/Tokyo")
-    params.write_text("model:\n  name: lenet5\n")
-    assert resolve_schedule(params) == ScheduleConfig()
-    params.write_text("schedule:\n  cron: 3\n")
+    params.write_text(SCHEDULE_YAML)
+    read = ScheduleConfig("30 4 * * 0", "Asia/Tokyo", "release", "/srv/rerun", False)
+    assert resolve_schedule(params) == read
+    overridden = resolve_schedule(params, cron="0 1 * * *", timezone="UTC")
+    assert overridden == ScheduleConfig("0 1 * * *", "UTC", "release", "/srv/rerun", False)
+    params.write_text(SCHEDULE_YAML.replace("'30 4 * * 0'", "3"))
     with pytest.raises(ConfigError, match="schedule.cron: expected a string"):
         resolve_schedule(params)
-    params.write_text("schedule:\n  every: day\n")
+    params.write_text(SCHEDULE_YAML + "  every: day\n")
     with pytest.raises(ConfigError, match="schedule.every: unknown key"):
+        resolve_schedule(params)
+    params.write_text(SCHEDULE_YAML.replace("push: false", "push: maybe"))
+    with pytest.raises(ConfigError, match="schedule.push"):
         resolve_schedule(params)
     missing = tmp_path / "none.yaml"
     assert resolve_schedule(missing, cron="5 * * * *", timezone="UTC").cron == "5 * * * *"
@@ -222,54 +236,20 @@ def test_prefect_yaml_matches_params_schedule_and_entrypoint():
     path, name = ENTRYPOINT.split(":")
     assert (CODE_ROOT / path).is_file() and name == scheduled_rerun.fn.__name__
     (schedule,) = deployment["schedules"]
-    expected = resolve_schedule(REPO_PARAMS)
-    assert (schedule["cron"], schedule["timezone"]) == (expected.cron, expected.timezone)
+    params = yaml.safe_load(REPO_PARAMS.read_text())["schedule"]
+    assert (schedule["cron"], schedule["timezone"]) == (params["cron"], params["timezone"])
+    assert deployment["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
+    defaults = ScheduleConfig()
+    assert deployment["parameters"] == {
+        "project_dir": ".",
+        "branch": "{{ git-branch.stdout }}",
+        "worktree": params.get("worktree", defaults.worktree),
+        "push": params.get("push", defaults.push),
+    }
     pull = spec["pull"][0]["prefect.deployments.steps.set_working_directory"]
     assert pull["directory"] == "{{ repo-root.stdout }}"
-    assert spec["build"][0]["prefect.deployments.steps.run_shell_script"]["id"] == "repo-root"
-
-
-SCORE_PY = """\
-import json, pathlib, sys
-text = pathlib.Path("input.txt").read_text()
-pathlib.Path("metrics").mkdir(exist_ok=True)
-metrics = {"chars": len(text), "detail": {"lines": text.count("\\n")}}
-pathlib.Path("metrics/score.json").write_text(json.dumps(metrics))
-with open("runs.log", "a") as log:
-    log.write(sys.prefix + "\\n")
-print("score computed")
-"""
-
-DVC_YAML = """\
-stages:
-  score:
-    cmd: python score.py
-    deps: [score.py, input.txt]
-    metrics:
-      - metrics/score.json:
-          cache: false
-"""
-
-
-def _run(command: list[str], cwd: Path) -> None:
-    env = dict(os.environ, DVC_NO_ANALYTICS="1")
-    subprocess.run(command, cwd=cwd, env=env, check=True, capture_output=True, timeout=60)
-
-
-def _tiny_project(root: Path, stage_script: str) -> Path:
-    """A git + DVC project with one stage `score` whose cmd runs `stage_script`."""
-    root.mkdir()
-    (root / "score.py").write_text(stage_script)
-    (root / "input.txt").write_text("hello\n")
-    (root / "dvc.yaml").write_text(DVC_YAML)
-    _run(["git", "init", "-q"], root)
-    _run([sys.executable, "-m", "dvc", "init", "-q"], root)
-    return root
-
-
-def _far_cron(tz: str) -> str:
-    """A daily cron 12 hours away from now, so the server never schedules a run during the test."""
-    return f"17 {(datetime.now(ZoneInfo(tz)).hour + 12) % 24} * * *"
+    steps = [s["prefect.deployments.steps.run_shell_script"] for s in spec["build"]]
+    assert [s["id"] for s in steps] == ["repo-root", "git-branch"]
 
 
 def _wait_final(client, flow_run_id, deadline: float):
@@ -294,10 +274,10 @@ def test_deployment_runs_on_a_process_worker_then_skips_unchanged(prefect_api, t
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
-    project = _tiny_project(tmp_path / "project", SCORE_PY)
+    project = tiny_project(tmp_path / "project").resolve()
     pool = f"test-pool-{uuid.uuid4().hex[:8]}"
     tz = "Asia/Tokyo"
-    config = check_schedule(ScheduleConfig(_far_cron(tz), tz))
+    config = check_schedule(ScheduleConfig(far_cron(tz), tz, push=False))
     deployment_id = deploy(config, pool, project_dir=project, name="nightly-test")
 
     with get_client(sync_client=True) as client:
@@ -305,7 +285,15 @@ def test_deployment_runs_on_a_process_worker_then_skips_unchanged(prefect_api, t
         (schedule,) = deployment.schedules
         assert (schedule.schedule.cron, schedule.schedule.timezone) == (config.cron, tz)
         assert deployment.work_pool_name == pool
-        assert deployment.parameters == {"project_dir": str(project.resolve())}
+        assert deployment.parameters == {
+            "project_dir": str(project),
+            "branch": "main",
+            "worktree": str(worktree_of(project)),
+            "push": False,
+        }
+        assert deployment.global_concurrency_limit.limit == 1
+        strategy = deployment.concurrency_options.collision_strategy
+        assert strategy == ConcurrencyLimitStrategy.CANCEL_NEW
         assert deployment.entrypoint == ENTRYPOINT
         assert deployment.pull_steps == [
             {"prefect.deployments.steps.set_working_directory": {"directory": str(CODE_ROOT)}}
@@ -333,40 +321,48 @@ def test_deployment_runs_on_a_process_worker_then_skips_unchanged(prefect_api, t
         assert final.state.is_completed(), f"{final.state}\n{worker_log}"
         artifacts = _artifacts(client, flow_run.id)
 
-    assert (project / "runs.log").read_text().splitlines() == [sys.prefix]
+    tree = worktree_of(project)
+    assert (tree / "runs.log").read_text().splitlines() == [sys.prefix]
+    assert not (project / "runs.log").exists()
     rows = json.loads(artifacts["rerun-metrics"])
     assert {"file": "score", "metric": "chars", "value": 6} in rows
     assert {"file": "score", "metric": "detail.lines", "value": 1} in rows
-    assert "**stages run**: `score`" in artifacts["rerun-report"]
+    assert f"**stages run**: `{STAGE}`" in artifacts["rerun-report"]
+    assert "of branch `main`" in artifacts["rerun-report"]
 
-    again = scheduled_rerun(project_dir=str(project))
-    assert again["stages_run"] == [] and again["stages_skipped"] == ["score"]
-    assert len((project / "runs.log").read_text().splitlines()) == 1
+    again = scheduled_rerun(project_dir=str(project), push=False)
+    assert again["stages_run"] == [] and again["stages_skipped"] == [STAGE]
+    assert runs(tree) == 1
 
     (project / "input.txt").write_text("hello again\n")
-    changed = scheduled_rerun(project_dir=str(project), targets=["score"])
-    assert changed["stages_run"] == ["score"] and changed["targets"] == ["score"]
+    commit(project, "new input")
+    changed = scheduled_rerun(project_dir=str(project), targets=[STAGE], push=False)
+    assert changed["stages_run"] == [STAGE] and changed["targets"] == [STAGE]
     assert changed["metrics"]["score"]["chars"] == 12
 
 
 def test_failed_stage_fails_the_run_with_the_output_tail(prefect_api, tmp_path):
     failing = "import sys\nprint('about to fail: bad input')\nsys.exit(3)\n"
-    project = _tiny_project(tmp_path / "project", failing)
+    project = tiny_project(tmp_path / "project", failing)
     with pytest.raises(DvcReproError, match="exited with status") as err:
-        scheduled_rerun(project_dir=str(project))
+        scheduled_rerun(project_dir=str(project), push=False)
     assert "about to fail: bad input" in str(err.value)
-    assert not (project / "runs.log").exists()
+    assert runs(project) == 0 and runs(worktree_of(project)) == 0
 
 
 def test_command_line_rejects_a_bad_schedule_before_contacting_prefect(tmp_path, capsys):
     from flows.schedule import main
 
     params = tmp_path / "params.yaml"
-    params.write_text("schedule:\n  cron: '0 3 * * *'\n")
+    params.write_text(SCHEDULE_YAML)
     assert main(["serve", "--params", str(params), "--cron", "0 3 * *"]) == 2
     assert "5 fields" in capsys.readouterr().err
     assert main(["serve", "--params", str(params), "--project-dir", str(tmp_path)]) == 2
     assert "no dvc.yaml" in capsys.readouterr().err
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")  # a DVC project, but no git branch
+    params.write_text(SCHEDULE_YAML.replace("branch: release", "branch: null"))
+    assert main(["serve", "--params", str(params), "--project-dir", str(tmp_path)]) == 2
+    assert "no branch checked out" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["deploy", "--params", str(params)])
     assert "deploy needs --pool" in capsys.readouterr().err
