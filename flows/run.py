@@ -2,7 +2,8 @@
 
 Points the process at the project's local Prefect server first (starting it when none answers), so
 every stage's run is recorded in one place and shows in the UI; runs are tagged with the model
-and a hash of the params.
+and a hash of the params. A Prefect outage never stops the stage (flows/guard.py): it computes and
+writes its outputs, warns once, and its records are caught up when the server is back.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from flows.server import ensure_api_url
+from flows.guard import connect, run_stage
 
 STAGES = {
     "data": "flows.data:data_flow",
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    ensure_api_url()
+    connect()
     from prefect import tags
 
     from flows.runinfo import invocation_tag
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             [args.model] if args.stage == "pipeline" else args.model
         )
     with tags(*run_tags):
-        load_flow(args.stage)(**kwargs)
+        run_stage(load_flow(args.stage), **kwargs)
     return 0
 
 

@@ -2,6 +2,8 @@
 
 Every DVC stage runs in its own process; without a server each would start a temporary one (5-17 s
 each) and its runs would vanish with it. One local server (SQLite under .prefect/) records them all.
+Once it answers, `start` makes sure of the zombie-run automation (runs whose heartbeats stop are
+marked Crashed) and catches up what stages recorded under .prefect/pending/ while it was away.
 Usage: python -m flows.server start|stop|status
 """
 
@@ -15,16 +17,55 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 HOST = "127.0.0.1"
 PORT = int(os.environ.get("DC_PREFECT_PORT", "4200"))
-API_URL = f"http://{HOST}:{PORT}/api"
-UI_URL = f"http://{HOST}:{PORT}"
 STATE_DIR = Path(".prefect")
-PID_FILE = STATE_DIR / "server.pid"
-LOG_FILE = STATE_DIR / "server.log"
 START_TIMEOUT_S = 90.0
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    """Where one local Prefect server listens and keeps its database, pid file and log."""
+
+    port: int = PORT
+    home: Path = STATE_DIR
+    host: str = HOST
+    ui: bool = True
+
+    @property
+    def api_url(self) -> str:
+        """The REST API's base URL."""
+        return f"http://{self.host}:{self.port}/api"
+
+    @property
+    def ui_url(self) -> str:
+        """The UI's URL."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        """The server's process group id, written by `start`."""
+        return self.home / "server.pid"
+
+    @property
+    def log_file(self) -> Path:
+        """The server's stdout and stderr."""
+        return self.home / "server.log"
+
+    @property
+    def pending_dir(self) -> Path:
+        """What stages could not record while this server was away (tasks/monitor.py)."""
+        return self.home / "pending"
+
+
+DEFAULT = LocalServer()
+API_URL = DEFAULT.api_url
+UI_URL = DEFAULT.ui_url
+PID_FILE = DEFAULT.pid_file
+LOG_FILE = DEFAULT.log_file
 
 
 def is_healthy(api_url: str = API_URL, timeout: float = 2.0) -> bool:
@@ -36,59 +77,90 @@ def is_healthy(api_url: str = API_URL, timeout: float = 2.0) -> bool:
         return False
 
 
-def start(timeout_s: float = START_TIMEOUT_S) -> str:
-    """Start a detached local server (unless one answers) and wait for its health check."""
-    if is_healthy():
-        return API_URL
-    STATE_DIR.mkdir(exist_ok=True)
-    env = dict(os.environ, PREFECT_HOME=str(STATE_DIR.resolve()))
+def _spawn(server: LocalServer) -> subprocess.Popen:
+    """Start `prefect server start` detached (own session), its output appended to the log."""
+    server.home.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PREFECT_HOME=str(server.home.resolve()))
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    if not server.ui:
+        env["PREFECT_SERVER_UI_ENABLED"] = "false"
     env.pop("PREFECT_API_URL", None)
-    with LOG_FILE.open("ab") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "prefect",
-                "server",
-                "start",
-                "--host",
-                HOST,
-                "--port",
-                str(PORT),
-            ],
+    command = [sys.executable, "-m", "prefect", "server", "start"]
+    command += ["--host", server.host, "--port", str(server.port)]
+    with server.log_file.open("ab") as log:
+        return subprocess.Popen(
+            command,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
             start_new_session=True,
         )
-    PID_FILE.write_text(str(process.pid))
+
+
+def _wait_healthy(server: LocalServer, process: subprocess.Popen, timeout_s: float) -> None:
+    """Poll the health check until it answers; fail early when the server process exits."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if is_healthy():
-            return API_URL
+        if is_healthy(server.api_url):
+            return
         if process.poll() is not None:
             raise RuntimeError(
-                f"Prefect server exited early (code {process.returncode}); see {LOG_FILE}"
+                f"Prefect server exited early (code {process.returncode}); see {server.log_file}"
             )
         time.sleep(0.5)
     raise RuntimeError(
-        f"Prefect server did not answer at {API_URL} in {timeout_s:.0f} s; see {LOG_FILE}"
+        f"Prefect server did not answer at {server.api_url} in {timeout_s:.0f} s; "
+        f"see {server.log_file}"
     )
 
 
-def stop() -> bool:
-    """Stop the server this project started (by its pid file); True if one was stopped."""
-    if not PID_FILE.exists():
+def start(
+    timeout_s: float = START_TIMEOUT_S, server: LocalServer = DEFAULT, prepare: bool = True
+) -> str:
+    """Start a detached local server (unless one answers), wait for it, then `prepare` it."""
+    if not is_healthy(server.api_url):
+        process = _spawn(server)
+        server.pid_file.write_text(str(process.pid))
+        _wait_healthy(server, process, timeout_s)
+    if prepare:
+        prepare_server(server.api_url, server.pending_dir)
+    return server.api_url
+
+
+def prepare_server(api_url: str, pending: Path | None = None) -> list[str]:
+    """The zombie-run automation (created if missing) and the catch-up of pending records.
+
+    Returns the flow run ids caught up; a failure is a warning (it must never stop a stage).
+    """
+    try:
+        from flows.recovery import describe_replayed, ensure_zombie_automation, replay_pending
+
+        ensure_zombie_automation(api_url)
+        replayed = replay_pending(api_url, pending)
+    except Exception as err:  # monitoring set-up never stops the work
+        print(f"warning: Prefect server set-up incomplete: {err}", file=sys.stderr)
+        return []
+    if replayed:
+        print(describe_replayed(replayed), file=sys.stderr)
+    return replayed
+
+
+def stop(server: LocalServer = DEFAULT, grace_s: float = 10.0) -> bool:
+    """Stop the server this project started (by its pid file); True if one was stopped.
+
+    SIGTERM first; SIGKILL when it has not exited after `grace_s` seconds.
+    """
+    if not server.pid_file.exists():
         return False
-    pid = int(PID_FILE.read_text())
-    PID_FILE.unlink()
+    pid = int(server.pid_file.read_text())
+    server.pid_file.unlink()
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return False
-    for _ in range(50):
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
         try:
             os.killpg(pid, 0)
         except ProcessLookupError:
@@ -98,12 +170,12 @@ def stop() -> bool:
     return True
 
 
-def ensure_api_url() -> str:
+def ensure_api_url(server: LocalServer = DEFAULT) -> str:
     """Point this process at a Prefect API: the one already configured, else the local server."""
     configured = os.environ.get("PREFECT_API_URL")
     if configured:
         return configured
-    url = start()
+    url = start(server=server)
     os.environ["PREFECT_API_URL"] = url
     return url
 

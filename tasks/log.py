@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.context import TaskRunContext
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
+
+from tasks.artifacts import artifact_key
+from tasks.monitor import best_effort, keep_progress
 
 
 def run_logger() -> logging.Logger | logging.LoggerAdapter:
@@ -17,6 +21,11 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter:
         return get_run_logger()
     except MissingContextError:
         return logging.getLogger("deepcompression")
+
+
+def _val(record: Any, name: str) -> float:
+    """`val_<name>` of an epoch record (`test_<name>` before the rename)."""
+    return getattr(record, f"val_{name}", None) or getattr(record, f"test_{name}", 0.0)
 
 
 def log_epoch(
@@ -30,9 +39,23 @@ def log_epoch(
         total,
         record.lr,
         record.train_loss,
-        record.val_loss,
-        100 * record.val_error,
+        _val(record, "loss"),
+        100 * _val(record, "error"),
         record.seconds,
+    )
+
+
+def progress_key(stage: str) -> str:
+    """The progress artifact's key: 'retrain 2' -> 'progress-retrain-2'."""
+    return f"progress-{artifact_key(stage)}"
+
+
+def _progress_artifact(stage: str) -> Any:
+    """A keyed progress artifact at 0 % (None without the API)."""
+    return best_effort(
+        lambda: create_progress_artifact(
+            0.0, key=progress_key(stage), description=f"{stage}: epochs done (%)"
+        )
     )
 
 
@@ -41,11 +64,15 @@ def epoch_reporter(stage: str, total: int) -> Callable:
     logger = run_logger()
     progress_id = None
     if TaskRunContext.get() is not None and total > 0:
-        progress_id = create_progress_artifact(0.0, description=f"{stage}: epochs done (%)")
+        progress_id = _progress_artifact(stage)
 
     def report(record) -> None:
         log_epoch(logger, stage, total, record)
         if progress_id is not None:
-            update_progress_artifact(progress_id, 100.0 * record.epoch / total)
+            value = 100.0 * record.epoch / total
+            best_effort(
+                lambda: update_progress_artifact(progress_id, value),
+                lambda: keep_progress(progress_id, value),
+            )
 
     return report

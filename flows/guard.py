@@ -1,0 +1,84 @@
+"""Running one stage's flow so that monitoring never stops the work.
+
+`connect` points the process at the project's server (catching up what earlier stages could not
+record); `run_stage` runs the flow under tasks/monitor.py's outage handling: when the API goes
+away the flow's body still runs to the end and writes its outputs, the process logs one warning
+and one line of what it could not record, and exits 0 when the body finished. Imports no Prefect
+at module level, so that the stage settings reach Prefect before it reads the environment.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+from flows.server import DEFAULT, ensure_api_url, is_healthy
+
+
+def connect() -> str | None:
+    """Stage settings, the API URL (local server started if needed) and the catch-up."""
+    from tasks.monitor import stage_environment
+
+    stage_environment()
+    try:
+        url = ensure_api_url()
+    except RuntimeError as err:
+        print(f"warning: {err}; the stage runs without Prefect records", file=sys.stderr)
+        os.environ.setdefault("PREFECT_API_URL", DEFAULT.api_url)  # never a temporary server
+        return None
+    if is_healthy(url, timeout=1.0):
+        catch_up(url)
+    return url
+
+
+def catch_up(url: str) -> None:
+    """Replay pending records of `url`; a failure is a warning, never the stage's failure."""
+    from flows.recovery import describe_replayed, replay_pending
+
+    try:
+        replayed = replay_pending(url)
+    except Exception as err:  # the catch-up must never stop a stage
+        print(f"warning: could not catch up pending Prefect records: {err}", file=sys.stderr)
+        return
+    if replayed:
+        print(describe_replayed(replayed), file=sys.stderr)
+
+
+def _offline_logging() -> None:
+    """Without a run context, the stage's progress lines go to the terminal."""
+    log = logging.getLogger("deepcompression")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)-7s | %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+def _report_unrecorded() -> None:
+    """One line per run of what could not be recorded; caught up now when the API is back."""
+    from tasks.monitor import api_answers, api_url, records, summary
+
+    kept = records()
+    for record in kept:
+        print(f"warning: {summary(record)}", file=sys.stderr)
+    url = api_url()
+    if kept and url and api_answers():
+        catch_up(url)
+
+
+def run_stage(stage_flow: Any, **parameters: Any) -> Any:
+    """Run `stage_flow(**parameters)` resiliently; returns its value, raises its body's errors."""
+    from tasks.monitor import api_answers, go_offline, is_offline, monitoring
+    from tasks.resilient import resilient
+
+    with monitoring():
+        if not is_offline() and not api_answers():
+            go_offline("no answer at the start of the stage")
+        if is_offline():
+            _offline_logging()
+        try:
+            return resilient(stage_flow)(**parameters)
+        finally:
+            _report_unrecorded()

@@ -1,0 +1,143 @@
+"""A Prefect outage never stops a stage: a real server is killed in the middle of a flow.
+
+The stage process (tasks.resilient tasks under flows.guard, like `python -m flows.run`) must keep
+computing, write its outputs, warn once and exit 0 within seconds; once the server is back, the
+run is caught up (Completed, its artifacts created) instead of staying Running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from flows.recovery import OUTAGE_MESSAGE, api_client
+from flows.server import LocalServer, start, stop
+from tasks.monitor import PendingRecord
+
+REPO = Path(__file__).parents[1]
+pytestmark = pytest.mark.slow
+
+STAGE = textwrap.dedent(
+    """
+    import json, os, signal, sys, time
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from flows.guard import connect, run_stage
+
+    connect()
+    from prefect import flow
+
+    from tasks.artifacts import publish_report
+    from tasks.io import write_json
+    from tasks.log import epoch_reporter
+    from tasks.resilient import task
+
+    SERVER_PID, KILL_AT, OUT = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+
+
+    @task(task_run_name="square-{i}")
+    def square(i: int) -> int:
+        report = epoch_reporter(f"square {i}", 1)
+        if i == KILL_AT:
+            os.killpg(int(SERVER_PID.read_text()), signal.SIGKILL)
+            Path(f"{OUT}.killed").write_text(repr(time.time()))
+        report(SimpleNamespace(epoch=1, lr=0.1, train_loss=0.5, val_loss=0.25, val_error=0.0625,
+                               seconds=0.0))
+        return i * i
+
+
+    @flow(name="outage-check")
+    def outage_flow(n: int) -> list[int]:
+        squares = [square(i) for i in range(1, n + 1)]
+        write_json(OUT, {"squares": squares})
+        rows = [{"i": i, "square": s} for i, s in enumerate(squares, start=1)]
+        publish_report("outage", "Squares", rows, {"val_error": 0.0625}, rows_title="Per call")
+        return squares
+
+
+    run_stage(outage_flow, n=4)
+    """
+)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    """A real local server (services on, no UI) in a temporary home; stopped at the end."""
+    home = tmp_path_factory.mktemp("outage") / ".prefect"
+    local = LocalServer(port=free_port(), home=home, ui=False)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    start(timeout_s=120, server=local)
+    yield local
+    stop(local, grace_s=1)
+
+
+def run_stage(local: LocalServer, workdir: Path, kill_at: int) -> tuple[subprocess.Popen, str]:
+    """Run the stage script against `local`; returns the finished process and its output."""
+    script = workdir / "stage.py"
+    script.write_text(STAGE)
+    env = dict(os.environ, PYTHONPATH=str(REPO), PREFECT_API_URL=local.api_url)
+    env.update(DC_PENDING_DIR=str(local.pending_dir), OMP_NUM_THREADS="1")
+    env["PREFECT_HOME"] = str(workdir / "client-home")
+    args = [str(local.pid_file), str(kill_at), str(workdir / "squares.json")]
+    process = subprocess.run(
+        [sys.executable, str(script), *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    return process, process.stdout + process.stderr
+
+
+def test_killed_server_mid_flow_loses_no_work_and_is_caught_up(
+    server: LocalServer, tmp_path: Path
+) -> None:
+    process, output = run_stage(server, tmp_path, kill_at=2)
+    exited = time.time()
+    print(output)  # shown with -rP: what an operator sees
+
+    assert process.returncode == 0, output
+    assert json.loads((tmp_path / "squares.json").read_text()) == {"squares": [1, 4, 9, 16]}
+    killed = float((tmp_path / "squares.json.killed").read_text())
+    assert exited - killed < 30, f"took {exited - killed:.0f} s to finish after the outage"
+    warnings = [line for line in output.splitlines() if "is unreachable" in line]
+    assert len(warnings) == 1, output
+    assert "Traceback" not in output and len(output.splitlines()) < 40, output
+    assert "not recorded in Prefect" in output
+
+    (pending,) = server.pending_dir.glob("*-*-*-*-*.json")
+    record = PendingRecord.load(pending)
+    assert record.state == "COMPLETED"
+    assert record.unrecorded_tasks == ["square-3", "square-4"]
+    assert {a["key"] for a in record.artifacts} == {"outage-report", "outage-metrics"}
+
+    stop(server, grace_s=1)
+    start(timeout_s=120, server=server)  # the restart replays the pending record
+
+    assert list(server.pending_dir.glob("*.json")) == []
+    with api_client(server.api_url) as client:
+        state = client.read_flow_run(UUID(record.flow_run_id)).state
+        artifacts = client.read_artifacts()
+    assert state is not None and state.is_completed(), state
+    assert OUTAGE_MESSAGE in (state.message or "")
+    run_artifacts = {a.key for a in artifacts if str(a.flow_run_id) == record.flow_run_id}
+    assert {"outage-report", "outage-metrics", "progress-square-1"} <= run_artifacts
