@@ -1,9 +1,11 @@
-"""Time ``kmeans_1d`` against scikit-learn's KMeans on weights shaped like a pruned layer.
+"""Time ``kmeans_1d``'s engines against scikit-learn's KMeans on weights shaped like a pruned layer.
 
-Run from the repository root: ``.venv/bin/python -m benchmarks.bench_kmeans [--n 1000000]``.
-Both methods start from the same linear init and use Lloyd's algorithm with the same tolerance;
-the inertia (sum of squared distances to the assigned centroid) is computed the same way, in
-float64, for both.
+Run from the repository root: ``.venv/bin/python -m benchmarks.bench_kmeans [--n 1000000]``
+(``--methods engine=sorted engine=optimal`` to time a subset; the exact engine at 256 clusters
+uses ``kmeans1d`` and takes minutes and about 4 GB on 1M weights).
+The Lloyd methods start from the same linear init with the same tolerance; the ``optimal`` engine
+is the exact dynamic program (no init). The inertia (sum of squared distances to the assigned
+centroid, i.e. the quantization error) is computed the same way, in float64, for all.
 """
 
 from __future__ import annotations
@@ -41,6 +43,16 @@ def ours(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return kmeans_1d(values, k)
 
 
+def ours_sklearn(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``kmeans_1d`` with the sklearn engine (linear init)."""
+    return kmeans_1d(values, k, engine="sklearn")
+
+
+def optimal(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``kmeans_1d`` with the exact engine (globally optimal partition)."""
+    return kmeans_1d(values, k, engine="optimal")
+
+
 def sklearn_kmeans(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's Lloyd KMeans on the same float32 data and the same linear init."""
     init = init_centroids(values, k, "linear", seed=0).astype(values.dtype).reshape(-1, 1)
@@ -64,6 +76,14 @@ def timed(method: Clusterer, values: np.ndarray, k: int, repeats: int) -> tuple[
     return best, inertia(values, centroids, labels)
 
 
+METHODS: dict[str, Clusterer] = {
+    "sklearn KMeans": sklearn_kmeans,
+    "engine=sklearn": ours_sklearn,
+    "engine=sorted": ours,
+    "engine=optimal": optimal,
+}
+
+
 def main() -> None:
     """Print a table of seconds and inertia per method and cluster count."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -72,16 +92,18 @@ def main() -> None:
     parser.add_argument("--dist", choices=["laplace", "normal", "student_t"], default="laplace")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=1, help="runs per method; best is shown")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     args = parser.parse_args()
 
     values = pruned_weights(args.n, args.dist, args.seed)
-    methods: dict[str, Clusterer] = {"sklearn KMeans": sklearn_kmeans, "kmeans_1d": ours}
     print(f"{args.n} weights, {args.dist} with the middle removed")
-    print(f"{'method':<16}{'clusters':>9}{'seconds':>10}{'inertia':>14}")
+    print(f"{'method':<20}{'clusters':>9}{'seconds':>10}{'inertia':>14}{'vs optimal':>12}")
     for k in args.clusters:
-        for name, method in methods.items():
-            seconds, value = timed(method, values, k, args.repeats)
-            print(f"{name:<16}{k:>9}{seconds:>10.3f}{value:>14.6g}")
+        rows = {name: timed(METHODS[name], values, k, args.repeats) for name in args.methods}
+        best = min(value for _, value in rows.values())
+        for name, (seconds, value) in rows.items():
+            excess = f"{value / best - 1:+.2%}" if "engine=optimal" in rows else "-"
+            print(f"{name:<20}{k:>9}{seconds:>10.3f}{value:>14.6g}{excess:>12}")
 
 
 if __name__ == "__main__":
