@@ -3,6 +3,9 @@
 
 PYTHON ?= python3.11
 PORT   ?= 4200
+MODEL  ?=
+# MODEL=lenet5 (a key of params.yaml's `models`) reproduces that model's stages only.
+TARGETS := $(if $(MODEL),evaluate@$(MODEL) plots@$(MODEL),)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
@@ -12,7 +15,7 @@ export DVC_NO_ANALYTICS := 1
 export DC_PREFECT_PORT := $(PORT)
 API    := http://127.0.0.1:$(PORT)/api
 
-.PHONY: setup run test lenet5 ui ui-stop schedule bench lint
+.PHONY: setup run test ui ui-stop schedule bench lint
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null || \
@@ -24,19 +27,13 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)  ## create .venv and install the project with its dev tools
 
-run: setup  ## the full default pipeline: local Prefect server, then dvc repro
+run: setup  ## the whole pipeline (both models; MODEL=name for one): params check, server, dvc repro
+	$(PY) -m flows.check
 	$(PY) -m flows.server start
-	PREFECT_API_URL=$(API) dvc repro
+	PREFECT_API_URL=$(API) dvc repro $(TARGETS)
 
 test: setup  ## the test suite
 	$(PY) -m pytest
-
-lenet5: setup  ## the pipeline for LeNet-5 (shorter schedule: it is slower on CPU) into runs/lenet5
-	$(PY) -m flows.server start
-	PREFECT_API_URL=$(API) $(PY) -m flows.run pipeline --root runs/lenet5 \
-	  --set model.name=lenet5 --set train.epochs=15 --set train.lr=0.05 \
-	  --set prune.iterations=4 --set prune.retrain.epochs=4 --set prune.retrain.lr=0.01 \
-	  --set quantize.finetune.epochs=2
 
 ui: setup  ## start the local Prefect server and UI at http://127.0.0.1:$(PORT)
 	$(PY) -m flows.server start

@@ -19,7 +19,7 @@ LrSchedule = Literal["constant", "cosine", "step"]
 PruneMethod = Literal["magnitude", "threshold"]
 ScheduleKind = Literal["geometric", "cubic", "linear"]
 CentroidInit = Literal["linear", "random", "density"]
-KMeansEngine = Literal["sklearn", "sorted"]
+KMeansEngine = Literal["sklearn", "sorted", "optimal"]
 
 LAYER_KINDS = ("conv", "fc")
 """Keys that set a value for every layer of a kind inside a per-layer table."""
