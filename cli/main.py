@@ -1,8 +1,11 @@
 """The ``deepcompression`` command line: inspect a compressed-model file or evaluate it on MNIST.
 
 An application edge: it reads files and prints, while all logic lives in the library. Every error
-ends as one ``deepcompression: error: ...`` line on stderr and a non-zero exit code. ``eval``
-imports Prefect-backed task modules lazily, so ``inspect`` and ``--version`` start quickly.
+ends as one ``deepcompression: error: ...`` line on stderr (at most 500 characters) and a non-zero
+exit code. Text from a file (tensor names, arch, provenance) or the command line is printed with
+control characters, surrogates and other non-printables escaped, so a hostile file cannot drive
+the terminal or crash the output. ``eval`` imports Prefect-backed task modules lazily, so
+``inspect`` and ``--version`` start quickly.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import os
+import re
 import sys
 import time
 import tomllib
@@ -17,13 +22,27 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from deepcompression.container import KIND_HUFFMAN, FileInfo, FormatError, LayerInfo, read_info
+from deepcompression.container import (
+    DEFAULT_MAX_DECODED_BYTES,
+    KIND_HUFFMAN,
+    DecodedTooLarge,
+    FileInfo,
+    FormatError,
+    LayerInfo,
+    read_info,
+)
 from deepcompression.sizes import ModelSizes, model_sizes
 
 PROG = "deepcompression"
 DISTRIBUTION = "deep-compression"
 DEFAULT_DATA = Path("data")
 DEFAULT_BATCH_SIZE = 1000
+DEFAULT_MAX_ROWS = 100
+"""Tensors ``inspect`` lists before summarising the rest (``--all`` lists every one)."""
+MAX_ERROR_CHARS = 500
+MAX_CELL_CHARS = 64
+MAX_VALUE_CHARS = 200
+TRUNCATED = "... (truncated)"
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -31,15 +50,20 @@ EXIT_INTERRUPTED = 130
 
 __all__ = [
     "CliError",
+    "DEFAULT_MAX_ROWS",
     "EXIT_FAILURE",
     "EXIT_OK",
     "EXIT_USAGE",
+    "MAX_ERROR_CHARS",
     "build_parser",
+    "byte_size",
+    "error_line",
     "format_eval",
     "format_inspect",
     "inspect_report",
     "main",
     "package_version",
+    "printable",
 ]
 
 
@@ -67,12 +91,64 @@ def package_version() -> str:
     return str(project.get("version", "unknown"))
 
 
+def printable(text: str) -> str:
+    """``text`` with every non-printable character (controls, surrogates...) as an escape.
+
+    ESC becomes ``\\x1b``, a newline ``\\x0a``, a lone surrogate ``\\ud800``; printable Unicode
+    (accents, CJK, emoji) stays as it is.
+    """
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else _escape(char) for char in text)
+
+
+def _escape(char: str) -> str:
+    """The ``\\xNN`` / ``\\uNNNN`` / ``\\UNNNNNNNN`` escape of one character."""
+    code = ord(char)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def _clip(text: str, limit: int, cut: bool = False) -> str:
+    """``text`` in at most ``limit`` characters, ending with '... (truncated)' if (already) cut."""
+    if len(text) <= limit and not cut:
+        return text
+    return text[: limit - len(TRUNCATED)] + TRUNCATED
+
+
+def _shown(value: object, limit: int = MAX_VALUE_CHARS) -> str:
+    """A value from a file as escaped display text of at most ``limit`` characters."""
+    text = value if isinstance(value, str) else str(value)
+    head = text[: 2 * limit]  # escaping only lengthens, so this prefix is enough
+    return _clip(printable(head), limit, cut=len(head) < len(text))
+
+
+_SIZE = re.compile(r"\s*(\d+)\s*(b|kb|mb|gb|tb|kib|mib|gib|tib)?\s*", re.IGNORECASE | re.ASCII)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_UNITS |= {"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+
+
+def byte_size(text: str) -> int:
+    """argparse type for a byte count: ``1000000``, ``512MiB``, ``2GiB`` or ``1GB``."""
+    match = _SIZE.fullmatch(text)
+    if not match:
+        raise argparse.ArgumentTypeError(
+            f"expected a byte count such as 1000000, 512MiB or 2GiB, got {printable(text)!r}"
+        )
+    return int(match[1]) * _UNITS[(match[2] or "b").lower()]
+
+
 def _positive_int(text: str) -> int:
     """argparse type for counts that must be at least 1."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer, got {printable(text)!r}"
+        ) from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
@@ -91,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("file", type=Path, metavar="FILE", help="compressed-model file")
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
+    inspect.add_argument(
+        "--all",
+        action="store_true",
+        help=f"list every tensor (default: the first {DEFAULT_MAX_ROWS}, then a count)",
+    )
     inspect.set_defaults(handler=_run_inspect)
 
     evaluate = commands.add_parser(
@@ -112,9 +193,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="evaluation batch size (default: %(default)s)",
     )
+    evaluate.add_argument(
+        "--max-decoded-bytes",
+        type=byte_size,
+        default=DEFAULT_MAX_DECODED_BYTES,
+        metavar="SIZE",
+        help="refuse files whose tensors decode to more than SIZE bytes, e.g. 2GiB "
+        "(default: %(default)s)",
+    )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(handler=_run_eval)
     return parser
+
+
+def _path(path: Path) -> str:
+    """A path for messages, escaped (a newline in a file name stays visible as \\x0a)."""
+    return printable(str(path))
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -122,16 +216,24 @@ def _read_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise CliError(f"{path}: no such file") from None
+        raise CliError(f"{_path(path)}: no such file") from None
     except IsADirectoryError:
-        raise CliError(f"{path}: is a directory, expected a compressed-model file") from None
+        raise CliError(f"{_path(path)}: is a directory, expected a compressed-model file") from None
     except OSError as err:
-        raise CliError(f"{path}: cannot read: {err.strerror or err}") from None
+        raise CliError(f"{_path(path)}: cannot read: {err.strerror or err}") from None
 
 
 def _not_a_model(path: Path, err: FormatError) -> CliError:
     """The error for bytes that fail to parse or decode as a compressed-model file."""
-    return CliError(f"{path}: not a valid compressed-model file ({type(err).__name__}: {err})")
+    if isinstance(err, DecodedTooLarge):
+        return CliError(
+            f"{_path(path)}: tensors decode to {err.decoded_bytes} bytes, over the limit of "
+            f"{err.limit} bytes; if you trust the file, rerun with a larger --max-decoded-bytes "
+            "(e.g. --max-decoded-bytes 2GiB)"
+        )
+    return CliError(
+        f"{_path(path)}: not a valid compressed-model file ({type(err).__name__}: {err})"
+    )
 
 
 def _density(layer: LayerInfo) -> float | None:
@@ -140,11 +242,12 @@ def _density(layer: LayerInfo) -> float | None:
 
 
 def _layer_row(layer: LayerInfo, sizes: ModelSizes) -> dict[str, Any]:
-    """One layer of the inspect report; ratios are None for raw float32 tensors."""
+    """One layer of the inspect report; ratios are None for raw tensors."""
     coded = sizes.layers.get(layer.name) if layer.kind == KIND_HUFFMAN else None
     return {
         "name": layer.name,
         "kind": layer.kind,
+        "dtype": layer.dtype,
         "shape": list(layer.shape),
         "numel": layer.numel,
         "nnz": layer.nnz,
@@ -158,19 +261,27 @@ def _layer_row(layer: LayerInfo, sizes: ModelSizes) -> dict[str, Any]:
     }
 
 
-def inspect_report(info: FileInfo) -> dict[str, Any]:
-    """JSON-able description of a compressed file: arch, revision, per-layer rows and totals."""
+def inspect_report(info: FileInfo, max_rows: int | None = None) -> dict[str, Any]:
+    """JSON-able description of a compressed file: arch, revision, layer rows and totals.
+
+    Lists the first ``max_rows`` tensors (all if None); ``tensor_count`` and
+    ``omitted_tensors`` say how many there are and how many were left out.
+    """
     sizes = model_sizes(info)
+    shown = info.layers if max_rows is None else info.layers[:max_rows]
     return {
         "arch": info.arch.get("name"),
         "git_revision": info.provenance.get("git_revision"),
         "format_version": info.version,
-        "layers": [_layer_row(layer, sizes) for layer in info.layers],
+        "tensor_count": len(info.layers),
+        "omitted_tensors": len(info.layers) - len(shown),
+        "layers": [_layer_row(layer, sizes) for layer in shown],
         "totals": {
             "file_bytes": info.file_bytes,
             "overhead_bytes": info.overhead_bytes,
             "payload_bytes": info.payload_bytes,
             "dense_bytes": info.dense_bytes,
+            "decoded_bytes": info.decoded_bytes,
             "ratio": sizes.file_ratio,
             "pq_ratio": sizes.pq_ratio,
             "pqh_ratio": sizes.pqh_ratio,
@@ -189,6 +300,7 @@ def _percent_text(fraction: float | None) -> str:
 _COLUMNS: tuple[tuple[str, bool], ...] = (
     ("layer", False),
     ("kind", False),
+    ("dtype", False),
     ("shape", False),
     ("density", True),
     ("w bits", True),
@@ -205,8 +317,9 @@ def _table_cells(row: dict[str, Any]) -> list[str]:
     """The human table's cells for one layer row; '-' where a field does not apply."""
     coded = row["kind"] == KIND_HUFFMAN
     return [
-        row["name"],
+        _shown(row["name"], MAX_CELL_CHARS),
         row["kind"],
+        row["dtype"],
         "x".join(str(d) for d in row["shape"]) or "scalar",
         _percent_text(row["density"]),
         str(row["weight_bits"]),
@@ -237,14 +350,25 @@ def _key_values(pairs: list[tuple[str, str]]) -> list[str]:
     return [f"{key.ljust(width)}  {value}" for key, value in pairs]
 
 
+def _omitted_line(report: dict[str, Any]) -> list[str]:
+    """The summary line for tensors left out of the table, if any."""
+    omitted = report.get("omitted_tensors", 0)
+    if not omitted:
+        return []
+    return [f"... and {omitted} more tensors (use --all to list them)"]
+
+
 def format_inspect(report: dict[str, Any], file: str) -> str:
-    """Human-readable inspect output: a header block, the aligned layer table and totals."""
+    """Human-readable inspect output: a header block, the aligned layer table and totals.
+
+    Values from the file are escaped and cut (names to 64 characters; ``--json`` has them whole).
+    """
     totals = report["totals"]
     header = _key_values(
         [
-            ("file", file),
-            ("arch", str(report["arch"] or "unknown")),
-            ("git revision", str(report["git_revision"] or "unknown")),
+            ("file", _shown(file)),
+            ("arch", _shown(report["arch"] or "unknown")),
+            ("git revision", _shown(report["git_revision"] or "unknown")),
             ("format version", str(report["format_version"])),
         ]
     )
@@ -257,12 +381,13 @@ def format_inspect(report: dict[str, Any], file: str) -> str:
             ("  header bytes", str(totals["overhead_bytes"])),
             ("  payload bytes", str(totals["payload_bytes"])),
             ("dense float32 bytes", str(totals["dense_bytes"])),
+            ("decoded bytes", str(totals["decoded_bytes"])),
             ("file ratio", _ratio_text(totals["ratio"])),
             ("P+Q ratio (coded layers)", _ratio_text(totals["pq_ratio"])),
             ("P+Q+H ratio (coded layers)", _ratio_text(totals["pqh_ratio"])),
         ]
     )
-    return "\n".join([*header, "", *table, "", *summary])
+    return "\n".join([*header, "", *table, *_omitted_line(report), "", *summary])
 
 
 def format_eval(result: dict[str, Any]) -> str:
@@ -270,8 +395,8 @@ def format_eval(result: dict[str, Any]) -> str:
     return "\n".join(
         _key_values(
             [
-                ("file", result["file"]),
-                ("arch", str(result["arch"] or "unknown")),
+                ("file", _shown(result["file"])),
+                ("arch", _shown(result["arch"] or "unknown")),
                 ("device", result["device"]),
                 ("test error", f"{100.0 * result['test_error']:.2f}%"),
                 ("test loss", f"{result['test_loss']:.4f}"),
@@ -283,9 +408,15 @@ def format_eval(result: dict[str, Any]) -> str:
     )
 
 
+def _write(text: str, out: TextIO) -> None:
+    """Write ``text`` and a newline; what the stream's encoding lacks becomes an escape."""
+    encoding = getattr(out, "encoding", None) or "utf-8"
+    out.write(text.encode(encoding, "backslashreplace").decode(encoding) + "\n")
+
+
 def _print_json(obj: dict[str, Any], out: TextIO) -> None:
-    """Write exactly one JSON object and a newline."""
-    out.write(json.dumps(obj, allow_nan=False) + "\n")
+    """Write exactly one ASCII JSON object (lone surrogates as \\ud800 escapes) and a newline."""
+    _write(json.dumps(obj, ensure_ascii=True, allow_nan=False), out)
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
@@ -294,11 +425,11 @@ def _run_inspect(args: argparse.Namespace) -> int:
         info = read_info(_read_bytes(args.file))
     except FormatError as err:
         raise _not_a_model(args.file, err) from None
-    report = inspect_report(info)
+    report = inspect_report(info, None if args.all else DEFAULT_MAX_ROWS)
     if args.json:
         _print_json({"file": str(args.file), **report}, sys.stdout)
     else:
-        print(format_inspect(report, str(args.file)))
+        _write(format_inspect(report, str(args.file)), sys.stdout)
     return EXIT_OK
 
 
@@ -311,8 +442,8 @@ def _load_test_set(root: Path) -> tuple[Any, Any]:
         return mnist_test_set((raw / TEST_IMAGES).read_bytes(), (raw / TEST_LABELS).read_bytes())
     except (OSError, DataError) as err:
         raise CliError(
-            f"MNIST test set not usable under {raw}: {err}. Run `dvc repro data` to fetch it, "
-            "or pass --data DIR pointing at a folder that holds MNIST/raw."
+            f"MNIST test set not usable under {_path(raw)}: {err}. Run `dvc repro data` to fetch "
+            "it, or pass --data DIR pointing at a folder that holds MNIST/raw."
         ) from None
 
 
@@ -328,23 +459,20 @@ def _run_eval(args: argparse.Namespace) -> int:
         raise CliError(str(err)) from None
     data = _read_bytes(args.file)
     try:
-        arch = read_info(data).arch.get("name")
         start = time.perf_counter()
-        model, _ = load_model(data, device)
+        model, decoded = load_model(data, device, max_decoded_bytes=args.max_decoded_bytes)
         decode_seconds = time.perf_counter() - start
     except FormatError as err:
         raise _not_a_model(args.file, err) from None
-    except UnknownModelError as err:
-        raise CliError(f"{args.file}: {err}") from None
-    except ModelBuildError as err:
-        raise CliError(f"{args.file}: {err}") from None
+    except (UnknownModelError, ModelBuildError) as err:
+        raise CliError(f"{_path(args.file)}: {err}") from None
     test_x, test_y = _load_test_set(args.data)
     start = time.perf_counter()
     result = evaluate(model, test_x.to(device), test_y.to(device), args.batch_size)
     eval_seconds = time.perf_counter() - start
     report = {
         "file": str(args.file),
-        "arch": arch,
+        "arch": decoded.arch.get("name"),
         "device": str(device),
         "batch_size": args.batch_size,
         "test_error": result.error,
@@ -356,7 +484,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(report, sys.stdout)
     else:
-        print(format_eval(report))
+        _write(format_eval(report), sys.stdout)
     return EXIT_OK
 
 
@@ -365,8 +493,15 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def error_line(message: str) -> str:
+    """The single stderr line for ``message``: one line, escaped, at most 500 characters."""
+    head = message[: 2 * MAX_ERROR_CHARS]
+    line = printable(_one_line(head))
+    return f"{PROG}: error: {_clip(line, MAX_ERROR_CHARS, cut=len(head) < len(message))}"
+
+
 def _report_error(message: str, err: TextIO) -> None:
-    err.write(f"{PROG}: error: {_one_line(message)}\n")
+    _write(error_line(message), err)
 
 
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace | int:
@@ -376,6 +511,15 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
     except SystemExit as exit_:
         code = exit_.code
         return code if isinstance(code, int) else EXIT_USAGE
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe (``inspect --all | head``), send the rest of stdout to /dev/null."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -392,6 +536,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _report_error("interrupted", sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_FAILURE
     except Exception as err:  # the command line never shows a traceback
         _report_error(f"unexpected {type(err).__name__}: {err}", sys.stderr)
         return EXIT_FAILURE

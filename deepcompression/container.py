@@ -299,6 +299,10 @@ class _RawRecord:
     data: _Span
     dtype: str
 
+    @property
+    def decoded_bytes(self) -> int:
+        return self.numel * _RAW_DTYPES[self.dtype][1]
+
     def spans(self) -> list[tuple[str, _Span]]:
         return [("data", self.data)]
 
@@ -336,6 +340,10 @@ class _HuffmanRecord:
     codebook: _Span
     index: _StreamRecord
     weight: _StreamRecord
+
+    @property
+    def decoded_bytes(self) -> int:
+        return self.numel * _FLOAT_BYTES
 
     def spans(self) -> list[tuple[str, _Span]]:
         return [
@@ -512,7 +520,7 @@ def _check_limit(max_decoded_bytes: int | None) -> int | None:
 
 def _check_decoded_size(records: list[_Record], limit: int | None) -> None:
     """Raise DecodedTooLarge if the declared tensors need more than ``limit`` bytes."""
-    total = sum(record.info().decoded_bytes for record in records)
+    total = sum(record.decoded_bytes for record in records)
     if limit is not None and total > limit:
         raise DecodedTooLarge(
             f"file decodes to {total} bytes of tensors, over the max_decoded_bytes limit of "
@@ -772,14 +780,17 @@ def _load_json(text: bytes) -> object:
         raise MalformedHeader(f"header is not valid JSON: {err}") from err
 
 
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'[]{}"')))
 _DEPTH_CHUNK = 1 << 20
 
 
 def _json_depth(text: bytes) -> int:
     """Most arrays/objects open at once, brackets inside strings ignored (exact for valid JSON)."""
-    brackets = np.frombuffer(_NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", text)), dtype=np.uint8)
+    marks = np.frombuffer(_ESCAPE.sub(b"", text).translate(None, _NOT_STRUCTURE), dtype=np.uint8)
+    quotes = marks == ord('"')
+    in_string = np.bitwise_xor.accumulate(quotes.astype(np.uint8)).astype(bool)
+    brackets = marks[~quotes & ~in_string]
     depth = deepest = 0
     for start in range(0, brackets.size, _DEPTH_CHUNK):
         chunk = brackets[start : start + _DEPTH_CHUNK]

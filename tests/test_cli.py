@@ -15,10 +15,10 @@ import torch
 
 from cli.main import EXIT_OK, EXIT_USAGE, main, package_version
 from deepcompression.container import QuantizedTensor, encode_model, read_info
+from deepcompression.data import TEST_IMAGES, TEST_LABELS, mnist_test_set
 from deepcompression.loader import load_model
 from deepcompression.training import evaluate
 from models import LeNet300100
-from tasks.data import load_mnist
 
 REPO_ROOT = Path(__file__).parents[1]
 ARCH = {"name": "lenet_300_100", "kwargs": {}}
@@ -148,8 +148,11 @@ def test_eval_on_real_mnist(
     assert result["decode_seconds"] >= 0.0 and result["eval_seconds"] >= 0.0
     assert (result["arch"], result["device"]) == (ARCH["name"], "cpu")
     model, _ = load_model(model_file.read_bytes())
-    mnist = load_mnist.fn(mnist_root)
-    expected = evaluate(model, mnist.test_x, mnist.test_y)
+    raw = mnist_root / "MNIST" / "raw"
+    test_x, test_y = mnist_test_set(
+        (raw / TEST_IMAGES).read_bytes(), (raw / TEST_LABELS).read_bytes()
+    )
+    expected = evaluate(model, test_x, test_y)
     assert result["test_error"] == expected.error and result["test_loss"] == expected.loss
 
     assert main([*argv, "--batch-size", "4096"]) == EXIT_OK
