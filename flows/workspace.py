@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+WHEEL_CACHE_ENV = "DC_WHEEL_CACHE"
+"""Overrides the wheel cache folder (scheduled reruns point their worktree at the main repo's)."""
 
 
 @dataclass(frozen=True)
@@ -23,8 +26,9 @@ class Workspace:
 
     @property
     def wheel_cache(self) -> Path:
-        """Verified downloads kept between runs and shared by every root: the project's .cache."""
-        return PROJECT_ROOT / ".cache" / "wheels"
+        """Verified downloads kept between runs and shared by every root: the project's .cache,
+        or the folder in $DC_WHEEL_CACHE."""
+        return Path(os.environ.get(WHEEL_CACHE_ENV) or PROJECT_ROOT / ".cache" / "wheels")
 
     def checkpoint(self, stage: str) -> Path:
         """`checkpoints/<model>/<stage>.pt` for dense, pruned and quantized."""

@@ -333,6 +333,7 @@ def repro_env(
     env["PATH"] = f"{bin_dir}{os.pathsep}{base['PATH']}" if base.get("PATH") else bin_dir
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("DVC_NO_ANALYTICS", "1")
+    env.setdefault("DC_WHEEL_CACHE", str(Path(__file__).resolve().parents[1] / ".cache" / "wheels"))
     return env
 
 
