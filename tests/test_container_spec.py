@@ -1,0 +1,580 @@
+"""A second decoder, written from docs/FORMAT.md alone, agrees with the reference on every file.
+
+``spec_decode`` follows the document step by step with its own JSON parser, code-table parser
+and bit-by-bit canonical decoder (no json, bitarray or container code). On the pinned files, the
+base files of the corruption suite and thousands of their mutations, both decoders must accept
+the same files, raise the same error class, and produce the same tensors bit for bit.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from test_container_fuzz import BASE_FILES, MUTATORS, SEED
+from test_container_v1 import TINY_V1_HEX, V1_FIXTURE_HEX
+
+from deepcompression.container import FormatError, decode_model
+
+MAGIC = b"\x89DCZ\r\n\x1a\n"
+MIB = 1 << 20
+CAP = 1 << 28
+MAX_INT = (1 << 53) - 1
+SIZES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int8": 1, "int16": 2}
+SIZES |= {"int32": 4, "int64": 8, "uint8": 1, "bool": 1}
+CASES_PER_MUTATOR = 250
+
+
+class Reject(Exception):
+    """The file is invalid; ``kind`` is the error name FORMAT.md's order of checks gives."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+def fail(kind: str) -> None:
+    raise Reject(kind)
+
+
+# --- JSON (FORMAT.md "JSON rules") ----------------------------------------------------------
+
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?", re.ASCII)
+_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+class JsonParser:
+    def __init__(self, text: str) -> None:
+        self.text, self.at = text, 0
+
+    def document(self) -> object:
+        value = self.value(0)
+        self.space()
+        if self.at != len(self.text):
+            fail("MalformedHeader")
+        return value
+
+    def space(self) -> None:
+        while self.at < len(self.text) and self.text[self.at] in " \t\n\r":
+            self.at += 1
+
+    def value(self, depth: int) -> object:
+        self.space()
+        char = self.text[self.at : self.at + 1]
+        if char in ("{", "["):
+            if depth + 1 > 64:
+                fail("MalformedHeader")
+            return self.object(depth + 1) if char == "{" else self.array(depth + 1)
+        if char == '"':
+            return self.string()
+        for word, result in (("true", True), ("false", False), ("null", None)):
+            if self.text.startswith(word, self.at):
+                self.at += len(word)
+                return result
+        return self.number()
+
+    def object(self, depth: int) -> dict:
+        self.at += 1
+        out: dict = {}
+        self.space()
+        if self.text[self.at : self.at + 1] == "}":
+            self.at += 1
+            return out
+        while True:
+            self.space()
+            if self.text[self.at : self.at + 1] != '"':
+                fail("MalformedHeader")
+            key = self.string()
+            if key in out:
+                fail("MalformedHeader")
+            self.space()
+            if self.text[self.at : self.at + 1] != ":":
+                fail("MalformedHeader")
+            self.at += 1
+            out[key] = self.value(depth)
+            if self.separator("}"):
+                return out
+
+    def array(self, depth: int) -> list:
+        self.at += 1
+        out: list = []
+        self.space()
+        if self.text[self.at : self.at + 1] == "]":
+            self.at += 1
+            return out
+        while True:
+            out.append(self.value(depth))
+            if self.separator("]"):
+                return out
+
+    def separator(self, close: str) -> bool:
+        self.space()
+        char = self.text[self.at : self.at + 1]
+        if char not in (",", close):
+            fail("MalformedHeader")
+        self.at += 1
+        return char == close
+
+    def number(self) -> int | float:
+        match = _NUMBER.match(self.text, self.at)
+        if not match:
+            fail("MalformedHeader")
+        token = match.group()
+        self.at = match.end()
+        if match.group(1) is None and match.group(2) is None:
+            if len(token.lstrip("-")) > 16 or abs(int(token)) > MAX_INT:
+                fail("MalformedHeader")
+            return int(token)
+        value = float(token)
+        if value in (float("inf"), float("-inf")):
+            fail("MalformedHeader")
+        return value
+
+    def string(self) -> str:
+        self.at += 1
+        out = []
+        while True:
+            if self.at >= len(self.text):
+                fail("MalformedHeader")
+            char = self.text[self.at]
+            self.at += 1
+            if char == '"':
+                return "".join(out)
+            if ord(char) < 0x20:
+                fail("MalformedHeader")
+            if char != "\\":
+                out.append(char)
+                continue
+            code = self.text[self.at : self.at + 1]
+            self.at += 1
+            if code in _ESCAPES:
+                out.append(_ESCAPES[code])
+            elif code == "u":
+                out.append(chr(self.unicode_escape()))
+            else:
+                fail("MalformedHeader")
+
+    def hex4(self) -> int:
+        digits = self.text[self.at : self.at + 4]
+        if len(digits) != 4 or any(d not in "0123456789abcdefABCDEF" for d in digits):
+            fail("MalformedHeader")
+        self.at += 4
+        return int(digits, 16)
+
+    def unicode_escape(self) -> int:
+        first = self.hex4()
+        if 0xD800 <= first <= 0xDBFF and self.text.startswith("\\u", self.at):
+            saved = self.at
+            self.at += 2
+            second = self.hex4()
+            if 0xDC00 <= second <= 0xDFFF:
+                return 0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00)
+            self.at = saved  # a lone high surrogate; the next escape stands alone
+        return first
+
+
+# --- header schema (FORMAT.md "Header") ---------------------------------------------------
+
+
+def exact_keys(value: object, keys: set[str]) -> dict:
+    if not isinstance(value, dict) or set(value) != keys:
+        fail("MalformedHeader")
+    return value  # type: ignore[return-value]
+
+
+def integer(value: object, low: int, high: int) -> int:
+    if type(value) is not int or not low <= value <= high:
+        fail("MalformedHeader")
+    return value  # type: ignore[return-value]
+
+
+def span(value: object) -> tuple[int, int]:
+    if not isinstance(value, list) or len(value) != 2:
+        fail("MalformedHeader")
+    return integer(value[0], 0, MAX_INT), integer(value[1], 0, MAX_INT)
+
+
+@dataclass
+class Stream:
+    table: tuple[int, int]
+    data: tuple[int, int]
+    bits: int
+    symbols: int
+
+
+def stream(value: object, low: int, high: int) -> Stream:
+    obj = exact_keys(value, {"table", "stream", "bits", "symbols"})
+    table, data = span(obj["table"]), span(obj["stream"])
+    bits = integer(obj["bits"], 0, 8 * data[1])
+    if data[1] != (bits + 7) // 8:
+        fail("MalformedHeader")
+    return Stream(table, data, bits, integer(obj["symbols"], low, high))
+
+
+def tensor_record(entry: object, version: int) -> dict:
+    if not isinstance(entry, dict) or entry.get("kind") not in ("raw", "huffman"):
+        fail("MalformedHeader")
+    raw_keys = {"kind", "name", "shape", "data"} | ({"dtype"} if version == 2 else set())
+    huffman_keys = {"kind", "name", "shape", "nnz", "weight_bits", "index_bits", "codebook"}
+    keys = raw_keys if entry["kind"] == "raw" else huffman_keys | {"index", "weight"}
+    obj = exact_keys(entry, keys)
+    if not isinstance(obj["name"], str) or not obj["name"]:
+        fail("MalformedHeader")
+    shape = obj["shape"]
+    if not isinstance(shape, list) or len(shape) > 16:
+        fail("MalformedHeader")
+    dims = [integer(d, 0, CAP) for d in shape]
+    numel = int(np.prod(dims, dtype=object)) if dims else 1
+    if numel > CAP:
+        fail("MalformedHeader")
+    record = {"name": obj["name"], "kind": obj["kind"], "shape": dims, "numel": numel}
+    if obj["kind"] == "raw":
+        dtype = obj.get("dtype", "float32") if version == 2 else "float32"
+        if not isinstance(dtype, str) or dtype not in SIZES:
+            fail("MalformedHeader")
+        data = span(obj["data"])
+        if data[1] != SIZES[dtype] * numel:
+            fail("MalformedHeader")
+        return record | {"dtype": dtype, "sections": [data]}
+    nnz = integer(obj["nnz"], 0, numel)
+    weight_bits = integer(obj["weight_bits"], 1, 16)
+    index_bits = integer(obj["index_bits"], 1, 16)
+    codebook = span(obj["codebook"])
+    if codebook[1] % 4 or codebook[1] // 4 > 1 << weight_bits:
+        fail("MalformedHeader")
+    filler = (1 << index_bits) - 1
+    index = stream(obj["index"], nnz, nnz + numel // filler if nnz else 0)
+    weight = stream(obj["weight"], nnz, nnz)
+    return record | {
+        "dtype": "float32",
+        "nnz": nnz,
+        "weight_bits": weight_bits,
+        "index_bits": index_bits,
+        "codebook": codebook,
+        "index": index,
+        "weight": weight,
+        "sections": [codebook, index.table, weight.table, index.data, weight.data],
+    }
+
+
+def header_records(header: object, version: int) -> tuple[dict, dict, list[dict]]:
+    top = exact_keys(header, {"arch", "provenance", "tensors"})
+    arch, provenance, tensors = top["arch"], top["provenance"], top["tensors"]
+    if not isinstance(arch, dict) or not isinstance(provenance, dict):
+        fail("MalformedHeader")
+    if version == 2 and (
+        ("name" in arch and not isinstance(arch["name"], str))
+        or ("kwargs" in arch and not isinstance(arch["kwargs"], dict))
+    ):
+        fail("MalformedHeader")
+    if not isinstance(tensors, list):
+        fail("MalformedHeader")
+    records, names, total = [], set(), 0
+    for entry in tensors:
+        record = tensor_record(entry, version)
+        if record["name"] in names:
+            fail("MalformedHeader")
+        names.add(record["name"])
+        total += record["numel"]
+        if total > CAP:
+            fail("MalformedHeader")
+        records.append(record)
+    return arch, provenance, records
+
+
+# --- code tables and streams (FORMAT.md "Canonical Huffman code tables") --------------------
+
+
+def code_table(raw: bytes, symbol_bits: int, alphabet: int) -> tuple | None:
+    """None for "no code", ("single", s), or ("code", {(length, value): symbol}, lmin, lmax)."""
+    if not raw:
+        return None
+    count_width = 1 if symbol_bits <= 7 else 2 if symbol_bits <= 15 else 4
+    symbol_width = 1 if symbol_bits <= 8 else 2
+    longest = raw[0]
+    if longest > 31:
+        fail("InvalidCode")
+    if longest == 0:
+        if len(raw) != 1 + symbol_width:
+            fail("InvalidCode")
+        symbol = int.from_bytes(raw[1:], "little")
+        if symbol >= alphabet:
+            fail("InvalidCode")
+        return ("single", symbol)
+    counts_end = 1 + longest * count_width
+    if len(raw) < counts_end:
+        fail("InvalidCode")
+    counts = [0] + [
+        int.from_bytes(raw[1 + i * count_width : 1 + (i + 1) * count_width], "little")
+        for i in range(longest)
+    ]
+    total = sum(counts)
+    if len(raw) != counts_end + total * symbol_width:
+        fail("InvalidCode")
+    if counts[longest] == 0:
+        fail("InvalidCode")
+    if sum(c << (longest - length) for length, c in enumerate(counts)) != 1 << longest:
+        fail("InvalidCode")
+    symbols = [
+        int.from_bytes(
+            raw[counts_end + i * symbol_width : counts_end + (i + 1) * symbol_width], "little"
+        )
+        for i in range(total)
+    ]
+    if any(s >= alphabet for s in symbols) or len(set(symbols)) != len(symbols):
+        fail("InvalidCode")
+    codes, code, at = {}, 0, 0
+    for length in range(1, longest + 1):
+        for _ in range(counts[length]):
+            codes[(length, code)] = symbols[at]
+            code, at = code + 1, at + 1
+        code <<= 1
+    used = [length for length in range(1, longest + 1) if counts[length]]
+    return ("code", codes, used[0], used[-1])
+
+
+def stream_bits(payload: bytes, record: Stream) -> list[int]:
+    offset, length = record.data
+    bits = [(byte >> (7 - k)) & 1 for byte in payload[offset : offset + length] for k in range(8)]
+    if any(bits[record.bits :]):
+        fail("CorruptStream")
+    return bits[: record.bits]
+
+
+def decode_stream(code: tuple, bits: list[int], count: int) -> list[int]:
+    """Exactly ``count`` symbols in exactly ``len(bits)`` bits, for a code that is not zero-bit."""
+    if code is None:
+        if count or bits:
+            fail("CorruptStream")
+        return []
+    _, codes, shortest, longest = code
+    if not shortest * count <= len(bits) <= longest * count:
+        fail("CorruptStream")
+    out, at = [], 0
+    for _ in range(count):
+        value = length = 0
+        while (length, value) not in codes:
+            if at >= len(bits):
+                fail("CorruptStream")
+            value, length, at = 2 * value + bits[at], length + 1, at + 1
+        out.append(codes[(length, value)])
+    if at != len(bits):
+        fail("CorruptStream")
+    return out
+
+
+def positions(record: dict, code: tuple, bits: list[int]) -> np.ndarray:
+    filler, numel = (1 << record["index_bits"]) - 1, record["numel"]
+    count = record["index"].symbols
+    if code is not None and code[0] == "single":
+        if bits:
+            fail("CorruptStream")
+        if count == 0:
+            placed = np.zeros(0, dtype=np.int64)
+        else:
+            step = code[1] + 1
+            if code[1] == filler or step * count > numel:
+                fail("CorruptStream")
+            placed = np.arange(code[1], step * count, step)
+    else:
+        if count > numel:
+            fail("CorruptStream")
+        place, position = [], -1
+        symbols = decode_stream(code, bits, count)
+        for symbol in symbols:
+            position += filler if symbol == filler else symbol + 1
+            if symbol != filler:
+                place.append(position)
+        if symbols and (symbols[-1] == filler or position >= numel):
+            fail("CorruptStream")
+        placed = np.array(place, dtype=np.int64)
+    if placed.size != record["nnz"]:
+        fail("CorruptStream")
+    return placed
+
+
+def huffman_tensor(record: dict, payload: bytes) -> bytes:
+    offset, length = record["codebook"]
+    codebook = np.frombuffer(payload[offset : offset + length], dtype="<u4")
+    table = lambda s: payload[s.table[0] : s.table[0] + s.table[1]]  # noqa: E731
+    bits = record["index_bits"]
+    index_code = code_table(table(record["index"]), bits, 1 << bits)
+    weight_code = code_table(table(record["weight"]), record["weight_bits"], codebook.size)
+    index_bits = stream_bits(payload, record["index"])
+    weight_bits = stream_bits(payload, record["weight"])
+    placed = positions(record, index_code, index_bits)
+    if weight_code is not None and weight_code[0] == "single":
+        if weight_bits:
+            fail("CorruptStream")
+        values = codebook[[weight_code[1]] * placed.size]
+    else:
+        values = codebook[decode_stream(weight_code, weight_bits, record["weight"].symbols)]
+    dense = np.zeros(record["numel"], dtype="<u4")
+    dense[placed] = values
+    return dense.tobytes()
+
+
+# --- the file (FORMAT.md "Reader checks") -------------------------------------------------
+
+
+def spec_decode(data: bytes, limit: int | None = None) -> tuple[dict, dict, list[tuple]]:
+    """(arch, provenance, [(name, dtype, shape, item bytes)]), or Reject(kind)."""
+    if data[: min(8, len(data))] != MAGIC[: min(8, len(data))]:
+        fail("BadMagic")
+    if len(data) < 28:
+        fail("TruncatedFile")
+    version, flags, header_len, json_len, header_crc, payload_crc = struct.unpack_from(
+        "<HHIIII", data, 8
+    )
+    if version not in (1, 2) or flags & ~1:
+        fail("UnsupportedVersion")
+    if header_len > 16 * MIB or json_len > 16 * MIB:
+        fail("HeaderTooLarge")
+    if 28 + header_len > len(data):
+        fail("TruncatedFile")
+    stored = data[28 : 28 + header_len]
+    if zlib.crc32(stored) != header_crc:
+        fail("ChecksumMismatch")
+    if flags & 1:
+        inflater = zlib.decompressobj()
+        try:
+            text = inflater.decompress(stored, json_len + 1)
+        except zlib.error:
+            fail("MalformedHeader")
+        if len(text) != json_len or not inflater.eof or inflater.unused_data:
+            fail("MalformedHeader")
+    else:
+        if json_len != header_len:
+            fail("MalformedHeader")
+        text = stored
+    try:
+        decoded_text = text.decode("utf-8")
+    except UnicodeDecodeError:
+        fail("MalformedHeader")
+    arch, provenance, records = header_records(JsonParser(decoded_text).document(), version)
+    payload = data[28 + header_len :]
+    expected = 0
+    for record in records:
+        for offset, length in record["sections"]:
+            if offset != expected:
+                fail("InvalidOffset")
+            expected += length
+    if expected > len(payload):
+        fail("TruncatedFile")
+    if expected < len(payload):
+        fail("InvalidOffset")
+    if zlib.crc32(payload) != payload_crc:
+        fail("ChecksumMismatch")
+    if limit is not None and sum(SIZES[r["dtype"]] * r["numel"] for r in records) > limit:
+        fail("DecodedTooLarge")
+    tensors = []
+    for record in records:
+        if record["kind"] == "raw":
+            offset, length = record["sections"][0]
+            items = payload[offset : offset + length]
+            if record["dtype"] == "bool" and any(byte > 1 for byte in items):
+                fail("InvalidValue")
+        else:
+            items = huffman_tensor(record, payload)
+        tensors.append((record["name"], record["dtype"], record["shape"], items))
+    return arch, provenance, tensors
+
+
+# --- agreement ------------------------------------------------------------------------------
+
+BITS_OF = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def reference_outcome(data: bytes, limit: int | None) -> object:
+    try:
+        decoded = decode_model(data, max_decoded_bytes=limit)
+    except FormatError as err:
+        return type(err).__name__
+    tensors = [
+        (
+            name,
+            str(tensor.dtype).removeprefix("torch."),
+            list(tensor.shape),
+            tensor.contiguous().view(BITS_OF[tensor.element_size()]).numpy().tobytes(),
+        )
+        for name, tensor in decoded.state_dict.items()
+    ]
+    return decoded.arch, decoded.provenance, tensors
+
+
+def spec_outcome(data: bytes, limit: int | None) -> object:
+    try:
+        return spec_decode(data, limit)
+    except Reject as reject:
+        return reject.kind
+
+
+def assert_agree(data: bytes, limit: int | None = None) -> str:
+    expected, got = reference_outcome(data, limit), spec_outcome(data, limit)
+    assert got == expected, (data[:120].hex(), expected if isinstance(expected, str) else "ok")
+    return expected if isinstance(expected, str) else "decoded"
+
+
+def test_pinned_and_base_files_agree() -> None:
+    files = [bytes.fromhex(TINY_V1_HEX), bytes.fromhex(V1_FIXTURE_HEX), *BASE_FILES]
+    for data in files:
+        assert assert_agree(data) == "decoded"
+        assert assert_agree(data, limit=0) == "DecodedTooLarge"
+
+
+@pytest.mark.parametrize("mutator", sorted(MUTATORS))
+def test_mutated_files_agree(mutator: str) -> None:
+    rng = np.random.default_rng([SEED, 99, sorted(MUTATORS).index(mutator)])
+    outcomes: collections.Counter[str] = collections.Counter()
+    for case in range(CASES_PER_MUTATOR):
+        mutated = MUTATORS[mutator](BASE_FILES[case % len(BASE_FILES)], rng)
+        outcomes[assert_agree(mutated)] += 1
+    assert sum(outcomes.values()) == CASES_PER_MUTATOR
+
+
+COMPOSABLE = ["code_table", "stream", "payload_bits_with_crc", "header_int_nudge", "shape"]
+
+
+def test_files_with_several_faults_agree() -> None:
+    """Two or three CRC-repairing mutations at once: the order of checks decides the error."""
+    rng = np.random.default_rng([SEED, 98])
+    outcomes: collections.Counter[str] = collections.Counter()
+    for case in range(4 * CASES_PER_MUTATOR):
+        data = BASE_FILES[case % len(BASE_FILES)]
+        for _ in range(int(rng.integers(2, 4))):
+            data = MUTATORS[COMPOSABLE[rng.integers(len(COMPOSABLE))]](data, rng)
+        outcomes[assert_agree(data)] += 1
+    assert len(outcomes) >= 4, outcomes
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"arch":{},"provenance":{"s":"\\ud800\\udc00\\udc00\\ud800x"},"tensors":[]}',
+        b'{"arch":{},"provenance":{"a":1,"\\u0061":2},"tensors":[]}',
+        b'{"arch":{},"provenance":{"n":-0,"f":1e-400,"g":-1.5E+3},"tensors":[]}',
+        b'{"arch":{},"provenance":{"n":01},"tensors":[]}',
+        b'{"arch":{},"provenance":{"n":1.},"tensors":[]}',
+        b'{"arch":{},"provenance":{"s":"tab\there"},"tensors":[]}',
+        b'{"arch":{},"provenance":{"s":"\\x"},"tensors":[]}',
+        b'\xef\xbb\xbf{"arch":{},"provenance":{},"tensors":[]}',
+        b' \t\r\n{"arch":{},"provenance":{},"tensors":[]} \n',
+        b'{"arch":{},"provenance":{},"tensors":[]}\x0c',
+        b'{"arch":{"name":"x","kwargs":{"n":9007199254740991}},"provenance":{},"tensors":[]}',
+        b'{"arch":{},"provenance":{"n":9007199254740992},"tensors":[]}',
+        b'{"arch":{},"provenance":{"s":"\xed\xa0\x80"},"tensors":[]}',
+        b'{"arch":{},"provenance":{"s":"\xc0\xaf"},"tensors":[]}',
+        b'{"arch":{},"provenance":{"t":tru},"tensors":[]}',
+        b'{"arch":{},"provenance":{},"tensors":[],}',
+    ],
+)
+def test_json_edge_cases_agree(text: bytes) -> None:
+    for version in (1, 2):
+        fields = (MAGIC, version, 0, len(text), len(text), zlib.crc32(text), zlib.crc32(b""))
+        assert_agree(struct.pack("<8sHHIIII", *fields) + text)
