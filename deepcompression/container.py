@@ -425,19 +425,7 @@ def encode_model(
     zlib-compresses the JSON header when that makes it smaller; ``format_version=1`` writes the
     old format (float32 raw tensors only). Raises InvalidArgument for inconsistent inputs.
     """
-    if format_version not in SUPPORTED_VERSIONS:
-        raise InvalidArgument(f"format_version must be one of {SUPPORTED_VERSIONS}")
-    _check_names(quantized, raw)
-    _check_metadata(arch, provenance, format_version)
-    for q in quantized:
-        _check_quantized(q)
-    for name, tensor in raw.items():
-        _check_raw(name, tensor, format_version)
-    total = sum(math.prod(q.shape) for q in quantized) + sum(t.numel() for t in raw.values())
-    if total > MAX_TOTAL_NUMEL:
-        raise InvalidArgument(
-            f"model has {total} elements; one file holds at most {MAX_TOTAL_NUMEL}"
-        )
+    _check_inputs(quantized, raw, arch, provenance, format_version)
     writer = _PayloadWriter()
     records = [_encode_quantized(q, writer) for q in quantized]
     records += [_encode_raw(name, t, writer, format_version) for name, t in raw.items()]
@@ -530,7 +518,31 @@ def _check_decoded_size(records: list[_Record], limit: int | None) -> None:
         )
 
 
+def _check_inputs(
+    quantized: Sequence[QuantizedTensor],
+    raw: Mapping[str, torch.Tensor],
+    arch: dict,
+    provenance: dict,
+    version: int,
+) -> None:
+    """Raise InvalidArgument unless the encoder's inputs make a file the reader accepts."""
+    if version not in SUPPORTED_VERSIONS:
+        raise InvalidArgument(f"format_version must be one of {SUPPORTED_VERSIONS}")
+    _check_names(quantized, raw)
+    _check_metadata(arch, provenance, version)
+    for q in quantized:
+        _check_quantized(q)
+    for name, tensor in raw.items():
+        _check_raw(name, tensor, version)
+    total = sum(math.prod(q.shape) for q in quantized) + sum(t.numel() for t in raw.values())
+    if total > MAX_TOTAL_NUMEL:
+        raise InvalidArgument(
+            f"model has {total} elements; one file holds at most {MAX_TOTAL_NUMEL}"
+        )
+
+
 def _check_names(quantized: Sequence[QuantizedTensor], raw: Mapping[str, torch.Tensor]) -> None:
+    """Tensor names must be non-empty strings, each given once."""
     seen: set[str] = set()
     for name in [q.name for q in quantized] + list(raw):
         if not isinstance(name, str) or not name:
@@ -562,6 +574,7 @@ def _arch_problem(arch: dict) -> str | None:
 
 
 def _check_bits(value: object, what: str, name: str) -> int:
+    """A bit width in 1..16."""
     if type(value) is not int or not 1 <= value <= MAX_SYMBOL_BITS:
         raise InvalidArgument(
             f"layer {name!r}: {what} must be an int in 1..{MAX_SYMBOL_BITS}, got {value!r}"
@@ -580,6 +593,7 @@ def _check_shape(shape: tuple[int, ...], where: str) -> None:
 
 
 def _check_quantized(q: QuantizedTensor) -> None:
+    """A quantized layer's mask, labels, centroids and bit widths fit the format."""
     name = q.name
     weight_bits = _check_bits(q.weight_bits, "weight_bits", name)
     _check_bits(q.index_bits, "index_bits", name)
@@ -610,6 +624,7 @@ def _check_quantized(q: QuantizedTensor) -> None:
 
 
 def _check_raw(name: str, tensor: torch.Tensor, version: int) -> None:
+    """A raw tensor is dense, of a supported dtype (float32 in version 1), within the limits."""
     if version == 1 and (not isinstance(tensor, torch.Tensor) or tensor.dtype != torch.float32):
         raise InvalidArgument(
             f"raw tensor {name!r} must be a float32 torch tensor in format version 1 "
@@ -627,6 +642,7 @@ def _check_raw(name: str, tensor: torch.Tensor, version: int) -> None:
 
 
 def _encode_quantized(q: QuantizedTensor, writer: _PayloadWriter) -> dict:
+    """Write a layer's codebook, tables and streams; return its header record."""
     name = q.name
     k = q.centroids.numel()
     mask = q.mask.detach().cpu().reshape(-1).numpy()
@@ -658,10 +674,12 @@ def _encode_quantized(q: QuantizedTensor, writer: _PayloadWriter) -> dict:
 
 
 def _stream_json(stream: HuffmanStream, table: list[int], data: list[int]) -> dict:
+    """The header's description of one coded stream."""
     return {"table": table, "stream": data, "bits": stream.n_bits, "symbols": stream.n_symbols}
 
 
 def _encode_raw(name: str, tensor: torch.Tensor, writer: _PayloadWriter, version: int) -> dict:
+    """Write a raw tensor's items; return its header record (with dtype from version 2)."""
     record = {"kind": KIND_RAW, "name": name, "shape": list(tensor.shape)}
     if version >= 2:
         record["dtype"] = _DTYPE_NAMES[tensor.dtype]
@@ -698,6 +716,7 @@ def _dump_json(obj: dict) -> bytes:
 
 
 def _parse_file(data: bytes) -> _ParsedFile:
+    """Checks 1-11 of FORMAT.md's order: framing, header, layout and CRCs; decodes no tensor."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise TypeError(f"expected bytes, got {type(data).__name__}")
     view = memoryview(data).cast("B")
@@ -735,6 +754,7 @@ def _parse_file(data: bytes) -> _ParsedFile:
 
 
 def _unpack_header(stored: memoryview, flags: int, json_len: int) -> bytes:
+    """The header JSON bytes, inflated to exactly ``json_len`` bytes if compressed."""
     if not flags & FLAG_HEADER_ZLIB:
         if json_len != len(stored):
             raise MalformedHeader(
@@ -802,6 +822,7 @@ def _json_depth(text: bytes) -> int:
 
 
 def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """object_pairs_hook refusing duplicate keys."""
     obj = dict(pairs)
     if len(obj) != len(pairs):
         raise MalformedHeader("header JSON object has a duplicate key")
@@ -809,10 +830,12 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
 
 
 def _reject_constant(token: str) -> float:
+    """parse_constant refusing NaN and the infinities."""
     raise MalformedHeader(f"header JSON contains {token}, which is not valid JSON")
 
 
 def _finite_float(token: str) -> float:
+    """parse_float refusing numbers that round to an infinity."""
     value = float(token)
     if not math.isfinite(value):
         raise MalformedHeader(f"header JSON number {token[:40]} is out of float range")
@@ -846,6 +869,7 @@ _STREAM_KEYS = frozenset({"table", "stream", "bits", "symbols"})
 
 
 def _parse_header(header: object, version: int) -> tuple[dict, dict, list[_Record]]:
+    """arch, provenance and the tensor records, every schema rule and limit checked."""
     top = _object(header, _TOP_KEYS, "header")
     arch, provenance, tensors = top["arch"], top["provenance"], top["tensors"]
     if not isinstance(arch, dict) or not isinstance(provenance, dict):
@@ -870,6 +894,7 @@ def _parse_header(header: object, version: int) -> tuple[dict, dict, list[_Recor
 
 
 def _parse_tensor(entry: object, where: str, version: int) -> _Record:
+    """One tensor record: kind, keys, name and shape, then the kind's own fields."""
     kind = entry.get("kind") if isinstance(entry, dict) else None
     if kind == KIND_RAW:
         obj = _object(entry, _RAW_KEYS[version], where)
@@ -889,6 +914,7 @@ def _parse_tensor(entry: object, where: str, version: int) -> _Record:
 
 
 def _parse_raw(obj: dict, name: str, shape: tuple[int, ...], numel: int, where: str) -> _RawRecord:
+    """A raw record: its dtype (float32 in version 1) and a data span of the matching length."""
     dtype = obj.get("dtype", "float32")  # version 1 has no dtype key: float32
     if type(dtype) is not str or dtype not in _RAW_DTYPES:
         raise MalformedHeader(f"{where}.dtype must be one of {list(RAW_DTYPES)}, got {dtype!r:.60}")
@@ -904,6 +930,7 @@ def _parse_raw(obj: dict, name: str, shape: tuple[int, ...], numel: int, where: 
 def _parse_huffman(
     obj: dict, name: str, shape: tuple[int, ...], numel: int, where: str
 ) -> _HuffmanRecord:
+    """A Huffman record: nnz, bit widths, codebook size and both streams' declared counts."""
     nnz = _int(obj["nnz"], f"{where}.nnz", 0, numel)
     weight_bits = _int(obj["weight_bits"], f"{where}.weight_bits", 1, MAX_SYMBOL_BITS)
     index_bits = _int(obj["index_bits"], f"{where}.index_bits", 1, MAX_SYMBOL_BITS)
@@ -919,6 +946,7 @@ def _parse_huffman(
 
 
 def _stream(value: object, where: str, min_symbols: int, max_symbols: int) -> _StreamRecord:
+    """A stream object: spans, bit count backed by the stream bytes, symbol count in range."""
     obj = _object(value, _STREAM_KEYS, where)
     table = _span(obj["table"], f"{where}.table")
     stream = _span(obj["stream"], f"{where}.stream")
@@ -933,6 +961,7 @@ def _stream(value: object, where: str, min_symbols: int, max_symbols: int) -> _S
 
 
 def _object(value: object, keys: frozenset[str], where: str) -> dict:
+    """A JSON object with exactly ``keys``."""
     if not isinstance(value, dict):
         raise MalformedHeader(f"{where} must be a JSON object")
     if value.keys() != keys:
@@ -943,12 +972,14 @@ def _object(value: object, keys: frozenset[str], where: str) -> dict:
 
 
 def _int(value: object, where: str, low: int, high: int) -> int:
+    """A JSON integer (not a bool or float) in [low, high]."""
     if type(value) is not int or not low <= value <= high:
         raise MalformedHeader(f"{where} must be an integer in [{low}, {high}], got {value!r:.60}")
     return value
 
 
 def _span(value: object, where: str) -> _Span:
+    """An [offset, length] pair of integers in [0, 2**53 - 1]."""
     if not isinstance(value, list) or len(value) != 2:
         raise MalformedHeader(f"{where} must be [offset, length]")
     offset = _int(value[0], f"{where}[0]", 0, MAX_JSON_INT)
@@ -966,6 +997,7 @@ def _shape(value: object, where: str) -> tuple[int, ...]:
 
 
 def _check_layout(records: list[_Record], payload_len: int) -> None:
+    """Sections tile the payload exactly, in file order."""
     expected = 0
     for record in records:
         for part, span in record.spans():
@@ -1056,6 +1088,7 @@ def _weight_values(stream: HuffmanStream, centroids: np.ndarray) -> np.float32 |
 
 
 def _floats(payload: memoryview, span: _Span) -> np.ndarray:
+    """The float32 items of ``span``, bit for bit."""
     return _items(payload, span.offset, span.length // _FLOAT_BYTES, "<i4").view(np.float32)
 
 

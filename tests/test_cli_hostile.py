@@ -126,14 +126,13 @@ def test_error_messages_escape_the_file_name(tmp_path: Path, capsys: pytest.Capt
 
 
 def _many_empty_tensors(count: int) -> bytes:
-    """A valid version-2 file with ``count`` empty raw tensors, the header written directly."""
+    """A valid version-1 file (as reported) with ``count`` empty raw tensors, written directly."""
     records = ",".join(
-        f'{{"data":[0,0],"dtype":"float32","kind":"raw","name":"t{i:06d}","shape":[0]}}'
-        for i in range(count)
+        f'{{"data":[0,0],"kind":"raw","name":"t{i:06d}","shape":[0]}}' for i in range(count)
     )
     text = '{"arch":{"kwargs":{},"name":"lenet_300_100"},"provenance":{},"tensors":[' + records
     stored = zlib.compress((text + "]}").encode(), 9)
-    fields = (b"\x89DCZ\r\n\x1a\n", 2, 1, len(stored), len(text) + 2)
+    fields = (b"\x89DCZ\r\n\x1a\n", 1, 1, len(stored), len(text) + 2)
     return PREAMBLE.pack(*fields, zlib.crc32(stored), zlib.crc32(b"")) + stored
 
 
@@ -204,10 +203,12 @@ def test_error_line_is_one_escaped_line_of_at_most_500_characters() -> None:
 
 
 def _constant_layer(numel: int) -> bytes:
-    """A ~340-byte valid file whose one dense single-cluster layer has ``numel`` weights."""
+    """A ~340-byte valid version-1 file: one dense single-cluster layer of ``numel`` weights."""
     ones = torch.ones(3, dtype=torch.bool)
     layer = QuantizedTensor("fc1.weight", ones, ones.long() * 0, torch.tensor([0.5]), 1, 1)
-    data = encode_model([layer], {}, {"name": "lenet_300_100"}, {}, compress_header=False)
+    data = encode_model(
+        [layer], {}, {"name": "lenet_300_100"}, {}, compress_header=False, format_version=1
+    )
     _, version, _, header_len, _, _, _ = PREAMBLE.unpack_from(data)
     header = json.loads(data[PREAMBLE.size : PREAMBLE.size + header_len])
     tensor = header["tensors"][0]
