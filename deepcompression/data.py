@@ -6,6 +6,7 @@ lives in ``tasks/data.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -14,7 +15,7 @@ import pickle
 import struct
 import zipfile
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -340,14 +341,88 @@ def _check_labels(labels: torch.Tensor | np.ndarray, count: int, label: str) -> 
 
 
 @dataclass(frozen=True)
-class MnistTensors:
-    """Preloaded training and validation splits: float32 (N, 1, 28, 28) images normalised by
-    mean/std, int64 labels. The test set is not here: only the evaluate stage reads it."""
+class DataShape:
+    """What a network needs to know of its data: (C, S, S) inputs and the number of classes."""
+
+    channels: int
+    image_size: int
+    num_classes: int
+
+    def model_kwargs(self) -> dict[str, int]:
+        """The data kwargs every registered model takes (models/registry.py)."""
+        return {
+            "in_channels": self.channels,
+            "image_size": self.image_size,
+            "num_classes": self.num_classes,
+        }
+
+
+MNIST_SHAPE = DataShape(channels=1, image_size=IMAGE_SIDE, num_classes=NUM_CLASSES)
+"""MNIST's shape: 1x28x28 grey images of 10 classes (every model's default)."""
+
+
+@dataclass(frozen=True)
+class ImageTensors:
+    """Preloaded training and validation splits of any image data: float32 (N, C, S, S) images
+    normalised per channel, int64 labels in 0..num_classes-1. The test set is not here: only the
+    evaluate stage reads it."""
 
     train_x: torch.Tensor
     train_y: torch.Tensor
     val_x: torch.Tensor
     val_y: torch.Tensor
+    num_classes: int = NUM_CLASSES
+
+    def __post_init__(self) -> None:
+        for name, x, y in (
+            ("train", self.train_x, self.train_y),
+            ("val", self.val_x, self.val_y),
+        ):
+            if x.dtype != torch.float32 or x.ndim != 4 or x.shape[2] != x.shape[3]:
+                raise DataError(
+                    f"{name}_x must be float32 (N, C, S, S) square images; got {x.dtype} "
+                    f"{tuple(x.shape)}."
+                )
+            if y.dtype != torch.int64 or tuple(y.shape) != (x.shape[0],):
+                raise DataError(f"{name}_y must be int64 ({x.shape[0]},); got {y.dtype} {y.shape}.")
+        if self.train_x.shape[1:] != self.val_x.shape[1:]:
+            raise DataError(
+                f"val_x images are {tuple(self.val_x.shape[1:])} but train_x images are "
+                f"{tuple(self.train_x.shape[1:])}; both splits need one shape."
+            )
+        if isinstance(self.num_classes, bool) or self.num_classes < 1:
+            raise DataError(f"num_classes must be >= 1; got {self.num_classes!r}.")
+
+    @property
+    def shape(self) -> DataShape:
+        """Channels and side of the images, and the number of classes: what a model is built for."""
+        return DataShape(int(self.train_x.shape[1]), int(self.train_x.shape[2]), self.num_classes)
+
+    def as_tuple(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
+        """(train_x, train_y, val_x, val_y) on `device`: what the training loop takes."""
+        return tuple(t.to(device) for t in (self.train_x, self.train_y, self.val_x, self.val_y))
+
+    def subset(self, n_train: int, n_val: int) -> Self:
+        """Return views of the first ``n_train`` training and ``n_val`` validation examples."""
+        for name, n, total in (
+            ("n_train", n_train, len(self.train_y)),
+            ("n_val", n_val, len(self.val_y)),
+        ):
+            if not 1 <= n <= total:
+                raise DataError(f"{name} must be between 1 and {total}; got {n}.")
+        return dataclasses.replace(
+            self,
+            train_x=self.train_x[:n_train],
+            train_y=self.train_y[:n_train],
+            val_x=self.val_x[:n_val],
+            val_y=self.val_y[:n_val],
+        )
+
+
+@dataclass(frozen=True)
+class MnistTensors(ImageTensors):
+    """MNIST's preloaded training and validation splits: float32 (N, 1, 28, 28) images normalised
+    by mean/std, int64 labels. The test set is not here: only the evaluate stage reads it."""
 
     def __post_init__(self) -> None:
         for name, x, y in (
@@ -364,22 +439,7 @@ class MnistTensors:
                 )
             if y.dtype != torch.int64 or tuple(y.shape) != (x.shape[0],):
                 raise DataError(f"{name}_y must be int64 ({x.shape[0]},); got {y.dtype} {y.shape}.")
-
-    def as_tuple(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
-        """(train_x, train_y, val_x, val_y) on `device`: what the training loop takes."""
-        return tuple(t.to(device) for t in (self.train_x, self.train_y, self.val_x, self.val_y))
-
-    def subset(self, n_train: int, n_val: int) -> MnistTensors:
-        """Return views of the first ``n_train`` training and ``n_val`` validation examples."""
-        for name, n, total in (
-            ("n_train", n_train, len(self.train_y)),
-            ("n_val", n_val, len(self.val_y)),
-        ):
-            if not 1 <= n <= total:
-                raise DataError(f"{name} must be between 1 and {total}; got {n}.")
-        return MnistTensors(
-            self.train_x[:n_train], self.train_y[:n_train], self.val_x[:n_val], self.val_y[:n_val]
-        )
+        super().__post_init__()
 
 
 def split_indices(total: int, val_size: int) -> tuple[range, range]:

@@ -2,21 +2,27 @@
 
 Every Linear and Conv2d layer gets its pruning target, weight bits and index width here, so a
 missing or misspelt entry fails at start-up with the layer's name, never half-way through a run.
+Layers matched by `prune.exclude` (fnmatch patterns of layer names) get no plan: they are neither
+pruned nor shared, and stay dense float32 in the file.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 from torch import nn
 
 from deepcompression.config import (
     ConfigError,
+    DataConfig,
     LayerTable,
     RunParams,
     check_layer_table,
     layer_value,
 )
+from deepcompression.data import MNIST_SHAPE, DataShape
 from models import build_model, model_names
 
 
@@ -55,14 +61,49 @@ def check_model_name(name: str) -> None:
         )
 
 
-def plan_layers(params: RunParams) -> dict[str, LayerPlan]:
-    """Resolve every per-layer table of one model's params; raises ConfigError on any gap."""
+def shape_hint(data: DataConfig) -> DataShape:
+    """The data's shape as far as params.yaml tells it, before the data is prepared: MNIST's, or
+    the channels of `mean` and the `image_size` (class count and other sizes: MNIST's). Enough to
+    check the layer tables by name; the stages plan with the prepared data's real shape."""
+    if data.is_mnist:
+        return MNIST_SHAPE
+    return DataShape(
+        channels=len(data.mean) if data.mean is not None else MNIST_SHAPE.channels,
+        image_size=data.image_size or MNIST_SHAPE.image_size,
+        num_classes=MNIST_SHAPE.num_classes,
+    )
+
+
+def excluded_layers(layers: Sequence[str], patterns: Sequence[str], key: str) -> list[str]:
+    """The layers matched by any exclude pattern (fnmatch, case-sensitive, on the full layer
+    name); a pattern matching no layer is an error listing the layers."""
+    excluded = []
+    for i, pattern in enumerate(patterns):
+        matched = [name for name in layers if fnmatchcase(name, pattern)]
+        if not matched:
+            raise ConfigError(
+                f"params.yaml: {key}[{i}]: {pattern!r} matches no Linear/Conv2d layer; layers: "
+                f"{', '.join(layers)}"
+            )
+        excluded += [name for name in matched if name not in excluded]
+    return [name for name in layers if name in excluded]
+
+
+def plan_layers(params: RunParams, shape: DataShape | None = None) -> dict[str, LayerPlan]:
+    """Resolve every per-layer table of one model's params for the network built for `shape`
+    (default: `shape_hint`); raises ConfigError on any gap. Excluded layers get no plan."""
     check_model_name(params.model.name)
-    model = build_model(params.model.name)
+    shape = shape if shape is not None else shape_hint(params.data)
+    model = build_model(params.model.name, **shape.model_kwargs())
     layers = compressible_layers(model)
-    kinds = {name: layer_kind(module) for name, module in layers.items()}
-    prune_table: LayerTable
     section = f"models.{params.model.name}"
+    excluded = excluded_layers(list(layers), params.prune.exclude or (), f"{section}.prune.exclude")
+    if len(excluded) == len(layers):
+        raise ConfigError(
+            f"params.yaml: {section}.prune.exclude: excludes every Linear/Conv2d layer "
+            f"({', '.join(layers)}); nothing would be compressed"
+        )
+    kinds = {name: layer_kind(module) for name, module in layers.items() if name not in excluded}
     prune_table: LayerTable
     if params.prune.method == "magnitude":
         prune_table, prune_key = params.prune.density, f"{section}.prune.density"
@@ -75,6 +116,12 @@ def plan_layers(params: RunParams) -> dict[str, LayerPlan]:
         index_key: params.encode.index_bits,
     }
     for key, table in tables.items():
+        for name in table:
+            if name in excluded:
+                raise ConfigError(
+                    f"params.yaml: {key}.{name}: layer {name!r} is excluded by "
+                    f"{section}.prune.exclude (stored dense); remove this entry"
+                )
         check_layer_table(table, kinds, key)
     return {
         name: LayerPlan(

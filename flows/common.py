@@ -6,36 +6,82 @@ from pathlib import Path
 
 import torch
 
-from deepcompression.config import RunParams
-from deepcompression.data import MnistTensors
-from deepcompression.plan import LayerPlan
+from deepcompression.config import ConfigError, RunParams
+from deepcompression.data import MNIST_SHAPE, DataShape, ImageTensors
+from deepcompression.plan import LayerPlan, plan_layers, shape_hint
 from flows.params import load_params
-from flows.workspace import Workspace
-from tasks.data import load_mnist, load_mnist_test
+from flows.workspace import PROJECT_ROOT, Workspace
+from tasks.data import (
+    load_mnist_raw,
+    load_mnist_raw_test,
+    load_prepared_data,
+    load_prepared_test_data,
+    prepared_shape,
+)
+
+TORCHVISION_ROOT = PROJECT_ROOT / ".cache" / "torchvision"
+"""Where source `torchvision` keeps its downloads when `data.local_dir` is null."""
+
+
+def data_dir(params: RunParams, workspace: Workspace) -> Path:
+    """`data/<data.name>`: the data stage's output, shared by every model."""
+    return workspace.data / params.data.name
+
+
+def data_shape(params: RunParams, workspace: Workspace) -> DataShape:
+    """The prepared data's shape (MNIST's for MNIST; else from its meta.json)."""
+    if params.data.is_mnist:
+        return MNIST_SHAPE
+    return prepared_shape(data_dir(params, workspace))
 
 
 def setup(
     params_path: str, root: str, model: str | None = None
 ) -> tuple[RunParams, dict[str, LayerPlan], Workspace]:
-    """One model's validated params, its per-layer plan and its workspace; bad params anywhere
-    in the file fail before any work."""
+    """One model's validated params, its per-layer plan (for the network built for the prepared
+    data's shape) and its workspace; bad params anywhere in the file fail before any work."""
     params, plan = load_params(Path(params_path), model)
-    return params, plan, Workspace(Path(root), params.model.name)
+    workspace = Workspace(Path(root), params.model.name)
+    if model is not None and not params.data.is_mnist:
+        shape = data_shape(params, workspace)
+        if shape != shape_hint(params.data):
+            plan = plan_layers(params, shape)
+    return params, plan, workspace
 
 
-def load_data(params: RunParams, workspace: Workspace) -> MnistTensors:
+def _limit(key: str, limit: int | None, total: int, where: Path) -> int:
+    """A split's limit, or all of it; a limit over the split's size names the key."""
+    if limit is None:
+        return total
+    if limit > total:
+        raise ConfigError(
+            f"params.yaml: {key}: {limit} is more than the {total} images of {where}; "
+            f"allowed: [1, {total}] or null"
+        )
+    return limit
+
+
+def load_data(params: RunParams, workspace: Workspace) -> ImageTensors:
     """Training and validation tensors, cut to `data.train_limit`/`data.val_limit` when set.
 
     Every stage but `evaluate` uses this alone: all choices are made on the validation split.
     """
-    data = load_mnist.fn(workspace.data, params.data.val_size)
-    n_train = params.data.train_limit or len(data.train_y)
-    n_val = params.data.val_limit or len(data.val_y)
+    folder = data_dir(params, workspace)
+    if params.data.is_mnist:
+        data: ImageTensors = load_mnist_raw.fn(folder / "raw", params.data.val_size)
+    else:
+        data = load_prepared_data.fn(folder, params.data.val_size)
+    n_train = _limit("data.train_limit", params.data.train_limit, len(data.train_y), folder)
+    n_val = _limit("data.val_limit", params.data.val_limit, len(data.val_y), folder)
     return data.subset(n_train, n_val)
 
 
 def load_test_data(params: RunParams, workspace: Workspace) -> tuple[torch.Tensor, torch.Tensor]:
     """The test set, cut to `data.test_limit`: read once, by the evaluate stage, for the report."""
-    x, y = load_mnist_test.fn(workspace.data)
-    n_test = params.data.test_limit or len(y)
+    folder = data_dir(params, workspace)
+    if params.data.is_mnist:
+        x, y = load_mnist_raw_test.fn(folder / "raw")
+    else:
+        x, y = load_prepared_test_data.fn(folder)
+    n_test = _limit("data.test_limit", params.data.test_limit, len(y), folder)
     return x[:n_test], y[:n_test]

