@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
@@ -70,6 +69,7 @@ from deepcompression.datasets import (
     prepare,
     read_meta,
 )
+from tasks.resilient import task
 
 
 class FetchError(DataError):

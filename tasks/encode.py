@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from deepcompression.checkpoint import Checkpoint
 from deepcompression.container import QuantizedTensor, encode_model
 from deepcompression.pruning import layer_name
+from tasks.resilient import task
 
 
 def quantized_tensors(checkpoint: Checkpoint, index_bits: dict[str, int]) -> list[QuantizedTensor]:

@@ -6,12 +6,12 @@ import time
 from dataclasses import dataclass
 
 import torch
-from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from deepcompression.checkpoint import Checkpoint
 from deepcompression.loader import load_model
 from deepcompression.training import evaluate, predict_logits
+from tasks.resilient import task
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ import csv
 from collections.abc import Mapping
 from pathlib import Path
 
-from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
@@ -20,6 +19,7 @@ from deepcompression.plots import (
     weight_distributions,
 )
 from tasks.io import write_bytes_atomic
+from tasks.resilient import task
 
 
 def read_csv_rows(path: Path) -> list[dict[str, str]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from deepcompression.checkpoint import Checkpoint
@@ -24,6 +23,7 @@ from deepcompression.training import (
     seed_everything,
 )
 from tasks.log import epoch_reporter, run_logger
+from tasks.resilient import task
 
 
 @dataclass(frozen=True)

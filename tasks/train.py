@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from prefect import task
 from prefect.cache_policies import NO_CACHE
 from torch import nn
 
@@ -25,6 +24,7 @@ from deepcompression.training import (
 )
 from models import build_model, model_arch
 from tasks.log import epoch_reporter, run_logger
+from tasks.resilient import task
 
 
 def dense_arch(model: nn.Module, shape: DataShape) -> dict[str, Any]:
