@@ -171,9 +171,13 @@ def stop(server: LocalServer = DEFAULT, grace_s: float = 10.0) -> bool:
 
 
 def ensure_api_url(server: LocalServer = DEFAULT) -> str:
-    """Point this process at a Prefect API: the one already configured, else the local server."""
+    """Point this process at a Prefect API: the one already configured, else the local server.
+
+    A configured URL that is the local server's is restarted when it does not answer (a server
+    killed during an earlier stage comes back, and catches up what that stage kept).
+    """
     configured = os.environ.get("PREFECT_API_URL")
-    if configured:
+    if configured and configured.rstrip("/") != server.api_url:
         return configured
     url = start(server=server)
     os.environ["PREFECT_API_URL"] = url

@@ -151,7 +151,7 @@ def go_offline(reason: str) -> None:
         _STATUS.offline, _STATUS.reason = True, reason
     logger.warning(
         "Prefect API at %s is unreachable (%s): the stage keeps computing and writes its "
-        "outputs; run states, artifacts and logs are kept in %s/ and recorded when the server "
+        "outputs; what its run cannot record is kept in %s/ and caught up when the server "
         "answers again (next `python -m flows.run` or `python -m flows.server start`)",
         api_url(),
         reason,
@@ -287,11 +287,14 @@ def best_effort(call: Callable[[], T], kept: Callable[[], None] | None = None) -
 
 def summary(record: PendingRecord) -> str:
     """One line: what the run could not record, and where it is kept."""
+    counts = {
+        "artifact(s)": len(record.artifacts),
+        "progress update(s)": len(record.progress),
+        "task run(s) that ran unrecorded": len(record.unrecorded_tasks),
+        "log line(s)": record.logs,
+    }
     parts = [f"final state {record.state or 'unknown'}"]
-    parts += [f"{len(record.artifacts)} artifacts"] if record.artifacts else []
-    parts += [f"{len(record.progress)} progress values"] if record.progress else []
-    parts += [f"{len(record.unrecorded_tasks)} task runs"] if record.unrecorded_tasks else []
-    parts += [f"{record.logs} log lines"] if record.logs else []
+    parts += [f"{n} {what}" for what, n in counts.items() if n]
     return (
         f"not recorded in Prefect for flow run {record.flow_run_id}: {', '.join(parts)} "
         f"(kept in {record.path(pending_dir())})"

@@ -19,9 +19,10 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
 from flows.recovery import OUTAGE_MESSAGE, api_client
-from flows.server import LocalServer, start, stop
+from flows.server import LocalServer, ensure_api_url, start, stop
 from tasks.monitor import PendingRecord
 
 REPO = Path(__file__).parents[1]
@@ -84,7 +85,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     home = tmp_path_factory.mktemp("outage") / ".prefect"
     local = LocalServer(port=free_port(), home=home, ui=False)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    start(timeout_s=120, server=local)
+    start(timeout_s=120, server=local, prepare=False)
     yield local
     stop(local, grace_s=1)
 
@@ -109,15 +110,15 @@ def run_stage(local: LocalServer, workdir: Path, kill_at: int) -> tuple[subproce
 
 
 def test_killed_server_mid_flow_loses_no_work_and_is_caught_up(
-    server: LocalServer, tmp_path: Path
+    server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     process, output = run_stage(server, tmp_path, kill_at=2)
     exited = time.time()
-    print(output)  # shown with -rP: what an operator sees
+    killed = float((tmp_path / "squares.json.killed").read_text())
+    print(f"{output}\n(exited {exited - killed:.1f} s after the server was killed)")  # -rP
 
     assert process.returncode == 0, output
     assert json.loads((tmp_path / "squares.json").read_text()) == {"squares": [1, 4, 9, 16]}
-    killed = float((tmp_path / "squares.json.killed").read_text())
     assert exited - killed < 30, f"took {exited - killed:.0f} s to finish after the outage"
     warnings = [line for line in output.splitlines() if "is unreachable" in line]
     assert len(warnings) == 1, output
@@ -131,13 +132,18 @@ def test_killed_server_mid_flow_loses_no_work_and_is_caught_up(
     assert {a["key"] for a in record.artifacts} == {"outage-report", "outage-metrics"}
 
     stop(server, grace_s=1)
-    start(timeout_s=120, server=server)  # the restart replays the pending record
+    monkeypatch.setenv("PREFECT_API_URL", server.api_url)
+    ensure_api_url(server)  # the next stage restarts the configured local server, which catches up
 
     assert list(server.pending_dir.glob("*.json")) == []
     with api_client(server.api_url) as client:
         state = client.read_flow_run(UUID(record.flow_run_id)).state
         artifacts = client.read_artifacts()
+        logs = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(record.flow_run_id)]))
+        )
     assert state is not None and state.is_completed(), state
     assert OUTAGE_MESSAGE in (state.message or "")
     run_artifacts = {a.key for a in artifacts if str(a.flow_run_id) == record.flow_run_id}
     assert {"outage-report", "outage-metrics", "progress-square-1"} <= run_artifacts
+    assert any("square 4 epoch 1/1" in log.message for log in logs), "kept logs are sent"

@@ -155,3 +155,20 @@ def test_the_outage_filter_drops_repeated_api_failures_once_offline() -> None:
     failure = record("prefect.task_runs", logging.ERROR, "bad", ValueError("bad input"))
     assert not outage.filter(events) and not outage.filter(engine)
     assert outage.filter(progress) and outage.filter(failure)
+
+
+def test_a_stage_whose_api_is_down_from_the_start_runs_offline(caplog) -> None:
+    from prefect import flow
+
+    from flows.guard import run_stage
+
+    square, seen = counting_task()
+
+    @flow(name="offline-stage")
+    def stage(n: int) -> list[int]:
+        return [square(i) for i in range(n)]
+
+    with caplog.at_level(logging.WARNING, logger="deepcompression.monitor"):
+        assert run_stage(stage, n=3) == [0, 1, 4]
+    assert seen == [0, 1, 2]
+    assert len([r for r in caplog.records if r.name == "deepcompression.monitor"]) == 1
