@@ -15,6 +15,7 @@ from fnmatch import fnmatchcase
 from torch import nn
 
 from deepcompression.config import (
+    LAYER_KINDS,
     ConfigError,
     DataConfig,
     LayerTable,
@@ -117,7 +118,7 @@ def plan_layers(params: RunParams, shape: DataShape | None = None) -> dict[str, 
     }
     for key, table in tables.items():
         for name in table:
-            if name in excluded:
+            if name in excluded and name not in LAYER_KINDS:
                 raise ConfigError(
                     f"params.yaml: {key}.{name}: layer {name!r} is excluded by "
                     f"{section}.prune.exclude (stored dense); remove this entry"
