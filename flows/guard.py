@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from flows.server import DEFAULT, ensure_api_url, is_healthy
@@ -24,7 +26,7 @@ def connect() -> str | None:
     stage_environment()
     try:
         url = ensure_api_url()
-    except RuntimeError as err:
+    except (RuntimeError, OSError) as err:
         print(f"warning: {err}; the stage runs without Prefect records", file=sys.stderr)
         os.environ.setdefault("PREFECT_API_URL", DEFAULT.api_url)  # never a temporary server
         return None
@@ -46,14 +48,20 @@ def catch_up(url: str) -> None:
         print(describe_replayed(replayed), file=sys.stderr)
 
 
-def _offline_logging() -> None:
+@contextmanager
+def _offline_logging() -> Iterator[None]:
     """Without a run context, the stage's progress lines go to the terminal."""
     log = logging.getLogger("deepcompression")
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)-7s | %(message)s"))
-        log.addHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)-7s | %(message)s"))
+    level = log.level
+    log.addHandler(handler)
     log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
 
 
 def _report_unrecorded() -> None:
@@ -76,9 +84,8 @@ def run_stage(stage_flow: Any, **parameters: Any) -> Any:
     with monitoring():
         if not is_offline() and not api_answers():
             go_offline("no answer at the start of the stage")
-        if is_offline():
-            _offline_logging()
         try:
-            return resilient(stage_flow)(**parameters)
+            with _offline_logging() if is_offline() else nullcontext():
+                return resilient(stage_flow)(**parameters)
         finally:
             _report_unrecorded()
