@@ -9,6 +9,7 @@ split apart. No network: torchvision's offline path reads files the test writes.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -521,3 +522,35 @@ def test_bad_data_params_name_the_key(overrides: dict, message: str) -> None:
 def test_non_mnist_sizes_are_checked_against_the_data_not_mnist() -> None:
     cfg = data_config(source="idx", local_dir="x", name="mine", val_size=100_000, val_limit=90_000)
     assert not cfg.is_mnist and cfg.val_limit == 90_000
+
+
+# ---- MNIST stays MNIST ---------------------------------------------------------------------------
+
+
+def test_mnist_sources_write_the_four_pinned_files_under_raw(tmp_path: Path, mnist_root: Path):
+    from deepcompression.data import IDX_FILES, MnistTensors
+    from tasks.data import mnist_raw_dir
+
+    originals = {name: (mnist_raw_dir(mnist_root) / name).read_bytes() for name in IDX_FILES}
+    local = data_config(source="local", local_dir=str(mnist_raw_dir(mnist_root)))
+    out = prepare(local, tmp_path)
+    assert snapshot(out) == {f"raw/{name}": data for name, data in originals.items()}
+    root = tmp_path / "torchvision"
+    mnist_raw_dir(root).mkdir(parents=True)
+    for name, data in originals.items():
+        (mnist_raw_dir(root) / name).write_bytes(data)
+    from_torchvision = data_config(source="torchvision", dataset="MNIST", name="MNIST2")
+    assert snapshot(prepare(from_torchvision, tmp_path)) == snapshot(out)
+    labels = mnist_raw_dir(root) / "t10k-labels-idx1-ubyte"
+    labels.write_bytes(labels.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(ChecksumError, match="t10k-labels-idx1-ubyte"):
+        prepare(from_torchvision, tmp_path)
+    from flows.common import load_data
+    from flows.params import load_params
+    from flows.workspace import Workspace
+
+    shipped, _ = load_params(ROOT / "params.yaml")
+    params = dataclasses.replace(shipped, data=data_config(train_limit=100))
+    data = load_data(params, Workspace(tmp_path))
+    assert isinstance(data, MnistTensors) and data.shape == DataShape(1, 28, 10)
+    assert len(data.train_y) == 100 and len(data.val_y) == 10_000
