@@ -407,11 +407,9 @@ def prepare(
     """
     shape = image_shape(raw)
     k = num_classes(raw)
-    for split_name, split in raw.splits().items():
-        if max_preload_bytes is not None:
+    if max_preload_bytes is not None:
+        for split in raw.splits().values():
             check_preload(split.images_origin, split.images.shape[0], shape, max_preload_bytes)
-        if split_name != "test" and split.images.shape[0] < 1:
-            raise DataError(f"{split.images_origin}: holds no images.")
     if mean is None or std is None:
         mean, std = channel_stats(raw.train.images)
         constant = [c for c, s in enumerate(std) if s == 0.0]
