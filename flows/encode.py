@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from prefect import flow
-
 from deepcompression.container import read_info
 from deepcompression.sizes import model_sizes
 from flows.common import setup
@@ -13,6 +11,7 @@ from tasks.artifacts import publish_report
 from tasks.encode import encode_checkpoint
 from tasks.io import load_checkpoint, write_bytes_atomic, write_json
 from tasks.log import run_logger
+from tasks.resilient import flow
 
 
 def size_rows(sizes) -> list[dict]:

@@ -7,8 +7,6 @@ stage sit side by side so a reader sees the gap.
 
 from __future__ import annotations
 
-from prefect import flow
-
 from deepcompression.container import read_info
 from deepcompression.training import resolve_device
 from flows.common import load_data, load_test_data, setup
@@ -17,6 +15,7 @@ from tasks.artifacts import publish_report
 from tasks.evaluate import evaluate_checkpoints, evaluate_file
 from tasks.io import load_checkpoint, write_json
 from tasks.log import run_logger
+from tasks.resilient import flow
 
 STAGES = ("dense", "pruned", "quantized")
 

@@ -7,8 +7,6 @@ data stage once, then every model's stages; pruning iterations show as task runs
 
 from __future__ import annotations
 
-from prefect import flow
-
 from flows.data import data_flow
 from flows.encode import encode_flow
 from flows.evaluate import evaluate_flow
@@ -17,6 +15,7 @@ from flows.plots import plots_flow
 from flows.prune import prune_flow
 from flows.quantize import quantize_flow
 from flows.train import train_flow
+from tasks.resilient import flow
 
 
 def model_pipeline(params_path: str, root: str, model: str) -> dict:

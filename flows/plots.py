@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import Task, flow
+from prefect import Task
 from prefect.context import FlowRunContext
 
 from deepcompression.config import RunParams
@@ -22,6 +22,7 @@ from tasks.plots import (
     publish_plots_report,
     remove_stale_pngs,
 )
+from tasks.resilient import flow
 
 WEIGHTS_DIR = "weights"
 STAGES = ("dense", "pruned", "quantized")

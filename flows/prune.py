@@ -12,9 +12,6 @@ import json
 import shutil
 from pathlib import Path
 
-from prefect import flow
-from prefect.artifacts import create_table_artifact
-
 from deepcompression.checkpoint import Checkpoint
 from deepcompression.config import RunParams, to_dict
 from deepcompression.plan import LayerPlan
@@ -22,10 +19,11 @@ from deepcompression.pruning import density_schedule, weight_stds
 from deepcompression.report import percent
 from flows.common import load_data, setup
 from flows.runinfo import artifact_key
-from tasks.artifacts import publish_report
+from tasks.artifacts import publish_report, publish_table
 from tasks.io import load_checkpoint, save_checkpoint, write_bytes_atomic, write_csv, write_json
 from tasks.log import run_logger
 from tasks.prune import IterationResult, prune_iteration
+from tasks.resilient import flow
 
 
 def iteration_targets(params: RunParams, plan: dict[str, LayerPlan]) -> list[dict[str, float]]:
@@ -141,9 +139,9 @@ def prune_flow(
         100 * final.val_error,
     )
     publish_report(artifact_key(model, "prune"), f"Pruning {model}", layers, metrics)
-    create_table_artifact(
-        key=artifact_key(model, "prune-iterations"),
-        table=[
+    publish_table(
+        artifact_key(model, "prune-iterations"),
+        [
             {
                 "iteration": r["iteration"],
                 "density": f"{100 * r['density']:.2f}%",
@@ -152,6 +150,6 @@ def prune_flow(
             }
             for r in rows
         ],
-        description=f"prune {model}: density and validation error per iteration",
+        f"prune {model}: density and validation error per iteration",
     )
     return metrics

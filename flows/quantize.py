@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from prefect import flow
-
 from deepcompression.pruning import densities
 from deepcompression.report import percent
 from deepcompression.sizes import pq_layer_report
@@ -13,6 +11,7 @@ from tasks.artifacts import publish_report
 from tasks.io import load_checkpoint, save_checkpoint, write_csv, write_json
 from tasks.log import run_logger
 from tasks.quantize import quantize
+from tasks.resilient import flow
 
 
 @flow(name="quantize", flow_run_name="quantize-{model}")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from prefect import flow
-
 from deepcompression.training import resolve_device
 from flows.common import load_data, setup
 from flows.runinfo import artifact_key
 from tasks.artifacts import publish_report
 from tasks.io import save_checkpoint, write_csv, write_json
 from tasks.log import run_logger
+from tasks.resilient import flow
 from tasks.train import train_dense
 
 
@@ -25,7 +24,7 @@ def train_flow(
     final = history[-1] if history else None
     metrics = {
         "model": model,
-        "epochs": len(history),
+        "epochs": 0 if params.train.checkpoint else len(history),
         "val_error": final.val_error if final else None,
         "val_loss": final.val_loss if final else None,
         "train_samples": len(data.train_y),

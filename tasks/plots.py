@@ -6,7 +6,6 @@ import csv
 from collections.abc import Mapping
 from pathlib import Path
 
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from deepcompression.checkpoint import Checkpoint
@@ -18,6 +17,7 @@ from deepcompression.plots import (
     training_curves,
     weight_distributions,
 )
+from tasks.artifacts import publish_markdown
 from tasks.io import write_bytes_atomic
 from tasks.resilient import task
 
@@ -57,10 +57,10 @@ def plot_weight_distributions(
 
 def publish_plots_report(images: Mapping[str, Path], key: str = "plots") -> None:
     """Attach `<key>-report` to the flow run: the files written, each shown inline when small."""
-    create_markdown_artifact(
-        key=f"{key}-report",
-        markdown=report_markdown({name: path.read_bytes() for name, path in images.items()}),
-        description="plots: figures written for dvc plots",
+    publish_markdown(
+        f"{key}-report",
+        report_markdown({name: path.read_bytes() for name, path in images.items()}),
+        "plots: figures written for dvc plots",
     )
 
 
