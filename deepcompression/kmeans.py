@@ -20,7 +20,6 @@ from typing import Literal, get_args
 import ckmeans
 import kmeans1d
 import numpy as np
-from sklearn.cluster import KMeans
 
 from deepcompression.config import CentroidInit, KMeansEngine
 
@@ -203,6 +202,8 @@ def _lloyd_sklearn(
     x: np.ndarray, init: np.ndarray, max_iter: int, tol: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Lloyd iterations by scikit-learn's KMeans in float64; returns (centers, labels of ``x``)."""
+    from sklearn.cluster import KMeans  # seconds to import (scipy): only this engine needs it
+
     model = KMeans(
         n_clusters=init.size,
         init=init.reshape(-1, 1),
