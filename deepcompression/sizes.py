@@ -10,14 +10,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 
-from deepcompression.container import KIND_HUFFMAN, FileInfo, LayerInfo
 from deepcompression.huffman import InvalidArgument
 from deepcompression.sparse_index import encode_positions
+
+if TYPE_CHECKING:  # the file format is imported by the functions that read files' sizes only
+    from deepcompression.container import FileInfo, LayerInfo
 
 __all__ = [
     "FLOAT_BITS",
@@ -232,6 +234,8 @@ class ModelSizes(_Ratios):
 
 def layer_sizes(layer: LayerInfo) -> LayerSizes:
     """Sizes of one Huffman-coded layer as recorded in a file (see ``read_info``)."""
+    from deepcompression.container import KIND_HUFFMAN
+
     if layer.kind != KIND_HUFFMAN:
         raise InvalidArgument(
             f"layer {layer.name!r} is stored as {layer.kind!r}; only {KIND_HUFFMAN!r} layers "
@@ -253,6 +257,8 @@ def layer_sizes(layer: LayerInfo) -> LayerSizes:
 
 def model_sizes(info: FileInfo) -> ModelSizes:
     """Per-layer and total sizes of a compressed file, including the honest file ratio."""
+    from deepcompression.container import KIND_HUFFMAN
+
     layers = {layer.name: layer_sizes(layer) for layer in info.layers if layer.kind == KIND_HUFFMAN}
     raw_numel = sum(layer.numel for layer in info.layers if layer.kind != KIND_HUFFMAN)
     return ModelSizes(layers=layers, raw_numel=raw_numel, file_bytes=info.file_bytes)
