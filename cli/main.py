@@ -1,11 +1,15 @@
-"""The ``deepcompression`` command line: inspect a compressed-model file or evaluate it on MNIST.
+"""The ``deepcompression`` command line: inspect a compressed-model file or evaluate it on its data.
 
 An application edge: it reads files and prints, while all logic lives in the library. Every error
 ends as one ``deepcompression: error: ...`` line on stderr (at most 500 characters) and a non-zero
 exit code. Text from a file (tensor names, arch, provenance) or the command line is printed with
 control characters, surrogates and other non-printables escaped, so a hostile file cannot drive
-the terminal or crash the output. ``eval`` imports Prefect-backed task modules lazily, so
-``inspect`` and ``--version`` start quickly.
+the terminal or crash the output. ``eval`` imports the models, training and data readers lazily
+(library code only, never Prefect), so ``inspect`` and ``--version`` start quickly.
+
+``eval --data DIR`` finds the test set in ``DIR``: a prepared ``data/<name>`` folder
+(``DIR/meta.json``, any image data), else MNIST's four IDX files in ``DIR/raw`` (the data stage's
+``data/MNIST``) or in ``DIR/MNIST/raw`` (the default ``--data data``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -36,6 +41,7 @@ from deepcompression.sizes import ModelSizes, model_sizes
 PROG = "deepcompression"
 DISTRIBUTION = "deep-compression"
 DEFAULT_DATA = Path("data")
+DATA_HELP = "folder holding MNIST/raw, or a prepared data/<name> folder (meta.json)"
 DEFAULT_BATCH_SIZE = 1000
 DEFAULT_MAX_ROWS = 100
 """Tensors ``inspect`` lists before summarising the rest (``--all`` lists every one)."""
@@ -175,15 +181,16 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.set_defaults(handler=_run_inspect)
 
     evaluate = commands.add_parser(
-        "eval", help="decode a file and measure it on the MNIST test set"
+        "eval",
+        help="decode a file and measure it on a test set (MNIST or a prepared data/<name> folder)",
     )
     evaluate.add_argument("file", type=Path, metavar="FILE", help="compressed-model file")
     evaluate.add_argument(
         "--data",
         type=Path,
-        default=DEFAULT_DATA,
+        default=None,
         metavar="DIR",
-        help="folder holding MNIST/raw (default: %(default)s)",
+        help=f"{DATA_HELP} (default: {DEFAULT_DATA}, i.e. {DEFAULT_DATA}/MNIST/raw)",
     )
     evaluate.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     evaluate.add_argument(
@@ -391,12 +398,13 @@ def format_inspect(report: dict[str, Any], file: str) -> str:
 
 
 def format_eval(result: dict[str, Any]) -> str:
-    """Human-readable eval output: error, sample count and timings."""
+    """Human-readable eval output: the test set, error, sample count and timings."""
     return "\n".join(
         _key_values(
             [
                 ("file", _shown(result["file"])),
                 ("arch", _shown(result["arch"] or "unknown")),
+                ("data", f"{_shown(result['data'])} ({_shown(result['data_folder'])})"),
                 ("device", result["device"]),
                 ("test error", f"{100.0 * result['test_error']:.2f}%"),
                 ("test loss", f"{result['test_loss']:.4f}"),
@@ -433,22 +441,160 @@ def _run_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _load_test_set(root: Path) -> tuple[Any, Any]:
-    """The verified MNIST test images and labels under ``root``, or a CliError saying how to fix."""
+@dataclass(frozen=True)
+class _TestSet:
+    """A located test set: its name, folder, data shape (as model kwargs) and its loader."""
+
+    name: str
+    folder: Path
+    kwargs: dict[str, int]
+    load: Callable[[], tuple[Any, Any]]
+
+
+def _file_reader(folder: Path) -> Callable[[str], bytes]:
+    """read(file name) -> bytes of a prepared folder, for deepcompression.datasets' loaders."""
+    return lambda name: (folder / name).read_bytes()
+
+
+def _data_problem(where: Path, err: Exception) -> CliError:
+    """The one-line error for unreadable or invalid data files under ``where``."""
+    detail = str(err)
+    if isinstance(err, OSError):
+        name = printable(str(err.filename)) if err.filename else _path(where)
+        detail = f"{name}: {err.strerror or err}"
+    return CliError(
+        f"test set not usable under {_path(where)}: {detail}. Run `dvc repro data` to prepare "
+        f"it, or pass --data DIR ({DATA_HELP})."
+    )
+
+
+def _mnist_files_in(raw: Path) -> bool:
+    """Whether ``raw`` holds MNIST's four IDX files (the data stage's ``data/<name>/raw``)."""
+    from deepcompression.data import IDX_FILES
+
+    return all((raw / name).is_file() for name in IDX_FILES)
+
+
+def _mnist_test(raw: Path) -> tuple[Any, Any]:
+    """The verified MNIST test images and labels in ``raw``, or a CliError saying how to fix."""
     from deepcompression.data import TEST_IMAGES, TEST_LABELS, DataError, mnist_test_set
 
-    raw = root / "MNIST" / "raw"
     try:
         return mnist_test_set((raw / TEST_IMAGES).read_bytes(), (raw / TEST_LABELS).read_bytes())
     except (OSError, DataError) as err:
         raise CliError(
             f"MNIST test set not usable under {_path(raw)}: {err}. Run `dvc repro data` to fetch "
-            "it, or pass --data DIR pointing at a folder that holds MNIST/raw."
+            f"it, or pass --data DIR ({DATA_HELP})."
         ) from None
 
 
+def _locate_test_set(root: Path) -> _TestSet:
+    """The test set under ``root``: prepared (meta.json), else MNIST in raw/, else MNIST/raw/.
+
+    Reads only meta.json here; the test files are read by ``load``. A bad meta.json is a
+    CliError naming it.
+    """
+    from deepcompression.data import MNIST_SHAPE, TEST_IMAGES, TEST_LABELS, DataError
+    from deepcompression.datasets import META_FILE, load_prepared_test, read_meta
+
+    if (root / META_FILE).is_file():
+        read, where = _file_reader(root), str(root)
+        try:
+            meta = read_meta(read, where)
+        except (OSError, DataError) as err:
+            raise _data_problem(root, err) from None
+
+        def load() -> tuple[Any, Any]:
+            try:
+                return load_prepared_test(read, where)
+            except (OSError, DataError) as err:
+                raise _data_problem(root, err) from None
+
+        return _TestSet(meta.name, root, meta.shape.model_kwargs(), load)
+    raw = root / "raw" if _mnist_files_in(root / "raw") else root / "MNIST" / "raw"
+    missing = [name for name in (TEST_IMAGES, TEST_LABELS) if not (raw / name).is_file()]
+    if missing:
+        where = "no such folder" if not root.is_dir() else f"no {META_FILE}"
+        raise CliError(
+            f"no test set under {_path(root)} ({where}): MNIST test set not usable under "
+            f"{_path(raw)}: {', '.join(missing)} missing. Run `dvc repro data` to fetch it, or "
+            f"pass --data DIR ({DATA_HELP})."
+        )
+    return _TestSet("MNIST", raw, MNIST_SHAPE.model_kwargs(), lambda: _mnist_test(raw))
+
+
+def _data_kwargs(model: Any, arch: dict) -> dict[str, Any]:
+    """in_channels, image_size and num_classes the network was built with: the header's
+    arch.kwargs, the model factory's defaults where the header leaves one out."""
+    from models import DATA_KWARGS, model_arch
+
+    try:
+        built = model_arch(model)["kwargs"]
+    except (ValueError, KeyError, TypeError):
+        built = {}
+    given = arch.get("kwargs")
+    recorded = given if isinstance(given, dict) else {}
+    merged = {**built, **recorded}
+    return {key: merged[key] for key in DATA_KWARGS if key in merged}
+
+
+def _kwargs_text(kwargs: dict[str, Any]) -> str:
+    """``in_channels=3, image_size=32, num_classes=10``, values from a file shown escaped."""
+    return ", ".join(f"{key}={_shown(repr(value), 40)}" for key, value in kwargs.items())
+
+
+def _recorded_data_name(provenance: dict) -> str | None:
+    """The data.name of a non-MNIST dataset the file's provenance records (the pipeline's), if
+    any: its prepared folder is ``data/<name>``. None for MNIST or when nothing usable is there."""
+    from deepcompression.config import DataConfig
+
+    params = provenance.get("params")
+    data = params.get("data") if isinstance(params, dict) else None
+    if not isinstance(data, dict):
+        return None
+    name, source, dataset = data.get("name"), data.get("source"), data.get("dataset")
+    if not isinstance(name, str) or not isinstance(source, str):
+        return None
+    if DataConfig(source=source, dataset=str(dataset)).is_mnist:  # type: ignore[arg-type]
+        return None
+    plain = re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name)
+    return name if plain else None
+
+
+def _check_default_data(path: Path, kwargs: dict[str, Any], provenance: dict) -> None:
+    """Without --data, refuse a file made for other data than MNIST, naming the folder to pass."""
+    from deepcompression.data import MNIST_SHAPE
+
+    mnist = MNIST_SHAPE.model_kwargs()
+    name = _recorded_data_name(provenance)
+    differs = {key: value for key, value in kwargs.items() if mnist.get(key) != value}
+    if not differs and name is None:
+        return
+    made_for = f"data of {_kwargs_text(kwargs)}" if differs else f"the data set {name!r}"
+    folder = f"--data {DEFAULT_DATA / name}" if name is not None else "--data data/<name>"
+    raise CliError(
+        f"{_path(path)} was made for {made_for}, not MNIST (the default test set): pass the "
+        f"prepared folder of the data it was made for, {folder} (a folder holding meta.json)."
+    )
+
+
+def _check_fits(path: Path, kwargs: dict[str, Any], test_set: _TestSet) -> None:
+    """Refuse data whose shape differs from what the file's network was built for."""
+    differs = [
+        key for key, value in test_set.kwargs.items() if key in kwargs and kwargs[key] != value
+    ]
+    if not differs:
+        return
+    raise CliError(
+        f"{_path(path)} holds a network built for {_kwargs_text(kwargs)} (arch.kwargs), but "
+        f"{_path(test_set.folder)} ({_shown(test_set.name, 64)}) holds data of "
+        f"{_kwargs_text(test_set.kwargs)}; pass --data with the folder of the data the file was "
+        "made for."
+    )
+
+
 def _run_eval(args: argparse.Namespace) -> int:
-    """``eval``: decode the file into its network and measure test error on MNIST."""
+    """``eval``: decode the file into its network and measure test error on its test set."""
     from deepcompression.loader import ModelBuildError, load_model
     from deepcompression.training import evaluate, resolve_device
     from models import UnknownModelError
@@ -466,13 +612,20 @@ def _run_eval(args: argparse.Namespace) -> int:
         raise _not_a_model(args.file, err) from None
     except (UnknownModelError, ModelBuildError) as err:
         raise CliError(f"{_path(args.file)}: {err}") from None
-    test_x, test_y = _load_test_set(args.data)
+    kwargs = _data_kwargs(model, decoded.arch)
+    if args.data is None:
+        _check_default_data(args.file, kwargs, decoded.provenance)
+    test_set = _locate_test_set(DEFAULT_DATA if args.data is None else args.data)
+    _check_fits(args.file, kwargs, test_set)
+    test_x, test_y = test_set.load()
     start = time.perf_counter()
     result = evaluate(model, test_x.to(device), test_y.to(device), args.batch_size)
     eval_seconds = time.perf_counter() - start
     report = {
         "file": str(args.file),
         "arch": decoded.arch.get("name"),
+        "data": test_set.name,
+        "data_folder": str(test_set.folder),
         "device": str(device),
         "batch_size": args.batch_size,
         "test_error": result.error,

@@ -160,6 +160,24 @@ def test_eval_on_real_mnist(
     assert "10000" in human and f"{100 * result['test_error']:.2f}%" in human
 
 
+def test_eval_reads_mnist_from_raw_in_the_folder_given(
+    model_file: Path, mnist_root: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """``--data data/MNIST`` (the data stage's data/<name> with raw/ inside) = ``--data data``."""
+    results = []
+    for data in (mnist_root, mnist_root / "MNIST"):
+        argv = ["eval", str(model_file), "--data", str(data), "--device", "cpu", "--json"]
+        assert main(argv) == EXIT_OK
+        results.append(json.loads(capsys.readouterr().out))
+    by_root, by_name = results
+    assert by_root["data_folder"] == by_name["data_folder"] == str(mnist_root / "MNIST" / "raw")
+    assert by_root["data"] == by_name["data"] == "MNIST"
+    assert (by_root["test_error"], by_root["test_loss"]) == (
+        by_name["test_error"],
+        by_name["test_loss"],
+    )
+
+
 def test_eval_without_data_says_how_to_get_it(
     model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
