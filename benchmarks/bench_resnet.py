@@ -1,0 +1,593 @@
+"""Deep Compression of ResNet-18 (CIFAR-style stem) on 32x32 RGB images, with the library alone.
+
+    .venv/bin/python -m benchmarks.bench_resnet [--train-size N] [--epochs N] [--device auto]
+    .venv/bin/python -m benchmarks.bench_resnet --quick        # smoke test, under a minute
+
+No CIFAR-10 is available offline here, so the data is generated, deterministically from
+``--seed``: "shapes-10", 10 classes of coloured shapes and gratings (see ``CLASSES``) drawn at a
+random position, size, rotation, foreground/background colour and contrast, on a smooth random
+background gradient, with Gaussian pixel noise; 32x32 RGB, uint8. Train, validation and test
+splits are drawn the same way from different seeds (balanced classes), written in the prepared
+form of ``deepcompression.datasets`` (meta.json + IDX) and loaded back exactly as the pipeline
+loads them (``--data-out`` keeps that folder, so ``deepcompression eval --data`` can read it).
+
+The stages mirror tasks/prune.py, tasks/quantize.py and tasks/encode.py: train dense; prune every
+Linear/Conv2d but the first conv (left dense float32) iteratively by magnitude to its target
+density (``density_schedule``), retraining with masks after each step; k-means share the surviving
+weights (``cluster_model`` + ``share_weights_``), fine-tune the centroids, bake them back
+(``strip_``, ``drop_unused_centroids``); Huffman-code the file (index width per layer: the
+smallest file, ``best_index_bits``), BatchNorm statistics and counters stored raw (format v2);
+decode it from bytes with ``load_model`` and check its logits equal the in-memory quantized
+model's bit for bit. Every choice is made on the validation split; the test split is evaluated
+once per stage, at the end, for the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from deepcompression.allocation import best_index_bits
+from deepcompression.config import OptimConfig
+from deepcompression.container import KIND_HUFFMAN, QuantizedTensor, encode_model, read_info
+from deepcompression.data import ImageTensors
+from deepcompression.datasets import (
+    RawDataset,
+    Split,
+    load_prepared,
+    load_prepared_test,
+    prepare,
+)
+from deepcompression.loader import load_model
+from deepcompression.pruning import (
+    Masks,
+    densities,
+    density_schedule,
+    full_masks,
+    layer_name,
+    overall_density,
+    prunable_weights,
+    prune_,
+)
+from deepcompression.quantization import (
+    LayerCodebook,
+    cluster_model,
+    drop_unused_centroids,
+    share_weights_,
+    strip_,
+)
+from deepcompression.sizes import model_sizes
+from deepcompression.training import (
+    EpochRecord,
+    evaluate,
+    fit,
+    predict_logits,
+    resolve_device,
+    seed_everything,
+)
+from models import build_model, model_arch
+
+SIDE, CHANNELS = 32, 3
+CLASSES: tuple[str, ...] = (
+    "horizontal grating",
+    "vertical grating",
+    "diagonal grating",
+    "checkerboard",
+    "disc",
+    "ring",
+    "square",
+    "plus",
+    "triangle",
+    "x-cross",
+)
+DATASET = "shapes-10"
+EXCLUDE = ("conv1",)
+"""Layers left dense float32 (the first conv: 1,728 weights that see the raw pixels)."""
+INDEX_CANDIDATES = range(3, 9)
+
+
+# ---- the synthetic data ---------------------------------------------------------------------
+
+
+def _uniform(rng: np.random.Generator, low: float, high: float, n: int) -> np.ndarray:
+    return rng.uniform(low, high, n)[:, None, None]
+
+
+def _shape_masks(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Foreground coverage in [0, 1], (N, S, S), of each sample's class, anti-aliased."""
+    n = len(labels)
+    axis = (np.arange(SIDE) + 0.5) / SIDE * 2.0 - 1.0  # pixel centres in [-1, 1]
+    y, x = np.meshgrid(axis, axis, indexing="ij")
+    pixel = 2.0 / SIDE
+    cx, cy = _uniform(rng, -0.3, 0.3, n), _uniform(rng, -0.3, 0.3, n)
+    size = _uniform(rng, 0.4, 0.75, n)
+    turn = _uniform(rng, -np.pi / 9, np.pi / 9, n)  # +-20 degrees
+    u = (x - cx) * np.cos(turn) + (y - cy) * np.sin(turn)
+    v = -(x - cx) * np.sin(turn) + (y - cy) * np.cos(turn)
+    freq = _uniform(rng, 2.0, 4.0, n) * np.pi  # 2-4 cycles across the image
+    phase = _uniform(rng, 0.0, 2 * np.pi, n)
+    width = size * _uniform(rng, 0.25, 0.4, n)
+
+    def solid(distance: np.ndarray) -> np.ndarray:  # signed distance -> coverage
+        return np.clip(0.5 - distance / pixel, 0.0, 1.0)
+
+    def grating(along: np.ndarray) -> np.ndarray:
+        return 0.5 + 0.5 * np.tanh(3.0 * np.sin(freq * along + phase))
+
+    def plus(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        bars = np.minimum(
+            np.maximum(np.abs(a) - width / 2, np.abs(b) - size),
+            np.maximum(np.abs(a) - size, np.abs(b) - width / 2),
+        )
+        return solid(bars)
+
+    radius = np.hypot(u, v)
+    corners = [turn + k * 2 * np.pi / 3 - np.pi / 2 for k in range(3)]
+    triangle = (
+        np.max([(x - cx) * np.cos(a) + (y - cy) * np.sin(a) for a in corners], axis=0) - size / 2
+    )
+    diagonal = (u + v) / np.sqrt(2.0)
+    anti = (u - v) / np.sqrt(2.0)
+    builders: dict[int, Callable[[], np.ndarray]] = {
+        0: lambda: grating(v),
+        1: lambda: grating(u),
+        2: lambda: grating(diagonal),
+        3: lambda: 0.5 + 0.5 * np.tanh(3.0 * np.sin(freq * u + phase) * np.sin(freq * v)),
+        4: lambda: solid(radius - size),
+        5: lambda: solid(np.abs(radius - size) - width / 2),
+        6: lambda: solid(np.maximum(np.abs(u), np.abs(v)) - size * 0.8),
+        7: lambda: plus(u, v),
+        8: lambda: solid(triangle),
+        9: lambda: plus(diagonal, anti),
+    }
+    masks = np.empty((n, SIDE, SIDE))
+    for label, build in builders.items():
+        rows = labels == label
+        if rows.any():
+            masks[rows] = build()[rows]
+    return masks
+
+
+def synthetic_split(count: int, seed: int, origin: str) -> Split:
+    """``count`` balanced, shuffled samples of shapes-10 from ``seed``: uint8 (N, 3, 32, 32)."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(count, dtype=np.int64) % len(CLASSES)
+    rng.shuffle(labels)
+    coverage = _shape_masks(labels, rng)[:, None]  # (N, 1, S, S)
+    background = rng.uniform(0.0, 1.0, (count, CHANNELS, 1, 1))
+    foreground = rng.uniform(0.0, 1.0, (count, CHANNELS, 1, 1))
+    close = np.linalg.norm(foreground - background, axis=1, keepdims=True) < 0.6
+    foreground = np.where(close, 1.0 - background, foreground)  # keep the shape visible
+    contrast = rng.uniform(0.6, 1.0, (count, 1, 1, 1))
+    foreground = background + contrast * (foreground - background)
+    axis = np.linspace(-1.0, 1.0, SIDE)
+    gx, gy = np.meshgrid(axis, axis, indexing="xy")
+    slope = rng.uniform(-0.2, 0.2, (count, CHANNELS, 2, 1, 1))
+    gradient = slope[:, :, 0] * gx + slope[:, :, 1] * gy  # a smooth coloured background tilt
+    image = background + gradient + coverage * (foreground - background)
+    image += rng.normal(0.0, 1.0, image.shape) * rng.uniform(0.03, 0.12, (count, 1, 1, 1))
+    pixels = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+    return Split(pixels, labels, f"{origin} images", f"{origin} labels")
+
+
+def dataset_files(
+    train: int, val: int, test: int, seed: int
+) -> tuple[dict[str, bytes], ImageTensors, tuple[torch.Tensor, torch.Tensor]]:
+    """The prepared folder's files, its train/val tensors and its test tensors, as the pipeline
+    writes and reads them (``prepare``, ``load_prepared``, ``load_prepared_test``)."""
+    raw = RawDataset(
+        train=synthetic_split(train, seed, "train"),
+        val=synthetic_split(val, seed + 1, "val"),
+        test=synthetic_split(test, seed + 2, "test"),
+        classes=CLASSES,
+    )
+    files, _ = prepare(raw, name=DATASET, source="generated")
+    read = files.__getitem__
+    return files, load_prepared(read, val, DATASET), load_prepared_test(read, DATASET)
+
+
+# ---- the stages --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of one run (printed with the results)."""
+
+    train_size: int
+    val_size: int
+    test_size: int
+    epochs: int
+    prune_iterations: int
+    retrain_epochs: int
+    finetune_epochs: int
+    batch_size: int
+    lr: float
+    retrain_lr: float
+    finetune_lr: float
+    conv_density: float
+    fc_density: float
+    conv_bits: int
+    fc_bits: int
+    seed: int
+
+
+def _kind(model: nn.Module, layer: str) -> str:
+    return "conv" if isinstance(model.get_submodule(layer), nn.Conv2d) else "fc"
+
+
+def prune_targets(model: nn.Module, s: Settings) -> dict[str, float]:
+    """Final density per layer: conv layers to conv_density, fc to fc_density, EXCLUDE dense."""
+    layers = [layer_name(name) for name in prunable_weights(model)]
+    return {
+        layer: s.conv_density if _kind(model, layer) == "conv" else s.fc_density
+        for layer in layers
+        if layer not in EXCLUDE
+    }
+
+
+def _epoch_printer(what: str, total: int) -> Callable[[EpochRecord], None]:
+    def show(record: EpochRecord) -> None:
+        print(
+            f"  {what} epoch {record.epoch}/{total}: lr {record.lr:.4f}  train loss "
+            f"{record.train_loss:.4f}  val acc {100 * (1 - record.val_error):.2f}%  "
+            f"({record.seconds:.1f} s)",
+            flush=True,
+        )
+
+    return show
+
+
+def prune_iteratively(
+    model: nn.Module, data: tuple[torch.Tensor, ...], s: Settings, epoch_seconds: list[float]
+) -> Masks:
+    """``prune_iterations`` x (prune by magnitude to the schedule's density, retrain with masks)."""
+    targets = prune_targets(model, s)
+    schedules = {
+        layer: density_schedule(final, s.prune_iterations, "geometric")
+        for layer, final in targets.items()
+    }
+    retrain = OptimConfig(
+        epochs=s.retrain_epochs, batch_size=s.batch_size, lr=s.retrain_lr, weight_decay=5e-4
+    )
+    masks = full_masks(model)
+    for i in range(s.prune_iterations):
+        step = {layer: schedule[i] for layer, schedule in schedules.items()}
+        masks = prune_(model, masks, step, "magnitude")
+        pruned = evaluate(model, data[2], data[3])
+        print(
+            f"  prune {i + 1}/{s.prune_iterations}: density {100 * overall_density(masks):.2f}% "
+            f"of prunable weights, val acc {100 * (1 - pruned.error):.2f}% before retraining",
+            flush=True,
+        )
+        generator = seed_everything(s.seed + 1 + i)
+        history = fit(
+            model,
+            data,
+            retrain,
+            generator,
+            masks=masks,
+            on_epoch=_epoch_printer(f"retrain {i + 1}", retrain.epochs),
+        )
+        epoch_seconds += [r.seconds for r in history]
+    return masks
+
+
+def quantize(
+    model: nn.Module,
+    masks: Masks,
+    data: tuple[torch.Tensor, ...],
+    s: Settings,
+    epoch_seconds: list[float],
+) -> dict[str, LayerCodebook]:
+    """k-means per layer (linear init, exact sorted engine), fine-tune centroids, bake back."""
+    bits = {
+        layer_name(key): s.conv_bits if _kind(model, layer_name(key)) == "conv" else s.fc_bits
+        for key in masks
+        if layer_name(key) not in EXCLUDE
+    }
+    start = time.perf_counter()
+    codebooks = cluster_model(model, masks, bits, init="linear", seed=s.seed, engine="sorted")
+    print(f"  k-means over {len(codebooks)} layers: {time.perf_counter() - start:.1f} s")
+    share_weights_(model, codebooks)
+    clustered = evaluate(model, data[2], data[3])
+    print(f"  after k-means: val acc {100 * (1 - clustered.error):.2f}%", flush=True)
+    finetune = OptimConfig(
+        epochs=s.finetune_epochs, batch_size=s.batch_size, lr=s.finetune_lr, weight_decay=0.0
+    )
+    history = fit(
+        model,
+        data,
+        finetune,
+        seed_everything(s.seed + 100),
+        on_epoch=_epoch_printer("fine-tune", finetune.epochs),
+    )
+    epoch_seconds += [r.seconds for r in history]
+    return {key: drop_unused_centroids(book) for key, book in strip_(model).items()}
+
+
+def encode(model: nn.Module, books: dict[str, LayerCodebook]) -> bytes:
+    """The compressed file: shared layers Huffman-coded at their best index width, rest raw."""
+    quantized = []
+    for key, book in books.items():
+        index_bits, _ = best_index_bits(book.mask.cpu(), INDEX_CANDIDATES)
+        quantized.append(
+            QuantizedTensor(
+                name=key,
+                mask=book.mask.cpu(),
+                labels=book.labels.cpu(),
+                centroids=book.centroids.detach().cpu(),
+                weight_bits=book.bits,
+                index_bits=index_bits,
+            )
+        )
+    order = list(model.state_dict())
+    quantized.sort(key=lambda q: order.index(q.name))
+    raw = {k: v.detach().cpu() for k, v in model.state_dict().items() if k not in books}
+    provenance = {"benchmark": "benchmarks.bench_resnet", "data": DATASET}
+    return encode_model(quantized, raw, model_arch(model), provenance)
+
+
+# ---- the report --------------------------------------------------------------------------------
+
+
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return 100.0 * (1.0 - evaluate(model, x, y, 500).error)
+
+
+def layer_table(data: bytes) -> list[str]:
+    """layer | weights | density | bits | bytes, from the file's header (read_info)."""
+    info = read_info(data)
+    rows = [("layer", "weights", "density", "bits (w/idx)", "bytes")]
+    other_numel = other_bytes = other_count = 0
+    for layer in info.layers:
+        if layer.kind == KIND_HUFFMAN:
+            bits = f"{layer.weight_bits}/{layer.index_bits}"
+            rows.append(
+                (
+                    layer.name,
+                    f"{layer.numel:,}",
+                    f"{100 * layer.nnz / layer.numel:.1f}%",
+                    bits,
+                    f"{layer.total_bytes:,}",
+                )
+            )
+        elif layer.name.endswith(".weight") and len(layer.shape) > 1:
+            rows.append(
+                (
+                    layer.name,
+                    f"{layer.numel:,}",
+                    "100.0%",
+                    f"raw {layer.dtype}",
+                    f"{layer.total_bytes:,}",
+                )
+            )
+        else:
+            other_count += 1
+            other_numel += layer.numel
+            other_bytes += layer.total_bytes
+    rows.append(
+        (
+            f"{other_count} other raw tensors (fc bias, BatchNorm)",
+            f"{other_numel:,}",
+            "100.0%",
+            "raw",
+            f"{other_bytes:,}",
+        )
+    )
+    rows.append(("header + preamble", "", "", "", f"{info.overhead_bytes:,}"))
+    coded = sum(layer.numel for layer in info.layers)
+    rows.append(("total (file)", f"{coded:,}", "", "", f"{info.file_bytes:,}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+        if n == 0:
+            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return lines
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def run(s: Settings, device: torch.device, out: Path | None, data_out: Path | None) -> bool:
+    """Every stage, then the report; True when the decoded logits equal the quantized model's."""
+    started = time.perf_counter()
+    files, tensors, (test_x, test_y) = dataset_files(s.train_size, s.val_size, s.test_size, s.seed)
+    data = tensors.as_tuple(device)
+    test_x, test_y = test_x.to(device), test_y.to(device)
+    print(
+        f"data: {DATASET}, generated in {time.perf_counter() - started:.1f} s: "
+        f"train {len(data[1])}, val {len(data[3])}, test {len(test_y)} (seeds {s.seed}, "
+        f"{s.seed + 1}, {s.seed + 2})",
+        flush=True,
+    )
+    if data_out is not None:
+        data_out.mkdir(parents=True, exist_ok=True)
+        for name, content in files.items():
+            (data_out / name).write_bytes(content)
+
+    generator = seed_everything(s.seed)
+    model = build_model("resnet18", in_channels=CHANNELS, image_size=SIDE, num_classes=10)
+    model = model.to(device)
+    dense_cfg = OptimConfig(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, weight_decay=5e-4)
+    print(f"dense training: {s.epochs} epochs", flush=True)
+    dense_history = fit(
+        model, data, dense_cfg, generator, on_epoch=_epoch_printer("dense", s.epochs)
+    )
+    dense = copy.deepcopy(model)
+
+    print(f"pruning: {s.prune_iterations} iterations x {s.retrain_epochs} epochs", flush=True)
+    retrain_seconds: list[float] = []
+    masks = prune_iteratively(model, data, s, retrain_seconds)
+    pruned = copy.deepcopy(model)
+
+    print(f"quantization: conv {s.conv_bits} bits, fc {s.fc_bits} bits", flush=True)
+    finetune_seconds: list[float] = []
+    books = quantize(model, masks, data, s, finetune_seconds)
+
+    start = time.perf_counter()
+    file_bytes = encode(model, books)
+    encode_seconds = time.perf_counter() - start
+    if out is not None:
+        out.write_bytes(file_bytes)
+    start = time.perf_counter()
+    decoded, _ = load_model(file_bytes, device)
+    decode_seconds = time.perf_counter() - start
+    equal = all(
+        torch.equal(predict_logits(decoded, x, 500), predict_logits(model, x, 500))
+        for x in (data[2], test_x)
+    )
+
+    stages = [("dense", dense), ("pruned", pruned), ("P+Q (in memory)", model), ("file", decoded)]
+    accuracy = {
+        name: (_accuracy(net, data[2], data[3]), _accuracy(net, test_x, test_y))
+        for name, net in stages
+    }
+    info = read_info(file_bytes)
+    sizes = model_sizes(info)
+    params = sum(p.numel() for p in decoded.parameters())
+    kept = {layer: d for layer, d in densities(masks).items() if layer not in EXCLUDE}
+    conv_kept = [d for layer, d in kept.items() if _kind(model, layer) == "conv"]
+
+    print()
+    print(f"## ResNet-18 on {DATASET} (32x32 RGB, 10 classes), Deep Compression")
+    print()
+    print(f"date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
+    print(
+        f"device: {device} (torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{os.cpu_count()} CPUs visible, CUDA available: {torch.cuda.is_available()}; "
+        f"{platform.processor() or platform.machine()})"
+    )
+    print(
+        f"command: {' '.join([Path(sys.executable).name, '-m', 'benchmarks.bench_resnet'])} "
+        f"{' '.join(sys.argv[1:])}"
+    )
+    print(
+        f"data: {DATASET}: {', '.join(CLASSES)}; random position, size, rotation (+-20 deg), "
+        "colours and contrast, background gradient, Gaussian noise; "
+        f"train {s.train_size} / val {s.val_size} / test {s.test_size}, seed {s.seed}"
+    )
+    print(
+        f"settings: dense {s.epochs} epochs (lr {s.lr}, cosine, batch {s.batch_size}); prune "
+        f"{s.prune_iterations} iterations x {s.retrain_epochs} epochs (lr {s.retrain_lr}) to "
+        f"conv {100 * s.conv_density:.0f}% / fc {100 * s.fc_density:.0f}%, {EXCLUDE[0]} dense; "
+        f"k-means conv {s.conv_bits} / fc {s.fc_bits} bits (linear init, sorted engine), "
+        f"fine-tune {s.finetune_epochs} epochs (lr {s.finetune_lr}); index width per layer "
+        f"from {INDEX_CANDIDATES.start}..{INDEX_CANDIDATES.stop - 1} (smallest file)"
+    )
+    print()
+    print("| stage | val accuracy | test accuracy |")
+    print("|---|---:|---:|")
+    for name, (val, test) in accuracy.items():
+        print(f"| {name} | {val:.2f}% | {test:.2f}% |")
+    print()
+    for line in layer_table(file_bytes):
+        print(line)
+    print()
+    dense_bytes = 4 * params
+    print(
+        f"weights kept: {100 * overall_density(masks):.2f}% of prunable weights "
+        f"(conv {100 * min(conv_kept):.1f}-{100 * max(conv_kept):.1f}%, fc "
+        f"{100 * kept.get('fc', math.nan):.1f}%)"
+    )
+    print(
+        f"file: {info.file_bytes:,} bytes; file ratio {sizes.file_ratio:.1f}x "
+        f"(all {sizes.all_params_dense_bytes:,} bytes of stored tensors as dense float32, "
+        f"BatchNorm statistics included / file bytes); parameters only: {params:,} params = "
+        f"{dense_bytes:,} bytes dense -> {dense_bytes / info.file_bytes:.1f}x; "
+        f"P+Q+H ratio of the coded layers {sizes.pqh_ratio:.1f}x"
+    )
+    print(
+        f"seconds per epoch ({s.train_size} images, training pass only): dense "
+        f"{_mean([r.seconds for r in dense_history]):.1f}, masked retraining "
+        f"{_mean(retrain_seconds):.1f}, centroid fine-tuning {_mean(finetune_seconds):.1f}"
+    )
+    print(
+        f"encode {encode_seconds:.2f} s (with index-width search), decode from bytes "
+        f"{1000 * decode_seconds:.0f} ms; decoded logits equal the in-memory quantized model's "
+        f"(val + test, torch.equal): {equal}"
+    )
+    print(f"total wall time: {time.perf_counter() - started:.0f} s")
+    return equal
+
+
+QUICK = dict(
+    train_size=120,
+    val_size=60,
+    test_size=60,
+    epochs=1,
+    prune_iterations=1,
+    retrain_epochs=1,
+    finetune_epochs=1,
+    batch_size=30,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Deep Compression of ResNet-18 on generated 32x32 RGB shapes.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--train-size", type=int, default=6000)
+    parser.add_argument("--val-size", type=int, default=1000)
+    parser.add_argument("--test-size", type=int, default=2000)
+    parser.add_argument("--epochs", type=int, default=6, help="dense training epochs")
+    parser.add_argument("--prune-iterations", type=int, default=2)
+    parser.add_argument("--retrain-epochs", type=int, default=2, help="per pruning iteration")
+    parser.add_argument("--finetune-epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--retrain-lr", type=float, default=0.01)
+    parser.add_argument("--finetune-lr", type=float, default=0.002)
+    parser.add_argument("--conv-density", type=float, default=0.35)
+    parser.add_argument("--fc-density", type=float, default=0.1)
+    parser.add_argument("--conv-bits", type=int, default=5)
+    parser.add_argument("--fc-bits", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (CPU)")
+    parser.add_argument("--out", type=Path, default=None, help="write the .dcz file here")
+    parser.add_argument(
+        "--data-out", type=Path, default=None, help="write the prepared data folder here"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes, one epoch per stage (smoke test)"
+    )
+    return parser.parse_args(argv)
+
+
+def settings(args: argparse.Namespace) -> Settings:
+    values = {field: getattr(args, field) for field in Settings.__dataclass_fields__}
+    if args.quick:
+        values.update(QUICK)
+    return Settings(**values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    equal = run(settings(args), device, args.out, args.data_out)
+    return 0 if equal else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
