@@ -79,3 +79,4 @@ def test_encode_decodes_to_the_same_logits_and_tables_every_layer() -> None:
         assert key in table
     assert "features.0.0.weight" in table and "raw float32" in table  # not shared: stays raw
     assert f"{read_info(data).file_bytes:,}" in table.splitlines()[-1]
+    assert read_info(data).provenance["params"]["data"]["name"] == "shapes-10"  # eval's hint
