@@ -1,8 +1,9 @@
 """The compressed model file: Huffman-coded sparse quantized layers plus raw typed tensors.
 
-``encode_model`` writes the format specified in docs/FORMAT.md (version 2; version 1 on request);
-``decode_model`` reads versions 1 and 2 back to a state_dict bitwise equal to the encoder's input,
-and ``read_info`` reports sizes without decoding. Decoding treats the input as untrusted: every
+``encode_model`` writes the format specified in docs/FORMAT.md (version 3; 1 and 2 on request),
+choosing per layer, by exact file bytes, the relative-index width (when asked to) and whether to
+store removed units; ``decode_model`` reads versions 1 to 3 back to a state_dict bitwise equal to
+the encoder's input, and ``read_info`` reports sizes without decoding. Decoding treats the input as untrusted: every
 length is checked against the file, and the decoded size against a caller's limit, before use.
 """
 
@@ -53,6 +54,7 @@ __all__ = [
     "MAX_TOTAL_NUMEL",
     "MAX_JSON_DEPTH",
     "MAX_JSON_INT",
+    "AUTO_INDEX_BITS",
     "DEFAULT_MAX_DECODED_BYTES",
     "RAW_DTYPES",
     "KIND_RAW",
@@ -80,9 +82,13 @@ __all__ = [
 ]
 
 MAGIC = b"\x89DCZ\r\n\x1a\n"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """The version ``encode_model`` writes by default."""
-SUPPORTED_VERSIONS = (1, 2)
+SUPPORTED_VERSIONS = (1, 2, 3)
+UNITS_VERSION = 3
+"""The first version whose Huffman tensors may declare removed units."""
+AUTO_INDEX_BITS = tuple(range(1, MAX_SYMBOL_BITS + 1))
+"""Widths the writer tries for a layer whose ``index_bits`` is None (auto)."""
 FLAG_HEADER_ZLIB = 0x0001
 _PREAMBLE = struct.Struct("<8sHHIIII")
 PREAMBLE_SIZE = _PREAMBLE.size
@@ -169,14 +175,18 @@ class DecodedTooLarge(FormatError):
 
 @dataclass(frozen=True)
 class QuantizedTensor:
-    """A pruned, weight-shared layer: surviving ``mask``, cluster ``labels`` and ``centroids``."""
+    """A pruned, weight-shared layer: surviving ``mask``, cluster ``labels`` and ``centroids``.
+
+    ``index_bits`` None lets the writer pick the width (from ``AUTO_INDEX_BITS``) that gives the
+    smallest file.
+    """
 
     name: str
     mask: torch.Tensor
     labels: torch.Tensor
     centroids: torch.Tensor
     weight_bits: int
-    index_bits: int
+    index_bits: int | None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -190,7 +200,8 @@ class LayerInfo:
 
     For ``kind == "raw"`` tensors: nnz = numel, weight_bits = 8 * item size of ``dtype``,
     index_bits = 0, and only ``raw_bytes`` is non-zero among the byte counts. Huffman-coded
-    tensors decode to float32.
+    tensors decode to float32; ``units`` gives the kept rows and columns of one that declares
+    removed units (its index then runs over the compacted sub-tensor).
     """
 
     name: str
@@ -211,6 +222,16 @@ class LayerInfo:
     weight_stream_bytes: int
     raw_bytes: int
     dtype: str = "float32"
+    units_bytes: int = 0
+    kept_rows: int | None = None
+    kept_cols: int | None = None
+
+    @property
+    def units(self) -> tuple[int, int] | None:
+        """(kept rows, kept columns) when the tensor declares removed units (version 3), else None."""
+        if self.kept_rows is None or self.kept_cols is None:
+            return None
+        return self.kept_rows, self.kept_cols
 
     @property
     def decoded_bytes(self) -> int:
@@ -222,6 +243,7 @@ class LayerInfo:
         """Payload bytes this tensor occupies in the file."""
         return (
             self.codebook_bytes
+            + self.units_bytes
             + self.index_table_bytes
             + self.weight_table_bytes
             + self.index_stream_bytes
@@ -330,6 +352,14 @@ class _RawRecord:
 
 
 @dataclass(frozen=True)
+class _UnitsRecord:
+    rows: _Span
+    cols: _Span
+    kept_rows: int
+    kept_cols: int
+
+
+@dataclass(frozen=True)
 class _HuffmanRecord:
     name: str
     shape: tuple[int, ...]
@@ -340,14 +370,24 @@ class _HuffmanRecord:
     codebook: _Span
     index: _StreamRecord
     weight: _StreamRecord
+    units: _UnitsRecord | None = None
 
     @property
     def decoded_bytes(self) -> int:
         return self.numel * _FLOAT_BYTES
 
+    @property
+    def stored_numel(self) -> int:
+        """Elements the index stream runs over: the compacted sub-tensor's when units are removed."""
+        return _stored_numel(self.shape, self.units)
+
     def spans(self) -> list[tuple[str, _Span]]:
+        units = [] if self.units is None else [
+            ("units rows", self.units.rows), ("units cols", self.units.cols)
+        ]  # fmt: skip
         return [
             ("codebook", self.codebook),
+            *units,
             ("index table", self.index.table),
             ("weight table", self.weight.table),
             ("index stream", self.index.stream),
@@ -373,10 +413,20 @@ class _HuffmanRecord:
             index_stream_bytes=self.index.stream.length,
             weight_stream_bytes=self.weight.stream.length,
             raw_bytes=0,
+            units_bytes=0 if self.units is None else self.units.rows.length + self.units.cols.length,
+            kept_rows=None if self.units is None else self.units.kept_rows,
+            kept_cols=None if self.units is None else self.units.kept_cols,
         )
 
 
 _Record = _RawRecord | _HuffmanRecord
+
+
+def _stored_numel(shape: tuple[int, ...], units: _UnitsRecord | None) -> int:
+    """numel, or kept rows x kept columns x the remaining dimensions when units are removed."""
+    if units is None:
+        return math.prod(shape)
+    return units.kept_rows * units.kept_cols * math.prod(shape[2:])
 
 
 @dataclass(frozen=True)
@@ -408,6 +458,50 @@ class _PayloadWriter:
         return b"".join(self._parts)
 
 
+_SPAN_KEYS = ("data", "codebook")
+_NESTED_SPANS = (("units", ("rows", "cols")), ("index", ("table", "stream")),
+                 ("weight", ("table", "stream")))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    """One tensor's header record (spans from its own first section) and its sections' bytes."""
+
+    record: dict
+    sections: bytes
+
+    @property
+    def index_bits(self) -> int:
+        return self.record.get("index_bits", 0)
+
+    @property
+    def has_units(self) -> bool:
+        return "units" in self.record
+
+    def placed(self, offset: int) -> dict:
+        """The record with every span moved to start at payload ``offset``."""
+        record = dict(self.record)
+        for key in _SPAN_KEYS:
+            if key in record:
+                record[key] = [record[key][0] + offset, record[key][1]]
+        for key, parts in _NESTED_SPANS:
+            if key in record:
+                inner = dict(record[key])
+                for part in parts:
+                    inner[part] = [inner[part][0] + offset, inner[part][1]]
+                record[key] = inner
+        return record
+
+
+def _placed_records(encoded: Sequence[_Encoded]) -> list[dict]:
+    """Header records of tensors written back to back in this order."""
+    records, offset = [], 0
+    for item in encoded:
+        records.append(item.placed(offset))
+        offset += len(item.sections)
+    return records
+
+
 def encode_model(
     quantized: Sequence[QuantizedTensor],
     raw: Mapping[str, torch.Tensor],
@@ -423,24 +517,32 @@ def encode_model(
     float16 bias, pass ``bias.half()``. ``arch`` is ``{"name": registry name, "kwargs": {...}}``
     (both keys optional). Deterministic: equal inputs give equal bytes. ``compress_header``
     zlib-compresses the JSON header when that makes it smaller; ``format_version=1`` writes the
-    old format (float32 raw tensors only). Raises InvalidArgument for inconsistent inputs.
+    old format (float32 raw tensors only). From version 3 a layer whose mask leaves whole rows
+    or columns empty stores them as removed units when that makes the file smaller; a layer with
+    ``index_bits=None`` gets the width with the smallest file (``_choose_layers`` says how).
+    Raises InvalidArgument for inconsistent inputs.
     """
     _check_inputs(quantized, raw, arch, provenance, format_version)
-    writer = _PayloadWriter()
-    records = [_encode_quantized(q, writer) for q in quantized]
-    records += [_encode_raw(name, t, writer, format_version) for name, t in raw.items()]
-    header_json = _dump_json({"arch": arch, "provenance": provenance, "tensors": records})
+    _dump_json({"arch": arch, "provenance": provenance, "tensors": []})
+    options = [_quantized_options(q, format_version) for q in quantized]
+    raws = [_encode_raw(name, t, format_version) for name, t in raw.items()]
+
+    def file_bytes(layers: Sequence[_Encoded]) -> int:
+        stored = _stored_header(_fast_json(arch, provenance, [*layers, *raws]), compress_header)
+        return PREAMBLE_SIZE + len(stored[0]) + sum(len(e.sections) for e in (*layers, *raws))
+
+    chosen = _choose_layers(options, file_bytes)
+    encoded = [*chosen, *raws]
+    header_json = _dump_json(
+        {"arch": arch, "provenance": provenance, "tensors": _placed_records(encoded)}
+    )
     if len(header_json) > MAX_HEADER_BYTES:
         raise InvalidArgument(
             f"header is {len(header_json)} bytes, over the {MAX_HEADER_BYTES}-byte cap; "
             "shrink arch/provenance"
         )
-    stored, flags = header_json, 0
-    if compress_header:
-        packed = zlib.compress(header_json, 9)
-        if len(packed) < len(header_json):
-            stored, flags = packed, FLAG_HEADER_ZLIB
-    payload = writer.getvalue()
+    stored, flags = _stored_header(header_json, compress_header)
+    payload = b"".join(e.sections for e in encoded)
     preamble = _PREAMBLE.pack(
         MAGIC,
         format_version,
@@ -451,6 +553,78 @@ def encode_model(
         zlib.crc32(payload),
     )
     return preamble + stored + payload
+
+
+def _stored_header(header_json: bytes, compress: bool) -> tuple[bytes, int]:
+    """The header as stored and its flags: zlib level 9 when asked for and shorter."""
+    if compress:
+        packed = zlib.compress(header_json, 9)
+        if len(packed) < len(header_json):
+            return packed, FLAG_HEADER_ZLIB
+    return header_json, 0
+
+
+def _fast_json(arch: dict, provenance: dict, encoded: Sequence[_Encoded]) -> bytes:
+    """The header JSON the writer would write, without re-validating it (size evaluation only)."""
+    header = {"arch": arch, "provenance": provenance, "tensors": _placed_records(encoded)}
+    return json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False).encode("ascii")  # fmt: skip
+
+
+def _choose_layers(
+    options: Sequence[Sequence[_Encoded]], file_bytes: Callable[[Sequence[_Encoded]], int]
+) -> list[_Encoded]:
+    """One encoding per layer (its index width and units form), the file as small as found.
+
+    Starts: every single width for all layers (each without removed units) and each layer's
+    fewest payload bytes; from each single-width start, units are toggled per layer while that
+    shrinks the file; from the smallest of these, any change of one layer that shrinks the file
+    is kept until none does. So the result is never larger than the file with removed units
+    nowhere (the version-2 layout), nor than any single width for every layer.
+    """
+    if all(len(layer) == 1 for layer in options):
+        return [layer[0] for layer in options]
+    widths = sorted({e.index_bits for layer in options for e in layer})
+    starts = [[_pick(layer, width) for layer in options] for width in widths]
+    cheapest = [min(_pick_all(layer), key=lambda e: (len(e.sections), e.index_bits)) for layer in options]
+    candidates = [_descend(start, options, file_bytes, same_width=True) for start in starts]
+    best = min([*candidates, cheapest], key=file_bytes)
+    return _descend(best, options, file_bytes, same_width=False)
+
+
+def _pick_all(layer: Sequence[_Encoded]) -> list[_Encoded]:
+    """A layer's encodings without removed units."""
+    return [e for e in layer if not e.has_units]
+
+
+def _pick(layer: Sequence[_Encoded], width: int) -> _Encoded:
+    """The layer's encoding at ``width`` without removed units (its only width if it is fixed)."""
+    plain = _pick_all(layer)
+    return next((e for e in plain if e.index_bits == width), plain[0])
+
+
+def _descend(
+    choice: list[_Encoded],
+    options: Sequence[Sequence[_Encoded]],
+    file_bytes: Callable[[Sequence[_Encoded]], int],
+    *,
+    same_width: bool,
+) -> list[_Encoded]:
+    """Keep any one-layer change that makes the file smaller until none does (deterministic)."""
+    best = file_bytes(choice)
+    improved = True
+    while improved:
+        improved = False
+        for i, layer in enumerate(options):
+            for candidate in layer:
+                current = choice[i]
+                if candidate is current or (same_width and candidate.index_bits != current.index_bits):
+                    continue
+                trial = [*choice[:i], candidate, *choice[i + 1 :]]
+                size = file_bytes(trial)
+                if size < best:
+                    choice, best, improved = trial, size, True
+    return choice
 
 
 def decode_model(
@@ -596,7 +770,8 @@ def _check_quantized(q: QuantizedTensor) -> None:
     """A quantized layer's mask, labels, centroids and bit widths fit the format."""
     name = q.name
     weight_bits = _check_bits(q.weight_bits, "weight_bits", name)
-    _check_bits(q.index_bits, "index_bits", name)
+    if q.index_bits is not None:
+        _check_bits(q.index_bits, "index_bits", name)
     if not isinstance(q.mask, torch.Tensor) or q.mask.dtype != torch.bool:
         raise InvalidArgument(f"layer {name!r}: mask must be a torch.bool tensor")
     _check_shape(q.shape, f"layer {name!r}")
@@ -641,36 +816,95 @@ def _check_raw(name: str, tensor: torch.Tensor, version: int) -> None:
     _check_shape(tuple(tensor.shape), f"raw tensor {name!r}")
 
 
-def _encode_quantized(q: QuantizedTensor, writer: _PayloadWriter) -> dict:
-    """Write a layer's codebook, tables and streams; return its header record."""
+def _quantized_options(q: QuantizedTensor, version: int) -> list[_Encoded]:
+    """Every encoding the writer may choose for a layer: each candidate width, with and
+    (version 3, when some row or column holds no surviving weight) without removed units."""
     name = q.name
     k = q.centroids.numel()
-    mask = q.mask.detach().cpu().reshape(-1).numpy()
-    labels = q.labels.detach().cpu().reshape(-1).numpy()[mask].astype(np.int64)
+    mask = q.mask.detach().cpu().numpy()
+    flat = mask.reshape(-1)
+    labels = q.labels.detach().cpu().reshape(-1).numpy()[flat].astype(np.int64)
     if labels.size and (labels.min() < 0 or labels.max() >= k):
         bad = int(np.flatnonzero((labels < 0) | (labels >= k))[0])
         raise InvalidArgument(
             f"layer {name!r}: label {int(labels[bad])} at surviving position "
-            f"{int(np.flatnonzero(mask)[bad])} is outside the codebook range [0, {k})"
+            f"{int(np.flatnonzero(flat)[bad])} is outside the codebook range [0, {k})"
         )
-    index = encode_symbols(encode_positions(mask, q.index_bits))
     weight = encode_symbols(labels)
-    codebook = writer.add(_tensor_bytes(q.centroids))
-    index_table = writer.add(encode_table(index.count, index.symbols, q.index_bits))
-    weight_table = writer.add(encode_table(weight.count, weight.symbols, q.weight_bits))
-    index_stream = writer.add(index.stream_bytes())
-    weight_stream = writer.add(weight.stream_bytes())
-    return {
+    common = _LayerCommon(
+        name=name,
+        shape=q.shape,
+        weight_bits=q.weight_bits,
+        codebook=_tensor_bytes(q.centroids),
+        weight=weight,
+        weight_table=encode_table(weight.count, weight.symbols, q.weight_bits),
+    )
+    widths = AUTO_INDEX_BITS if q.index_bits is None else (q.index_bits,)
+    forms: list[tuple[np.ndarray, np.ndarray] | None] = [None]
+    if version >= UNITS_VERSION and (units := removable_units(mask)) is not None:
+        forms.append(units)
+    return [_encode_layer(common, mask, width, form) for form in forms for width in widths]
+
+
+def removable_units(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(kept rows, kept columns) of a mask of 2+ dims whose some row (dimension 0) or column
+    (dimension 1) holds no surviving weight; None when there is none to remove."""
+    if mask.ndim < 2:
+        return None
+    rows = mask.reshape(mask.shape[0], -1).any(axis=1)
+    cols = np.moveaxis(mask, 1, 0).reshape(mask.shape[1], -1).any(axis=1)
+    if rows.all() and cols.all():
+        return None
+    return rows, cols
+
+
+@dataclass(frozen=True)
+class _LayerCommon:
+    """What every encoding of one layer shares: its codebook and weight stream."""
+
+    name: str
+    shape: tuple[int, ...]
+    weight_bits: int
+    codebook: bytes
+    weight: HuffmanStream
+    weight_table: bytes
+
+
+def _encode_layer(
+    layer: _LayerCommon,
+    mask: np.ndarray,
+    index_bits: int,
+    units: tuple[np.ndarray, np.ndarray] | None,
+) -> _Encoded:
+    """A layer's sections and record at one index width, with or without removed units."""
+    writer = _PayloadWriter()
+    record: dict = {
         "kind": KIND_HUFFMAN,
-        "name": name,
-        "shape": list(q.shape),
-        "nnz": int(labels.size),
-        "weight_bits": q.weight_bits,
-        "index_bits": q.index_bits,
-        "codebook": codebook,
-        "index": _stream_json(index, index_table, index_stream),
-        "weight": _stream_json(weight, weight_table, weight_stream),
+        "name": layer.name,
+        "shape": list(layer.shape),
+        "nnz": layer.weight.n_symbols,
+        "weight_bits": layer.weight_bits,
+        "index_bits": index_bits,
+        "codebook": writer.add(layer.codebook),
     }
+    stored = mask.reshape(-1)
+    if units is not None:
+        rows, cols = units
+        record["units"] = {
+            "rows": writer.add(np.packbits(rows, bitorder="big").tobytes()),
+            "cols": writer.add(np.packbits(cols, bitorder="big").tobytes()),
+            "kept_rows": int(rows.sum()),
+            "kept_cols": int(cols.sum()),
+        }
+        stored = mask[np.ix_(rows, cols)].reshape(-1)
+    index = encode_symbols(encode_positions(stored, index_bits))
+    index_table = writer.add(encode_table(index.count, index.symbols, index_bits))
+    weight_table = writer.add(layer.weight_table)
+    index_stream = writer.add(index.stream_bytes())
+    weight_stream = writer.add(layer.weight.stream_bytes())
+    record["index"] = _stream_json(index, index_table, index_stream)
+    record["weight"] = _stream_json(layer.weight, weight_table, weight_stream)
+    return _Encoded(record, writer.getvalue())
 
 
 def _stream_json(stream: HuffmanStream, table: list[int], data: list[int]) -> dict:
@@ -678,13 +912,14 @@ def _stream_json(stream: HuffmanStream, table: list[int], data: list[int]) -> di
     return {"table": table, "stream": data, "bits": stream.n_bits, "symbols": stream.n_symbols}
 
 
-def _encode_raw(name: str, tensor: torch.Tensor, writer: _PayloadWriter, version: int) -> dict:
-    """Write a raw tensor's items; return its header record (with dtype from version 2)."""
+def _encode_raw(name: str, tensor: torch.Tensor, version: int) -> _Encoded:
+    """A raw tensor's items and header record (with dtype from version 2)."""
     record = {"kind": KIND_RAW, "name": name, "shape": list(tensor.shape)}
     if version >= 2:
         record["dtype"] = _DTYPE_NAMES[tensor.dtype]
-    record["data"] = writer.add(_tensor_bytes(tensor))
-    return record
+    data = _tensor_bytes(tensor)
+    record["data"] = [0, len(data)]
+    return _Encoded(record, data)
 
 
 def _tensor_bytes(tensor: torch.Tensor) -> bytes:
@@ -861,11 +1096,13 @@ _TOP_KEYS = frozenset({"arch", "provenance", "tensors"})
 _RAW_KEYS = {
     1: frozenset({"kind", "name", "shape", "data"}),
     2: frozenset({"kind", "name", "shape", "dtype", "data"}),
+    3: frozenset({"kind", "name", "shape", "dtype", "data"}),
 }
 _HUFFMAN_KEYS = frozenset(
     {"kind", "name", "shape", "nnz", "weight_bits", "index_bits", "codebook", "index", "weight"}
 )
 _STREAM_KEYS = frozenset({"table", "stream", "bits", "symbols"})
+_UNITS_KEYS = frozenset({"rows", "cols", "kept_rows", "kept_cols"})
 
 
 def _parse_header(header: object, version: int) -> tuple[dict, dict, list[_Record]]:
@@ -899,7 +1136,8 @@ def _parse_tensor(entry: object, where: str, version: int) -> _Record:
     if kind == KIND_RAW:
         obj = _object(entry, _RAW_KEYS[version], where)
     elif kind == KIND_HUFFMAN:
-        obj = _object(entry, _HUFFMAN_KEYS, where)
+        with_units = version >= UNITS_VERSION and "units" in entry
+        obj = _object(entry, _HUFFMAN_KEYS | {"units"} if with_units else _HUFFMAN_KEYS, where)
     else:
         raise MalformedHeader(f"{where}: 'kind' must be {KIND_RAW!r} or {KIND_HUFFMAN!r}")
     name = obj["name"]
@@ -910,7 +1148,7 @@ def _parse_tensor(entry: object, where: str, version: int) -> _Record:
     numel = math.prod(shape)
     if kind == KIND_RAW:
         return _parse_raw(obj, name, shape, numel, where)
-    return _parse_huffman(obj, name, shape, numel, where)
+    return _parse_huffman(obj, name, shape, where)
 
 
 def _parse_raw(obj: dict, name: str, shape: tuple[int, ...], numel: int, where: str) -> _RawRecord:
@@ -927,10 +1165,12 @@ def _parse_raw(obj: dict, name: str, shape: tuple[int, ...], numel: int, where: 
     return _RawRecord(name, shape, numel, data, dtype)
 
 
-def _parse_huffman(
-    obj: dict, name: str, shape: tuple[int, ...], numel: int, where: str
-) -> _HuffmanRecord:
-    """A Huffman record: nnz, bit widths, codebook size and both streams' declared counts."""
+def _parse_huffman(obj: dict, name: str, shape: tuple[int, ...], where: str) -> _HuffmanRecord:
+    """A Huffman record: units, nnz, bit widths, codebook size and both streams' declared counts.
+
+    Counts are bounded by the stored (compacted, when units are removed) element count."""
+    units = _units(obj["units"], shape, f"{where}.units") if "units" in obj else None
+    numel = _stored_numel(shape, units)
     nnz = _int(obj["nnz"], f"{where}.nnz", 0, numel)
     weight_bits = _int(obj["weight_bits"], f"{where}.weight_bits", 1, MAX_SYMBOL_BITS)
     index_bits = _int(obj["index_bits"], f"{where}.index_bits", 1, MAX_SYMBOL_BITS)
@@ -942,7 +1182,27 @@ def _parse_huffman(
     max_index = nnz + numel // filler_symbol(index_bits) if nnz else 0
     index = _stream(obj["index"], f"{where}.index", nnz, max_index)
     weight = _stream(obj["weight"], f"{where}.weight", nnz, nnz)
-    return _HuffmanRecord(name, shape, numel, nnz, weight_bits, index_bits, codebook, index, weight)
+    return _HuffmanRecord(
+        name, shape, math.prod(shape), nnz, weight_bits, index_bits, codebook, index, weight, units
+    )
+
+
+def _units(value: object, shape: tuple[int, ...], where: str) -> _UnitsRecord:
+    """A units object: two bit-mask spans sized by dimensions 0 and 1, and their kept counts."""
+    obj = _object(value, _UNITS_KEYS, where)
+    if len(shape) < 2:
+        raise MalformedHeader(f"{where}: removed units need a tensor of at least 2 dimensions")
+    rows = _span(obj["rows"], f"{where}.rows")
+    cols = _span(obj["cols"], f"{where}.cols")
+    for what, span, dim in (("rows", rows, shape[0]), ("cols", cols, shape[1])):
+        if span.length != (dim + 7) // 8:
+            raise MalformedHeader(
+                f"{where}.{what}: mask of {span.length} bytes, but {dim} units need "
+                f"{(dim + 7) // 8}"
+            )
+    kept_rows = _int(obj["kept_rows"], f"{where}.kept_rows", 0, shape[0])
+    kept_cols = _int(obj["kept_cols"], f"{where}.kept_cols", 0, shape[1])
+    return _UnitsRecord(rows, cols, kept_rows, kept_cols)
 
 
 def _stream(value: object, where: str, min_symbols: int, max_symbols: int) -> _StreamRecord:
@@ -1041,6 +1301,7 @@ def _decode_huffman(record: _HuffmanRecord, payload: memoryview) -> torch.Tensor
     Per-symbol memory is spent only on streams whose symbols each cost at least one coded bit;
     zero-bit streams become a slice and a scalar, so header counts alone allocate nothing.
     """
+    kept = None if record.units is None else _kept_units(record.units, record.shape, payload)
     centroids = _floats(payload, record.codebook)
     bits = record.index_bits
     index_code = _labelled("index stream", _load_code, record.index, payload, bits, 1 << bits)
@@ -1051,9 +1312,36 @@ def _decode_huffman(record: _HuffmanRecord, payload: memoryview) -> torch.Tensor
     weight = _labelled("weights", _load_stream, record.weight, payload, weight_code)
     positions = _positions(index, record)
     values = _labelled("weights", _weight_values, weight, centroids)
-    dense = np.zeros(record.numel, dtype=np.float32)
-    dense[positions] = values
-    return torch.from_numpy(dense.reshape(record.shape))
+    stored = np.zeros(record.stored_numel, dtype=np.float32)
+    stored[positions] = values
+    if kept is None:
+        return torch.from_numpy(stored.reshape(record.shape))
+    rows, cols = kept
+    dense = np.zeros(record.shape, dtype=np.float32)
+    dense[np.ix_(rows, cols)] = stored.reshape(rows.size, cols.size, *record.shape[2:])
+    return torch.from_numpy(dense)
+
+
+def _kept_units(
+    units: _UnitsRecord, shape: tuple[int, ...], payload: memoryview
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the kept rows and columns; padding bits must be 0 and counts as declared."""
+    kept = []
+    for what, span, dim, count in (
+        ("rows", units.rows, shape[0], units.kept_rows),
+        ("cols", units.cols, shape[1], units.kept_cols),
+    ):
+        raw = np.frombuffer(payload, dtype=np.uint8, count=span.length, offset=span.offset)
+        flags = np.unpackbits(raw, bitorder="big")
+        if flags[dim:].any():
+            raise CorruptStream(f"units {what} mask: padding bits after unit {dim} are not zero")
+        indices = np.flatnonzero(flags[:dim])
+        if indices.size != count:
+            raise CorruptStream(
+                f"units {what} mask keeps {indices.size} units but the header declares {count}"
+            )
+        kept.append(indices)
+    return kept[0], kept[1]
 
 
 def _positions(stream: HuffmanStream, record: _HuffmanRecord) -> slice | np.ndarray:
@@ -1061,16 +1349,18 @@ def _positions(stream: HuffmanStream, record: _HuffmanRecord) -> slice | np.ndar
     alphabet_size = 1 << record.index_bits
     repeated = _labelled("index stream", zero_bit_symbol, stream, alphabet_size)
     if repeated is not None:
-        placed = constant_positions(repeated, stream.n_symbols, record.index_bits, record.numel)
+        placed = constant_positions(
+            repeated, stream.n_symbols, record.index_bits, record.stored_numel
+        )
         count = stream.n_symbols
     else:
-        if stream.n_symbols > record.numel:
+        if stream.n_symbols > record.stored_numel:
             raise CorruptStream(
                 f"index stream declares {stream.n_symbols} symbols, but each advances at least one "
-                f"position and the tensor has only {record.numel} elements"
+                f"position and the tensor stores only {record.stored_numel} elements"
             )
         symbols = _labelled("index stream", decode_symbols, stream, alphabet_size)
-        placed = decode_positions(symbols, record.index_bits, record.numel)
+        placed = decode_positions(symbols, record.index_bits, record.stored_numel)
         count = placed.size
     if count != record.nnz:
         raise CorruptStream(

@@ -117,8 +117,8 @@ def dump(header: dict) -> bytes:
     return json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
 
 
-def tiny_file(compress_header: bool = False) -> bytes:
-    """The worked example of docs/FORMAT.md."""
+def tiny_file(compress_header: bool = False, version: int = 2) -> bytes:
+    """The worked example of docs/FORMAT.md (version 2; version 3 differs only in that field)."""
     mask = torch.zeros(2, 4, dtype=torch.bool)
     mask.view(-1)[[0, 5, 6]] = True
     labels = torch.zeros(2, 4, dtype=torch.int64)
@@ -130,6 +130,7 @@ def tiny_file(compress_header: bool = False) -> bytes:
         {"name": "tiny"},
         {},
         compress_header=compress_header,
+        format_version=version,
     )
 
 
@@ -157,6 +158,8 @@ def test_pinned_bytes_of_the_worked_example() -> None:
     decoded = decode_model(data)
     assert decoded.state_dict["w"].tolist() == [[0.25, 0, 0, 0], [0, -0.5, 0.25, 0]]
     assert decoded.state_dict["b"].tolist() == [1.0, -2.0]
+    v3 = tiny_file(version=3)  # column 3 is empty, but declaring it costs more than it saves
+    assert v3[:8] + b"\x03\x00" + v3[10:] == v3 and v3[10:] == data[10:]
     assert decoded.arch == {"name": "tiny"}
     assert decoded.provenance == {}
 
@@ -373,7 +376,7 @@ def test_encoder_rejects_invalid_model_inputs() -> None:
     with pytest.raises(InvalidArgument, match="supported: float32"):
         encode_model([], {"b": torch.zeros(2, dtype=torch.complex64)}, {}, {})
     with pytest.raises(InvalidArgument, match="format_version"):
-        encode_model([], {}, {}, {}, format_version=3)
+        encode_model([], {}, {}, {}, format_version=4)
     with pytest.raises(InvalidArgument, match="arch"):
         encode_model([], {}, ["not", "a", "dict"], {})  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument, match="JSON-able"):
@@ -417,7 +420,7 @@ def _set(path: list, value: object) -> object:
         (b"PK\x03\x04" + bytes(40), BadMagic, "magic"),
         (b"", TruncatedFile, "preamble"),
         (MAGIC + b"\x01\x00", TruncatedFile, "preamble"),
-        (repack(tiny_file(), version=3), UnsupportedVersion, "version 3"),
+        (repack(tiny_file(), version=4), UnsupportedVersion, "version 4"),
         (repack(tiny_file(), version=0), UnsupportedVersion, "version 0"),
         (repack(tiny_file(), flags=4), UnsupportedVersion, "flag"),
         (tiny_file()[:100], TruncatedFile, "header"),

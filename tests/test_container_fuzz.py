@@ -2,7 +2,8 @@
 
 Mutations with repaired CRCs (edited header fields, replaced code tables and streams, raw dtypes,
 bool bytes and shapes) get past the checksums so that the schema, layout, code-table, stream and
-value checks are exercised, not just CRC32. Base files are of format versions 1 and 2.
+value checks are exercised, not just CRC32. Base files are of format versions 1, 2 and 3 (one
+with removed units: row and column masks, indices over the compacted sub-tensor).
 """
 
 from __future__ import annotations
@@ -79,11 +80,32 @@ def _base_files() -> list[bytes]:
     }
     return [
         encode_model(mlp, biases, arch, provenance),
-        encode_model(mlp, biases, arch, provenance, compress_header=False),
+        encode_model(mlp, biases, arch, provenance, compress_header=False, format_version=2),
         encode_model(edge, {"s": torch.tensor(1.0)}, {"name": "edge"}, {}, compress_header=False),
         encode_model(mlp[:1], typed, arch, provenance, compress_header=False),
         encode_model(mlp, biases, arch, provenance, format_version=1),
+        encode_model(_unit_layers(), biases, arch, provenance, compress_header=False),
     ]
+
+
+def _unit_layers() -> list[QuantizedTensor]:
+    """Layers whose empty rows and columns the version-3 writer stores as removed units."""
+    gen = torch.Generator().manual_seed(4)
+    rows = torch.arange(60) % 2 != 0
+    cols = torch.arange(40) % 4 != 1
+    sparse = (torch.rand(60, 40, generator=gen) < 0.6) & rows[:, None] & cols[None, :]
+    dense = torch.zeros(24, 50, dtype=torch.bool)
+    dense[3:15] = True
+    filters = (torch.rand(32, 16, 3, 3, generator=gen) < 0.7) & (torch.arange(32) % 4 == 0).view(
+        32, 1, 1, 1
+    ) & (torch.arange(16) % 2 == 0).view(1, 16, 1, 1)
+    layers = []
+    for i, (name, mask, bits, index_bits) in enumerate(
+        [("sparse", sparse, 3, 4), ("dense", dense, 2, None), ("filters", filters, 2, 2)]
+    ):
+        labels = torch.randint(0, 1 << bits, mask.shape, generator=gen)
+        layers.append(QuantizedTensor(name, mask, labels, torch.randn(1 << bits), bits, index_bits))
+    return layers
 
 
 BASE_FILES = _base_files()
@@ -119,6 +141,8 @@ def _sections(header: dict) -> list[tuple[dict | list, object]]:
             spans.append((tensor, "data"))
         else:
             spans.append((tensor, "codebook"))
+            if "units" in tensor:
+                spans += [(tensor["units"], "rows"), (tensor["units"], "cols")]
             spans += [(tensor["index"], "table"), (tensor["weight"], "table")]
             spans += [(tensor["index"], "stream"), (tensor["weight"], "stream")]
     return spans
@@ -323,7 +347,19 @@ def _reshape(data: bytes, rng: np.random.Generator) -> bytes:
 
 
 TYPED = 3
-"""Index in BASE_FILES of the version-2 file holding a raw tensor of every dtype."""
+"""Index in BASE_FILES of the file holding a raw tensor of every dtype."""
+UNITS = 5
+"""Index in BASE_FILES of the version-3 file with removed units."""
+
+
+def _units_masks(data: bytes, rng: np.random.Generator) -> bytes:
+    """Flip bits of one removed-units mask (padding bits included), CRCs repaired."""
+    header, payload = _split(data)
+    spans = [t["units"][k] for t in header["tensors"] if "units" in t for k in ("rows", "cols")]
+    offset, length = spans[rng.integers(len(spans))]
+    body = bytearray(payload)
+    body[offset : offset + length] = _flip_bits(bytes(body[offset : offset + length]), rng)
+    return _build(_dump(header), bytes(body), bool(rng.integers(2)), _version(data))
 
 MUTATORS: dict[str, Callable[[bytes, np.random.Generator], bytes]] = {
     "truncate": lambda d, r: d[: r.integers(0, len(d))],
@@ -342,6 +378,7 @@ MUTATORS: dict[str, Callable[[bytes, np.random.Generator], bytes]] = {
     "raw_dtype": lambda d, r: _retype(BASE_FILES[TYPED], r),
     "bool_bytes": lambda d, r: _bool_bytes(BASE_FILES[TYPED], r),
     "shape": _reshape,
+    "units_masks": lambda d, r: _units_masks(BASE_FILES[UNITS], r),
 }
 
 
@@ -380,7 +417,7 @@ def test_mutations_decode_or_raise_format_error(mutator: str) -> None:
     assert sum(outcomes.values()) == CASES_PER_MUTATOR
     if mutator == "code_table":
         assert outcomes[InvalidCode.__name__] > CASES_PER_MUTATOR // 4, outcomes
-    if mutator in ("stream", "payload_bits_with_crc"):
+    if mutator in ("stream", "payload_bits_with_crc", "units_masks"):
         assert outcomes[CorruptStream.__name__] > 0, outcomes
     if mutator in ("raw_dtype", "bool_bytes"):
         assert outcomes["decoded"] > 0 and outcomes[InvalidValue.__name__] > 0, outcomes
@@ -398,7 +435,12 @@ def _declare_counts(data: bytes, rng: np.random.Generator) -> bytes:
     layers = [t for t in header["tensors"] if t["kind"] == "huffman"]
     layer = layers[rng.integers(len(layers))]
     numel = int(rng.choice([1 << 16, 1 << 20, 1 << 22]))
+    rows, cols = layer["shape"][:2]
     layer["shape"] = [numel]
+    if "units" in layer:  # keep the masks' dimensions; the index runs over the kept units only
+        inner = max(1, numel // (rows * cols))
+        layer["shape"] = [rows, cols, inner]
+        numel = layer["units"]["kept_rows"] * layer["units"]["kept_cols"] * inner
     filler = (1 << layer["index_bits"]) - 1
     nnz = int(rng.choice([layer["nnz"], numel, numel // 2, numel // 3, rng.integers(numel + 1)]))
     layer["nnz"] = layer["weight"]["symbols"] = nnz
@@ -408,6 +450,12 @@ def _declare_counts(data: bytes, rng: np.random.Generator) -> bytes:
     return _build(_dump(header), payload, bool(rng.integers(2)), _version(data))
 
 
+def _compacted_bytes(data: bytes) -> int:
+    """float32 bytes of the compacted sub-tensors, which the reader holds while it decodes."""
+    layers = [layer for layer in read_info(data).layers if layer.units is not None]
+    return sum(4 * math.prod(layer.units) * math.prod(layer.shape[2:]) for layer in layers)
+
+
 def test_declared_counts_allocate_only_what_the_file_or_its_output_backs() -> None:
     rng = np.random.default_rng([SEED, len(MUTATORS)])
     outcomes: collections.Counter[str] = collections.Counter()
@@ -415,7 +463,7 @@ def test_declared_counts_allocate_only_what_the_file_or_its_output_backs() -> No
     try:
         for case in range(300):
             mutated = _declare_counts(BASE_FILES[case % len(BASE_FILES)], rng)
-            output = read_info(mutated).dense_bytes
+            output = read_info(mutated).dense_bytes + _compacted_bytes(mutated)
             tracemalloc.reset_peak()
             base = tracemalloc.get_traced_memory()[0]
             outcomes[_outcome(mutated)] += 1
@@ -430,3 +478,5 @@ def test_the_suite_runs_at_least_ten_thousand_mutations() -> None:
     assert len(MUTATORS) * CASES_PER_MUTATOR >= 10_000
     for data in BASE_FILES:
         assert _outcome(data) == "decoded"
+    units = [layer.units for layer in read_info(BASE_FILES[UNITS]).layers]
+    assert units[:3] == [(30, 30), (12, 50), (8, 8)], units

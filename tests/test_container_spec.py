@@ -217,11 +217,25 @@ def stream(value: object, low: int, high: int) -> Stream:
     return Stream(table, data, bits, integer(obj["symbols"], low, high))
 
 
+def units_record(value: object, dims: list[int]) -> dict:
+    """FORMAT.md version 3: the removed-units object of a Huffman tensor."""
+    obj = exact_keys(value, {"rows", "cols", "kept_rows", "kept_cols"})
+    if len(dims) < 2:
+        fail("MalformedHeader")
+    rows, cols = span(obj["rows"]), span(obj["cols"])
+    if rows[1] != (dims[0] + 7) // 8 or cols[1] != (dims[1] + 7) // 8:
+        fail("MalformedHeader")
+    kept_rows = integer(obj["kept_rows"], 0, dims[0])
+    kept_cols = integer(obj["kept_cols"], 0, dims[1])
+    return {"rows": rows, "cols": cols, "kept_rows": kept_rows, "kept_cols": kept_cols}
+
+
 def tensor_record(entry: object, version: int) -> dict:
     if not isinstance(entry, dict) or entry.get("kind") not in ("raw", "huffman"):
         fail("MalformedHeader")
-    raw_keys = {"kind", "name", "shape", "data"} | ({"dtype"} if version == 2 else set())
+    raw_keys = {"kind", "name", "shape", "data"} | ({"dtype"} if version >= 2 else set())
     huffman_keys = {"kind", "name", "shape", "nnz", "weight_bits", "index_bits", "codebook"}
+    huffman_keys |= {"units"} if version >= 3 and "units" in entry else set()
     keys = raw_keys if entry["kind"] == "raw" else huffman_keys | {"index", "weight"}
     obj = exact_keys(entry, keys)
     if not isinstance(obj["name"], str) or not obj["name"]:
@@ -235,31 +249,38 @@ def tensor_record(entry: object, version: int) -> dict:
         fail("MalformedHeader")
     record = {"name": obj["name"], "kind": obj["kind"], "shape": dims, "numel": numel}
     if obj["kind"] == "raw":
-        dtype = obj.get("dtype", "float32") if version == 2 else "float32"
+        dtype = obj.get("dtype", "float32") if version >= 2 else "float32"
         if not isinstance(dtype, str) or dtype not in SIZES:
             fail("MalformedHeader")
         data = span(obj["data"])
         if data[1] != SIZES[dtype] * numel:
             fail("MalformedHeader")
         return record | {"dtype": dtype, "sections": [data]}
-    nnz = integer(obj["nnz"], 0, numel)
+    units = units_record(obj["units"], dims) if "units" in obj else None
+    stored = numel
+    if units is not None:
+        stored = units["kept_rows"] * units["kept_cols"] * int(np.prod(dims[2:], dtype=object))
+    nnz = integer(obj["nnz"], 0, stored)
     weight_bits = integer(obj["weight_bits"], 1, 16)
     index_bits = integer(obj["index_bits"], 1, 16)
     codebook = span(obj["codebook"])
     if codebook[1] % 4 or codebook[1] // 4 > 1 << weight_bits:
         fail("MalformedHeader")
     filler = (1 << index_bits) - 1
-    index = stream(obj["index"], nnz, nnz + numel // filler if nnz else 0)
+    index = stream(obj["index"], nnz, nnz + stored // filler if nnz else 0)
     weight = stream(obj["weight"], nnz, nnz)
+    masks = [] if units is None else [units["rows"], units["cols"]]
     return record | {
         "dtype": "float32",
+        "units": units,
+        "stored": stored,
         "nnz": nnz,
         "weight_bits": weight_bits,
         "index_bits": index_bits,
         "codebook": codebook,
         "index": index,
         "weight": weight,
-        "sections": [codebook, index.table, weight.table, index.data, weight.data],
+        "sections": [codebook, *masks, index.table, weight.table, index.data, weight.data],
     }
 
 
@@ -268,7 +289,7 @@ def header_records(header: object, version: int) -> tuple[dict, dict, list[dict]
     arch, provenance, tensors = top["arch"], top["provenance"], top["tensors"]
     if not isinstance(arch, dict) or not isinstance(provenance, dict):
         fail("MalformedHeader")
-    if version == 2 and (
+    if version >= 2 and (
         ("name" in arch and not isinstance(arch["name"], str))
         or ("kwargs" in arch and not isinstance(arch["kwargs"], dict))
     ):
@@ -370,7 +391,7 @@ def decode_stream(code: tuple, bits: list[int], count: int) -> list[int]:
 
 
 def positions(record: dict, code: tuple, bits: list[int]) -> np.ndarray:
-    filler, numel = (1 << record["index_bits"]) - 1, record["numel"]
+    filler, numel = (1 << record["index_bits"]) - 1, record["stored"]
     count = record["index"].symbols
     if code is not None and code[0] == "single":
         if bits:
@@ -399,7 +420,23 @@ def positions(record: dict, code: tuple, bits: list[int]) -> np.ndarray:
     return placed
 
 
+def kept_units(record: dict, payload: bytes) -> tuple[list[int], list[int]] | None:
+    """Indices of the kept rows and columns: zero padding, counts as declared."""
+    units = record["units"]
+    if units is None:
+        return None
+    kept = []
+    for what, dim in (("rows", record["shape"][0]), ("cols", record["shape"][1])):
+        offset, length = units[what]
+        bits = [(byte >> (7 - k)) & 1 for byte in payload[offset : offset + length] for k in range(8)]
+        if any(bits[dim:]) or sum(bits) != units[f"kept_{what}"]:
+            fail("CorruptStream")
+        kept.append([i for i, bit in enumerate(bits) if bit])
+    return kept[0], kept[1]
+
+
 def huffman_tensor(record: dict, payload: bytes) -> bytes:
+    kept = kept_units(record, payload)
     offset, length = record["codebook"]
     codebook = np.frombuffer(payload[offset : offset + length], dtype="<u4")
     table = lambda s: payload[s.table[0] : s.table[0] + s.table[1]]  # noqa: E731
@@ -415,8 +452,17 @@ def huffman_tensor(record: dict, payload: bytes) -> bytes:
         values = codebook[[weight_code[1]] * placed.size]
     else:
         values = codebook[decode_stream(weight_code, weight_bits, record["weight"].symbols)]
-    dense = np.zeros(record["numel"], dtype="<u4")
-    dense[placed] = values
+    stored = np.zeros(record["stored"], dtype="<u4")
+    stored[placed] = values
+    if kept is None:
+        return stored.tobytes()
+    dense = np.zeros(record["shape"], dtype="<u4")
+    inner = int(np.prod(record["shape"][2:], dtype=object))
+    at = 0
+    for row in kept[0]:  # the compacted sub-tensor row-major: kept rows, kept columns, the rest
+        for col in kept[1]:
+            dense[row, col] = stored[at : at + inner].reshape(record["shape"][2:])
+            at += inner
     return dense.tobytes()
 
 
@@ -432,7 +478,7 @@ def spec_decode(data: bytes, limit: int | None = None) -> tuple[dict, dict, list
     version, flags, header_len, json_len, header_crc, payload_crc = struct.unpack_from(
         "<HHIIII", data, 8
     )
-    if version not in (1, 2) or flags & ~1:
+    if version not in (1, 2, 3) or flags & ~1:
         fail("UnsupportedVersion")
     if header_len > 16 * MIB or json_len > 16 * MIB:
         fail("HeaderTooLarge")
@@ -575,6 +621,6 @@ def test_files_with_several_faults_agree() -> None:
     ],
 )
 def test_json_edge_cases_agree(text: bytes) -> None:
-    for version in (1, 2):
+    for version in (1, 2, 3):
         fields = (MAGIC, version, 0, len(text), len(text), zlib.crc32(text), zlib.crc32(b""))
         assert_agree(struct.pack("<8sHHIIII", *fields) + text)

@@ -112,7 +112,7 @@ def test_version_1_worked_example_decodes_and_the_v1_writer_still_writes_it() ->
     quantized, raw = _tiny_inputs()
     args = (quantized, raw, {"name": "tiny"}, {})
     assert encode_model(*args, compress_header=False, format_version=1) == data
-    v2 = encode_model(*args, compress_header=False)
+    v2 = encode_model(*args, compress_header=False, format_version=2)
     assert v2[8:10] == b"\x02\x00" and read_info(v2).version == 2
     for name, tensor in decode_model(v2).state_dict.items():
         assert torch.equal(tensor.view(torch.int32), decoded.state_dict[name].view(torch.int32))
