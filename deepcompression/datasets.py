@@ -16,17 +16,21 @@ The prepared form is what the data stage writes to ``data/<name>/`` for every so
     test-labels-idx1-ubyte
 
 Loading gives float32 tensors normalised like MNIST's, ``(byte / 255 - mean) / std`` per channel,
-identical in every stage; each file is checked against its sha256 in ``meta.json`` first.
+identical in every stage; each file is checked against its sha256 in ``meta.json`` first. A split
+whose float32 size is over the caller's limit is not read into memory: its images file is mapped
+read-only from an open file (``Opener``), checked in chunks, and streamed in batches
+(``deepcompression.streaming``), normalised per batch by the same function.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -37,10 +41,12 @@ from deepcompression.data import (
     ImageTensors,
     decode_idx,
     encode_idx,
+    map_idx,
     sha256_hex,
     split_indices,
     verify_sha256,
 )
+from deepcompression.streaming import StreamedImages
 
 META_FILE = "meta.json"
 META_FORMAT = "deepcompression-dataset"
@@ -51,6 +57,10 @@ FLOAT32_BYTES = 4
 
 Reader = Callable[[str], bytes]
 """Returns the bytes of a prepared file given its name (raises OSError when it is missing)."""
+
+Opener = Callable[[str], BinaryIO]
+"""Opens a prepared file for binary reading given its name (raises OSError when it is missing):
+how the images of a split too large to preload are mapped instead of read."""
 
 
 def split_files(split: str) -> tuple[str, str]:
@@ -273,17 +283,24 @@ def preload_bytes(count: int, shape: Sequence[int]) -> int:
     return count * math.prod(shape) * FLOAT32_BYTES
 
 
-def check_preload(what: str, count: int, shape: Sequence[int], limit: int) -> None:
-    """Refuse a split too large to preload: every stage holds the data as float32 tensors."""
-    size = preload_bytes(count, shape)
-    if size > limit:
+def streams(count: int, shape: Sequence[int], limit: int | None) -> bool:
+    """Whether `count` images of `shape` (C, S, S) are streamed rather than preloaded: their
+    float32 size is over `limit` (None: always preloaded)."""
+    return limit is not None and preload_bytes(count, shape) > limit
+
+
+def uint8_images(what: str, count: int, shape: Sequence[int]) -> np.ndarray:
+    """An empty uint8 (count, C, S, S) array for a split the data stage reads image by image;
+    memory it cannot get is an error naming the split and the bytes it needs."""
+    try:
+        return np.empty((count, *shape), dtype=np.uint8)
+    except MemoryError:
         raise DataError(
-            f"{what}: {count} images of {_shape_text(shape)} take {size:,} bytes as float32 "
-            f"tensors, over data.max_preload_bytes ({limit:,}). Every stage preloads its data "
-            "into memory (streaming larger data is not supported yet): raise "
-            "data.max_preload_bytes if this machine has the memory, or use a smaller "
+            f"{what}: {count} images of {_shape_text(shape)} take {count * math.prod(shape):,} "
+            "bytes, more memory than the data stage got: it holds each split as bytes to check "
+            "and write it (later stages stream what they cannot preload). Use a smaller "
             "data.image_size or fewer images."
-        )
+        ) from None
 
 
 def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -398,7 +415,6 @@ def prepare(
     source: str,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
-    max_preload_bytes: int | None = None,
 ) -> tuple[dict[str, bytes], DatasetMeta]:
     """The prepared folder's files {file name: bytes} (meta.json included) and its meta.
 
@@ -407,9 +423,6 @@ def prepare(
     """
     shape = image_shape(raw)
     k = num_classes(raw)
-    if max_preload_bytes is not None:
-        for split in raw.splits().values():
-            check_preload(split.images_origin, split.images.shape[0], shape, max_preload_bytes)
     if mean is None or std is None:
         mean, std = channel_stats(raw.train.images)
         constant = [c for c, s in enumerate(std) if s == 0.0]
@@ -455,42 +468,67 @@ def read_meta(read: Reader, where: str) -> DatasetMeta:
 
 
 def _read_split(
-    read: Reader, meta: DatasetMeta, split: str, where: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One prepared split as uint8 (N, C, S, S) images and int64 labels, checksums verified."""
-    arrays = []
-    for file in split_files(split):
-        data = read(file)
-        verify_sha256(f"{where}/{file}", data, meta.sha256.get(file, ""))
-        arrays.append(decode_idx(data))
-    images, labels = arrays
+    read: Reader,
+    meta: DatasetMeta,
+    split: str,
+    where: str,
+    open_file: Opener | None = None,
+    max_preload_bytes: int | None = None,
+) -> tuple[torch.Tensor | StreamedImages, torch.Tensor]:
+    """One prepared split as normalised float32 (N, C, S, S) images and int64 labels, checksums
+    verified. With `open_file`, images over `max_preload_bytes` as float32 are streamed."""
+    images_file, labels_file = split_files(split)
     expected = (meta.counts[split], meta.channels, meta.image_size, meta.image_size)
-    if images.dtype != np.uint8 or images.shape != expected:
-        raise DataError(
-            f"{where}/{split_files(split)[0]}: {images.dtype} {images.shape}; meta.json says "
-            f"uint8 {expected}. Run the data stage again."
-        )
+    x: torch.Tensor | StreamedImages
+    if open_file is not None and streams(expected[0], expected[1:], max_preload_bytes):
+        with open_file(images_file) as handle:
+            rows = map_idx(handle, f"{where}/{images_file}", meta.sha256.get(images_file, ""))
+        _check_images(rows, expected, f"{where}/{images_file}")
+        x = StreamedImages(rows, functools.partial(normalise, mean=meta.mean, std=meta.std))
+    else:
+        data = read(images_file)
+        verify_sha256(f"{where}/{images_file}", data, meta.sha256.get(images_file, ""))
+        images = decode_idx(data)
+        _check_images(images, expected, f"{where}/{images_file}")
+        x = normalise(torch.from_numpy(images), meta.mean, meta.std)
+    data = read(labels_file)
+    verify_sha256(f"{where}/{labels_file}", data, meta.sha256.get(labels_file, ""))
+    labels = decode_idx(data)
     if labels.shape != (expected[0],) or (labels.size and int(labels.max()) >= meta.num_classes):
         raise DataError(
-            f"{where}/{split_files(split)[1]}: labels do not fit meta.json ({expected[0]} labels "
+            f"{where}/{labels_file}: labels do not fit meta.json ({expected[0]} labels "
             f"in 0..{meta.num_classes - 1}). Run the data stage again."
         )
-    return torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
+    return x, torch.from_numpy(labels.astype(np.int64))
 
 
-def load_prepared(read: Reader, val_size: int, where: str) -> ImageTensors:
-    """Training and validation tensors of a prepared folder (never its test files).
+def _check_images(images: np.ndarray, expected: tuple[int, ...], name: str) -> None:
+    """Refuse images that are not the uint8 (N, C, S, S) meta.json describes."""
+    if images.dtype != np.uint8 or images.shape != expected:
+        raise DataError(
+            f"{name}: {images.dtype} {images.shape}; meta.json says uint8 {expected}. Run the "
+            "data stage again."
+        )
+
+
+def load_prepared(
+    read: Reader,
+    val_size: int,
+    where: str,
+    open_file: Opener | None = None,
+    max_preload_bytes: int | None = None,
+) -> ImageTensors:
+    """Training and validation data of a prepared folder (never its test files): preloaded, or,
+    with `open_file`, streamed for a file whose images take over `max_preload_bytes` as float32.
 
     The validation split is the folder's own when it has one, else the last `val_size` training
     images.
     """
     meta = read_meta(read, where)
-    images, labels = _read_split(read, meta, "train", where)
+    x, labels = _read_split(read, meta, "train", where, open_file, max_preload_bytes)
     if meta.has_val:
-        val_images, val_labels = _read_split(read, meta, "val", where)
-        train_x = normalise(images, meta.mean, meta.std)
-        val_x = normalise(val_images, meta.mean, meta.std)
-        return ImageTensors(train_x, labels, val_x, val_labels, num_classes=meta.num_classes)
+        val_x, val_labels = _read_split(read, meta, "val", where, open_file, max_preload_bytes)
+        return ImageTensors(x, labels, val_x, val_labels, num_classes=meta.num_classes)
     total = len(labels)
     if not 1 <= val_size < total:
         raise DataError(
@@ -499,7 +537,6 @@ def load_prepared(read: Reader, val_size: int, where: str) -> ImageTensors:
             f"val_size of them); use 1..{total - 1}."
         )
     train, val = split_indices(total, val_size)
-    x = normalise(images, meta.mean, meta.std)
     return ImageTensors(
         train_x=x[train.start : train.stop],
         train_y=labels[train.start : train.stop],
@@ -509,11 +546,16 @@ def load_prepared(read: Reader, val_size: int, where: str) -> ImageTensors:
     )
 
 
-def load_prepared_test(read: Reader, where: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The prepared test split, normalised like training: for the final report only."""
+def load_prepared_test(
+    read: Reader,
+    where: str,
+    open_file: Opener | None = None,
+    max_preload_bytes: int | None = None,
+) -> tuple[torch.Tensor | StreamedImages, torch.Tensor]:
+    """The prepared test split, normalised like training (streamed as `load_prepared` streams):
+    for the final report only."""
     meta = read_meta(read, where)
-    images, labels = _read_split(read, meta, "test", where)
-    return normalise(images, meta.mean, meta.std), labels
+    return _read_split(read, meta, "test", where, open_file, max_preload_bytes)
 
 
 def check_sha256s(found: Mapping[str, bytes], expected: Mapping[str, str], where: str) -> None:

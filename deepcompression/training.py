@@ -1,5 +1,7 @@
-"""Training and evaluation over preloaded tensors, shared by training, pruning retraining and
-centroid fine-tuning (no DataLoader: batches are index slices of tensors already on the device)."""
+"""Training and evaluation, shared by training, pruning retraining and centroid fine-tuning.
+
+Images are preloaded tensors already on the device (batches are index slices of them) or, when
+too large to preload, streamed through a DataLoader in the very same batches (`streaming`)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,10 @@ from torch import nn
 
 from deepcompression.config import Device, OptimConfig
 from deepcompression.pruning import MaskGuard, Masks
+from deepcompression.streaming import StreamedImages, batches
+
+Images = torch.Tensor | StreamedImages
+"""A split's images: a preloaded float32 tensor, or streamed in batches."""
 
 
 @dataclass(frozen=True)
@@ -70,15 +76,14 @@ def make_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.op
 
 
 @torch.no_grad()
-def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000
-) -> Evaluation:
+def evaluate(model: nn.Module, x: Images, y: torch.Tensor, batch_size: int = 1000) -> Evaluation:
     """Top-1 error and mean cross-entropy of `model` on (x, y)."""
     model.eval()
     wrong, loss_sum = 0, 0.0
-    for start in range(0, len(x), batch_size):
-        logits = model(x[start : start + batch_size])
-        target = y[start : start + batch_size]
+    spans = _spans(len(x), batch_size)
+    for span, inputs in zip(spans, batches(x, spans), strict=True):
+        logits = model(inputs)
+        target = y[span]
         loss_sum += nn.functional.cross_entropy(logits, target, reduction="sum").item()
         wrong += (logits.argmax(1) != target).sum().item()
     n = len(x)
@@ -86,16 +91,21 @@ def evaluate(
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def predict_logits(model: nn.Module, x: Images, batch_size: int = 1000) -> torch.Tensor:
     """Logits of `model` on all of `x`, batched."""
     model.eval()
-    return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    return torch.cat([model(inputs) for inputs in batches(x, _spans(len(x), batch_size))])
+
+
+def _spans(count: int, batch_size: int) -> list[slice]:
+    """Consecutive batches of `batch_size` rows (the last one shorter) covering `count` rows."""
+    return [slice(start, start + batch_size) for start in range(0, count, batch_size)]
 
 
 def train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
+    x: Images,
     y: torch.Tensor,
     batch_size: int,
     generator: torch.Generator,
@@ -109,9 +119,9 @@ def train_epoch(
     model.train()
     order = torch.randperm(len(x), generator=generator).to(x.device)
     total = torch.zeros((), device=x.device)
-    for start in range(0, len(x), batch_size):
-        idx = order[start : start + batch_size]
-        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+    chunks = [order[start : start + batch_size] for start in range(0, len(x), batch_size)]
+    for idx, inputs in zip(chunks, batches(x, chunks), strict=True):
+        loss = nn.functional.cross_entropy(model(inputs), y[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if guard is not None:
@@ -125,7 +135,7 @@ def train_epoch(
 
 def fit(
     model: nn.Module,
-    data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    data: tuple[Images, torch.Tensor, Images, torch.Tensor],
     cfg: OptimConfig,
     generator: torch.Generator,
     masks: Masks | None = None,
@@ -134,7 +144,8 @@ def fit(
 ) -> list[EpochRecord]:
     """Train for `cfg.epochs` epochs, evaluating on the validation split after each.
 
-    `data` is (train_x, train_y, val_x, val_y), already on the model's device.
+    `data` is (train_x, train_y, val_x, val_y), on the model's device (streamed images: sent
+    there batch by batch).
     """
     train_x, train_y, val_x, val_y = data
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)

@@ -9,6 +9,7 @@ import torch
 from deepcompression.config import ConfigError, RunParams
 from deepcompression.data import MNIST_SHAPE, DataShape, ImageTensors
 from deepcompression.plan import LayerPlan, plan_layers, shape_hint
+from deepcompression.streaming import StreamedImages
 from flows.params import load_params
 from flows.workspace import PROJECT_ROOT, Workspace
 from tasks.data import (
@@ -62,26 +63,32 @@ def _limit(key: str, limit: int | None, total: int, where: Path) -> int:
 
 
 def load_data(params: RunParams, workspace: Workspace) -> ImageTensors:
-    """Training and validation tensors, cut to `data.train_limit`/`data.val_limit` when set.
+    """Training and validation data, cut to `data.train_limit`/`data.val_limit` when set; a file
+    whose images take over `data.max_preload_bytes` as float32 is streamed, not preloaded.
 
     Every stage but `evaluate` uses this alone: all choices are made on the validation split.
     """
     folder = data_dir(params, workspace)
+    limit = params.data.max_preload_bytes
     if params.data.is_mnist:
-        data: ImageTensors = load_mnist_raw.fn(folder / "raw", params.data.val_size)
+        data: ImageTensors = load_mnist_raw.fn(folder / "raw", params.data.val_size, limit)
     else:
-        data = load_prepared_data.fn(folder, params.data.val_size)
+        data = load_prepared_data.fn(folder, params.data.val_size, limit)
     n_train = _limit("data.train_limit", params.data.train_limit, len(data.train_y), folder)
     n_val = _limit("data.val_limit", params.data.val_limit, len(data.val_y), folder)
     return data.subset(n_train, n_val)
 
 
-def load_test_data(params: RunParams, workspace: Workspace) -> tuple[torch.Tensor, torch.Tensor]:
-    """The test set, cut to `data.test_limit`: read once, by the evaluate stage, for the report."""
+def load_test_data(
+    params: RunParams, workspace: Workspace
+) -> tuple[torch.Tensor | StreamedImages, torch.Tensor]:
+    """The test set, cut to `data.test_limit`: read once, by the evaluate stage, for the report
+    (streamed as `load_data` streams)."""
     folder = data_dir(params, workspace)
+    limit = params.data.max_preload_bytes
     if params.data.is_mnist:
-        x, y = load_mnist_raw_test.fn(folder / "raw")
+        x, y = load_mnist_raw_test.fn(folder / "raw", limit)
     else:
-        x, y = load_prepared_test_data.fn(folder)
+        x, y = load_prepared_test_data.fn(folder, limit)
     n_test = _limit("data.test_limit", params.data.test_limit, len(y), folder)
     return x[:n_test], y[:n_test]

