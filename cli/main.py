@@ -9,7 +9,8 @@ the terminal or crash the output. ``eval`` imports the models, training and data
 
 ``eval --data DIR`` finds the test set in ``DIR``: a prepared ``data/<name>`` folder
 (``DIR/meta.json``, any image data), else MNIST's four IDX files in ``DIR/raw`` (the data stage's
-``data/MNIST``) or in ``DIR/MNIST/raw`` (the default ``--data data``).
+``data/MNIST``) or in ``DIR/MNIST/raw`` (the default ``--data data``). A test set whose images
+take over ``--max-preload-bytes`` as float32 is streamed from its file in batches.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from deepcompression.container import (
     DEFAULT_MAX_DECODED_BYTES,
@@ -207,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SIZE",
         help="refuse files whose tensors decode to more than SIZE bytes, e.g. 2GiB "
         "(default: %(default)s)",
+    )
+    evaluate.add_argument(
+        "--max-preload-bytes",
+        type=byte_size,
+        default=None,
+        metavar="SIZE",
+        help="stream the test images from their file when they take more than SIZE bytes as "
+        "float32 (default: params.yaml's data.max_preload_bytes default, 2000000000)",
     )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(handler=_run_eval)
@@ -456,6 +465,11 @@ def _file_reader(folder: Path) -> Callable[[str], bytes]:
     return lambda name: (folder / name).read_bytes()
 
 
+def _file_opener(folder: Path) -> Callable[[str], BinaryIO]:
+    """open(file name) of a prepared folder, for the test images deepcompression streams."""
+    return lambda name: open(folder / name, "rb")
+
+
 def _data_problem(where: Path, err: Exception) -> CliError:
     """The one-line error for unreadable or invalid data files under ``where``."""
     detail = str(err)
@@ -475,11 +489,24 @@ def _mnist_files_in(raw: Path) -> bool:
     return all((raw / name).is_file() for name in IDX_FILES)
 
 
-def _mnist_test(raw: Path) -> tuple[Any, Any]:
-    """The verified MNIST test images and labels in ``raw``, or a CliError saying how to fix."""
-    from deepcompression.data import TEST_IMAGES, TEST_LABELS, DataError, mnist_test_set
+def _mnist_test(raw: Path, max_preload_bytes: int) -> tuple[Any, Any]:
+    """The verified MNIST test images and labels in ``raw`` (the images streamed when over
+    `max_preload_bytes` as float32), or a CliError saying how to fix."""
+    from deepcompression.data import (
+        TEST_IMAGES,
+        TEST_LABELS,
+        DataError,
+        mnist_test_set,
+        mnist_test_stream,
+        read_idx_header,
+    )
+    from deepcompression.datasets import streams
 
     try:
+        with open(raw / TEST_IMAGES, "rb") as images:
+            _, shape, _ = read_idx_header(images)
+            if streams(shape[0], shape[1:], max_preload_bytes):
+                return mnist_test_stream(images, (raw / TEST_LABELS).read_bytes())
         return mnist_test_set((raw / TEST_IMAGES).read_bytes(), (raw / TEST_LABELS).read_bytes())
     except (OSError, DataError) as err:
         raise CliError(
@@ -488,11 +515,11 @@ def _mnist_test(raw: Path) -> tuple[Any, Any]:
         ) from None
 
 
-def _locate_test_set(root: Path) -> _TestSet:
+def _locate_test_set(root: Path, max_preload_bytes: int) -> _TestSet:
     """The test set under ``root``: prepared (meta.json), else MNIST in raw/, else MNIST/raw/.
 
-    Reads only meta.json here; the test files are read by ``load``. A bad meta.json is a
-    CliError naming it.
+    Reads only meta.json here; the test files are read by ``load`` (images over
+    `max_preload_bytes` as float32 streamed). A bad meta.json is a CliError naming it.
     """
     from deepcompression.data import MNIST_SHAPE, TEST_IMAGES, TEST_LABELS, DataError
     from deepcompression.datasets import META_FILE, load_prepared_test, read_meta
@@ -506,7 +533,7 @@ def _locate_test_set(root: Path) -> _TestSet:
 
         def load() -> tuple[Any, Any]:
             try:
-                return load_prepared_test(read, where)
+                return load_prepared_test(read, where, _file_opener(root), max_preload_bytes)
             except (OSError, DataError) as err:
                 raise _data_problem(root, err) from None
 
@@ -520,7 +547,9 @@ def _locate_test_set(root: Path) -> _TestSet:
             f"{_path(raw)}: {', '.join(missing)} missing. Run `dvc repro data` to fetch it, or "
             f"pass --data DIR ({DATA_HELP})."
         )
-    return _TestSet("MNIST", raw, MNIST_SHAPE.model_kwargs(), lambda: _mnist_test(raw))
+    return _TestSet(
+        "MNIST", raw, MNIST_SHAPE.model_kwargs(), lambda: _mnist_test(raw, max_preload_bytes)
+    )
 
 
 def _data_kwargs(model: Any, arch: dict) -> dict[str, Any]:
@@ -593,6 +622,15 @@ def _check_fits(path: Path, kwargs: dict[str, Any], test_set: _TestSet) -> None:
     )
 
 
+def _max_preload_bytes(args: argparse.Namespace) -> int:
+    """--max-preload-bytes, else the default of params.yaml's data.max_preload_bytes."""
+    from deepcompression.config import DataConfig
+
+    return (
+        DataConfig().max_preload_bytes if args.max_preload_bytes is None else args.max_preload_bytes
+    )
+
+
 def _run_eval(args: argparse.Namespace) -> int:
     """``eval``: decode the file into its network and measure test error on its test set."""
     from deepcompression.loader import ModelBuildError, load_model
@@ -615,7 +653,9 @@ def _run_eval(args: argparse.Namespace) -> int:
     kwargs = _data_kwargs(model, decoded.arch)
     if args.data is None:
         _check_default_data(args.file, kwargs, decoded.provenance)
-    test_set = _locate_test_set(DEFAULT_DATA if args.data is None else args.data)
+    test_set = _locate_test_set(
+        DEFAULT_DATA if args.data is None else args.data, _max_preload_bytes(args)
+    )
     _check_fits(args.file, kwargs, test_set)
     test_x, test_y = test_set.load()
     start = time.perf_counter()

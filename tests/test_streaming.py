@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_cli_data import SHAPE, _compressed, _write_prepared
 from test_datasets import data_config, prepare, write_idx_folder
 from test_own_data import bn_cnn_section, params_file
 
+from cli.main import EXIT_OK, main
 from deepcompression import data as data_module
 from deepcompression.config import OptimConfig
 from deepcompression.data import TRAIN_IMAGES, ChecksumError, ImageTensors
@@ -260,3 +262,34 @@ def test_the_pipeline_streamed_matches_the_preloaded_run_exactly(both_runs) -> N
         got = load_checkpoint(streamed / f"checkpoints/small_bn_cnn/{checkpoint}.pt")
         for key, value in want.state_dict.items():
             assert torch.equal(got.state_dict[key], value), (checkpoint, key)
+
+
+# ---- deepcompression eval streams a test set over --max-preload-bytes --------------------------
+
+
+@pytest.mark.parametrize("data", ["prepared", "mnist"])
+def test_cli_eval_streams_the_test_set_with_the_same_result(
+    data: str, mnist_root: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if data == "prepared":
+        folder, file = _write_prepared(tmp_path / "tiny"), _compressed("lenet_300_100", **SHAPE)
+    else:
+        folder, file = mnist_root, _compressed("lenet_300_100", data_name=None)
+    path = tmp_path / "model.dcz"
+    path.write_bytes(file)
+    argv = ["eval", str(path), "--data", str(folder), "--device", "cpu", "--json"]
+    assert main(argv) == EXIT_OK
+    preloaded = json.loads(capsys.readouterr().out)
+    whole: list[str] = []
+    real_read_bytes = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        whole.append(self.name)
+        return real_read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    assert main([*argv, "--max-preload-bytes", "1"]) == EXIT_OK
+    streamed = json.loads(capsys.readouterr().out)
+    assert not [name for name in whole if "images" in name], whole
+    for key in ("test_error", "test_loss", "test_samples"):
+        assert streamed[key] == preloaded[key], key
