@@ -24,15 +24,41 @@ def connect() -> str | None:
     from tasks.monitor import stage_environment
 
     stage_environment()
+    refresh_prefect_settings()
     try:
         url = ensure_api_url()
     except (RuntimeError, OSError) as err:
         print(f"warning: {err}; the stage runs without Prefect records", file=sys.stderr)
         os.environ.setdefault("PREFECT_API_URL", DEFAULT.api_url)  # never a temporary server
+        refresh_prefect_settings()
         return None
+    refresh_prefect_settings()
     if is_healthy(url, timeout=1.0):
         catch_up(url)
     return url
+
+
+def refresh_prefect_settings() -> None:
+    """Prefect's settings from the environment as it is now, if Prefect has read it before.
+
+    Prefect reads its settings when it is imported: in a stage forked by the warm runner that was
+    the runner's environment, and without PREFECT_API_URL the local server's URL is set only after
+    the server check has imported Prefect. Either way the stage's runs must go where the
+    environment says. Does nothing before Prefect is imported.
+    """
+    if "prefect.context" not in sys.modules:
+        return
+    import prefect.context
+    from prefect.logging.configuration import setup_logging
+    from prefect.settings import Settings
+
+    current = prefect.context.GLOBAL_SETTINGS_CONTEXT.settings
+    fresh = Settings()
+    if fresh == current:
+        return
+    prefect.context.refresh_global_settings_context()
+    if fresh.logging != current.logging or fresh.home != current.home:
+        setup_logging()
 
 
 def catch_up(url: str) -> None:

@@ -4,6 +4,9 @@ Points the process at the project's local Prefect server first (starting it when
 every stage's run is recorded in one place and shows in the UI; runs are tagged with the model
 and a hash of the params. A Prefect outage never stops the stage (flows/guard.py): it computes and
 writes its outputs, warns once, and its records are caught up when the server is back.
+When the warm runner of `python -m flows.server start` answers (flows/warm.py), the stage runs
+forked from it, torch and Prefect already imported; this process imports neither, passes it its
+stdio and relays signals and the exit status (flows/handoff.py).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.guard import connect, run_stage
+from flows.handoff import Request, hand_off
 from flows.timing import StageClock, timing_path, write_record
 
 IMPORTED_AT = time.perf_counter()
@@ -82,11 +86,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Validate params, then run the stage's flow tagged with its model, params hash, stage and
-    the `dvc repro` invocation that started it; its timing goes to runs/ (flows/timing.py)."""
+    """Hand the stage to the warm runner (flows/warm.py) and relay how it ended; when there is
+    none or it refuses, run the stage in this process."""
     clock = StageClock.since_process_start()
     clock.mark("imports", at=IMPORTED_AT)
-    args = build_parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    build_parser().parse_args(arguments)  # usage errors answer here, at once
+    request = Request.from_caller(arguments, clock.started_at, clock.marks["imports"])
+    outcome = hand_off(request)
+    if outcome.ran:
+        return outcome.exit_status()
+    clock.runner_note = outcome.reason
+    return run_command(arguments, clock)
+
+
+def run_command(arguments: list[str], clock: StageClock, parent_pid: int | None = None) -> int:
+    """Validate params, then run the stage's flow tagged with its model, params hash, stage and
+    the `dvc repro` invocation that started it (an ancestor of `parent_pid`, by default this
+    process's parent); its timing goes to runs/ (flows/timing.py)."""
+    args = build_parser().parse_args(arguments)
 
     from deepcompression.config import ConfigError
     from flows.params import load_params, params_hash, write_overridden_params
@@ -107,19 +125,21 @@ def main(argv: list[str] | None = None) -> int:
     clock.mark("connect")
     from prefect import tags
 
-    with tags(*stage_tags(args, params_hash(params))):
+    with tags(*stage_tags(args, params_hash(params), parent_pid)):
         run_timed(args.stage, args.model, clock, flow_kwargs(args))
     return 0
 
 
-def stage_tags(args: argparse.Namespace, params_tag: str) -> list[str]:
+def stage_tags(
+    args: argparse.Namespace, params_tag: str, parent_pid: int | None = None
+) -> list[str]:
     """Run tags: params hash, stage, model and the `dvc repro` invocation, when known."""
     from flows.runinfo import invocation_tag
 
     run_tags = [f"params:{params_tag}", f"stage:{args.stage}"]
     if args.model is not None:
         run_tags.append(f"model:{args.model}")
-    if (repro := invocation_tag()) is not None:
+    if (repro := invocation_tag(parent_pid)) is not None:
         run_tags.append(repro)
     return run_tags
 

@@ -53,9 +53,10 @@ def _boot_time() -> float:
     return 0.0
 
 
-def invocation_tag() -> str | None:
-    """`repro:<YYYY-mm-dd-HHMMSS>-<pid>` of the `dvc` process that started this stage, if any."""
-    pid = os.getppid()
+def invocation_tag(parent_pid: int | None = None) -> str | None:
+    """`repro:<YYYY-mm-dd-HHMMSS>-<pid>` of the `dvc` process that started this stage, if any:
+    `parent_pid` (default this process's parent) or one of its ancestors."""
+    pid = os.getppid() if parent_pid is None else parent_pid
     for _ in range(8):
         stat = _proc_stat(pid)
         if stat is None or pid <= 1:

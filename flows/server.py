@@ -4,6 +4,8 @@ Every DVC stage runs in its own process; without a server each would start a tem
 each) and its runs would vanish with it. One local server (SQLite under .prefect/) records them all.
 Once it answers, `start` makes sure of the zombie-run automation (runs whose heartbeats stop are
 marked Crashed) and catches up what stages recorded under .prefect/pending/ while it was away.
+`python -m flows.server start` also starts the warm stage runner (flows/warm.py), from which
+stages fork with torch and Prefect already imported; `stop` stops both.
 Usage: python -m flows.server start|stop|status
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,10 +23,13 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from flows.handoff import SOCKET as WARM_SOCKET
+
 HOST = "127.0.0.1"
 PORT = int(os.environ.get("DC_PREFECT_PORT", "4200"))
 STATE_DIR = Path(".prefect")
 START_TIMEOUT_S = 90.0
+WARM_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -184,20 +190,72 @@ def ensure_api_url(server: LocalServer = DEFAULT) -> str:
     return url
 
 
+def warm_answers(socket_path: Path = WARM_SOCKET) -> bool:
+    """True when a warm stage runner listens at `socket_path` (relative to the project root)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(socket_path))
+        except OSError:
+            return False
+    return True
+
+
+def start_warm(timeout_s: float = WARM_TIMEOUT_S, home: Path = STATE_DIR) -> bool:
+    """Start the warm stage runner (flows/warm.py) in the project root unless one answers, and
+    wait until it does; False (stages then run cold) when it does not answer in time."""
+    if warm_answers(home / WARM_SOCKET.name):
+        return True
+    home.mkdir(parents=True, exist_ok=True)
+    with (home / "warm.log").open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "flows.warm"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    (home / "warm.pid").write_text(str(process.pid))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        if warm_answers(home / WARM_SOCKET.name):
+            return True
+        time.sleep(0.2)
+    return warm_answers(home / WARM_SOCKET.name)
+
+
+def stop_warm(home: Path = STATE_DIR) -> bool:
+    """Stop the warm stage runner (SIGTERM; stages it forked run on); True if one was running."""
+    pid_file = home / "warm.pid"
+    if not pid_file.exists():
+        return False
+    pid = int(pid_file.read_text())
+    pid_file.unlink()
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command line: start | stop | status."""
+    """Command line: start | stop | status (the server and the warm stage runner)."""
     parser = argparse.ArgumentParser(prog="python -m flows.server", description=__doc__)
     parser.add_argument("command", choices=["start", "stop", "status"])
     args = parser.parse_args(argv)
     if args.command == "start":
         print(f"Prefect server up: UI {UI_URL}  API {start()}")
+        warm = start_warm()
+        print("warm stage runner " + ("up" if warm else "not up: stages import torch themselves"))
     elif args.command == "stop":
         print(
             "Prefect server stopped" if stop() else "no Prefect server of this project was running"
         )
+        print("warm stage runner stopped" if stop_warm() else "no warm stage runner was running")
     else:
         healthy = is_healthy()
         print(f"Prefect server at {API_URL}: {'up' if healthy else 'down'}")
+        print(f"warm stage runner: {'up' if warm_answers() else 'down'}")
         return 0 if healthy else 1
     return 0
 

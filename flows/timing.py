@@ -21,9 +21,19 @@ from flows.workspace import Workspace
 
 SHARED = "shared"
 """The runs/ folder of stages that are not run per model (data, the whole pipeline)."""
-PHASES = ("imports", "params", "connect", "flow_import", "body_started", "body_ended", "ended")
-"""Marks in order: flows.run imported, params validated, Prefect API connected, the stage's flow
-module imported, its body started and ended, the flow run finished (states reported)."""
+PHASES = (
+    "imports",
+    "handoff",
+    "params",
+    "connect",
+    "flow_import",
+    "body_started",
+    "body_ended",
+    "ended",
+)
+"""Marks in order: flows.run imported, the warm runner's child started (warm stages only), params
+validated, Prefect API connected, the stage's flow module imported, its body started and ended,
+the flow run finished (states reported)."""
 
 
 def process_age() -> float:
@@ -46,12 +56,23 @@ class StageClock:
     started_at: float
     """Epoch seconds of the process start."""
     marks: dict[str, float] = field(default_factory=dict)
+    runner: str = "cold"
+    """`warm`: forked by the warm runner (flows/warm.py); `cold`: its own imports."""
+    runner_note: str | None = None
+    """Why a stage ran cold (no warm runner, a refusal)."""
 
     @classmethod
     def since_process_start(cls) -> StageClock:
         """A clock whose zero is this process's start."""
         age = process_age()
         return cls(origin=time.perf_counter() - age, started_at=time.time() - age)
+
+    @classmethod
+    def since(cls, started_at: float, runner: str) -> StageClock:
+        """A clock whose zero is `started_at` (epoch seconds): the caller's start, for a stage
+        the warm runner forked."""
+        age = time.time() - started_at
+        return cls(origin=time.perf_counter() - age, started_at=started_at, runner=runner)
 
     def mark(self, phase: str, at: float | None = None) -> None:
         """Note the end of `phase`, now or at perf_counter value `at`; the first mark is kept."""
@@ -76,6 +97,8 @@ class StageClock:
             "work_seconds": None if work is None else round(work, 3),
             "total_seconds": ended,
             "phases": {p: self.marks[p] for p in PHASES if p in self.marks},
+            "runner": self.runner,
+            "runner_note": self.runner_note,
         }
 
 
