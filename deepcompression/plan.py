@@ -29,14 +29,16 @@ from models import build_model, model_names
 
 @dataclass(frozen=True)
 class LayerPlan:
-    """What happens to one layer: prune target (density or quality), weight bits, index bits."""
+    """What happens to one layer: prune target (density or quality), fraction of output units
+    kept, weight bits, index bits (None: `auto`, the writer picks the smallest file's width)."""
 
     name: str
     kind: str
     numel: int
     prune_target: float
     weight_bits: int
-    index_bits: int
+    index_bits: int | None
+    units_kept: float = 1.0
 
 
 def compressible_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -90,6 +92,11 @@ def excluded_layers(layers: Sequence[str], patterns: Sequence[str], key: str) ->
     return [name for name in layers if name in excluded]
 
 
+def _index_bits(value: float | str) -> int | None:
+    """A fixed index width, or None for `auto`."""
+    return None if value == "auto" else int(value)
+
+
 def plan_layers(params: RunParams, shape: DataShape | None = None) -> dict[str, LayerPlan]:
     """Resolve every per-layer table of one model's params for the network built for `shape`
     (default: `shape_hint`); raises ConfigError on any gap. Excluded layers get no plan."""
@@ -111,8 +118,10 @@ def plan_layers(params: RunParams, shape: DataShape | None = None) -> dict[str, 
     else:
         prune_table, prune_key = params.prune.quality, f"{section}.prune.quality"
     bits_key, index_key = f"{section}.quantize.bits", f"{section}.encode.index_bits"
+    units_key = f"{section}.prune.units"
     tables = {
         prune_key: prune_table,
+        units_key: params.prune.units,
         bits_key: params.quantize.bits,
         index_key: params.encode.index_bits,
     }
@@ -131,7 +140,8 @@ def plan_layers(params: RunParams, shape: DataShape | None = None) -> dict[str, 
             numel=layers[name].weight.numel(),
             prune_target=layer_value(prune_table, name, kind, prune_key),
             weight_bits=int(layer_value(params.quantize.bits, name, kind, bits_key)),
-            index_bits=int(layer_value(params.encode.index_bits, name, kind, index_key)),
+            index_bits=_index_bits(layer_value(params.encode.index_bits, name, kind, index_key)),
+            units_kept=layer_value(params.prune.units, name, kind, units_key),
         )
         for name, kind in kinds.items()
     }

@@ -8,13 +8,14 @@ gives every centroid the sum of its weights' gradients (paper eq. 3).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from deepcompression.config import MAX_BIAS_BITS, BiasMode
 from deepcompression.kmeans import CentroidInit, KMeansEngine, kmeans_1d
 
 MIN_BITS = 1
@@ -307,3 +308,61 @@ def drop_unused_centroids(codebook: LayerCodebook) -> LayerCodebook:
         mask=codebook.mask,
         bits=codebook.bits,
     )
+
+
+def _check_bias_storage(storage: object) -> None:
+    """float32, float16, or k-means bits as an int in 1..MAX_BIAS_BITS."""
+    if storage in ("float32", "float16"):
+        return
+    if (
+        isinstance(storage, bool)
+        or not isinstance(storage, int)
+        or not 1 <= storage <= MAX_BIAS_BITS
+    ):
+        raise QuantizationError(
+            f"bias storage must be 'float32', 'float16' or k-means bits 1..{MAX_BIAS_BITS}, "
+            f"got {storage!r}"
+        )
+
+
+def round_bias(
+    bias: Tensor,
+    storage: BiasMode,
+    init: CentroidInit = "linear",
+    seed: int = 0,
+    engine: KMeansEngine = "sorted",
+) -> Tensor:
+    """The bias as it will be stored: unchanged, rounded to float16 values, or its non-zero
+    entries k-means shared into at most ``2**bits`` values (zeros stay +0.0), all in float32."""
+    _check_bias_storage(storage)
+    values = bias.detach().to("cpu", torch.float32)
+    if storage == "float32":
+        return values.clone()
+    if storage == "float16":
+        return values.half().float()
+    kept = values != 0
+    rounded = torch.zeros_like(values)
+    if bool(kept.any()):
+        points = values[kept].to(torch.float64).numpy()
+        centroids, labels = kmeans_1d(points, 2**storage, init=init, seed=seed, engine=engine)
+        rounded[kept] = torch.from_numpy(centroids[labels]).float()
+    return rounded.masked_fill(rounded == 0, 0.0)  # -0.0 -> +0.0: the stored bits
+
+
+def round_biases_(
+    model: nn.Module,
+    layers: Iterable[str],
+    storage: BiasMode,
+    init: CentroidInit = "linear",
+    seed: int = 0,
+    engine: KMeansEngine = "sorted",
+) -> None:
+    """Round the biases of the named layers in place to their storage (see ``round_bias``), so
+    that the evaluated model is the stored one."""
+    modules = dict(model.named_modules())
+    for layer in layers:
+        bias = getattr(modules[layer], "bias", None)
+        if bias is None:
+            continue
+        with torch.no_grad():
+            bias.copy_(round_bias(bias, storage, init=init, seed=seed, engine=engine))

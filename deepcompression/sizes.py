@@ -1,7 +1,8 @@
 """Storage accounting as in the paper's Tables 2-3 (P = pruning, Q = quantization, H = Huffman).
 
 P+Q bits of a layer = nnz * weight_bits + index_entries * index_bits (fillers included) + 32 * k;
-P+Q+H bits = the Huffman stream bits + code-table bits + 32 * k. Ratios are against 32 * numel.
+P+Q+H bits = the Huffman stream bits + code-table bits + removed-units mask bits + 32 * k. Ratios
+are against 32 * numel.
 The honest file ratio compares the real file size with all parameters (biases too) as float32.
 """
 
@@ -30,6 +31,7 @@ __all__ = [
     "compression_ratio",
     "layer_sizes",
     "model_sizes",
+    "pq_index_bits",
     "pq_layer_sizes",
     "pq_layer_report",
 ]
@@ -98,6 +100,9 @@ class LayerSizes(_Ratios):
     index_stream_bits: int | None = None
     weight_stream_bits: int | None = None
     table_bits: int | None = None
+    units_bits: int = 0
+    kept_units: tuple[int, int] | None = None
+    """(kept rows, kept columns) of a layer stored with removed units (format version 3)."""
 
     @property
     def dense_bits(self) -> int:
@@ -121,7 +126,7 @@ class LayerSizes(_Ratios):
         """Bits after Huffman coding (see ``pqh_bits``), None if not Huffman-coded yet."""
         if self.index_stream_bits is None or self.weight_stream_bits is None:
             return None
-        return pqh_bits(
+        return self.units_bits + pqh_bits(
             self.index_stream_bits,
             self.weight_stream_bits,
             self.table_bits or 0,
@@ -152,6 +157,8 @@ class LayerSizes(_Ratios):
             "index_stream_bits": self.index_stream_bits,
             "weight_stream_bits": self.weight_stream_bits,
             "table_bits": self.table_bits,
+            "units_bits": self.units_bits,
+            "kept_units": None if self.kept_units is None else list(self.kept_units),
             "huffman_weight_bits": self.huffman_weight_bits,
             "huffman_index_bits": self.huffman_index_bits,
             "dense_bits": self.dense_bits,
@@ -252,6 +259,8 @@ def layer_sizes(layer: LayerInfo) -> LayerSizes:
         index_stream_bits=layer.index_stream_bits,
         weight_stream_bits=layer.weight_stream_bits,
         table_bits=8 * (layer.index_table_bytes + layer.weight_table_bytes),
+        units_bits=8 * layer.units_bytes,
+        kept_units=layer.units,
     )
 
 
@@ -264,10 +273,21 @@ def model_sizes(info: FileInfo) -> ModelSizes:
     return ModelSizes(layers=layers, raw_numel=raw_numel, file_bytes=info.file_bytes)
 
 
+def pq_index_bits(mask: torch.Tensor) -> int:
+    """The fixed index width (1..16) with the fewest P+Q index bits (entries x width; ties:
+    narrowest): what an `auto` width means before Huffman coding."""
+    flat = mask.detach().cpu().reshape(-1).numpy().astype(np.bool_, copy=False)
+    cost = {bits: encode_positions(flat, bits).size * bits for bits in range(1, 17)}
+    return min(cost, key=lambda bits: (cost[bits], bits))
+
+
 def pq_layer_sizes(
-    name: str, mask: torch.Tensor, codebook_size: int, weight_bits: int, index_bits: int
+    name: str, mask: torch.Tensor, codebook_size: int, weight_bits: int, index_bits: int | None
 ) -> LayerSizes:
-    """P+Q sizes of a pruned, quantized layer before Huffman coding (counts filler entries)."""
+    """P+Q sizes of a pruned, quantized layer before Huffman coding (counts filler entries);
+    ``index_bits`` None takes ``pq_index_bits``."""
+    if index_bits is None:
+        index_bits = pq_index_bits(mask)
     flat = mask.detach().cpu().reshape(-1).numpy().astype(np.bool_, copy=False)
     return LayerSizes(
         name=name,
@@ -287,11 +307,14 @@ class _QuantizedState(Protocol):
     bits: dict[str, int]
 
 
-def pq_layer_report(checkpoint: _QuantizedState, index_bits: Mapping[str, int]) -> ModelSizes:
+def pq_layer_report(
+    checkpoint: _QuantizedState, index_bits: Mapping[str, int | None]
+) -> ModelSizes:
     """P+Q sizes of a quantized checkpoint, keyed by layer name ("fc1" for "fc1.weight").
 
-    ``index_bits`` is keyed by layer name; weight bits come from ``checkpoint.bits`` (else
-    ``ceil(log2 k)``). Parameters without centroids count as raw float32.
+    ``index_bits`` is keyed by layer name (None: auto); weight bits come from
+    ``checkpoint.bits`` (else ``ceil(log2 k)``). Parameters without centroids count as raw
+    float32.
     """
     layers: dict[str, LayerSizes] = {}
     for name, centroids in checkpoint.centroids.items():

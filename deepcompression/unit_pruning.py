@@ -37,6 +37,8 @@ __all__ = [
     "unit_masks",
     "apply_unit_masks_",
     "dead_units",
+    "units_to_keep",
+    "zero_unread_biases_",
 ]
 
 Consumers = dict[str, str | None]
@@ -304,3 +306,53 @@ def _outgoing_alive(consumer_mask: torch.Tensor, units: int) -> torch.Tensor:
             f"consumer has {inputs.numel()} inputs, not a multiple of {units} units"
         )
     return inputs.view(units, -1).any(dim=1)
+
+
+def units_to_keep(
+    model: nn.Module, fractions: Mapping[str, float], consumers: Mapping[str, str | None]
+) -> dict[str, int]:
+    """Output units to keep per layer for fractions of its units (``round``, at least 1); layers
+    at 1.0 are left out. The network's output layer (consumer None) must keep every unit."""
+    modules = _prunable_modules(model)
+    keep: dict[str, int] = {}
+    for layer, fraction in fractions.items():
+        if weight_name(layer) not in modules:
+            known = [layer_name(name) for name in modules]
+            raise UnitPruningError(f"unknown layer {layer!r}; prunable layers: {known}")
+        if not 0.0 < fraction <= 1.0:
+            raise UnitPruningError(
+                f"layer {layer!r}: units kept must be a fraction in (0, 1], got {fraction!r}"
+            )
+        if fraction == 1.0:
+            continue
+        if layer not in consumers:
+            raise UnitPruningError(f"layer {layer!r} has no entry in consumers")
+        if consumers[layer] is None:
+            raise UnitPruningError(
+                f"layer {layer!r} is the network's output layer: its units are the outputs "
+                f"(classes), so it must keep all of them (units 1.0), got {fraction!r}"
+            )
+        units = modules[weight_name(layer)].weight.shape[0]
+        keep[layer] = max(1, round(fraction * units))
+    return keep
+
+
+def zero_unread_biases_(
+    model: nn.Module, masks: Masks, consumers: Mapping[str, str | None]
+) -> dict[str, int]:
+    """Zero the bias of every unit whose outputs its consumer never reads (all its input weights
+    there pruned): the network computes the same, and the file stores exact zeros. Returns the
+    number of such units per layer (the output layer has none)."""
+    modules = _prunable_modules(model)
+    zeroed: dict[str, int] = {}
+    for name, module in modules.items():
+        layer = layer_name(name)
+        consumer = consumers.get(layer)
+        if consumer is None:
+            continue
+        unread = ~_outgoing_alive(masks[weight_name(consumer)], module.weight.shape[0])
+        zeroed[layer] = int(unread.sum())
+        if module.bias is not None:
+            with torch.no_grad():
+                module.bias.masked_fill_(unread.to(module.bias.device), 0.0)
+    return zeroed

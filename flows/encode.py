@@ -25,6 +25,9 @@ def size_rows(sizes) -> list[dict]:
             "weight bits (H)": layer.huffman_weight_bits,
             "index bits (P+Q)": layer.index_bits,
             "index bits (H)": layer.huffman_index_bits,
+            "units kept": "all"
+            if layer.kept_units is None
+            else "x".join(map(str, layer.kept_units)),
             "P+Q ratio": layer.pq_ratio,
             "P+Q+H ratio": layer.pqh_ratio,
         }
@@ -41,7 +44,7 @@ def encode_flow(
     checkpoint = load_checkpoint(workspace.checkpoint("quantized"))
     checkpoint.expect_model(model)
     index_bits = {name: p.index_bits for name, p in plan.items()}
-    data = encode_checkpoint(checkpoint, index_bits, provenance(params))
+    data = encode_checkpoint(checkpoint, index_bits, provenance(params), params.quantize.bias)
     write_bytes_atomic(workspace.compressed, data)
     sizes = model_sizes(read_info(data))
     metrics = {

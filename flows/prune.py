@@ -17,6 +17,7 @@ from deepcompression.config import RunParams, to_dict
 from deepcompression.plan import LayerPlan
 from deepcompression.pruning import density_schedule, weight_stds
 from deepcompression.report import percent
+from deepcompression.unit_pruning import dead_units, trace_consumers, units_to_keep
 from flows.common import load_data, setup
 from flows.runinfo import artifact_key
 from tasks.artifacts import publish_report, publish_table
@@ -70,6 +71,29 @@ def save_progress(
     stale.unlink(missing_ok=True)
 
 
+def unit_targets(
+    checkpoint: Checkpoint, plan: dict[str, LayerPlan]
+) -> tuple[dict[str, int], dict[str, str | None]]:
+    """Units to keep per layer from `prune.units` and the network's consumers (none traced when
+    every layer keeps all its units); the output layer keeping fewer is an error."""
+    fractions = {name: p.units_kept for name, p in plan.items() if p.units_kept < 1.0}
+    if not fractions:
+        return {}, {}
+    model = checkpoint.build()
+    consumers = trace_consumers(model)
+    return units_to_keep(model, fractions, consumers), consumers
+
+
+def units_kept(checkpoint: Checkpoint) -> dict[str, tuple[int, int]]:
+    """(units with a surviving weight, all units) per layer of a pruned checkpoint."""
+    dead = dead_units(checkpoint.masks)
+    return {
+        layer: (checkpoint.masks[f"{layer}.weight"].shape[0] - int(d.numel()),
+                checkpoint.masks[f"{layer}.weight"].shape[0])
+        for layer, d in dead.items()
+    }  # fmt: skip
+
+
 def iteration_rows(results: list[IterationResult]) -> list[dict]:
     """One row per iteration: density and validation error before and after retraining."""
     return [
@@ -95,6 +119,7 @@ def prune_flow(
     checkpoint.expect_model(model)
     data = load_data(params, workspace)
     stds = weight_stds(checkpoint.build()) if params.prune.method == "threshold" else None
+    units, consumers = unit_targets(checkpoint, plan)
     folder, key = workspace.resume("prune"), resume_key(params, dense_path.read_bytes())
     resumed, results = load_progress(folder, key)
     if resumed is not None:
@@ -105,17 +130,19 @@ def prune_flow(
             continue
         checkpoint, result = prune_iteration(
             iteration, checkpoint, targets, params.prune.method, params.prune.retrain,
-            params.run, data, stds,
+            params.run, data, stds, units, consumers,
         )  # fmt: skip
         results.append(result)
         save_progress(folder, key, checkpoint, results)
     final = results[-1]
+    kept = units_kept(checkpoint)
     layers = [
         {
             "layer": name,
             "weights": p.numel,
             "kept": percent(final.densities[name]),
             "target": p.prune_target,
+            "units kept": f"{kept[name][0]}/{kept[name][1]}",
         }
         for name, p in plan.items()
     ]
@@ -125,7 +152,15 @@ def prune_flow(
         "iterations": len(results),
         "density": final.density,
         "val_error": final.val_error,
-        "layers": {name: {"density": d} for name, d in final.densities.items()},
+        "layers": {
+            name: {
+                "density": d,
+                "units_kept": kept[name][0],
+                "units": kept[name][1],
+                "units_target": units.get(name, kept[name][1]),
+            }
+            for name, d in final.densities.items()
+        },
     }
     rows = iteration_rows(results)
     save_checkpoint(workspace.checkpoint("pruned"), checkpoint)

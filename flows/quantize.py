@@ -33,7 +33,7 @@ def quantize_flow(
             "weights": p.numel,
             "kept": percent(kept[name]),
             "weight_bits": p.weight_bits,
-            "index_bits": p.index_bits,
+            "index_bits": report.layers[name].index_bits,
             "P+Q ratio": report.layers[name].pq_ratio,
         }
         for name, p in plan.items()
@@ -42,6 +42,7 @@ def quantize_flow(
         "model": params.model.name,
         "init": params.quantize.init,
         "engine": params.quantize.engine,
+        "bias": params.quantize.bias,
         "error_after_clustering": result.error_after_clustering,
         "val_error": result.val_error,
         "pq_ratio": report.pq_ratio,
@@ -49,7 +50,7 @@ def quantize_flow(
             name: {
                 "density": kept[name],
                 "weight_bits": p.weight_bits,
-                "index_bits": p.index_bits,
+                "index_bits": report.layers[name].index_bits,
                 "pq_ratio": report.layers[name].pq_ratio,
             }
             for name, p in plan.items()

@@ -17,6 +17,7 @@ from deepcompression.training import (
     resolve_device,
     seed_everything,
 )
+from deepcompression.unit_pruning import apply_unit_masks_, unit_masks
 from tasks.log import epoch_reporter, run_logger
 from tasks.resilient import task
 
@@ -54,16 +55,26 @@ def prune_iteration(
     run: RunConfig,
     data: MnistTensors,
     stds: dict[str, float] | None = None,
+    units: dict[str, int] | None = None,
+    consumers: dict[str, str | None] | None = None,
 ) -> tuple[Checkpoint, IterationResult]:
     """Prune from the checkpoint's masks to `targets` (density or quality), then retrain.
 
     `stds` (dense weights' std per layer) fixes the threshold rule's scale across iterations.
+    `units` (units kept per layer, with the network's `consumers`) first drops the weakest output
+    units by weight norm: their rows, their consumer's inputs and their biases (zeroed again after
+    retraining); from the first iteration on, as removed units never come back.
     """
     logger = run_logger()
     device = resolve_device(run.device)
     generator = seed_everything(run.seed + iteration)
     model = checkpoint.build(device)
     masks = {k: v.to(device) for k, v in checkpoint.masks.items()} or full_masks(model)
+    kept_units = None
+    if units:
+        kept_units = unit_masks(model, units, consumers or {}, masks)
+        apply_unit_masks_(model, kept_units)
+        masks = kept_units.weights
     masks = prune_(model, masks, targets, method, stds)
     tensors = data.as_tuple(device)
     pruned = evaluate(model, tensors[2], tensors[3], run.eval_batch_size)
@@ -82,6 +93,8 @@ def prune_iteration(
         on_epoch=epoch_reporter(f"retrain {iteration}", retrain.epochs),
         eval_batch_size=run.eval_batch_size,
     )
+    if kept_units is not None:
+        apply_unit_masks_(model, kept_units)  # retraining moved the removed units' biases
     final = evaluate(model, tensors[2], tensors[3], run.eval_batch_size)
     result = IterationResult(
         iteration=iteration,

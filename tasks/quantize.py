@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from prefect.cache_policies import NO_CACHE
+from torch import nn
 
 from deepcompression.checkpoint import Checkpoint
 from deepcompression.config import QuantizeConfig, RunConfig
@@ -12,6 +13,7 @@ from deepcompression.data import MnistTensors
 from deepcompression.quantization import (
     cluster_model,
     drop_unused_centroids,
+    round_biases_,
     share_weights_,
     strip_,
 )
@@ -22,6 +24,7 @@ from deepcompression.training import (
     resolve_device,
     seed_everything,
 )
+from deepcompression.unit_pruning import UnitPruningError, trace_consumers, zero_unread_biases_
 from tasks.log import epoch_reporter, run_logger
 from tasks.resilient import task
 
@@ -43,7 +46,9 @@ def quantize(
     run: RunConfig,
     data: MnistTensors,
 ) -> tuple[Checkpoint, QuantizeResult]:
-    """Cluster each layer's surviving weights into 2^bits values and fine-tune the centroids."""
+    """Cluster each layer's surviving weights into 2^bits values and fine-tune the centroids,
+    then round the layers' biases to their storage (`cfg.bias`); the validation error is the
+    rounded model's, the one the file stores."""
     logger = run_logger()
     if not checkpoint.masks:
         raise ValueError("the checkpoint has no pruning masks: quantize a pruned checkpoint")
@@ -70,6 +75,8 @@ def quantize(
         eval_batch_size=run.eval_batch_size,
     )
     final_books = {k: drop_unused_centroids(b) for k, b in strip_(model).items()}
+    zero_unread_biases_(model, masks, _consumers(model))
+    round_biases_(model, bits, cfg.bias, init=cfg.init, seed=run.seed, engine=cfg.engine)
     final = evaluate(model, tensors[2], tensors[3], run.eval_batch_size)
     result = QuantizeResult(clustered.error, final.error, history)
     quantized = Checkpoint.of(
@@ -81,3 +88,11 @@ def quantize(
         bits={k: bits[k.rsplit(".", 1)[0]] for k in final_books},
     )
     return quantized, result
+
+
+def _consumers(model: nn.Module) -> dict[str, str | None]:
+    """Each layer's consumer (``trace_consumers``); none for a network that is not a chain."""
+    try:
+        return trace_consumers(model)
+    except UnitPruningError:
+        return {}

@@ -1,4 +1,5 @@
-"""Tests for exact-size helpers: index width choice and whole-file bytes, against the encoder."""
+"""Tests for exact-size helpers: index width choice and whole-file bytes, against the encoder,
+and the encode stage's inputs from a quantized checkpoint (removed units, auto widths, biases)."""
 
 import dataclasses
 
@@ -6,9 +7,20 @@ import numpy as np
 import pytest
 import torch
 
-from deepcompression.allocation import best_index_bits, encoded_file_bytes, index_bytes
+from deepcompression.allocation import (
+    best_index_bits,
+    checkpoint_file_bytes,
+    encoded_file_bytes,
+    encoder_inputs,
+    index_bytes,
+)
+from deepcompression.checkpoint import Checkpoint
+from deepcompression.config import BiasMode
 from deepcompression.container import QuantizedTensor, encode_model, read_info
 from deepcompression.huffman import InvalidArgument
+from deepcompression.loader import load_model
+from deepcompression.quantization import round_bias
+from models import LeNet300100
 
 
 def random_mask(shape: tuple[int, ...], density: float, seed: int) -> torch.Tensor:
@@ -110,3 +122,77 @@ def test_encoded_file_bytes_is_the_length_of_the_encoded_file() -> None:
     assert encoded_file_bytes(narrower, raw, arch, provenance) == len(
         encode_model(narrower, raw, arch, provenance)
     )
+
+
+def quantized_checkpoint(storage: BiasMode = "float32", unread: bool = False) -> Checkpoint:
+    """A LeNet-300-100 checkpoint shaped like the quantize stage's output, fc1 with removed
+    units (a third of its neurons, the matching inputs of fc2), biases rounded to ``storage``
+    (``unread``: the removed units' biases zeroed first)."""
+    torch.manual_seed(0)
+    model = LeNet300100()
+    masks = {name: random_mask(tuple(w.shape), 0.08, seed=i) for i, (name, w) in enumerate(
+        (n, p) for n, p in model.named_parameters() if n.endswith(".weight")
+    )}  # fmt: skip
+    masks["fc1.weight"][::3] = False
+    masks["fc2.weight"][:, ::3] = False
+    state = model.state_dict()
+    if unread:
+        state["fc1.bias"][::3] = 0.0
+    for layer in ("fc1", "fc2", "fc3"):
+        state[f"{layer}.bias"] = round_bias(state[f"{layer}.bias"], storage)
+    centroids, labels, bits = {}, {}, {}
+    for i, (name, mask) in enumerate(masks.items()):
+        generator = torch.Generator().manual_seed(i)
+        labels[name] = torch.randint(0, 16, mask.shape, generator=generator) * mask
+        centroids[name] = torch.sort(torch.randn(16, generator=generator)).values
+        bits[name] = 4
+        state[name] = torch.where(mask, centroids[name][labels[name]], torch.zeros(()))
+    arch = {"name": "lenet_300_100", "kwargs": {}}
+    return Checkpoint(arch, state, masks, centroids, labels, bits)
+
+
+def test_checkpoint_file_bytes_is_the_encode_stage_file_and_decodes_to_the_model() -> None:
+    checkpoint = quantized_checkpoint()
+    widths = {"fc1": None, "fc2": 5, "fc3": None}
+    quantized, raw = encoder_inputs(checkpoint, widths)
+    data = encode_model(quantized, raw, checkpoint.arch, {"run": 1})
+    assert checkpoint_file_bytes(checkpoint, widths, provenance={"run": 1}) == len(data)
+    assert checkpoint_file_bytes(checkpoint, widths) == len(
+        encode_model(quantized, raw, checkpoint.arch, {})
+    )
+    model, decoded = load_model(data)
+    for name, tensor in checkpoint.state_dict.items():
+        assert torch.equal(model.state_dict()[name], tensor), name
+    infos = {layer.name: layer for layer in decoded.layers}
+    assert infos["fc1.weight"].units is not None and infos["fc1.weight"].units[0] == 200
+    assert infos["fc2.weight"].index_bits == 5
+    fixed = {"fc1": 5, "fc2": 5, "fc3": 5}
+    assert checkpoint_file_bytes(checkpoint, widths) <= checkpoint_file_bytes(checkpoint, fixed)
+
+
+def test_biases_are_stored_as_the_quantize_stage_rounded_them() -> None:
+    checkpoint = quantized_checkpoint("float16")
+    widths = dict.fromkeys(("fc1", "fc2", "fc3"))
+    float32 = checkpoint_file_bytes(checkpoint, widths)
+    _, raw = encoder_inputs(checkpoint, widths, "float16")
+    assert {raw[f"{layer}.bias"].dtype for layer in ("fc1", "fc2", "fc3")} == {torch.float16}
+    payload = [
+        read_info(encode_model(*encoder_inputs(checkpoint, widths, storage), {}, {})).payload_bytes
+        for storage in ("float32", "float16")
+    ]
+    assert payload[1] == payload[0] - 2 * (300 + 100 + 10)
+    assert checkpoint_file_bytes(checkpoint, widths, "float16") < float32
+    with pytest.raises(ValueError, match="float16 does not represent"):
+        encoder_inputs(quantized_checkpoint(), widths, "float16")
+
+    checkpoint = quantized_checkpoint(3, unread=True)  # removed units' biases: zeros, pruned
+    quantized, raw = encoder_inputs(checkpoint, widths, 3)
+    stored = {q.name: q for q in quantized}
+    assert "fc1.bias" in stored and "fc1.bias" not in raw and "fc3.bias" in stored
+    assert int(stored["fc1.bias"].mask.sum()) == 200 and stored["fc1.bias"].weight_bits == 3
+    data = encode_model(quantized, raw, checkpoint.arch, {})
+    model, _ = load_model(data)
+    assert torch.equal(model.fc1.bias, checkpoint.state_dict["fc1.bias"])
+    assert checkpoint_file_bytes(checkpoint, widths, 3) < float32
+    with pytest.raises(ValueError, match="distinct values, more than 2\\*\\*2"):
+        encoder_inputs(checkpoint, widths, 2)

@@ -80,7 +80,9 @@ def test_shipped_params_plan_every_layer_of_every_model(model):
     assert list(plan) == list(density)
     for p in plan.values():
         assert p.weight_bits == section["quantize"]["bits"][p.kind]
-        assert p.index_bits == section["encode"]["index_bits"][p.kind]
+        width = section["encode"]["index_bits"][p.kind]
+        assert p.index_bits == (None if width == "auto" else width)
+        assert p.units_kept == section["prune"]["units"][p.kind]
 
 
 def test_load_params_without_a_model_takes_the_first_listed():
@@ -92,7 +94,7 @@ def test_load_params_without_a_model_takes_the_first_listed():
 def test_lenet5_resolves_kind_defaults():
     _, plan = load_params(SHIPPED, "lenet5")
     assert plan["conv1"].weight_bits == 8 and plan["fc1"].weight_bits == 5
-    assert plan["conv2"].index_bits == 8 and plan["fc2"].index_bits == 5
+    assert plan["conv2"].index_bits is None and plan["fc2"].index_bits is None  # auto
     assert plan["conv1"].prune_target == 0.66
 
 
@@ -158,6 +160,32 @@ def test_each_model_sees_only_its_own_section(tmp_path):
         ({"data.train_limit": 50_001}, "data.train_limit: 50001 is out of range"),
         ({"run.device": "tpu"}, "allowed: 'auto', 'cpu', 'cuda'"),
         ({"schedule.cron": "daily"}, "not a 5-field cron"),
+        (
+            {"models.lenet5.encode.index_bits": {"conv": "atuo", "fc": 5}},
+            "models.lenet5.encode.index_bits.conv: 'atuo' is not allowed; allowed: 'auto'; or: "
+            "expected a number",
+        ),
+        (
+            {"models.lenet5.encode.index_bits": {"conv": 17, "fc": "auto"}},
+            "models.lenet5.encode.index_bits.conv: 17.0 is out of range; allowed: [1, 16]",
+        ),
+        (
+            {"models.lenet5.quantize.bias": "float8"},
+            "models.lenet5.quantize.bias: 'float8' is not allowed; allowed: 'float32', "
+            "'float16'; or: expected a whole number",
+        ),
+        (
+            {"models.lenet5.quantize.bias": 9},
+            "models.lenet5.quantize.bias: 9 is out of range; allowed: [1, 8]",
+        ),
+        (
+            {"models.lenet_300_100.prune.units": {"fc": 0.0}},
+            "models.lenet_300_100.prune.units.fc: 0.0 is out of range; allowed: (0.0, 1.0]",
+        ),
+        (
+            {"models.lenet_300_100.prune.units": {"fc4": 0.5, "fc": 1.0}},
+            "models.lenet_300_100.prune.units.fc4: unknown layer; allowed: fc1, fc2, fc3",
+        ),
     ],
 )
 def test_bad_params_name_the_key_and_what_is_allowed(tmp_path, overrides, message):
@@ -169,6 +197,27 @@ def test_limits_fit_the_split(tmp_path):
     assert params.data.train_limit == 55_000
     params = _read(tmp_path, {"data.val_limit": 10_000, "data.test_limit": 10_000})
     assert params.data.val_limit == 10_000
+
+
+def test_index_width_bias_and_units_accept_their_forms(tmp_path):
+    params = _read(
+        tmp_path,
+        {
+            "models.lenet5.encode.index_bits": {"conv": 8, "fc": "auto", "fc2": 3},
+            "models.lenet5.quantize.bias": 4,
+            "models.lenet5.prune.units": {"conv": 1.0, "fc1": 0.5, "fc2": 1.0},
+        },
+    )
+    plan = plan_layers(params.select("lenet5"))
+    assert {n: p.index_bits for n, p in plan.items()} == {
+        "conv1": 8, "conv2": 8, "fc1": None, "fc2": 3
+    }  # fmt: skip
+    assert {n: p.units_kept for n, p in plan.items()} == {
+        "conv1": 1.0, "conv2": 1.0, "fc1": 0.5, "fc2": 1.0
+    }  # fmt: skip
+    assert params.models["lenet5"].quantize.bias == 4
+    float16 = _read(tmp_path, {"models.lenet5.quantize.bias": "float16"})
+    assert float16.models["lenet5"].quantize.bias == "float16"
 
 
 def test_a_layer_entry_overrides_its_kind(tmp_path):
@@ -193,6 +242,8 @@ def test_a_layer_entry_overrides_its_kind(tmp_path):
         "models.lenet5.prune.retrain.momentum",
         "models.lenet5.prune.quality",
         "models.lenet_300_100.quantize.engine",
+        "models.lenet_300_100.quantize.bias",
+        "models.lenet5.prune.units",
         "models.lenet5.encode.index_bits",
         "models.lenet5.encode",
         "data.val_size",

@@ -14,6 +14,8 @@ from deepcompression.quantization import (
     cluster_layer,
     cluster_model,
     distinct_nonzero_values,
+    round_bias,
+    round_biases_,
     share_weights_,
     strip_,
 )
@@ -337,3 +339,31 @@ def test_fine_tuning_is_bitwise_repeatable_on_a_large_layer():
         return strip_(model)["0.weight"].centroids
 
     assert torch.equal(run(), run())
+
+
+def test_round_bias_float16_and_kmeans_keep_zeros_and_share_values() -> None:
+    bias = torch.randn(64, generator=torch.Generator().manual_seed(3))
+    bias[::4] = 0.0
+    bias[1] = -0.0
+    assert torch.equal(round_bias(bias, "float32"), bias)
+    half = round_bias(bias, "float16")
+    assert torch.equal(half, bias.half().float()) and half.dtype == torch.float32
+    for bits in (1, 3):
+        shared = round_bias(bias, bits)
+        zeros = bias == 0
+        assert not shared[zeros].view(torch.int32).any()  # +0.0 bits, also where -0.0 was
+        assert distinct_nonzero_values(shared) <= 2**bits
+        assert (shared[~zeros] - bias[~zeros]).abs().max() < (bias.abs().max() + 1e-6)
+    coarse = (round_bias(bias, 1) - bias).pow(2).sum()
+    assert (round_bias(bias, 3) - bias).pow(2).sum() < coarse
+    with pytest.raises(QuantizationError, match="bias storage"):
+        round_bias(bias, 9)
+
+
+def test_round_biases_rounds_only_the_named_layers_in_place() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+    before = net[2].bias.detach().clone()
+    round_biases_(net, ["0"], 2, engine="sorted")
+    assert distinct_nonzero_values(net[0].bias) <= 4
+    assert torch.equal(net[2].bias, before)

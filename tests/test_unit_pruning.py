@@ -17,6 +17,8 @@ from deepcompression.unit_pruning import (
     trace_consumers,
     unit_masks,
     unit_norms,
+    units_to_keep,
+    zero_unread_biases_,
 )
 from models import LeNet5, LeNet300100
 
@@ -291,3 +293,33 @@ def test_invalid_norm_and_grouped_consumer_raise() -> None:
     net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 4, 3, groups=2))
     with pytest.raises(UnitPruningError, match="groups=1"):
         unit_masks(net, {"0": 2}, trace_consumers(net))
+
+
+def test_units_to_keep_counts_units_and_refuses_the_output_layer() -> None:
+    net = mlp()
+    consumers = trace_consumers(net)
+    assert units_to_keep(net, {"1": 0.5, "3": 1.0, "5": 1.0}, consumers) == {"1": 4}
+    assert units_to_keep(net, {"3": 0.01}, consumers) == {"3": 1}
+    with pytest.raises(UnitPruningError, match="output layer.*keep all of them"):
+        units_to_keep(net, {"5": 0.5}, consumers)
+    with pytest.raises(UnitPruningError, match="unknown layer 'fc9'"):
+        units_to_keep(net, {"fc9": 0.5}, consumers)
+    with pytest.raises(UnitPruningError, match=r"fraction in \(0, 1\]"):
+        units_to_keep(net, {"1": 0.0}, consumers)
+
+
+def test_zeroing_unread_biases_keeps_the_network_s_outputs() -> None:
+    net = convnet()
+    consumers = trace_consumers(net)
+    result = unit_masks(net, {"0": 3, "7": 4}, consumers)
+    apply_unit_masks_(net, result)
+    with torch.no_grad():  # biases of dropped units back to non-zero, as retraining leaves them
+        net[0].bias.add_(1.0)
+        net[7].bias.add_(1.0)
+    x = torch.randn(5, 2, 10, 10, generator=torch.Generator().manual_seed(2))
+    before = net(x)
+    zeroed = zero_unread_biases_(net, result.weights, consumers)
+    assert zeroed == {"0": 2, "4": 0, "7": 3}
+    assert torch.equal(net(x), before)
+    assert not net[0].bias[~result.kept["0"]].any() and not net[7].bias[~result.kept["7"]].any()
+    assert net[0].bias[result.kept["0"]].all()
