@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from deepcompression.container import read_info
 from deepcompression.sizes import model_sizes
+from flows.allocation import effective_params
 from flows.common import setup
 from flows.provenance import git_revision, provenance
 from flows.runinfo import artifact_key
@@ -41,6 +42,7 @@ def encode_flow(
 ) -> dict:
     """Encode the quantized checkpoint into compressed/<model>.dcz; writes its size metrics."""
     params, plan, workspace = setup(params_path, root, model)
+    params, plan = effective_params(params, plan, root)
     checkpoint = load_checkpoint(workspace.checkpoint("quantized"))
     checkpoint.expect_model(model)
     index_bits = {name: p.index_bits for name, p in plan.items()}

@@ -18,6 +18,7 @@ from deepcompression.plan import LayerPlan
 from deepcompression.pruning import density_schedule, weight_stds
 from deepcompression.report import percent
 from deepcompression.unit_pruning import dead_units, trace_consumers, units_to_keep
+from flows.allocation import effective_params
 from flows.common import load_data, setup
 from flows.runinfo import artifact_key
 from tasks.artifacts import publish_report, publish_table
@@ -114,6 +115,7 @@ def prune_flow(
 ) -> dict:
     """Prune the dense checkpoint in `prune.iterations` steps; writes checkpoint and metrics."""
     params, plan, workspace = setup(params_path, root, model)
+    params, plan = effective_params(params, plan, root)
     dense_path = workspace.checkpoint("dense")
     checkpoint = load_checkpoint(dense_path)
     checkpoint.expect_model(model)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from deepcompression.pruning import densities
 from deepcompression.report import percent
 from deepcompression.sizes import pq_layer_report
+from flows.allocation import effective_params
 from flows.common import load_data, setup
 from flows.runinfo import artifact_key
 from tasks.artifacts import publish_report
@@ -20,6 +21,7 @@ def quantize_flow(
 ) -> dict:
     """Quantize the pruned checkpoint with its `quantize` section; writes checkpoint and metrics."""
     params, plan, workspace = setup(params_path, root, model)
+    params, plan = effective_params(params, plan, root)
     pruned = load_checkpoint(workspace.checkpoint("pruned"))
     pruned.expect_model(model)
     data = load_data(params, workspace)

@@ -34,6 +34,8 @@ STAGES = {
     "encode": "flows.encode:encode_flow",
     "evaluate": "flows.evaluate:evaluate_flow",
     "plots": "flows.plots:plots_flow",
+    "sensitivity": "flows.sensitivity:sensitivity_flow",
+    "search": "flows.search:search_flow",
     "pipeline": "flows.pipeline:pipeline_flow",
 }
 SHARED_STAGES = ("data", "pipeline")

@@ -1,0 +1,357 @@
+"""DVC stage `search`: an Optuna study over per-layer compression choices, trials on Dask.
+
+Trials are Prefect task runs submitted through prefect-dask's DaskTaskRunner: to a local cluster
+of `search.workers` processes (each told the Prefect API URL, and torch threads so that workers x
+threads fit the cores), or to the scheduler at `search.address`. Batches of `workers` trials are
+asked, run together and told in ask order. Writes the Pareto front (CSV, JSON), its figure, and
+the chosen allocation, search/<model>/allocation.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import prefect
+from prefect.context import FlowRunContext
+from prefect_dask import DaskTaskRunner
+
+from deepcompression.checkpoint import Checkpoint
+from deepcompression.config import RunParams, SearchConfig, SearchSampler, to_dict
+from deepcompression.plan import LayerPlan
+from deepcompression.search import (
+    Measured,
+    TrialRecord,
+    choose,
+    completed,
+    finished_trials,
+    make_sampler,
+    open_study,
+    pareto_front,
+    recover_interrupted,
+    run_batches,
+    seed_study,
+    study_name,
+)
+from deepcompression.search_plots import PUBLISHED, pareto_figure
+from deepcompression.search_space import (
+    Allocation,
+    LayerAllocation,
+    SearchSpace,
+    describe,
+    resolve_space,
+)
+from deepcompression.sensitivity import SensitivityPoint, seed_allocations
+from deepcompression.trial import TrialSettings
+from deepcompression.unit_pruning import UnitPruningError, trace_consumers
+from flows.allocation import allocation_path
+from flows.common import data_dir, setup
+from flows.provenance import provenance
+from flows.runinfo import artifact_key
+from flows.sensitivity import model_section
+from flows.workspace import Workspace
+from tasks.artifacts import publish_table
+from tasks.io import write_bytes_atomic, write_csv, write_json
+from tasks.log import run_logger
+from tasks.monitor import api_url, is_offline
+from tasks.plots import publish_plots_report
+from tasks.resilient import flow
+from tasks.search import TrialData, search_trial
+
+
+def dense_float32_bytes(dense: Checkpoint) -> int:
+    """All floating-point parameters as dense float32: the ratio's numerator."""
+    return sum(4 * t.numel() for t in dense.state_dict.values() if t.is_floating_point())
+
+
+def output_layers(dense: Checkpoint, layers: list[str]) -> list[str]:
+    """Layers whose units are never dropped: the outputs (all `layers` when the network is not a
+    simple chain that unit pruning can trace)."""
+    try:
+        consumers = trace_consumers(dense.build())
+    except UnitPruningError:
+        return layers
+    return [layer for layer, consumer in consumers.items() if consumer is None]
+
+
+def default_allocation(
+    params: RunParams, plan: dict[str, LayerPlan], space: SearchSpace
+) -> Allocation:
+    """Today's hand-set tables as an allocation (every unit kept, float32 biases)."""
+    layers = {
+        name: LayerAllocation(
+            density=p.prune_target
+            if params.prune.method == "magnitude"
+            else space.layers[name].density_max,
+            units=1.0,
+            weight_bits=p.weight_bits,
+            index_bits=p.index_bits if space.index_bits == "search" else None,
+        )
+        for name, p in plan.items()
+    }
+    return Allocation(layers=layers, bias="float32")
+
+
+def read_sensitivity(workspace: Workspace) -> tuple[float, list[SensitivityPoint]]:
+    """The sensitivity stage's dense error and points (its metrics file)."""
+    path = workspace.metrics("sensitivity")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run the sensitivity stage first (dvc repro)")
+    saved = json.loads(path.read_text())
+    return saved["dense_val_error"], [SensitivityPoint(**p) for p in saved["points"]]
+
+
+def threads_per_worker(workers: int) -> int:
+    """torch threads per local worker, so that workers x threads <= cores."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def dask_runner(cfg: SearchConfig, threads: int) -> DaskTaskRunner:
+    """The scheduler at `address`, else a local cluster of `workers` processes told the API URL
+    (so no worker starts its own temporary Prefect server) and their thread budget."""
+    if cfg.address is not None:
+        return DaskTaskRunner(address=cfg.address)
+    env = {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    if (url := api_url()) is not None:
+        env["PREFECT_API_URL"] = url
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": cfg.workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": None,
+            "env": env,
+        },
+    )
+
+
+def measured(result: dict) -> Measured:
+    """A trial task's result as the search's measurement."""
+    details = {k: v for k, v in result.items() if k not in ("file_bytes", "val_error")}
+    return Measured(result["file_bytes"], result["val_error"], details)
+
+
+def evaluate_batch(common: dict):
+    """Evaluate a batch: every trial submitted at once to the flow run's task runner (Dask), or,
+    outside a flow run (the Prefect API away), run here one by one; a trial that raises is logged
+    and counted as failed."""
+
+    def evaluate(batch: list[tuple[int, Allocation]]) -> list[Measured | None]:
+        if FlowRunContext.get() is None:
+            return [
+                measured(search_trial.fn(number, allocation=a.to_dict(), **common))
+                for number, a in batch
+            ]
+        futures = [
+            search_trial.with_options(tags=["search", f"trial:{number}", *describe(a)]).submit(
+                number=number, allocation=a.to_dict(), **common
+            )
+            for number, a in batch
+        ]
+        results: list[Measured | None] = []
+        for (number, _), future in zip(batch, futures, strict=True):
+            try:
+                results.append(measured(future.result()))
+            except Exception as err:  # noqa: BLE001 - one bad trial must not end the search
+                run_logger().warning("trial %d failed: %s", number, err)
+                results.append(None)
+        return results
+
+    return evaluate
+
+
+@dataclass(frozen=True)
+class StudyRef:
+    """Where a study lives and how its sampler is seeded: what a trials run reopens."""
+
+    storage: str
+    name: str
+    sampler: SearchSampler
+    seed: int
+
+
+def run_trials(
+    model: str,
+    study: StudyRef,
+    space: SearchSpace,
+    total: int,
+    batch_size: int,
+    dense_path: str,
+    common: dict,
+) -> int:
+    """Ask, evaluate and tell batches until `total` trials have finished; returns that count."""
+    opened = open_study(study.storage, study.name, make_sampler(study.sampler, study.seed))
+    trial_inputs = {**common, "dense": Path(dense_path).read_bytes()}
+
+    def progress(done: int) -> None:
+        run_logger().info("search %s: %d of %d trials finished", model, done, total)
+
+    run_batches(opened, space, total, batch_size, evaluate_batch(trial_inputs), progress)
+    return finished_trials(opened)
+
+
+trials_flow = prefect.flow(name="search-trials", flow_run_name="search-trials-{model}")(run_trials)
+"""`run_trials` as a plain Prefect flow, given the Dask task runner per run (Dask pickles the
+running flow with each task: its function must be importable by name)."""
+
+
+def front_row(record: TrialRecord, dense_bytes: int) -> dict:
+    """One point of the front: bytes, ratio, validation error and every choice, flat."""
+    row = {
+        "trial": record.number,
+        "file_bytes": record.file_bytes,
+        "ratio": dense_bytes / record.file_bytes,
+        "val_error": record.val_error,
+        "bias": record.allocation.bias,
+    }
+    index_bits = record.details.get("index_bits", {})
+    for layer, a in record.allocation.layers.items():
+        row[f"density_{layer}"] = a.density
+        row[f"units_{layer}"] = a.units
+        row[f"bits_{layer}"] = a.weight_bits
+        row[f"index_{layer}"] = index_bits.get(layer, a.index_bits)
+    return row
+
+
+def chosen_record(front: list[TrialRecord], budget: float) -> tuple[TrialRecord, bool]:
+    """The smallest file within the error budget, else (flagged) the front's lowest error."""
+    chosen = choose(front, budget)
+    if chosen is not None:
+        return chosen, True
+    return min(front, key=lambda r: (r.val_error, r.file_bytes)), False
+
+
+@flow(name="search", flow_run_name="search-{model}")
+def search_flow(
+    params_path: str = "params.yaml", root: str = ".", model: str = "lenet_300_100"
+) -> dict:
+    """Run (or resume) the model's search study; write its front, figure and chosen allocation."""
+    params, plan, workspace = setup(params_path, root, model)
+    cfg = model_section(params_path, model, "search").search
+    logger = run_logger()
+    dense_bytes_raw = workspace.checkpoint("dense").read_bytes()
+    dense = Checkpoint.from_bytes(dense_bytes_raw)
+    dense.expect_model(model)
+    kinds = {name: p.kind for name, p in plan.items()}
+    space = resolve_space(cfg, kinds, output_layers(dense, list(plan)), f"models.{model}.search")
+    settings = TrialSettings(
+        cfg.iterations, cfg.schedule, cfg.retrain, cfg.finetune, params.quantize.init,
+        params.quantize.engine, params.run.seed, params.run.eval_batch_size,
+    )  # fmt: skip
+    reference, points = read_sensitivity(workspace)
+    defaults = default_allocation(params, plan, space)
+    seeds = [defaults, *seed_allocations(points, reference, cfg.seed_tolerances, defaults)]
+    source = TrialData(
+        folder=str(data_dir(params, workspace).resolve()),
+        mnist=params.data.is_mnist,
+        val_size=params.data.val_size,
+        train_limit=cfg.train_limit or params.data.train_limit,
+        val_limit=params.data.val_limit,
+    )
+    shaping = {k: v for k, v in to_dict(cfg).items() if k not in ("address", "storage", "trials")}
+    inputs = {
+        "search": shaping,
+        "settings": to_dict(settings),
+        "data": to_dict(source) | {"folder": None},
+        "seeds": [s.to_dict() for s in seeds],
+        "device": params.run.device,
+    }
+    name = study_name(model, dense_bytes_raw, inputs)
+    folder = Path(root) / "runs" / model / "search"
+    folder.mkdir(parents=True, exist_ok=True)
+    storage = cfg.storage or f"sqlite:///{(folder / 'study.db').resolve()}"
+    study = open_study(storage, name, make_sampler(cfg.sampler, params.run.seed))
+    recovered, seeded = recover_interrupted(study), seed_study(study, space, seeds)
+    logger.info(
+        "study %s: %d trials done, %d interrupted ones enqueued again, %d seeds enqueued",
+        name, len(completed(study)), recovered, seeded,
+    )  # fmt: skip
+    threads = threads_per_worker(cfg.workers) if cfg.address is None else 0
+    common = {
+        "settings": settings,
+        "source": source,
+        "provenance": provenance(dataclasses.replace(params, allocation="searched")),
+        "device": params.run.device,
+        "threads": threads,
+    }
+    ref = StudyRef(storage, name, cfg.sampler, params.run.seed)
+    dense_path = str(workspace.checkpoint("dense").resolve())
+    arguments = (model, ref, space, cfg.trials, cfg.workers, dense_path, common)
+    if is_offline():
+        run_trials(*arguments)
+    else:
+        trials_flow.with_options(task_runner=dask_runner(cfg, threads))(*arguments)
+    return write_outputs(workspace, completed(study), dense, cfg, name)
+
+
+def write_outputs(
+    workspace: Workspace,
+    records: list[TrialRecord],
+    dense: Checkpoint,
+    cfg: SearchConfig,
+    name: str,
+) -> dict:
+    """Front (CSV, JSON), its figure and the chosen allocation; publishes the front."""
+    model = workspace.model
+    if not records:
+        raise RuntimeError(f"search {name}: no trial completed; see the failed trials' logs")
+    dense_bytes = dense_float32_bytes(dense)
+    front = pareto_front(records)
+    chosen, within = chosen_record(front, cfg.error_budget)
+    rows = [front_row(r, dense_bytes) for r in front]
+    summary = {
+        "model": model,
+        "study": name,
+        "trials": len(records),
+        "dense_bytes": dense_bytes,
+        "error_budget": cfg.error_budget,
+        "chosen": front_row(chosen, dense_bytes) | {"within_budget": within},
+        "front": rows,
+    }
+    write_json(workspace.metrics("search_front"), summary)
+    write_csv(workspace.metrics("search_front").with_suffix(".csv"), rows)
+    defaults = next((r for r in records if r.number == 0), None)
+    figure = workspace.plot("pareto.png")
+    write_bytes_atomic(
+        figure,
+        pareto_figure(
+            records, front, dense_bytes, chosen, defaults, PUBLISHED.get(model, ()),
+            f"Compression search: {model}",
+        ),
+    )  # fmt: skip
+    allocation = {
+        "model": model,
+        "study": name,
+        "trial": chosen.number,
+        "file_bytes": chosen.file_bytes,
+        "ratio": dense_bytes / chosen.file_bytes,
+        "val_error": chosen.val_error,
+        "error_budget": cfg.error_budget,
+        "within_budget": within,
+        "allocation": chosen.allocation.to_dict(),
+        "index_bits": chosen.details.get("index_bits", {}),
+    }
+    write_json(allocation_path(workspace.root, model), allocation)
+    logger = run_logger()
+    if not within:
+        logger.warning(
+            "no trial within the error budget %.2f%%; chose the lowest error",
+            100 * cfg.error_budget,
+        )
+    logger.info(
+        "%s: front of %d points from %d trials; chosen trial %d: %d bytes (%.1fx) at %.2f%% "
+        "validation error",
+        model, len(front), len(records), chosen.number, chosen.file_bytes,
+        dense_bytes / chosen.file_bytes, 100 * chosen.val_error,
+    )  # fmt: skip
+    publish_table(
+        artifact_key(model, "search-front"),
+        [{k: v for k, v in row.items() if not k.startswith(("units_", "index_"))} for row in rows],
+        f"search {model}: Pareto front (file bytes, validation error)",
+    )
+    publish_plots_report({"pareto": figure}, key=artifact_key(model, "search"))
+    return summary

@@ -1,0 +1,74 @@
+"""DVC stage `sensitivity`: per-layer validation error against density and against weight bits
+(the paper's Figures 5-7), one Prefect task run per point, from the dense checkpoint."""
+
+from __future__ import annotations
+
+from prefect import tags
+
+from deepcompression.config import ConfigError, ModelParams
+from deepcompression.search_plots import sensitivity_figure
+from deepcompression.sensitivity import SensitivityPoint
+from flows.common import load_data, setup
+from flows.params import read_params
+from flows.runinfo import artifact_key
+from tasks.io import load_checkpoint, write_bytes_atomic, write_json
+from tasks.log import run_logger
+from tasks.plots import publish_plots_report
+from tasks.resilient import flow
+from tasks.sensitivity import dense_error, sensitivity_point
+
+
+def model_section(params_path: str, model: str, key: str) -> ModelParams:
+    """The model's whole section; its `key` section (sensitivity, search) must be present."""
+    section = read_params(params_path).models[model]
+    if getattr(section, key) is None:
+        raise ConfigError(
+            f"params.yaml: models.{model}.{key}: missing section; the {key} stage needs it "
+            "(see params.yaml in the repository)"
+        )
+    return section
+
+
+def sensitivity_metrics(model: str, dense: float, points: list[SensitivityPoint]) -> dict:
+    """The stage's metrics: the dense error and every point, also as per-layer curves."""
+    layers: dict[str, dict[str, dict[str, float]]] = {}
+    for p in points:
+        curve = layers.setdefault(p.layer, {"density": {}, "bits": {}})[p.axis]
+        curve[f"{p.value:g}"] = p.val_error
+    return {
+        "model": model,
+        "dense_val_error": dense,
+        "points": [p.to_dict() for p in points],
+        "layers": layers,
+    }
+
+
+@flow(name="sensitivity", flow_run_name="sensitivity-{model}")
+def sensitivity_flow(
+    params_path: str = "params.yaml", root: str = ".", model: str = "lenet_300_100"
+) -> dict:
+    """Each layer alone pruned to every density, and shared at every bit width; writes
+    metrics/<model>/sensitivity.json and plots/<model>/sensitivity.png."""
+    params, plan, workspace = setup(params_path, root, model)
+    cfg = model_section(params_path, model, "sensitivity").sensitivity
+    dense = load_checkpoint(workspace.checkpoint("dense"))
+    dense.expect_model(model)
+    data = load_data(params, workspace)
+    reference = dense_error(dense, params.run, data)
+    points = []
+    for layer in plan:
+        axes = [("density", float(v)) for v in cfg.densities] + [("bits", b) for b in cfg.bits]
+        for axis, value in axes:
+            with tags(f"layer:{layer}", f"{axis}:{value:g}"):
+                points.append(
+                    sensitivity_point(
+                        layer, axis, value, dense, cfg, params.quantize, params.run, data
+                    )
+                )
+    metrics = sensitivity_metrics(model, reference, points)
+    figure = workspace.plot("sensitivity.png")
+    write_json(workspace.metrics("sensitivity"), metrics)
+    write_bytes_atomic(figure, sensitivity_figure(points, reference, f"Sensitivity of {model}"))
+    run_logger().info("%s: %d sensitivity points written", model, len(points))
+    publish_plots_report({"sensitivity": figure}, key=artifact_key(model, "sensitivity"))
+    return metrics
