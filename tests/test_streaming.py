@@ -7,6 +7,7 @@ training, evaluation, prediction and the whole pipeline give exactly the preload
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import json
@@ -17,7 +18,7 @@ import pytest
 import torch
 from test_cli_data import SHAPE, _compressed, _write_prepared
 from test_datasets import data_config, prepare, write_idx_folder
-from test_own_data import bn_cnn_section, params_file
+from test_own_data import SHIPPED, params_file
 
 from cli.main import EXIT_OK, main
 from deepcompression import data as data_module
@@ -196,10 +197,12 @@ def test_fit_evaluate_and_predict_on_streamed_data_equal_the_preloaded(
 # ---- (3) the pipeline, end to end, streamed and preloaded --------------------------------------
 
 STAGES = ("train", "prune", "quantize", "evaluate")
+MODEL = "lenet_300_100"
+"""Built for the data's 3x8x8 inputs; its params.yaml section, shortened, is the one shipped."""
 
 
 def _pipeline(root: Path, source: Path, max_preload_bytes: int) -> Path:
-    """data -> train -> prune -> quantize -> encode -> evaluate for small_bn_cnn on `source`, with
+    """data -> train -> prune -> quantize -> encode -> evaluate for MODEL on `source`, with
     the API offline (every flow runs as a plain function)."""
     from flows.data import data_flow
     from flows.encode import encode_flow
@@ -216,20 +219,34 @@ def _pipeline(root: Path, source: Path, max_preload_bytes: int) -> Path:
         "max_preload_bytes": max_preload_bytes,
     }
     root.mkdir()
-    path = params_file(root, data, small_bn_cnn=bn_cnn_section(epochs=2))
+    section = copy.deepcopy(SHIPPED["models"][MODEL])
+    section["train"]["epochs"] = 2
+    section["prune"]["iterations"] = 2
+    section["prune"]["retrain"]["epochs"] = 1
+    section["quantize"]["finetune"]["epochs"] = 1
+    path = params_file(root, data, **{MODEL: section})
     data_flow(str(path), str(root))
     for stage in (train_flow, prune_flow, quantize_flow, encode_flow, evaluate_flow):
-        stage(str(path), str(root), "small_bn_cnn")
+        stage(str(path), str(root), MODEL)
     return root
 
 
 @pytest.fixture(scope="module")
-def both_runs(tmp_path_factory) -> tuple[Path, Path]:
-    """The pipeline run preloaded and streamed (max_preload_bytes 1) on the same data."""
+def both_runs(tmp_path_factory) -> tuple[Path, Path, list[Path]]:
+    """The pipeline run preloaded and streamed (max_preload_bytes 1) on the same data, and every
+    file either run read whole."""
     base = tmp_path_factory.mktemp("pipelines")
     source = base / "source"
     write_idx_folder(source, size=8, channels=3, n_train=48, n_test=9)
+    whole: list[Path] = []
+    real_read_bytes = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        whole.append(self)
+        return real_read_bytes(self)
+
     with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Path, "read_bytes", read_bytes)
         patch.setenv(monitor.PENDING_DIR_ENV, str(base / "pending"))
         monitor.reset()
         monitor.go_offline("tests: the flows run as plain functions")
@@ -240,26 +257,30 @@ def both_runs(tmp_path_factory) -> tuple[Path, Path]:
             )
         finally:
             monitor.reset()
-    return runs
+    return (*runs, whole)
 
 
 def test_the_pipeline_streamed_matches_the_preloaded_run_exactly(both_runs) -> None:
-    preloaded, streamed = both_runs
+    preloaded, streamed, whole = both_runs
+    prepared_images = [p for p in whole if "data" in p.parts and "images" in p.name]
+    assert [p for p in prepared_images if preloaded in p.parents], "the spy saw no read"
+    assert not [p for p in prepared_images if streamed in p.parents], "a stage read images whole"
     header_sized = {"file_bytes", "file_ratio"}  # the header records params: the limit differs
     for stage in STAGES:
-        want = json.loads((preloaded / f"metrics/small_bn_cnn/{stage}.json").read_text())
-        got = json.loads((streamed / f"metrics/small_bn_cnn/{stage}.json").read_text())
+        want = json.loads((preloaded / f"metrics/{MODEL}/{stage}.json").read_text())
+        got = json.loads((streamed / f"metrics/{MODEL}/{stage}.json").read_text())
         assert {k: v for k, v in got.items() if k not in header_sized} == {
             k: v for k, v in want.items() if k not in header_sized
         }, stage
-    files = [load_model((run / "compressed/small_bn_cnn.dcz").read_bytes())[0] for run in both_runs]
+    runs = (preloaded, streamed)
+    files = [load_model((run / f"compressed/{MODEL}.dcz").read_bytes())[0] for run in runs]
     decoded, twin = (model.state_dict() for model in files)
     assert all(torch.equal(twin[key], value) for key, value in decoded.items())
-    evaluation = json.loads((streamed / "metrics/small_bn_cnn/evaluate.json").read_text())
+    evaluation = json.loads((streamed / f"metrics/{MODEL}/evaluate.json").read_text())
     assert evaluation["logits_equal_quantized"] is True and evaluation["test_samples"] == 9
     for checkpoint in ("dense", "pruned", "quantized"):
-        want = load_checkpoint(preloaded / f"checkpoints/small_bn_cnn/{checkpoint}.pt")
-        got = load_checkpoint(streamed / f"checkpoints/small_bn_cnn/{checkpoint}.pt")
+        want = load_checkpoint(preloaded / f"checkpoints/{MODEL}/{checkpoint}.pt")
+        got = load_checkpoint(streamed / f"checkpoints/{MODEL}/{checkpoint}.pt")
         for key, value in want.state_dict.items():
             assert torch.equal(got.state_dict[key], value), (checkpoint, key)
 
