@@ -24,7 +24,6 @@ KMeansEngine = Literal["sklearn", "sorted", "optimal"]
 AllocationSource = Literal["params", "searched"]
 SearchSampler = Literal["nsga2", "tpe"]
 IndexChoice = Literal["auto", "search"]
-BiasStorage = Literal["float32", "float16"]
 
 LAYER_KINDS = ("conv", "fc")
 """Keys that set a value for every layer of a kind inside a per-layer table."""
@@ -402,7 +401,7 @@ class SearchConfig:
     bits_min: LayerTable = field(default_factory=dict)
     bits_max: LayerTable = field(default_factory=dict)
     index_bits: IndexChoice = "auto"
-    bias: tuple[BiasStorage, ...] = ("float32", "float16")
+    bias: tuple[BiasMode, ...] = ("float32", "float16")
     seed_tolerances: tuple[float, ...] = (0.002, 0.005)
     iterations: int = 3
     schedule: ScheduleKind = "geometric"
@@ -443,6 +442,9 @@ class SearchConfig:
                     )
         if not self.bias:
             _fail(f"{path}.bias", "is empty; list the bias storages to try, e.g. [float32]")
+        for i, value in enumerate(self.bias):
+            if isinstance(value, int):
+                _check_range(f"{path}.bias[{i}]", value, 1, MAX_BIAS_BITS)
         for i, value in enumerate(self.seed_tolerances):
             _check_range(f"{path}.seed_tolerances[{i}]", value, 0.0, 1.0)
         if self.train_limit is not None:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from deepcompression.config import (
-    BiasStorage,
+    BiasMode,
     ConfigError,
     IndexChoice,
     SearchConfig,
@@ -41,7 +41,7 @@ class Allocation:
     """A choice for every compressed layer, and how biases are stored."""
 
     layers: dict[str, LayerAllocation]
-    bias: BiasStorage = "float32"
+    bias: BiasMode = "float32"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form (the allocation file, the front's rows)."""
@@ -71,7 +71,7 @@ class SearchSpace:
 
     layers: dict[str, LayerRange]
     index_bits: IndexChoice
-    bias: tuple[BiasStorage, ...]
+    bias: tuple[BiasMode, ...]
 
 
 def resolve_space(

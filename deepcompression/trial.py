@@ -14,10 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from deepcompression.allocation import best_index_bits, encoded_file_bytes
+from deepcompression.allocation import encoded_file_bytes, encoder_inputs
 from deepcompression.checkpoint import Checkpoint
 from deepcompression.config import CentroidInit, KMeansEngine, OptimConfig, ScheduleKind
-from deepcompression.container import QuantizedTensor
 from deepcompression.pruning import (
     Masks,
     densities,
@@ -25,17 +24,22 @@ from deepcompression.pruning import (
     full_masks,
     layer_name,
     prune_,
-    weight_name,
 )
 from deepcompression.quantization import (
     cluster_model,
     drop_unused_centroids,
+    round_biases_,
     share_weights_,
     strip_,
 )
-from deepcompression.search_space import INDEX_BITS_RANGE, Allocation
+from deepcompression.search_space import Allocation
 from deepcompression.training import evaluate, fit, seed_everything
-from deepcompression.unit_pruning import apply_unit_masks_, trace_consumers, unit_masks
+from deepcompression.unit_pruning import (
+    apply_unit_masks_,
+    trace_consumers,
+    unit_masks,
+    units_to_keep,
+)
 
 Splits = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 """(train_x, train_y, val_x, val_y) on the model's device."""
@@ -62,21 +66,9 @@ class TrialOutcome:
     file_bytes: int
     val_error: float
     densities: dict[str, float]
-    index_bits: dict[str, int]
+    index_bits: dict[str, int | None]
     units_kept: dict[str, int]
     checkpoint: Checkpoint
-
-
-def units_to_keep(model: nn.Module, allocation: Allocation) -> dict[str, int]:
-    """Output units kept per layer whose allocation drops some (at least one is always kept)."""
-    modules = dict(model.named_modules())
-    keep = {}
-    for layer, choice in allocation.layers.items():
-        total = modules[layer].weight.shape[0]
-        n_keep = max(1, round(choice.units * total))
-        if n_keep < total:
-            keep[layer] = n_keep
-    return keep
 
 
 def _zero_biases_(model: nn.Module, biases: Masks) -> None:
@@ -94,9 +86,11 @@ def prune_to(
     each step with the masks held; returns the final masks."""
     masks = full_masks(model)
     biases: Masks = {}
-    keep = units_to_keep(model, allocation)
-    if keep:
-        result = unit_masks(model, keep, trace_consumers(model), masks)
+    fractions = {layer: a.units for layer, a in allocation.layers.items() if a.units < 1.0}
+    if fractions:
+        consumers = trace_consumers(model)
+        keep = units_to_keep(model, fractions, consumers)
+        result = unit_masks(model, keep, consumers, masks)
         apply_unit_masks_(model, result)
         masks, biases = result.weights, result.biases
     steps = {
@@ -110,43 +104,6 @@ def prune_to(
             eval_batch_size=settings.eval_batch_size)  # fmt: skip
         _zero_biases_(model, biases)
     return masks
-
-
-def round_biases_(model: nn.Module, layers: list[str], storage: str) -> dict[str, torch.Tensor]:
-    """Round the layers' biases to their storage in place; returns them as the file stores them."""
-    modules = dict(model.named_modules())
-    stored = {}
-    with torch.no_grad():
-        for layer in layers:
-            bias = modules[layer].bias
-            if bias is None:
-                continue
-            kept = bias.detach().half() if storage == "float16" else bias.detach().clone()
-            bias.copy_(kept.float())
-            stored[f"{layer}.bias"] = kept.cpu()
-    return stored
-
-
-def encoder_inputs(
-    checkpoint: Checkpoint, index_bits: dict[str, int], raw_overrides: dict[str, torch.Tensor]
-) -> tuple[list[QuantizedTensor], dict[str, torch.Tensor]]:
-    """The shared layers and raw tensors of a quantized checkpoint, in state_dict order, as the
-    encode stage passes them (raw tensors replaced by `raw_overrides`, e.g. float16 biases)."""
-    quantized = [
-        QuantizedTensor(
-            name=name,
-            mask=checkpoint.masks[name],
-            labels=checkpoint.labels[name],
-            centroids=checkpoint.centroids[name],
-            weight_bits=checkpoint.bits[name],
-            index_bits=index_bits[layer_name(name)],
-        )
-        for name in checkpoint.state_dict
-        if name in checkpoint.centroids
-    ]
-    shared = {q.name for q in quantized}
-    raw = {k: raw_overrides.get(k, v) for k, v in checkpoint.state_dict.items() if k not in shared}
-    return quantized, raw
 
 
 def run_trial(
@@ -168,7 +125,8 @@ def run_trial(
     fit(model, data, settings.finetune, seed_everything(settings.seed),
         eval_batch_size=settings.eval_batch_size)  # fmt: skip
     books = {k: drop_unused_centroids(b) for k, b in strip_(model).items()}
-    raw = round_biases_(model, list(allocation.layers), allocation.bias)
+    round_biases_(model, list(allocation.layers), allocation.bias, init=settings.init,
+                  seed=settings.seed, engine=settings.engine)  # fmt: skip
     val_error = evaluate(model, data[2], data[3], settings.eval_batch_size).error
     cpu_masks = {k: v.cpu() for k, v in masks.items()}
     checkpoint = Checkpoint.of(
@@ -179,9 +137,9 @@ def run_trial(
         labels={k: b.labels.cpu() for k, b in books.items()},
         bits={k: bits[layer_name(k)] for k in books},
     )
-    index_bits = chosen_index_bits(cpu_masks, allocation)
-    quantized, raw_tensors = encoder_inputs(checkpoint, index_bits, raw)
-    file_bytes = encoded_file_bytes(quantized, raw_tensors, dense.arch, provenance)
+    index_bits = {layer: a.index_bits for layer, a in allocation.layers.items()}
+    quantized, raw = encoder_inputs(checkpoint, index_bits, allocation.bias)
+    file_bytes = encoded_file_bytes(quantized, raw, dense.arch, provenance)
     return TrialOutcome(
         file_bytes=file_bytes,
         val_error=val_error,
@@ -190,17 +148,6 @@ def run_trial(
         units_kept=units_alive(cpu_masks),
         checkpoint=checkpoint,
     )
-
-
-def chosen_index_bits(masks: Masks, allocation: Allocation) -> dict[str, int]:
-    """Each layer's index width: the allocation's, else the width with the fewest exact bytes."""
-    low, high = INDEX_BITS_RANGE
-    return {
-        layer: choice.index_bits
-        if choice.index_bits is not None
-        else best_index_bits(masks[weight_name(layer)], range(low, high + 1))[0]
-        for layer, choice in allocation.layers.items()
-    }
 
 
 def units_alive(masks: Masks) -> dict[str, int]:

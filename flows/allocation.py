@@ -17,27 +17,26 @@ def allocation_path(root: Path | str, model: str) -> Path:
     return Path(root) / "search" / model / "allocation.json"
 
 
-def read_allocation(root: Path | str, model: str) -> tuple[Allocation, dict[str, int]]:
-    """The chosen allocation and the index widths its trial wrote; a missing file says what to
-    run."""
+def read_allocation(root: Path | str, model: str) -> Allocation:
+    """The chosen allocation; a missing file says what to run."""
     path = allocation_path(root, model)
     if not path.is_file():
         raise ConfigError(
             f"params.yaml: models.{model}.allocation: 'searched' needs {path}; run the search "
             f"(dvc repro search@{model}) or set allocation: params"
         )
-    saved = json.loads(path.read_text())
-    return Allocation.from_dict(saved["allocation"]), saved["index_bits"]
+    return Allocation.from_dict(json.loads(path.read_text())["allocation"])
 
 
 def effective_params(
     params: RunParams, plan: dict[str, LayerPlan], root: Path | str
 ) -> tuple[RunParams, dict[str, LayerPlan]]:
     """`params` and `plan` as given (allocation: params), or with the searched densities
-    (magnitude pruning), weight bits and index widths in place of the hand tables."""
+    (magnitude pruning), units kept, weight bits, index widths (None: auto) and bias storage in
+    place of the hand tables."""
     if params.allocation != "searched":
         return params, plan
-    chosen, index_bits = read_allocation(root, params.model.name)
+    chosen = read_allocation(root, params.model.name)
     missing = sorted(set(plan) - set(chosen.layers))
     if missing:
         raise ConfigError(
@@ -49,19 +48,26 @@ def effective_params(
         params.prune,
         method="magnitude",
         density={name: a.density for name, a in layers.items()},
+        units={name: a.units for name, a in layers.items()},
     )
     quantize = dataclasses.replace(
-        params.quantize, bits={name: a.weight_bits for name, a in layers.items()}
+        params.quantize,
+        bits={name: a.weight_bits for name, a in layers.items()},
+        bias=chosen.bias,
     )
     encode = dataclasses.replace(
-        params.encode, index_bits={name: index_bits[name] for name in layers}
+        params.encode,
+        index_bits={
+            name: "auto" if a.index_bits is None else a.index_bits for name, a in layers.items()
+        },
     )
     new_plan = {
         name: dataclasses.replace(
             p,
             prune_target=layers[name].density,
             weight_bits=layers[name].weight_bits,
-            index_bits=index_bits[name],
+            index_bits=layers[name].index_bits,
+            units_kept=layers[name].units,
         )
         for name, p in plan.items()
     }

@@ -80,19 +80,19 @@ def output_layers(dense: Checkpoint, layers: list[str]) -> list[str]:
 def default_allocation(
     params: RunParams, plan: dict[str, LayerPlan], space: SearchSpace
 ) -> Allocation:
-    """Today's hand-set tables as an allocation (every unit kept, float32 biases)."""
+    """Today's hand-set tables as an allocation (index width: the space's choice)."""
     layers = {
         name: LayerAllocation(
             density=p.prune_target
             if params.prune.method == "magnitude"
             else space.layers[name].density_max,
-            units=1.0,
+            units=p.units_kept,
             weight_bits=p.weight_bits,
             index_bits=p.index_bits if space.index_bits == "search" else None,
         )
         for name, p in plan.items()
     }
-    return Allocation(layers=layers, bias="float32")
+    return Allocation(layers=layers, bias=params.quantize.bias)
 
 
 def read_sensitivity(workspace: Workspace) -> tuple[float, list[SensitivityPoint]]:
@@ -208,12 +208,11 @@ def front_row(record: TrialRecord, dense_bytes: int) -> dict:
         "val_error": record.val_error,
         "bias": record.allocation.bias,
     }
-    index_bits = record.details.get("index_bits", {})
     for layer, a in record.allocation.layers.items():
         row[f"density_{layer}"] = a.density
         row[f"units_{layer}"] = a.units
         row[f"bits_{layer}"] = a.weight_bits
-        row[f"index_{layer}"] = index_bits.get(layer, a.index_bits)
+        row[f"index_{layer}"] = "auto" if a.index_bits is None else a.index_bits
     return row
 
 
@@ -333,7 +332,7 @@ def write_outputs(
         "error_budget": cfg.error_budget,
         "within_budget": within,
         "allocation": chosen.allocation.to_dict(),
-        "index_bits": chosen.details.get("index_bits", {}),
+        "units_kept": chosen.details.get("units_kept", {}),
     }
     write_json(allocation_path(workspace.root, model), allocation)
     logger = run_logger()

@@ -202,20 +202,21 @@ SETTINGS = TrialSettings(
 )
 
 
-def test_the_objective_is_the_length_of_the_file_the_encode_stage_writes():
+@pytest.mark.parametrize("bias", ["float32", "float16", 3])
+def test_the_objective_is_the_length_of_the_file_the_encode_stage_writes(bias):
     allocation = Allocation(
         {
             "fc1": LayerAllocation(0.05, 0.5, 4, None),
             "fc2": LayerAllocation(0.1, 1.0, 3, 5),
             "fc3": LayerAllocation(0.3, 1.0, 5, None),
         },
-        "float32",
+        bias,
     )
     provenance = {"model": "lenet_300_100", "params": {"note": "test"}}
     outcome = run_trial(_dense(), allocation, SETTINGS, _splits(), provenance)
-    written = encode_checkpoint.fn(outcome.checkpoint, outcome.index_bits, provenance)
+    written = encode_checkpoint.fn(outcome.checkpoint, outcome.index_bits, provenance, bias)
     assert outcome.file_bytes == len(written)
-    assert outcome.index_bits["fc2"] == 5
+    assert outcome.index_bits == {"fc1": None, "fc2": 5, "fc3": None}
     assert outcome.units_kept["fc1"] <= 150  # half of fc1's 300 units dropped
     assert outcome.densities["fc1"] <= 0.05 + 1e-6
     assert 0.0 <= outcome.val_error <= 1.0
@@ -250,13 +251,15 @@ def test_searched_allocation_replaces_the_hand_tables(tmp_path):
     )
     path = allocation_path(tmp_path, "lenet_300_100")
     path.parent.mkdir(parents=True)
-    index_bits = {"fc1": 6, "fc2": 5, "fc3": 3}
-    path.write_text(json.dumps({"allocation": chosen.to_dict(), "index_bits": index_bits}))
+    path.write_text(json.dumps({"allocation": chosen.to_dict()}))
     new, new_plan = effective_params(params, plan, tmp_path)
     assert new.prune.density == {"fc1": 0.031, "fc2": 0.052, "fc3": 0.2}
+    assert new.prune.units == {"fc1": 0.8, "fc2": 1.0, "fc3": 1.0}
     assert new.quantize.bits == {"fc1": 3, "fc2": 4, "fc3": 5}
-    assert {n: p.index_bits for n, p in new_plan.items()} == index_bits
+    assert new.quantize.bias == "float16"
+    assert new.encode.index_bits == {"fc1": "auto", "fc2": "auto", "fc3": "auto"}
     assert {n: p.prune_target for n, p in new_plan.items()} == new.prune.density
+    assert {n: p.units_kept for n, p in new_plan.items()} == new.prune.units
     same, same_plan = effective_params(dataclasses.replace(params, allocation="params"), plan, ".")
     assert same_plan is plan
 
