@@ -3,8 +3,9 @@
 ``encode_model`` writes the format specified in docs/FORMAT.md (version 3; 1 and 2 on request),
 choosing per layer, by exact file bytes, the relative-index width (when asked to) and whether to
 store removed units; ``decode_model`` reads versions 1 to 3 back to a state_dict bitwise equal to
-the encoder's input, and ``read_info`` reports sizes without decoding. Decoding treats the input as untrusted: every
-length is checked against the file, and the decoded size against a caller's limit, before use.
+the encoder's input, and ``read_info`` reports sizes without decoding. Decoding treats the input
+as untrusted: every length is checked against the file, and the decoded size against a caller's
+limit, before use.
 """
 
 from __future__ import annotations
@@ -228,7 +229,7 @@ class LayerInfo:
 
     @property
     def units(self) -> tuple[int, int] | None:
-        """(kept rows, kept columns) when the tensor declares removed units (version 3), else None."""
+        """(kept rows, kept columns) if the tensor declares removed units (version 3), else None."""
         if self.kept_rows is None or self.kept_cols is None:
             return None
         return self.kept_rows, self.kept_cols
@@ -378,7 +379,7 @@ class _HuffmanRecord:
 
     @property
     def stored_numel(self) -> int:
-        """Elements the index stream runs over: the compacted sub-tensor's when units are removed."""
+        """Elements the index stream runs over: the compacted sub-tensor's if units are removed."""
         return _stored_numel(self.shape, self.units)
 
     def spans(self) -> list[tuple[str, _Span]]:
@@ -413,7 +414,9 @@ class _HuffmanRecord:
             index_stream_bytes=self.index.stream.length,
             weight_stream_bytes=self.weight.stream.length,
             raw_bytes=0,
-            units_bytes=0 if self.units is None else self.units.rows.length + self.units.cols.length,
+            units_bytes=0
+            if self.units is None
+            else self.units.rows.length + self.units.cols.length,
             kept_rows=None if self.units is None else self.units.kept_rows,
             kept_cols=None if self.units is None else self.units.kept_cols,
         )
@@ -586,7 +589,9 @@ def _choose_layers(
         return [layer[0] for layer in options]
     widths = sorted({e.index_bits for layer in options for e in layer})
     starts = [[_pick(layer, width) for layer in options] for width in widths]
-    cheapest = [min(_pick_all(layer), key=lambda e: (len(e.sections), e.index_bits)) for layer in options]
+    cheapest = [
+        min(_pick_all(layer), key=lambda e: (len(e.sections), e.index_bits)) for layer in options
+    ]
     candidates = [_descend(start, options, file_bytes, same_width=True) for start in starts]
     best = min([*candidates, cheapest], key=file_bytes)
     return _descend(best, options, file_bytes, same_width=False)
@@ -618,7 +623,9 @@ def _descend(
         for i, layer in enumerate(options):
             for candidate in layer:
                 current = choice[i]
-                if candidate is current or (same_width and candidate.index_bits != current.index_bits):
+                if candidate is current or (
+                    same_width and candidate.index_bits != current.index_bits
+                ):
                     continue
                 trial = [*choice[:i], candidate, *choice[i + 1 :]]
                 size = file_bytes(trial)
