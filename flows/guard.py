@@ -46,7 +46,11 @@ def refresh_prefect_settings() -> None:
     the server check has imported Prefect. Either way the stage's runs must go where the
     environment says. Does nothing before Prefect is imported.
     """
+    global _SETTINGS_ENV
     if "prefect.context" not in sys.modules:
+        return
+    environment = {k: v for k, v in os.environ.items() if k.startswith("PREFECT_")}
+    if environment == _SETTINGS_ENV:
         return
     import prefect.context
     from prefect.logging.configuration import setup_logging
@@ -54,11 +58,16 @@ def refresh_prefect_settings() -> None:
 
     current = prefect.context.GLOBAL_SETTINGS_CONTEXT.settings
     fresh = Settings()
+    _SETTINGS_ENV = environment
     if fresh == current:
         return
     prefect.context.refresh_global_settings_context()
     if fresh.logging != current.logging or fresh.home != current.home:
         setup_logging()
+
+
+_SETTINGS_ENV: dict[str, str] | None = None
+"""The PREFECT_* variables Prefect's settings were last checked against (None: never)."""
 
 
 def catch_up(url: str) -> None:

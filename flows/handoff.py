@@ -186,8 +186,11 @@ def stdio_open() -> bool:
     return True
 
 
-def hand_off(request: Request, path: Path = SOCKET) -> Outcome:
-    """Run the stage in the warm runner listening at `path`; its outcome, or why it did not."""
+def hand_off(
+    request: Request, path: Path = SOCKET, timeout_s: float = ANSWER_TIMEOUT_S
+) -> Outcome:
+    """Run the stage in the warm runner listening at `path`; its outcome, or why it did not
+    (no answer within `timeout_s` included)."""
     if os.environ.get(DISABLE_ENV) == "0":
         return Outcome(reason=f"disabled ({DISABLE_ENV}=0)")
     if not path.exists():
@@ -195,7 +198,7 @@ def hand_off(request: Request, path: Path = SOCKET) -> Outcome:
     if not stdio_open():
         return Outcome(reason="stdin, stdout or stderr is closed")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(ANSWER_TIMEOUT_S)
+        sock.settimeout(timeout_s)
         try:
             sock.connect(str(path))
             payload = request.encode()

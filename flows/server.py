@@ -62,6 +62,11 @@ class LocalServer:
         return self.home / "server.log"
 
     @property
+    def automation_mark(self) -> Path:
+        """The identity of the server (URL and pid) on which the zombie automation was made."""
+        return self.home / "automation.ok"
+
+    @property
     def pending_dir(self) -> Path:
         """What stages could not record while this server was away (tasks/monitor.py)."""
         return self.home / "pending"
@@ -122,31 +127,62 @@ def _wait_healthy(server: LocalServer, process: subprocess.Popen, timeout_s: flo
 
 
 def start(
-    timeout_s: float = START_TIMEOUT_S, server: LocalServer = DEFAULT, prepare: bool = True
+    timeout_s: float = START_TIMEOUT_S,
+    server: LocalServer = DEFAULT,
+    prepare: bool = True,
+    recheck: bool = False,
 ) -> str:
-    """Start a detached local server (unless one answers), wait for it, then `prepare` it."""
+    """Start a detached local server (unless one answers), wait for it, then `prepare` it.
+
+    The zombie automation is checked once per server this project started (its pid file): stage
+    processes skip the check (0.3-0.5 s each) that `flows.server start` already made, unless
+    `recheck`.
+    """
     if not is_healthy(server.api_url):
         process = _spawn(server)
         server.pid_file.write_text(str(process.pid))
         _wait_healthy(server, process, timeout_s)
     if prepare:
-        prepare_server(server.api_url, server.pending_dir)
+        identity = _identity(server)
+        known = not recheck and identity is not None and _read(server.automation_mark) == identity
+        prepared = prepare_server(server.api_url, server.pending_dir, automation=not known)
+        if prepared is not None and identity is not None and not known:
+            server.automation_mark.write_text(identity)
     return server.api_url
 
 
-def prepare_server(api_url: str, pending: Path | None = None) -> list[str]:
-    """The zombie-run automation (created if missing) and the catch-up of pending records.
+def _identity(server: LocalServer) -> str | None:
+    """The server this project started (URL and pid file), if there is one."""
+    pid = _read(server.pid_file)
+    return None if pid is None else f"{server.api_url} pid {pid.strip()}"
 
-    Returns the flow run ids caught up; a failure is a warning (it must never stop a stage).
+
+def _read(path: Path) -> str | None:
+    """A small file's text; None when it cannot be read."""
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def prepare_server(
+    api_url: str, pending: Path | None = None, automation: bool = True
+) -> list[str] | None:
+    """The zombie-run automation (created if missing; unless not `automation`) and the catch-up
+    of pending records.
+
+    Returns the flow run ids caught up, None when the set-up failed: a failure is a warning (it
+    must never stop a stage).
     """
     try:
         from flows.recovery import describe_replayed, ensure_zombie_automation, replay_pending
 
-        ensure_zombie_automation(api_url)
+        if automation:
+            ensure_zombie_automation(api_url)
         replayed = replay_pending(api_url, pending)
     except Exception as err:  # monitoring set-up never stops the work
         print(f"warning: Prefect server set-up incomplete: {err}", file=sys.stderr)
-        return []
+        return None
     if replayed:
         print(describe_replayed(replayed), file=sys.stderr)
     return replayed
@@ -244,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["start", "stop", "status"])
     args = parser.parse_args(argv)
     if args.command == "start":
-        print(f"Prefect server up: UI {UI_URL}  API {start()}")
+        print(f"Prefect server up: UI {UI_URL}  API {start(recheck=True)}")
         warm = start_warm()
         print("warm stage runner " + ("up" if warm else "not up: stages import torch themselves"))
     elif args.command == "stop":

@@ -116,13 +116,17 @@ def changed_file(stamps: dict[str, tuple[int, int]]) -> str | None:
 class Runner:
     """The listening runner: one request at a time is checked and forked; children run on."""
 
-    def __init__(self, listener: socket.socket, path: Path) -> None:
+    def __init__(self, listener: socket.socket, path: Path, startup_env: dict[str, str]) -> None:
         self.listener = listener
         self.path = path
         self.inode = path.stat().st_ino
         self.pid = os.getpid()
         self.stamps = file_stamps()
-        self.env = import_time_env(dict(os.environ))
+        self.startup_env = startup_env
+        self.env = import_time_env(startup_env)
+        self.imports_set = {k: v for k, v in os.environ.items() if startup_env.get(k) != v}
+        """What the imports put in the environment (torch: TORCHINDUCTOR_CACHE_DIR): a cold
+        stage's imports would put it in its own."""
         self.stale: str | None = None
         self.children: dict[int, socket.socket] = {}
         self.selector = selectors.DefaultSelector()
@@ -132,8 +136,9 @@ class Runner:
         self.selector.register(self.wake_read, selectors.EVENT_READ)
 
     @classmethod
-    def bind(cls, path: Path = SOCKET) -> Runner:
-        """Listen at `path` (mode 0600: only this user's processes may hand off)."""
+    def bind(cls, startup_env: dict[str, str], path: Path = SOCKET) -> Runner:
+        """Listen at `path` (mode 0600: only this user's processes may hand off); `startup_env`:
+        the environment before the imports."""
         path.unlink(missing_ok=True)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         mask = os.umask(0o177)
@@ -142,7 +147,7 @@ class Runner:
         finally:
             os.umask(mask)
         listener.listen(16)
-        return cls(listener, path)
+        return cls(listener, path, startup_env)
 
     def serve(self) -> tuple[Request, socket.socket] | None:
         """Serve until told to stop (None); in a forked child, return its request."""
@@ -185,7 +190,7 @@ class Runner:
         self.close()
         sys.stdout.flush()
         sys.stderr.flush()
-        os.execv(sys.executable, [sys.executable, "-m", "flows.warm"])
+        os.execve(sys.executable, [sys.executable, "-m", "flows.warm"], self.startup_env)
 
     def accept(self) -> tuple[Request, socket.socket] | None:
         """Check one caller's request and fork its stage (returns in the child only)."""
@@ -280,6 +285,7 @@ class Runner:
         os.umask(request.umask)
         os.environ.clear()
         os.environ.update(request.env)
+        os.environ.update(self.imports_set)
         sys.argv = [request.program, *request.arguments]
         conn.settimeout(None)
 
@@ -421,6 +427,7 @@ def main() -> int:
         log("another warm runner holds the lock; exiting")
         return 0
     started = time.perf_counter()
+    startup_env = dict(os.environ)
     for module in warm_imports():
         try:
             importlib.import_module(module)
@@ -430,7 +437,7 @@ def main() -> int:
         log(f"{threads} threads after the imports: forking is not safe; exiting")
         return 1
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    runner = Runner.bind()
+    runner = Runner.bind(startup_env)
     log(f"ready in {time.perf_counter() - started:.1f} s at {SOCKET}")
     handed = runner.serve()
     if handed is None:

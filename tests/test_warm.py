@@ -1,0 +1,314 @@
+"""The warm stage runner (flows/warm.py, flows/handoff.py): fast, and never a different result.
+
+A real runner is started in a copy of the project; stages run as `python -m flows.run` does
+under DVC, warm and cold (DC_WARM_STAGES=0). Outputs must be byte-identical, the child's runs must
+go to the caller's Prefect server (the runner's own environment points elsewhere), exit statuses
+and signals must be relayed, a caller that vanishes must take its stage with it, and whenever the
+runner is absent, unresponsive, stale or killed the stage must still run (in-process).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.handoff import SOCKET, Request, hand_off
+from flows.server import warm_answers
+from flows.timing import timing_path
+from flows.warm import changed_file, file_stamps, import_time_env
+
+ROOT = Path(__file__).parents[1]
+CODE = ("deepcompression", "models", "tasks", "flows")
+MODEL = "lenet_300_100"
+ELSEWHERE = "http://127.0.0.1:9/api"
+"""The runner's own PREFECT_API_URL: nothing listens there."""
+
+
+def request() -> Request:
+    """This process's request, as flows.run makes it."""
+    return Request.from_caller(["data"], time.time(), 0.1)
+
+
+def test_no_runner_disabled_or_silent_runner_means_in_process(tmp_path, monkeypatch):
+    """Each case returns the reason instead of an outcome, within the answer timeout."""
+    path = tmp_path / "warm.sock"
+    assert hand_off(request(), path).reason == "no warm runner"
+    monkeypatch.setenv("DC_WARM_STAGES", "0")
+    assert hand_off(request(), path).reason.startswith("disabled")
+    monkeypatch.delenv("DC_WARM_STAGES")
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
+        silent.bind(str(path))
+        silent.listen(1)
+        began = time.monotonic()
+        outcome = hand_off(request(), path, timeout_s=0.5)
+        assert "did not answer" in outcome.reason and time.monotonic() - began < 3
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as rude:
+        rude.bind(str(tmp_path / "rude.sock"))
+        rude.listen(1)
+        rude.settimeout(5)
+
+        def hang_up() -> None:
+            conn, _ = rude.accept()
+            conn.close()
+
+        (closer := threading.Thread(target=hang_up)).start()
+        outcome = hand_off(request(), tmp_path / "rude.sock", timeout_s=5)
+        closer.join()
+        assert outcome.reason == "the warm runner hung up" or "reset" in outcome.reason
+    outcome = hand_off(request(), path, timeout_s=0.5)  # a socket file nobody listens on
+    assert outcome.reason.startswith("the warm runner did not answer")
+
+
+def test_only_import_time_variables_must_match_and_changed_files_are_found(tmp_path):
+    env = {"PATH": "/x", "PREFECT_API_URL": "u", "DVC_STAGE": "s", "OMP_NUM_THREADS": "1"}
+    assert import_time_env(env) == {"OMP_NUM_THREADS": "1"}
+    module = tmp_path / "module.py"
+    module.write_text("x = 1\n")
+    stamps = {str(module): (module.stat().st_mtime_ns, module.stat().st_size)}
+    assert sys.executable in file_stamps()
+    assert changed_file(stamps) is None
+    module.write_text("x = 22\n")
+    assert changed_file(stamps) == str(module)
+    module.unlink()
+    assert changed_file(stamps) == str(module)
+
+
+# --- a real runner --------------------------------------------------------------------------
+
+
+def small_params(mnist_root: Path) -> dict:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["data"].update(
+        source="local",
+        local_dir=str(mnist_root / "MNIST" / "raw"),
+        train_limit=300,
+        val_limit=100,
+        test_limit=100,
+    )
+    section = raw["models"][MODEL]
+    section["train"]["epochs"] = 1
+    raw["models"] = {MODEL: section}
+    return raw
+
+
+def stage_env(prefect_api: str) -> dict[str, str]:
+    """What DVC gives a stage: the venv first on PATH, the (test) Prefect server."""
+    env = dict(os.environ, PREFECT_API_URL=prefect_api, OMP_NUM_THREADS="1")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("PYTHONPATH", None)
+    env.pop("DC_WARM_STAGES", None)
+    return env
+
+
+class Warm:
+    """A runner in a project copy, and stages run there."""
+
+    def __init__(self, repo: Path, env: dict[str, str]) -> None:
+        self.repo = repo
+        self.env = env
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        """Start the runner (its own PREFECT_API_URL points nowhere) and wait until it answers."""
+        log = (self.repo / "warm.log").open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "flows.warm"],
+            cwd=self.repo,
+            env=dict(self.env, PREFECT_API_URL=ELSEWHERE),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.wait_answering()
+
+    def wait_answering(self, timeout_s: float = 240) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not warm_answers(self.repo / SOCKET):
+            assert time.monotonic() < deadline, (self.repo / "warm.log").read_text()[-2000:]
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+    def command(self, stage: str, *args: str) -> list[str]:
+        model = [] if stage == "data" or "--model" in args else ["--model", MODEL]
+        return [sys.executable, "-m", "flows.run", stage, *model, *args]
+
+    def run(self, stage: str, *args: str, cold: bool = False, **env: str):
+        """Run a stage to its end; (completed process, its timing record or None)."""
+        run_env = dict(self.env, **env)
+        if cold:
+            run_env["DC_WARM_STAGES"] = "0"
+        done = subprocess.run(
+            self.command(stage, *args), cwd=self.repo, env=run_env, capture_output=True, text=True
+        )
+        root = Path(args[args.index("--root") + 1]) if "--root" in args else self.repo
+        record = timing_path(root, stage, None if stage == "data" else MODEL)
+        return done, json.loads(record.read_text()) if record.exists() else None
+
+    def children(self) -> list[int]:
+        """Processes whose parent is the runner."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                if int(stat[stat.rindex(")") + 2 :].split()[1]) == self.process.pid:
+                    found.append(int(entry.name))
+        return found
+
+
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory, mnist_root, prefect_api) -> Iterator[Warm]:
+    repo = tmp_path_factory.mktemp("warm") / "repo"
+    for folder in CODE:
+        shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / "params.yaml").write_text(yaml.safe_dump(small_params(mnist_root), sort_keys=False))
+    runner = Warm(repo, stage_env(prefect_api))
+    runner.start()
+    yield runner
+    runner.stop()
+
+
+def outputs(root: Path) -> dict[str, bytes]:
+    """Every file a stage wrote under `root` but its timing records (runs/)."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for folder in ("data", "checkpoints", "metrics", "plots")
+        for p in sorted((root / folder).rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.mark.slow
+def test_warm_and_cold_stages_write_the_same_bytes_and_report_to_the_callers_server(
+    warm, prefect_api
+):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    def train_runs() -> int:
+        tags = FlowRunFilter(tags=FlowRunFilterTags(all_=["stage:train", f"model:{MODEL}"]))
+        with get_client(sync_client=True) as client:
+            return len(client.read_flow_runs(flow_run_filter=tags))
+
+    before = train_runs()
+    results = {}
+    for stage in ("data", "train"):
+        for mode in ("warm", "cold"):
+            done, record = warm.run(stage, cold=mode == "cold")
+            assert done.returncode == 0, done.stderr[-3000:]
+            assert record["runner"] == mode and record["completed"]
+            results[stage, mode] = outputs(warm.repo)
+        assert results[stage, "warm"] == results[stage, "cold"]
+    assert "checkpoints/lenet_300_100/dense.pt" in results["train", "warm"]
+    assert train_runs() == before + 2, "both train runs are on the caller's server"
+    assert "unreachable" not in done.stderr
+
+
+@pytest.mark.slow
+def test_exit_status_of_a_failing_warm_stage_is_relayed(warm, tmp_path):
+    """A stage whose body fails: its traceback on the caller's stderr, exit status 1; a params
+    error: exit status 2 and the message."""
+    shutil.copy(warm.repo / "params.yaml", tmp_path / "params.yaml")
+    done, record = warm.run("prune", "--root", str(tmp_path), "--params", "params.yaml")
+    assert done.returncode == 1 and "Traceback" in done.stderr
+    assert record["runner"] == "warm" and not record["completed"]
+    done, _ = warm.run("train", "--model", "nosuch")
+    assert done.returncode == 2 and "nosuch" in done.stderr
+
+
+def long_stage(warm: Warm, root: Path, epochs: int = 400) -> subprocess.Popen:
+    """A warm train stage of many epochs in `root`; returns once its child runs."""
+    if not (warm.repo / "data").exists():
+        assert warm.run("data")[0].returncode == 0
+    shutil.copytree(warm.repo / "data", root / "data", dirs_exist_ok=True)
+    epochs = f"models.{MODEL}.train.epochs={epochs}"
+    process = subprocess.Popen(
+        warm.command("train", "--root", str(root), "--set", epochs),
+        cwd=warm.repo,
+        env=warm.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not warm.children():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.1)
+    time.sleep(1.0)
+    return process
+
+
+def gone(warm: Warm, timeout_s: float = 30) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while warm.children() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not warm.children()
+
+
+@pytest.mark.slow
+def test_signals_reach_the_stage_and_a_vanished_caller_takes_it_along(warm, tmp_path):
+    process = long_stage(warm, tmp_path / "a")
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGTERM, "the stage died of SIGTERM, so does its caller"
+    assert gone(warm)
+
+    process = long_stage(warm, tmp_path / "b")
+    process.kill()
+    process.communicate(timeout=60)
+    assert gone(warm), "a caller killed outright takes its stage with it"
+
+
+@pytest.mark.slow
+def test_a_stale_runner_refuses_and_restarts(warm):
+    source = warm.repo / "flows" / "encode.py"
+    source.write_text(source.read_text() + "\n")
+    done, record = warm.run("data")
+    assert done.returncode == 0 and record["runner"] == "cold"
+    assert "stale" in record["runner_note"] and "flows/encode.py" in record["runner_note"]
+    time.sleep(3)  # the idle runner restarts (same pid): its socket goes, then comes back
+    warm.wait_answering()
+    done, record = warm.run("data")
+    assert done.returncode == 0 and record["runner"] == "warm", record["runner_note"]
+
+
+@pytest.mark.slow
+def test_another_environment_runs_in_process(warm):
+    done, record = warm.run("data", DC_TEST_SOMETHING="1")
+    assert done.returncode == 0 and record["runner"] == "cold"
+    assert record["runner_note"] == "refused: environment differs: DC_TEST_SOMETHING"
+
+
+@pytest.mark.slow
+def test_a_killed_runner_never_stops_the_work(warm, tmp_path):
+    """The stage forked before the kill finishes and its caller gets its status; later stages
+    run in-process until the runner is back."""
+    process = long_stage(warm, tmp_path, epochs=20)
+    os.kill(warm.process.pid, signal.SIGKILL)
+    warm.process.wait()
+    _, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err[-3000:]
+    assert (tmp_path / "checkpoints" / MODEL / "dense.pt").exists()
+    done, record = warm.run("data")
+    assert done.returncode == 0 and record["runner"] == "cold"
+    warm.start()
