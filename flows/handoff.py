@@ -186,9 +186,7 @@ def stdio_open() -> bool:
     return True
 
 
-def hand_off(
-    request: Request, path: Path = SOCKET, timeout_s: float = ANSWER_TIMEOUT_S
-) -> Outcome:
+def hand_off(request: Request, path: Path = SOCKET, timeout_s: float = ANSWER_TIMEOUT_S) -> Outcome:
     """Run the stage in the warm runner listening at `path`; its outcome, or why it did not
     (no answer within `timeout_s` included)."""
     if os.environ.get(DISABLE_ENV) == "0":

@@ -238,10 +238,19 @@ def warm_answers(socket_path: Path = WARM_SOCKET) -> bool:
 
 
 def start_warm(timeout_s: float = WARM_TIMEOUT_S, home: Path = STATE_DIR) -> bool:
-    """Start the warm stage runner (flows/warm.py) in the project root unless one answers, and
-    wait until it does; False (stages then run cold) when it does not answer in time."""
-    if warm_answers(home / WARM_SOCKET.name):
-        return True
+    """Start the warm stage runner (flows/warm.py) in the project root unless one started in
+    this environment answers (one started in another is restarted), and wait until it answers;
+    False (stages then run cold) when it does not answer in time."""
+    from flows.warm import env_digest
+
+    socket_path = home / WARM_SOCKET.name
+    if warm_answers(socket_path):
+        if _read(socket_path.with_suffix(".env")) == env_digest(dict(os.environ)):
+            return True
+        stop_warm(home)
+        deadline = time.monotonic() + 10.0
+        while warm_answers(socket_path) and time.monotonic() < deadline:
+            time.sleep(0.1)
     home.mkdir(parents=True, exist_ok=True)
     with (home / "warm.log").open("ab") as log:
         process = subprocess.Popen(
@@ -254,10 +263,10 @@ def start_warm(timeout_s: float = WARM_TIMEOUT_S, home: Path = STATE_DIR) -> boo
     (home / "warm.pid").write_text(str(process.pid))
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and process.poll() is None:
-        if warm_answers(home / WARM_SOCKET.name):
+        if warm_answers(socket_path):
             return True
         time.sleep(0.2)
-    return warm_answers(home / WARM_SOCKET.name)
+    return warm_answers(socket_path)
 
 
 def stop_warm(home: Path = STATE_DIR) -> bool:
@@ -268,8 +277,10 @@ def stop_warm(home: Path = STATE_DIR) -> bool:
     pid = int(pid_file.read_text())
     pid_file.unlink()
     try:
+        if b"flows.warm" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return False  # that pid is another process by now
         os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
+    except (ProcessLookupError, FileNotFoundError):
         return False
     return True
 

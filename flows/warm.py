@@ -19,7 +19,9 @@ import atexit
 import contextlib
 import fcntl
 import gc
+import hashlib
 import importlib
+import json
 import os
 import selectors
 import signal
@@ -75,6 +77,13 @@ def import_time_env(env: dict[str, str]) -> dict[str, str]:
         for key, value in env.items()
         if key not in RUNTIME_ENV and not key.startswith(RUNTIME_PREFIXES)
     }
+
+
+def env_digest(env: dict[str, str]) -> str:
+    """A digest of `env`'s import-time variables, written next to the socket: `flows.server
+    start` restarts a runner started in another environment (whose callers it would refuse)."""
+    canonical = json.dumps(import_time_env(env), sort_keys=True).encode()
+    return hashlib.sha256(canonical).hexdigest()
 
 
 def thread_count() -> int:
@@ -147,6 +156,7 @@ class Runner:
         finally:
             os.umask(mask)
         listener.listen(16)
+        path.with_suffix(".env").write_text(env_digest(startup_env))
         return cls(listener, path, startup_env)
 
     def serve(self) -> tuple[Request, socket.socket] | None:
