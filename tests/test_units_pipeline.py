@@ -27,9 +27,9 @@ def units_run(tmp_path_factory, mnist_root, prefect_api):
     raw["data"].update(
         source="local",
         local_dir=str(mnist_root / "MNIST" / "raw"),
-        train_limit=1000,
-        val_limit=300,
-        test_limit=300,
+        train_limit=600,
+        val_limit=200,
+        test_limit=200,
     )
     section = raw["models"][MODEL]
     raw["models"] = {MODEL: section}
@@ -83,3 +83,33 @@ def test_biases_float16_index_auto_and_units_reach_the_file(units_run) -> None:
     evaluate = metrics(workspace, "evaluate")
     assert evaluate["logits_equal_quantized"] is True
     assert result[MODEL]["file_bytes"] == len(data)
+
+
+def test_a_prune_stage_stopped_after_an_iteration_resumes_to_the_same_bytes(
+    units_run, tmp_path, monkeypatch
+) -> None:
+    """Removed units survive resuming: the rerun continues from the saved iteration and writes the
+    uninterrupted run's checkpoint and metrics byte for byte."""
+    import flows.prune as stage
+
+    workspace, _ = units_run
+    (tmp_path / "data").symlink_to(workspace / "data")
+    (tmp_path / "params.yaml").write_bytes((workspace / "params.yaml").read_bytes())
+    (tmp_path / "checkpoints" / MODEL).mkdir(parents=True)
+    dense = workspace / "checkpoints" / MODEL / "dense.pt"
+    (tmp_path / "checkpoints" / MODEL / "dense.pt").write_bytes(dense.read_bytes())
+    real = stage.prune_iteration
+
+    def stopped(iteration: int, *args, **kwargs):
+        if iteration == 2:
+            raise KeyboardInterrupt("stopped before iteration 2")
+        return real(iteration, *args, **kwargs)
+
+    monkeypatch.setattr(stage, "prune_iteration", stopped)
+    with pytest.raises(BaseException, match="stopped before iteration 2"):
+        stage.prune_flow(str(tmp_path / "params.yaml"), str(tmp_path), MODEL)
+    assert (tmp_path / "runs" / MODEL / "resume" / "prune" / "state.json").is_file()
+    monkeypatch.setattr(stage, "prune_iteration", real)
+    stage.prune_flow(str(tmp_path / "params.yaml"), str(tmp_path), MODEL)
+    for name in (f"checkpoints/{MODEL}/pruned.pt", f"metrics/{MODEL}/prune.json"):
+        assert (tmp_path / name).read_bytes() == (workspace / name).read_bytes(), name
