@@ -848,12 +848,12 @@ def _quantized_options(q: QuantizedTensor, version: int) -> list[_Encoded]:
     )
     widths = AUTO_INDEX_BITS if q.index_bits is None else (q.index_bits,)
     forms: list[tuple[np.ndarray, np.ndarray] | None] = [None]
-    if version >= UNITS_VERSION and (units := removable_units(mask)) is not None:
+    if version >= UNITS_VERSION and (units := _removable_units(mask)) is not None:
         forms.append(units)
     return [_encode_layer(common, mask, width, form) for form in forms for width in widths]
 
 
-def removable_units(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+def _removable_units(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """(kept rows, kept columns) of a mask of 2+ dims whose some row (dimension 0) or column
     (dimension 1) holds no surviving weight; None when there is none to remove."""
     if mask.ndim < 2:

@@ -3,6 +3,7 @@ sub-tensor) and the writer's per-layer choices by exact file bytes (units form, 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 import zlib
@@ -12,6 +13,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_container_spec import assert_agree
 
 from deepcompression.container import (
     AUTO_INDEX_BITS,
@@ -215,3 +217,30 @@ def test_a_file_declaring_huge_units_allocates_only_its_output() -> None:
     assert len(data) < 2000 and read_info(data).layers[0].units == (2048, 2048)
     decoded = decode_model(data).state_dict["w"]
     assert float(decoded.sum()) == 0.5 * 2048 * 2048 and decoded[1::2].abs().sum() == 0
+
+
+UNITS_EXAMPLE_PREAMBLE = "8944435a0d0a1a0a03000000550100005501000001d973f27600837fc"
+UNITS_EXAMPLE_SHA256 = "1eb7fd4a8d30d0a29593257ee11835dba046167bd0f3dfccdc9848c1a4ca3849"
+
+
+def units_example() -> bytes:
+    """The worked example of docs/FORMAT.md, "removed units (version 3)"."""
+    header = (
+        '{"arch":{"name":"tiny"},"provenance":{},"tensors":[{"codebook":[0,8],"index":{"bits":0,'
+        '"stream":[16,0],"symbols":4,"table":[10,2]},"index_bits":1,"kind":"huffman","name":"w",'
+        '"nnz":4,"shape":[3,4],"units":{"cols":[9,1],"kept_cols":2,"kept_rows":2,"rows":[8,1]},'
+        '"weight":{"bits":4,"stream":[16,1],"symbols":4,"table":[12,4]},"weight_bits":1}]}'
+    )
+    payload = "000000bf0000803ea06000000102000190"
+    return bytes.fromhex(UNITS_EXAMPLE_PREAMBLE) + header.encode() + bytes.fromhex(payload)
+
+
+def test_pinned_units_example_decodes_as_documented() -> None:
+    data = units_example()
+    assert len(data) == 386 and hashlib.sha256(data).hexdigest() == UNITS_EXAMPLE_SHA256
+    w = decode_model(data).state_dict["w"]
+    assert w.tolist() == [[0, 0.25, -0.5, 0], [0, 0, 0, 0], [0, -0.5, 0.25, 0]]
+    assert not w[1].view(torch.int32).any() and not w[:, [0, 3]].view(torch.int32).any()
+    info = read_info(data).layers[0]
+    assert (info.units, info.units_bytes, info.index_stream_bits) == ((2, 2), 2, 0)
+    assert assert_agree(data) == "decoded"  # the decoder written from FORMAT.md alone agrees
