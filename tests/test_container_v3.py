@@ -219,7 +219,7 @@ def test_a_file_declaring_huge_units_allocates_only_its_output() -> None:
     assert float(decoded.sum()) == 0.5 * 2048 * 2048 and decoded[1::2].abs().sum() == 0
 
 
-UNITS_EXAMPLE_PREAMBLE = "8944435a0d0a1a0a03000000550100005501000001d973f27600837fc"
+UNITS_EXAMPLE_PREAMBLE = "8944435a0d0a1a0a0300000055010000550100001d973f27600837fc"
 UNITS_EXAMPLE_SHA256 = "1eb7fd4a8d30d0a29593257ee11835dba046167bd0f3dfccdc9848c1a4ca3849"
 
 
