@@ -293,3 +293,26 @@ def test_console_script_in_a_subprocess(model_file: Path, tmp_path: Path) -> Non
     )
     assert failed.returncode == 2 and failed.stdout == ""
     _assert_one_error_line(failed.stderr)
+
+
+def test_inspect_lists_the_units_a_version_3_file_keeps(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    quantized, raw = _hand_quantized()
+    fc1 = quantized[0]
+    mask = fc1.mask.clone()
+    mask[::2] = False  # half of fc1's neurons and most input pixels empty: stored as removed units
+    mask[:, 300:] = False
+    quantized[0] = QuantizedTensor(fc1.name, mask, fc1.labels, fc1.centroids, 3, None)
+    path = tmp_path / "units.dcz"
+    path.write_bytes(encode_model(quantized, raw, ARCH, {"git_revision": REVISION}))
+    assert main(["inspect", str(path), "--json"]) == EXIT_OK
+    report = json.loads(capsys.readouterr().out)
+    rows = {row["name"]: row for row in report["layers"]}
+    assert report["format_version"] == 3
+    kept = rows["fc1.weight"]["kept_units"]
+    assert kept[0] == 150 and kept[1] <= 300 and rows["fc1.bias"]["kept_units"] is None
+    assert rows["fc1.weight"]["index_bits"] in range(1, 17)
+    assert main(["inspect", str(path)]) == EXIT_OK
+    table = capsys.readouterr().out
+    assert "units kept" in table and f"{kept[0]}x{kept[1]}" in table
