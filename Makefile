@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)  ## create .venv and install the project with its dev tools
 
-run: setup  ## the whole pipeline (both models; MODEL=name for one): params check, server, dvc repro
+run: setup  ## the whole pipeline (both models; MODEL=name for one): params check, server and warm stage runner, dvc repro
 	$(PY) -m flows.check
 	$(PY) -m flows.server start
 	PREFECT_API_URL=$(API) dvc repro $(TARGETS)
@@ -35,10 +35,10 @@ run: setup  ## the whole pipeline (both models; MODEL=name for one): params chec
 test: setup  ## the test suite
 	$(PY) -m pytest
 
-ui: setup  ## start the local Prefect server and UI at http://127.0.0.1:$(PORT)
+ui: setup  ## start the local Prefect server and UI at http://127.0.0.1:$(PORT), and the warm stage runner
 	$(PY) -m flows.server start
 
-ui-stop:  ## stop the local Prefect server
+ui-stop:  ## stop the local Prefect server and the warm stage runner
 	$(PY) -m flows.server stop
 
 schedule: setup  ## rerun the pipeline on the cron in params.yaml (schedule:); Ctrl-C stops

@@ -27,9 +27,10 @@ import selectors
 import signal
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from flows.handoff import (
     ANSWER_TIMEOUT_S,
@@ -42,6 +43,8 @@ from flows.handoff import (
     send_message,
 )
 
+PROJECT = str(Path(__file__).resolve().parents[1])
+"""The project root: its files are watched while the runner is idle."""
 LOCK = SOCKET.with_suffix(".lock")
 """Held for the runner's lifetime: one runner per project."""
 MAX_REQUEST = 1 << 22
@@ -91,8 +94,6 @@ def thread_count() -> int:
     try:
         return len(os.listdir("/proc/self/task"))
     except OSError:
-        import threading
-
         return threading.active_count()
 
 
@@ -110,6 +111,13 @@ def file_stamps() -> dict[str, tuple[int, int]]:
     return stamps
 
 
+def in_project(path: str) -> bool:
+    """Whether `path` is one of the project's files (not the interpreter's, nor its venv's)."""
+    real = os.path.realpath(path)
+    venv = os.path.realpath(sys.prefix) + os.sep
+    return real.startswith(PROJECT + os.sep) and not real.startswith(venv)
+
+
 def changed_file(stamps: dict[str, tuple[int, int]]) -> str | None:
     """The first file whose stamp changed (or that is gone), if any."""
     for path, stamp in stamps.items():
@@ -125,18 +133,29 @@ def changed_file(stamps: dict[str, tuple[int, int]]) -> str | None:
 class Runner:
     """The listening runner: one request at a time is checked and forked; children run on."""
 
-    def __init__(self, listener: socket.socket, path: Path, startup_env: dict[str, str]) -> None:
+    def __init__(
+        self, listener: socket.socket, path: Path, startup_env: dict[str, str], began_ns: int
+    ) -> None:
         self.listener = listener
         self.path = path
         self.inode = path.stat().st_ino
         self.pid = os.getpid()
         self.stamps = file_stamps()
+        self.project_stamps = {p: s for p, s in self.stamps.items() if in_project(p)}
+        """Checked whenever the runner is idle: it restarts soon after a project file changes."""
         self.startup_env = startup_env
         self.env = import_time_env(startup_env)
         self.imports_set = {k: v for k, v in os.environ.items() if startup_env.get(k) != v}
         """What the imports put in the environment (torch: TORCHINDUCTOR_CACHE_DIR): a cold
         stage's imports would put it in its own."""
-        self.stale: str | None = None
+        self.stale = next(
+            (
+                f"stale: {p} changed while the runner imported it"
+                for p, (mtime_ns, _) in self.project_stamps.items()
+                if mtime_ns >= began_ns
+            ),
+            None,
+        )
         self.children: dict[int, socket.socket] = {}
         self.selector = selectors.DefaultSelector()
         self.wake_read, self.wake_write = socket.socketpair()
@@ -145,9 +164,9 @@ class Runner:
         self.selector.register(self.wake_read, selectors.EVENT_READ)
 
     @classmethod
-    def bind(cls, startup_env: dict[str, str], path: Path = SOCKET) -> Runner:
+    def bind(cls, startup_env: dict[str, str], began_ns: int, path: Path = SOCKET) -> Runner:
         """Listen at `path` (mode 0600: only this user's processes may hand off); `startup_env`:
-        the environment before the imports."""
+        the environment before the imports, which began at `began_ns` (epoch ns)."""
         path.unlink(missing_ok=True)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         mask = os.umask(0o177)
@@ -157,7 +176,7 @@ class Runner:
             os.umask(mask)
         listener.listen(16)
         path.with_suffix(".env").write_text(env_digest(startup_env))
-        return cls(listener, path, startup_env)
+        return cls(listener, path, startup_env, began_ns)
 
     def serve(self) -> tuple[Request, socket.socket] | None:
         """Serve until told to stop (None); in a forked child, return its request."""
@@ -174,12 +193,18 @@ class Runner:
                     else:
                         self.caller_event(key.fileobj, key.data)
                 self.reap()
-                if self.stale and not self.children:
+                if not self.children and self.is_stale():
                     self.restart()
             return None
         finally:
             if os.getpid() == self.pid:
                 self.close()
+
+    def is_stale(self) -> bool:
+        """Whether a project file changed since the runner imported it (checked when idle)."""
+        if self.stale is None and (path := changed_file(self.project_stamps)) is not None:
+            self.stale = f"stale: {path} changed since the runner started"
+        return self.stale is not None
 
     def owns_socket(self) -> bool:
         """Whether the socket file is still the one this runner listens on."""
@@ -377,7 +402,7 @@ def log(message: str) -> None:
     )
 
 
-def run_child(request: Request, conn: socket.socket) -> int:
+def run_child(request: Request, conn: socket.socket) -> NoReturn:
     """Run the stage as `python -m flows.run` would (flows.guard.connect re-reads Prefect's
     settings from the caller's environment); report its end on `conn` at exit."""
     from flows import run
@@ -398,7 +423,19 @@ def run_child(request: Request, conn: socket.socket) -> int:
         raise
     finally:
         gc.freeze()  # as flows.run's exit does
-    return ended["child_exit"]
+    exit_shared(ended["child_exit"])
+
+
+def exit_shared(code: int) -> NoReturn:
+    """Exit as the interpreter does (non-daemon threads joined, exit handlers run, output
+    flushed) but without tearing down the modules: the child shares their memory with the
+    runner, and freeing them all would copy every page first (about 0.5 s)."""
+    threading._shutdown()  # what the interpreter's own exit does first
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code & 0xFF)
 
 
 def exit_code(call: Any, *args: Any) -> int:
@@ -437,6 +474,7 @@ def main() -> int:
         log("another warm runner holds the lock; exiting")
         return 0
     started = time.perf_counter()
+    began_ns = time.time_ns()
     startup_env = dict(os.environ)
     for module in warm_imports():
         try:
@@ -447,7 +485,7 @@ def main() -> int:
         log(f"{threads} threads after the imports: forking is not safe; exiting")
         return 1
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    runner = Runner.bind(startup_env)
+    runner = Runner.bind(startup_env, began_ns)
     log(f"ready in {time.perf_counter() - started:.1f} s at {SOCKET}")
     handed = runner.serve()
     if handed is None:
