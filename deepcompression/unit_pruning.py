@@ -298,6 +298,15 @@ def dead_units(
     return dead
 
 
+def _reads_units(consumer: nn.Module, producer: nn.Module) -> bool:
+    """Whether the consumer reads each producer unit through its own inputs: a Linear with a
+    whole block of inputs per unit, or an ungrouped Conv2d with one input channel per unit."""
+    units = producer.weight.shape[0]
+    if isinstance(consumer, nn.Conv2d):
+        return consumer.groups == 1 and consumer.in_channels == units
+    return consumer.weight.shape[1] % units == 0
+
+
 def _outgoing_alive(consumer_mask: torch.Tensor, units: int) -> torch.Tensor:
     """Bool per producer unit: any of its input weights in the consumer survives."""
     inputs = consumer_mask.transpose(0, 1).reshape(consumer_mask.shape[1], -1).any(dim=1)
@@ -342,13 +351,14 @@ def zero_unread_biases_(
 ) -> dict[str, int]:
     """Zero the bias of every unit whose outputs its consumer never reads (all its input weights
     there pruned): the network computes the same, and the file stores exact zeros. Returns the
-    number of such units per layer (the output layer has none)."""
+    number of such units per layer; the output layer, and layers feeding a grouped convolution,
+    are left alone."""
     modules = _prunable_modules(model)
     zeroed: dict[str, int] = {}
     for name, module in modules.items():
         layer = layer_name(name)
         consumer = consumers.get(layer)
-        if consumer is None:
+        if consumer is None or not _reads_units(modules[weight_name(consumer)], module):
             continue
         unread = ~_outgoing_alive(masks[weight_name(consumer)], module.weight.shape[0])
         zeroed[layer] = int(unread.sum())

@@ -49,12 +49,14 @@ def bn_cnn_section(**train) -> dict:
             "quality": {"conv": 0.5, "fc": 0.5},
             "retrain": {**optim, "lr": 0.01},
             "exclude": ["features.0.*"],
+            "units": {"conv": 1.0, "fc": 1.0},
         },
         "quantize": {
             "bits": {"conv": 4, "fc": 4},
             "init": "linear",
             "engine": "sorted",
             "finetune": {**optim, "lr": 0.001},
+            "bias": "float32",
         },
         "encode": {"index_bits": {"conv": 4, "fc": 4}},
     }

@@ -323,3 +323,15 @@ def test_zeroing_unread_biases_keeps_the_network_s_outputs() -> None:
     assert torch.equal(net(x), before)
     assert not net[0].bias[~result.kept["0"]].any() and not net[7].bias[~result.kept["7"]].any()
     assert net[0].bias[result.kept["0"]].all()
+
+
+def test_zeroing_unread_biases_leaves_a_depthwise_consumer_alone() -> None:
+    torch.manual_seed(3)
+    net = nn.Sequential(
+        nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3, groups=4), nn.Flatten(), nn.Linear(16, 3)
+    )  # fmt: skip
+    masks = full_masks(net)
+    masks["2.weight"][1:] = False  # depthwise filters 1..3 empty: still not a reason to zero
+    before = net[0].bias.detach().clone()
+    assert zero_unread_biases_(net, masks, trace_consumers(net)) == {"2": 0}
+    assert torch.equal(net[0].bias, before)
