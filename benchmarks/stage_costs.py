@@ -7,7 +7,8 @@ runs/<model>/timing/<stage>-process.json (runs/shared/ for the data stage; flows
 prints markdown tables: one row per stage run in the order they ran, then per stage over the
 models, then the pipeline's totals and its wall time from the first stage's start to the last
 stage's end (the rest of the wall time is DVC's own work and the processes' exits). A stage's
-total = fixed (imports and set-up) + work (the flow's body) + finish (the flow run's end).
+total = fixed (imports and set-up) + work (the flow's body) + finish (the flow run's end); its
+runner is `warm` when the warm stage runner forked it (flows/warm.py), else `cold`.
 
 Stages that DVC skipped keep the record of an earlier run: only the latest run is shown, i.e. the
 records chained back from the newest one with at most --max-gap seconds between one's end and
@@ -41,6 +42,8 @@ class StageRun:
     work: float | None
     total: float
     completed: bool
+    runner: str = "cold"
+    """`warm`: forked by the warm stage runner (flows/warm.py); `cold`: its own imports."""
 
     @property
     def finish(self) -> float | None:
@@ -61,6 +64,7 @@ class StageRun:
             work=record.get("work_seconds"),
             total=record["total_seconds"],
             completed=bool(record.get("completed")),
+            runner=record.get("runner") or "cold",
         )
 
 
@@ -106,6 +110,7 @@ def run_rows(runs: Sequence[StageRun]) -> list[dict]:
             "finish s": seconds(r.finish),
             "total s": seconds(r.total),
             "fixed share": share(r.fixed, r.total),
+            "runner": r.runner,
             "completed": r.completed,
         }
         for r in runs
