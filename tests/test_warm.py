@@ -27,7 +27,7 @@ import yaml
 from flows.handoff import SOCKET, Request, hand_off
 from flows.server import warm_answers
 from flows.timing import timing_path
-from flows.warm import changed_file, file_stamps, import_time_env
+from flows.warm import changed_file, env_digest, file_stamps, import_time_env
 
 ROOT = Path(__file__).parents[1]
 CODE = ("deepcompression", "models", "tasks", "flows")
@@ -76,6 +76,9 @@ def test_no_runner_disabled_or_silent_runner_means_in_process(tmp_path, monkeypa
 def test_only_import_time_variables_must_match_and_changed_files_are_found(tmp_path):
     env = {"PATH": "/x", "PREFECT_API_URL": "u", "DVC_STAGE": "s", "OMP_NUM_THREADS": "1"}
     assert import_time_env(env) == {"OMP_NUM_THREADS": "1"}
+    # flows.server start keeps a runner whose digest matches, restarts one that does not
+    assert env_digest(env) == env_digest(dict(env, PREFECT_API_URL="v", PATH="/y"))
+    assert env_digest(env) != env_digest(dict(env, OMP_NUM_THREADS="2"))
     module = tmp_path / "module.py"
     module.write_text("x = 1\n")
     stamps = {str(module): (module.stat().st_mtime_ns, module.stat().st_size)}
