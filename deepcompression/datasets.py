@@ -15,6 +15,10 @@ The prepared form is what the data stage writes to ``data/<name>/`` for every so
     test-images-idx4-ubyte    read only by the evaluate stage
     test-labels-idx1-ubyte
 
+The data stage writes these files with `write_prepared`, from a `DatasetStream` read a bounded
+block at a time (`PREPARE_CHUNK_BYTES` of images), so a split larger than memory can be prepared;
+the bytes are those `prepare` gives for the same data in memory.
+
 Loading gives float32 tensors normalised like MNIST's, ``(byte / 255 - mean) / std`` per channel,
 identical in every stage; each file is checked against its sha256 in ``meta.json`` first. A split
 whose float32 size is over the caller's limit is not read into memory: its images file is mapped
@@ -25,10 +29,11 @@ read-only from an open file (``Opener``), checked in chunks, and streamed in bat
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -36,11 +41,14 @@ import numpy as np
 import torch
 
 from deepcompression.data import (
+    ChecksumError,
     DataError,
     DataShape,
     ImageTensors,
     decode_idx,
     encode_idx,
+    encode_idx_header,
+    idx_body,
     map_idx,
     sha256_hex,
     split_indices,
@@ -119,54 +127,83 @@ class RawDataset:
 
 
 def images_from_idx(array: np.ndarray, name: str) -> np.ndarray:
-    """uint8 (N, C, S, S) images from a decoded IDX images file.
+    """uint8 (N, C, S, S) images from a decoded IDX images file, as `idx_image_layout` reads it."""
+    _, transpose = idx_image_layout(array.dtype, array.shape, name)
+    return np.ascontiguousarray(as_channels_first(array, transpose))
+
+
+def idx_image_layout(
+    dtype: np.dtype, shape: Sequence[int], name: str
+) -> tuple[tuple[int, int, int], bool]:
+    """(C, S, S) of the images in an IDX images file of `dtype` and `shape`, and whether its
+    rows are (H, W, C) and need `as_channels_first` to transpose them.
 
     3 dims are (N, H, W) grey images; 4 dims are (N, C, H, W), or (N, H, W, C) when only that
     reading gives square images. Images must be square: the models take S x S inputs.
     """
-    if array.dtype != np.uint8:
+    shape = tuple(int(d) for d in shape)
+    if dtype != np.uint8:
         raise DataError(
-            f"{name}: images must be unsigned bytes (IDX type 0x08, pixels 0..255); found "
-            f"{array.dtype}."
+            f"{name}: images must be unsigned bytes (IDX type 0x08, pixels 0..255); found {dtype}."
         )
-    if array.ndim == 3:
-        array = array[:, None]
-    elif array.ndim == 4:
-        _, a, b, c = array.shape
-        if b != c and a == b:
-            array = array.transpose(0, 3, 1, 2)
+    transpose = False
+    if len(shape) == 3:
+        n, c, height, width = shape[0], 1, shape[1], shape[2]
+    elif len(shape) == 4:
+        n, c, height, width = shape
+        if height != width and c == height:
+            transpose = True
+            c, height, width = shape[3], shape[1], shape[2]
     else:
         raise DataError(
             f"{name}: images must have 3 dims (N, H, W) or 4 (N, C, H, W) / (N, H, W, C); "
-            f"found shape {array.shape}."
+            f"found shape {shape}."
         )
-    n, _, height, width = array.shape
+    reordered = (n, c, height, width)
     if height != width:
         raise DataError(
-            f"{name}: images are {height}x{width} pixels (shape {array.shape}); expected square "
+            f"{name}: images are {height}x{width} pixels (shape {reordered}); expected square "
             "images S x S (the models take square inputs)."
         )
     if n == 0 or height == 0:
-        raise DataError(f"{name}: holds no images (shape {array.shape}).")
-    return np.ascontiguousarray(array)
+        raise DataError(f"{name}: holds no images (shape {reordered}).")
+    return (c, height, width), transpose
+
+
+def as_channels_first(rows: np.ndarray, transpose: bool) -> np.ndarray:
+    """IDX image rows as (b, C, S, S): grey (b, S, S) rows get a channel axis, (b, S, S, C) rows
+    are transposed when `transpose` (see `idx_image_layout`)."""
+    if rows.ndim == 3:
+        return rows[:, None]
+    return rows.transpose(0, 3, 1, 2) if transpose else rows
 
 
 def labels_from_idx(array: np.ndarray, name: str) -> np.ndarray:
     """int64 labels from a decoded IDX labels file: a 1-D array of integers >= 0."""
-    if array.dtype.kind not in "iu" or array.ndim != 1:
+    check_label_layout(array.dtype, array.shape, name)
+    labels = array.astype(np.int64)
+    check_not_negative(labels, 0, name)
+    return labels
+
+
+def check_label_layout(dtype: np.dtype, shape: Sequence[int], name: str) -> None:
+    """Refuse an IDX labels file that is not one dimension of integers."""
+    if dtype.kind not in "iu" or len(shape) != 1:
         raise DataError(
             f"{name}: labels must be one dimension of integers (IDX type 0x08, 0x09, 0x0B or "
-            f"0x0C); found {array.dtype} with shape {array.shape}."
+            f"0x0C); found {dtype} with shape {tuple(shape)}."
         )
-    labels = array.astype(np.int64)
+
+
+def check_not_negative(labels: np.ndarray, start: int, name: str) -> None:
+    """Refuse a negative label; `labels` are the file's labels from position `start` on."""
     negative = np.flatnonzero(labels < 0)
     if negative.size:
         i = int(negative[0])
         raise DataError(
-            f"{name}: label {int(labels[i])} at position {i} is out of range; expected class "
-            "numbers 0, 1, 2, ..."
+            f"{name}: label {int(labels[i])} at position {start + i} is out of range; expected "
+            "class numbers 0, 1, 2, ..."
         )
-    return labels
 
 
 def num_classes(raw: RawDataset) -> int:
@@ -174,18 +211,29 @@ def num_classes(raw: RawDataset) -> int:
     labels checked against it; an error names the file, the position and the expected range."""
     derived = raw.classes is None
     k = int(raw.train.labels.max()) + 1 if derived else len(raw.classes or ())
-    if not 1 <= k <= MAX_CLASSES:
-        raise DataError(f"{raw.train.labels_origin}: {k} classes; expected 1..{MAX_CLASSES}.")
+    check_class_count(k, raw.train.labels_origin)
     for split in raw.splits().values():
-        bad = np.flatnonzero((split.labels < 0) | (split.labels >= k))
-        if bad.size:
-            i = int(bad[0])
-            where = " (the training labels' largest class + 1)" if derived else ""
-            raise DataError(
-                f"{split.labels_origin}: label {int(split.labels[i])} at position {i} is out of "
-                f"range; expected 0..{k - 1}: {k} classes{where}."
-            )
+        check_in_range(split.labels, 0, k, derived, split.labels_origin)
     return k
+
+
+def check_class_count(k: int, name: str) -> None:
+    """Refuse a class count outside 1..MAX_CLASSES, naming the file it came from."""
+    if not 1 <= k <= MAX_CLASSES:
+        raise DataError(f"{name}: {k} classes; expected 1..{MAX_CLASSES}.")
+
+
+def check_in_range(labels: np.ndarray, start: int, k: int, derived: bool, name: str) -> None:
+    """Refuse a label outside 0..k-1; `labels` are the file's labels from position `start` on,
+    `derived`: k is the training labels' largest class + 1 (said in the error)."""
+    bad = np.flatnonzero((labels < 0) | (labels >= k))
+    if bad.size:
+        i = int(bad[0])
+        where = " (the training labels' largest class + 1)" if derived else ""
+        raise DataError(
+            f"{name}: label {int(labels[i])} at position {start + i} is out of range; expected "
+            f"0..{k - 1}: {k} classes{where}."
+        )
 
 
 def image_shape(raw: RawDataset) -> tuple[int, int, int]:
@@ -256,26 +304,40 @@ def decode_image(data: bytes, name: str, channels: int, size: int | None) -> np.
 # ---- normalisation, sizes ----------------------------------------------------------------------
 
 
+class ChannelStats:
+    """Per-channel byte histograms of uint8 (N, C, S, S) images, added block by block: the
+    exact (mean, std) of everything added, whatever the blocks, kept in integers until `result`."""
+
+    def __init__(self, channels: int) -> None:
+        self.counts = np.zeros((channels, 256), dtype=np.int64)
+
+    def add(self, images: np.ndarray) -> None:
+        """Count the bytes of a uint8 (b, C, S, S) block."""
+        for c in range(self.counts.shape[0]):
+            self.counts[c] += np.bincount(images[:, c].ravel(), minlength=256)
+
+    def result(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) per channel on the [0, 1] scale (population std), one division each."""
+        values = np.arange(256, dtype=np.float64)
+        means, stds = [], []
+        for counts in self.counts:
+            total = int(counts.sum())
+            mean = float((counts * values).sum()) / (255.0 * total)
+            square = float((counts * values**2).sum()) / (255.0**2 * total)
+            means.append(mean)
+            stds.append(math.sqrt(max(square - mean * mean, 0.0)))
+        return tuple(means), tuple(stds)
+
+
 def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[tuple[float, ...], ...]:
     """(mean, std) per channel of uint8 (N, C, S, S) images on the [0, 1] scale (population std).
 
     Exact and deterministic: per-channel byte histograms summed in integers, then one division.
     """
-    channels = images.shape[1]
-    counts = np.zeros((channels, 256), dtype=np.int64)
+    stats = ChannelStats(images.shape[1])
     for start in range(0, images.shape[0], chunk):
-        block = images[start : start + chunk]
-        for c in range(channels):
-            counts[c] += np.bincount(block[:, c].ravel(), minlength=256)
-    values = np.arange(256, dtype=np.float64)
-    means, stds = [], []
-    for c in range(channels):
-        total = int(counts[c].sum())
-        mean = float((counts[c] * values).sum()) / (255.0 * total)
-        square = float((counts[c] * values**2).sum()) / (255.0**2 * total)
-        means.append(mean)
-        stds.append(math.sqrt(max(square - mean * mean, 0.0)))
-    return tuple(means), tuple(stds)
+        stats.add(images[start : start + chunk])
+    return stats.result()
 
 
 def preload_bytes(count: int, shape: Sequence[int]) -> int:
@@ -287,20 +349,6 @@ def streams(count: int, shape: Sequence[int], limit: int | None) -> bool:
     """Whether `count` images of `shape` (C, S, S) are streamed rather than preloaded: their
     float32 size is over `limit` (None: always preloaded)."""
     return limit is not None and preload_bytes(count, shape) > limit
-
-
-def uint8_images(what: str, count: int, shape: Sequence[int]) -> np.ndarray:
-    """An empty uint8 (count, C, S, S) array for a split the data stage reads image by image;
-    memory it cannot get is an error naming the split and the bytes it needs."""
-    try:
-        return np.empty((count, *shape), dtype=np.uint8)
-    except MemoryError:
-        raise DataError(
-            f"{what}: {count} images of {_shape_text(shape)} take {count * math.prod(shape):,} "
-            "bytes, more memory than the data stage got: it holds each split as bytes to check "
-            "and write it (later stages stream what they cannot preload). Use a smaller "
-            "data.image_size or fewer images."
-        ) from None
 
 
 def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -424,19 +472,9 @@ def prepare(
     shape = image_shape(raw)
     k = num_classes(raw)
     if mean is None or std is None:
-        mean, std = channel_stats(raw.train.images)
-        constant = [c for c, s in enumerate(std) if s == 0.0]
-        if constant:
-            raise DataError(
-                f"{raw.train.images_origin}: channel {constant[0]} is the same value in every "
-                "image (std 0); set data.mean and data.std."
-            )
-    if len(mean) != shape[0] or len(std) != shape[0]:
-        raise DataError(
-            f"{raw.train.images_origin}: the images have {shape[0]} channel(s) but data.mean/"
-            f"data.std give {len(mean)}; give one value per channel."
-        )
-    label_dtype = np.uint8 if k <= 256 else np.int32
+        mean, std = _own_stats(channel_stats(raw.train.images), raw.train.images_origin)
+    _check_stats(mean, std, shape[0], raw.train.images_origin)
+    label_dtype = labels_dtype(k)
     files: dict[str, bytes] = {}
     counts: dict[str, int] = {}
     for split_name, split in raw.splits().items():
@@ -444,22 +482,234 @@ def prepare(
         files[images_file] = encode_idx(split.images)
         files[labels_file] = encode_idx(split.labels.astype(label_dtype))
         counts[split_name] = int(split.images.shape[0])
-    classes = raw.classes if raw.classes is not None else tuple(str(i) for i in range(k))
-    meta = DatasetMeta(
+    sha256 = {file: sha256_hex(data) for file, data in files.items()}
+    meta = _meta(name, source, shape, raw.classes, k, (mean, std), counts, sha256, raw.inputs)
+    files[META_FILE] = meta.to_json()
+    return files, meta
+
+
+def labels_dtype(k: int) -> type[np.integer]:
+    """How the prepared labels of `k` classes are stored: one byte up to 256 classes."""
+    return np.uint8 if k <= 256 else np.int32
+
+
+def _own_stats(
+    stats: tuple[tuple[float, ...], tuple[float, ...]], origin: str
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The training images' own (mean, std); a constant channel (std 0) is an error."""
+    constant = [c for c, s in enumerate(stats[1]) if s == 0.0]
+    if constant:
+        raise DataError(
+            f"{origin}: channel {constant[0]} is the same value in every image (std 0); set "
+            "data.mean and data.std."
+        )
+    return stats
+
+
+def _check_stats(mean: Sequence[float], std: Sequence[float], channels: int, origin: str) -> None:
+    """Refuse a mean/std that does not give one value per channel."""
+    if len(mean) != channels or len(std) != channels:
+        raise DataError(
+            f"{origin}: the images have {channels} channel(s) but data.mean/data.std give "
+            f"{len(mean)}; give one value per channel."
+        )
+
+
+def _meta(
+    name: str,
+    source: str,
+    shape: tuple[int, int, int],
+    classes: tuple[str, ...] | None,
+    k: int,
+    stats: tuple[Sequence[float], Sequence[float]],
+    counts: dict[str, int],
+    sha256: dict[str, str],
+    inputs: Mapping[str, str],
+) -> DatasetMeta:
+    """meta.json's content; classes None are named 0..k-1."""
+    return DatasetMeta(
         name=name,
         source=source,
         channels=shape[0],
         image_size=shape[1],
         num_classes=k,
-        classes=tuple(classes),
-        mean=tuple(float(v) for v in mean),
-        std=tuple(float(v) for v in std),
+        classes=tuple(classes) if classes is not None else tuple(str(i) for i in range(k)),
+        mean=tuple(float(v) for v in stats[0]),
+        std=tuple(float(v) for v in stats[1]),
         counts=counts,
-        sha256={file: sha256_hex(data) for file, data in files.items()},
-        inputs=dict(raw.inputs),
+        sha256=sha256,
+        inputs=dict(inputs),
     )
-    files[META_FILE] = meta.to_json()
-    return files, meta
+
+
+# ---- the prepared form, written block by block -------------------------------------------------
+
+PREPARE_CHUNK_BYTES = 1 << 23
+"""Image bytes the data stage decodes, checks and writes at once (8 MiB): what it holds of a
+split, whatever the split's size."""
+
+Blocks = Callable[[], Iterator[np.ndarray]]
+"""A fresh pass over a split's rows in order, one bounded block at a time."""
+
+Creator = Callable[[str], BinaryIO]
+"""Creates a prepared file for binary writing given its name (the caller picks the folder)."""
+
+
+def chunk_rows(shape: Sequence[int], chunk_bytes: int = PREPARE_CHUNK_BYTES) -> int:
+    """How many uint8 images of `shape` (C, S, S) make one block of at most `chunk_bytes` (>= 1)."""
+    return max(1, chunk_bytes // math.prod(shape))
+
+
+@dataclass(frozen=True)
+class SplitStream:
+    """One split read block by block: `count` uint8 images of `shape` (C, S, S). `images()`
+    yields uint8 (b, C, S, S) blocks, `labels()` integer (b,) blocks, both in order, each call a
+    new pass; `images_origin` and `labels_origin` name the source in every error."""
+
+    count: int
+    shape: tuple[int, int, int]
+    images: Blocks
+    labels: Blocks
+    images_origin: str
+    labels_origin: str
+
+
+@dataclass(frozen=True)
+class DatasetStream:
+    """Every split of a source as `SplitStream`s; `classes` and `inputs` as in `RawDataset`."""
+
+    train: SplitStream
+    test: SplitStream
+    val: SplitStream | None = None
+    classes: tuple[str, ...] | None = None
+    inputs: dict[str, str] = field(default_factory=dict)
+
+    def splits(self) -> dict[str, SplitStream]:
+        """The present splits by name, in SPLITS order."""
+        found = {"train": self.train, "val": self.val, "test": self.test}
+        return {name: split for name, split in found.items() if split is not None}
+
+
+def write_prepared(
+    data: DatasetStream,
+    create: Creator,
+    *,
+    name: str,
+    source: str,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> DatasetMeta:
+    """Write the prepared files (meta.json last) through `create`, one block at a time, and
+    return the meta: the same bytes `prepare` gives for the same data, in memory bounded by the
+    sources' block size.
+
+    Shapes and every label are checked before any image is read; the training images' mean/std
+    are accumulated while they are written, each file hashed as it is written. Raises DataError
+    naming the split's file or folder; what was written by then is the caller's to discard.
+    """
+    expected = data.train.shape
+    for split in data.splits().values():
+        if split.shape != expected:
+            raise DataError(
+                f"{split.images_origin}: images are {_shape_text(split.shape)}; expected "
+                f"{_shape_text(expected)} like the training images ({data.train.images_origin})."
+            )
+    k = _stream_classes(data)
+    if mean is not None and std is not None:
+        _check_stats(mean, std, expected[0], data.train.images_origin)
+    sha256: dict[str, str] = {}
+    for split_name, split in data.splits().items():
+        labels_file = split_files(split_name)[1]
+        sha256[labels_file] = _write_labels(create(labels_file), split, k, data.classes is None)
+    stats = ChannelStats(expected[0]) if mean is None or std is None else None
+    for split_name, split in data.splits().items():
+        images_file = split_files(split_name)[0]
+        counter = stats if split_name == "train" else None
+        sha256[images_file] = _write_images(create(images_file), split, counter)
+    if stats is not None:
+        mean, std = _own_stats(stats.result(), data.train.images_origin)
+    counts = {split_name: split.count for split_name, split in data.splits().items()}
+    stats_found = (mean, std)
+    meta = _meta(name, source, expected, data.classes, k, stats_found, counts, sha256, data.inputs)
+    with create(META_FILE) as handle:
+        handle.write(meta.to_json())
+    return meta
+
+
+def _stream_classes(data: DatasetStream) -> int:
+    """The class count as `num_classes` gives it, from one pass over every split's labels: each
+    file's count and signs checked, every label against the count."""
+    largest = -1
+    for split_name, split in data.splits().items():
+        found = 0
+        for block in split.labels():
+            check_not_negative(block, found, split.labels_origin)
+            if split_name == "train" and block.size:
+                largest = max(largest, int(block.max()))
+            found += len(block)
+        if found != split.count:
+            raise DataError(
+                f"{split.labels_origin} has {found} labels but {split.images_origin} has "
+                f"{split.count} images; expected one label per image."
+            )
+    derived = data.classes is None
+    k = largest + 1 if derived else len(data.classes or ())
+    check_class_count(k, data.train.labels_origin)
+    return k
+
+
+class _HashingWriter:
+    """Writes to an open binary file, hashing the bytes on the way."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        """Write and hash `data`."""
+        self.digest.update(data)
+        self.handle.write(data)
+
+
+def _write_labels(handle: BinaryIO, split: SplitStream, k: int, derived: bool) -> str:
+    """A split's labels file, every label checked to be in 0..k-1; returns its sha256."""
+    dtype = np.dtype(labels_dtype(k))
+    with handle:
+        out = _HashingWriter(handle)
+        out.write(encode_idx_header(dtype, (split.count,)))
+        done = 0
+        for block in split.labels():
+            check_in_range(block, done, k, derived, split.labels_origin)
+            out.write(idx_body(block.astype(dtype)))
+            done += len(block)
+    return out.digest.hexdigest()
+
+
+def _write_images(handle: BinaryIO, split: SplitStream, stats: ChannelStats | None) -> str:
+    """A split's images file, each block checked against the split's shape and added to `stats`
+    when given; returns its sha256."""
+    with handle:
+        out = _HashingWriter(handle)
+        out.write(encode_idx_header(np.dtype(np.uint8), (split.count, *split.shape)))
+        done = 0
+        for block in split.images():
+            if block.dtype != np.uint8 or tuple(block.shape[1:]) != split.shape:
+                raise DataError(
+                    f"{split.images_origin}: images {done}.. are {block.dtype} "
+                    f"{tuple(block.shape[1:])}; expected uint8 {split.shape}."
+                )
+            done += len(block)
+            if done > split.count:
+                break
+            if stats is not None:
+                stats.add(block)
+            out.write(idx_body(block))
+    if done != split.count:
+        raise DataError(
+            f"{split.images_origin}: gave {done} images while being written; expected "
+            f"{split.count} (did the source change while it was read?)."
+        )
+    return out.digest.hexdigest()
 
 
 def read_meta(read: Reader, where: str) -> DatasetMeta:
@@ -558,13 +808,15 @@ def load_prepared_test(
     return _read_split(read, meta, "test", where, open_file, max_preload_bytes)
 
 
-def check_sha256s(found: Mapping[str, bytes], expected: Mapping[str, str], where: str) -> None:
-    """Check each file named in `expected` ({file name: sha256}) against its bytes in `found`;
-    a name not found is an error listing the files there."""
+def check_sha256s(found: Mapping[str, str], expected: Mapping[str, str], where: str) -> None:
+    """Check each file named in `expected` ({file name: sha256}) against the sha256 of its bytes
+    in `found` ({file name: sha256}, hashed as read); a name not found is an error listing the
+    files there."""
     for file, digest in expected.items():
         if file not in found:
             raise DataError(
                 f"data.sha256 names {file!r}, which is not among the files read from {where}: "
                 f"{', '.join(sorted(found))}."
             )
-        verify_sha256(f"{where}/{file}", found[file], digest)
+        if found[file] != digest.lower():
+            raise ChecksumError(f"{where}/{file}", digest, found[file])

