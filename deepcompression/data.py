@@ -383,7 +383,7 @@ def iter_idx_rows(
             found = done * row_bytes + len(data)
             _check_idx_body_named(name, dtype, shape, found)
         block = np.frombuffer(data, dtype=dtype).reshape((want, *shape[1:]))
-        yield block.astype(dtype.newbyteorder("="))
+        yield block.astype(dtype.newbyteorder("="), copy=False)
         done += want
     if handle.read(1):
         raise IdxFormatError(

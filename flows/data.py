@@ -1,6 +1,7 @@
 """DVC stage `data`: fetch, check and write the data to `data/<name>` (versioned by DVC), shared
 by every model's stages. MNIST keeps its four sha256-pinned IDX files (`data/MNIST/raw`); any
-other source is written in the prepared form (meta.json and uint8 IDX files per split)."""
+other source is written in the prepared form (meta.json and uint8 IDX files per split), a
+bounded block of images at a time, so a dataset larger than memory can be prepared."""
 
 from __future__ import annotations
 
