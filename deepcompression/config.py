@@ -391,6 +391,9 @@ class SearchConfig:
 
     trials: int = 64
     workers: int = 2
+    threads: int | None = None
+    """torch threads per local worker, capped so that workers x threads <= cores (null: cores /
+    workers)."""
     address: str | None = None
     storage: str | None = None
     sampler: SearchSampler = "nsga2"
@@ -413,6 +416,8 @@ class SearchConfig:
         """Ranges, min <= max per layer, a tcp:// address, known bias storages."""
         _check_range(f"{path}.trials", self.trials, 1, 100_000)
         _check_range(f"{path}.workers", self.workers, 1, 1024)
+        if self.threads is not None:
+            _check_range(f"{path}.threads", self.threads, 1, 1024)
         _check_range(f"{path}.error_budget", self.error_budget, 0.0, 1.0, low_open=True)
         _check_range(f"{path}.iterations", self.iterations, 1, 100)
         if self.address is not None and not re.fullmatch(r"tcp://[^\s:/]+:\d+", self.address):

@@ -104,9 +104,11 @@ def read_sensitivity(workspace: Workspace) -> tuple[float, list[SensitivityPoint
     return saved["dense_val_error"], [SensitivityPoint(**p) for p in saved["points"]]
 
 
-def threads_per_worker(workers: int) -> int:
-    """torch threads per local worker, so that workers x threads <= cores."""
-    return max(1, (os.cpu_count() or 1) // workers)
+def threads_per_worker(workers: int, wanted: int | None = None) -> int:
+    """torch threads per local worker: `wanted` (default cores / workers), capped so that
+    workers x threads <= cores."""
+    most = max(1, (os.cpu_count() or 1) // workers)
+    return most if wanted is None else min(wanted, most)
 
 
 def dask_runner(cfg: SearchConfig, threads: int) -> DaskTaskRunner:
@@ -269,7 +271,7 @@ def search_flow(
         "study %s: %d trials done, %d interrupted ones enqueued again, %d seeds enqueued",
         name, len(completed(study)), recovered, seeded,
     )  # fmt: skip
-    threads = threads_per_worker(cfg.workers) if cfg.address is None else 0
+    threads = threads_per_worker(cfg.workers, cfg.threads) if cfg.address is None else 0
     common = {
         "settings": settings,
         "source": source,
