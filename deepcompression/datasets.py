@@ -629,8 +629,8 @@ def write_prepared(
     if stats is not None:
         mean, std = _own_stats(stats.result(), data.train.images_origin)
     counts = {split_name: split.count for split_name, split in data.splits().items()}
-    stats_found = (mean, std)
-    meta = _meta(name, source, expected, data.classes, k, stats_found, counts, sha256, data.inputs)
+    normal = (mean, std)
+    meta = _meta(name, source, expected, data.classes, k, normal, counts, sha256, data.inputs)
     with create(META_FILE) as handle:
         handle.write(meta.to_json())
     return meta
@@ -638,7 +638,7 @@ def write_prepared(
 
 def _stream_classes(data: DatasetStream) -> int:
     """The class count as `num_classes` gives it, from one pass over every split's labels: each
-    file's count and signs checked, every label against the count."""
+    file's count and signs checked (the upper bound is checked as the labels are written)."""
     largest = -1
     for split_name, split in data.splits().items():
         found = 0

@@ -830,7 +830,8 @@ def _torchvision_stream(
         raise DataError(f"{origin}: holds no images.")
     first, _ = dataset[0]
     reader = _ImageReader(channels or image_channels(getattr(first, "mode", "RGB")), image_size)
-    shape = tuple(reader.array(first, f"{origin}[0]").shape)
+    c, height, width = reader.array(first, f"{origin}[0]").shape
+    shape = (int(c), int(height), int(width))
     rows = chunk_rows(shape, chunk_bytes)
 
     def images() -> Iterator[np.ndarray]:
@@ -840,12 +841,19 @@ def _torchvision_stream(
                 block[j] = reader.array(dataset[start + j][0], f"{origin}[{start + j}]")
             yield block
 
+    known = np.asarray(targets) if targets is not None and len(targets) == count else None
+    if known is not None and (known.dtype.kind not in "iu" or known.ndim != 1):
+        known = None
+
     def labels() -> Iterator[np.ndarray]:
         for start in range(0, count, rows):
             stop = min(start + rows, count)
-            yield np.array([int(dataset[i][1]) for i in range(start, stop)], dtype=np.int64)
+            if known is not None:
+                yield known[start:stop].astype(np.int64)
+            else:  # no targets list: each label costs decoding its image
+                yield np.array([int(dataset[i][1]) for i in range(start, stop)], dtype=np.int64)
 
-    return SplitStream(count, shape, images, labels, origin, labels_origin)  # type: ignore[arg-type]
+    return SplitStream(count, shape, images, labels, origin, labels_origin)
 
 
 def _largest_label(split: SplitStream) -> int:

@@ -111,6 +111,29 @@ def test_image_folder_written_block_by_block_is_byte_identical(
     assert meta.counts == {"train": 15, "val": 6, "test": 9}
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_torchvision_class_written_block_by_block_is_byte_identical(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, channels: int
+) -> None:
+    """1 channel: KMNIST's own array, sliced; 3: image by image through PIL (grey to RGB)."""
+    arrays = write_idx_folder(tmp_path / "torchvision" / "KMNIST" / "raw", size=8)
+    monkeypatch.setattr(tasks.data, "PREPARE_CHUNK_BYTES", 3 * 8 * 8 * 7)
+    normal = {key: values[:channels] for key, values in NORMAL.items()}
+    cfg = data_config(source="torchvision", dataset="KMNIST", name="k", val_size=10, **normal)
+    out = prepare(cfg, tmp_path)
+    splits = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        grey = arrays[f"{prefix}-images-idx3-ubyte"][:, None]
+        images = np.repeat(grey, channels, axis=1)
+        labels = arrays[f"{prefix}-labels-idx1-ubyte"].astype(np.int64)
+        splits[split] = Split(images, labels, prefix, prefix)
+    from torchvision.datasets import KMNIST
+
+    reference = RawDataset(**splits, classes=tuple(KMNIST.classes))
+    expected, _ = prepare_in_memory(reference, name="k", source="torchvision:KMNIST", **normal)
+    assert snapshot(out) == expected
+
+
 def test_channel_stats_added_in_blocks_are_exactly_the_whole_arrays() -> None:
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, size=(101, 3, 5, 5), dtype=np.uint8)
