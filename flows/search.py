@@ -218,9 +218,20 @@ def front_row(record: TrialRecord, dense_bytes: int) -> dict:
     return row
 
 
-def chosen_record(front: list[TrialRecord], budget: float) -> tuple[TrialRecord, bool]:
-    """The smallest file within the error budget, else (flagged) the front's lowest error."""
-    chosen = choose(front, budget)
+def reference_error(records: list[TrialRecord], defaults: Allocation) -> float:
+    """Validation error of today's tables as a trial: the reference the error budget adds to."""
+    for record in records:
+        if record.allocation == defaults:
+            return record.val_error
+    raise RuntimeError(
+        "the trial of today's tables (the study's first seed) did not complete; its error is "
+        "the reference of search.error_budget: see that trial's log"
+    )
+
+
+def chosen_record(front: list[TrialRecord], limit: float) -> tuple[TrialRecord, bool]:
+    """The smallest file with at most `limit` validation error, else (flagged) the lowest."""
+    chosen = choose(front, limit)
     if chosen is not None:
         return chosen, True
     return min(front, key=lambda r: (r.val_error, r.file_bytes)), False
@@ -286,7 +297,7 @@ def search_flow(
         run_trials(*arguments)
     else:
         trials_flow.with_options(task_runner=dask_runner(cfg, threads))(*arguments)
-    return write_outputs(workspace, completed(study), dense, cfg, name)
+    return write_outputs(workspace, completed(study), dense, cfg, name, defaults)
 
 
 def write_outputs(
@@ -295,6 +306,7 @@ def write_outputs(
     dense: Checkpoint,
     cfg: SearchConfig,
     name: str,
+    defaults: Allocation,
 ) -> dict:
     """Front (CSV, JSON), its figure and the chosen allocation; publishes the front."""
     model = workspace.model
@@ -302,7 +314,9 @@ def write_outputs(
         raise RuntimeError(f"search {name}: no trial completed; see the failed trials' logs")
     dense_bytes = dense_float32_bytes(dense)
     front = pareto_front(records)
-    chosen, within = chosen_record(front, cfg.error_budget)
+    reference = reference_error(records, defaults)
+    limit = reference + cfg.error_budget
+    chosen, within = chosen_record(front, limit)
     rows = [front_row(r, dense_bytes) for r in front]
     summary = {
         "model": model,
@@ -310,17 +324,19 @@ def write_outputs(
         "trials": len(records),
         "dense_bytes": dense_bytes,
         "error_budget": cfg.error_budget,
+        "defaults_val_error": reference,
+        "error_limit": limit,
         "chosen": front_row(chosen, dense_bytes) | {"within_budget": within},
         "front": rows,
     }
     write_json(workspace.metrics("search_front"), summary)
     write_csv(workspace.metrics("search_front").with_suffix(".csv"), rows)
-    defaults = next((r for r in records if r.number == 0), None)
+    default_record = next(r for r in records if r.allocation == defaults)
     figure = workspace.plot("pareto.png")
     write_bytes_atomic(
         figure,
         pareto_figure(
-            records, front, dense_bytes, chosen, defaults, PUBLISHED.get(model, ()),
+            records, front, dense_bytes, chosen, default_record, PUBLISHED.get(model, ()),
             f"Compression search: {model}",
         ),
     )  # fmt: skip
@@ -332,6 +348,7 @@ def write_outputs(
         "ratio": dense_bytes / chosen.file_bytes,
         "val_error": chosen.val_error,
         "error_budget": cfg.error_budget,
+        "error_limit": limit,
         "within_budget": within,
         "allocation": chosen.allocation.to_dict(),
         "units_kept": chosen.details.get("units_kept", {}),
@@ -340,8 +357,10 @@ def write_outputs(
     logger = run_logger()
     if not within:
         logger.warning(
-            "no trial within the error budget %.2f%%; chose the lowest error",
-            100 * cfg.error_budget,
+            "no trial within the error limit %.2f%% (today's tables %.2f%% + budget); chose "
+            "the lowest error",
+            100 * limit,
+            100 * reference,
         )
     logger.info(
         "%s: front of %d points from %d trials; chosen trial %d: %d bytes (%.1fx) at %.2f%% "
