@@ -237,6 +237,17 @@ def chosen_record(front: list[TrialRecord], limit: float) -> tuple[TrialRecord, 
     return min(front, key=lambda r: (r.val_error, r.file_bytes)), False
 
 
+NOT_SHAPING = ("address", "storage", "trials", "error_budget")
+"""Search keys that change neither what a trial computes nor which trials are drawn: where it runs,
+where the study lives, how many trials in all, and which front point is chosen. Changing them
+resumes the same study."""
+
+
+def trial_shaping(cfg: SearchConfig) -> dict:
+    """The search keys that shape the trials, part of the study's name."""
+    return {k: v for k, v in to_dict(cfg).items() if k not in NOT_SHAPING}
+
+
 @flow(name="search", flow_run_name="search-{model}")
 def search_flow(
     params_path: str = "params.yaml", root: str = ".", model: str = "lenet_300_100"
@@ -264,7 +275,7 @@ def search_flow(
         train_limit=cfg.train_limit or params.data.train_limit,
         val_limit=params.data.val_limit,
     )
-    shaping = {k: v for k, v in to_dict(cfg).items() if k not in ("address", "storage", "trials")}
+    shaping = trial_shaping(cfg)
     inputs = {
         "search": shaping,
         "settings": to_dict(settings),

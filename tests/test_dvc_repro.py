@@ -37,6 +37,7 @@ def _small_params(mnist_root: Path, iterations: int = 2) -> dict:
         test_limit=300,
     )
     section = raw["models"][MODEL]
+    section["allocation"] = "params"  # the hand tables: no search run here
     section["train"]["epochs"] = 1
     section["prune"]["iterations"] = iterations
     section["prune"]["retrain"]["epochs"] = 1

@@ -37,6 +37,7 @@ def _small_params(mnist_root: Path) -> dict:
         test_limit=500,
     )
     for section in raw["models"].values():
+        section["allocation"] = "params"  # the hand tables: no search run here
         section["train"]["epochs"] = 2
         section["prune"]["iterations"] = 2
         section["prune"]["retrain"]["epochs"] = 1

@@ -266,3 +266,18 @@ def test_searched_allocation_replaces_the_hand_tables(tmp_path):
 
 def _params_dict() -> dict:
     return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_study_name_ignores_keys_that_do_not_shape_trials() -> None:
+    from flows.search import trial_shaping
+
+    base = trial_shaping(_search_cfg())
+    for change in (
+        {"error_budget": 0.004},
+        {"trials": 99},
+        {"address": "tcp://host:8786"},
+        {"storage": "sqlite:///x.db"},
+    ):
+        assert trial_shaping(_search_cfg(**change)) == base, change  # same study, resumed
+    assert trial_shaping(_search_cfg(iterations=5)) != base  # a trial computes otherwise
+    assert trial_shaping(_search_cfg(bits_max={"fc": 5})) != base  # other trials are drawn

@@ -220,6 +220,7 @@ def _pipeline(root: Path, source: Path, max_preload_bytes: int) -> Path:
     }
     root.mkdir()
     section = copy.deepcopy(SHIPPED["models"][MODEL])
+    section["allocation"] = "params"  # the hand tables: no search run here
     section["train"]["epochs"] = 2
     section["prune"]["iterations"] = 2
     section["prune"]["retrain"]["epochs"] = 1

@@ -33,6 +33,7 @@ def units_run(tmp_path_factory, mnist_root, prefect_api):
     )
     section = raw["models"][MODEL]
     raw["models"] = {MODEL: section}
+    section["allocation"] = "params"  # the hand tables: no search run here
     section["train"]["epochs"] = 1
     section["prune"].update(iterations=2, units={"fc1": 0.5, "fc2": 0.6, "fc3": 1.0})
     section["prune"]["retrain"]["epochs"] = 1
