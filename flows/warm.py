@@ -2,7 +2,9 @@
 
 `python -m flows.server start` starts it (`python -m flows.warm`, detached, in the project root).
 It imports every stage's flow module (torch and Prefect with them), checks that it still has one
-thread (a fork must copy no torch thread pool and no Prefect background thread) and listens on
+thread (a fork must copy no torch thread pool and no Prefect background thread: numpy's OpenBLAS
+is loaded with OPENBLAS_NUM_THREADS=1, and each child gets back the BLAS threads a cold stage
+process has, as a cold interpreter reports them at the runner's start) and listens on
 .prefect/warm.sock. For each caller (flows/handoff.py) it checks the caller and itself: the same
 user, interpreter, sys.path and environment (but for variables read only at run time, and
 Prefect's, which the stage re-reads) and no imported module's file changed since it started. A
@@ -26,9 +28,11 @@ import os
 import selectors
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -59,6 +63,21 @@ RUNTIME_PREFIXES = ("PREFECT_", "DVC_")
 between the runner and a caller; any other difference refuses the caller."""
 
 
+BLAS_THREADS_ENV = "OPENBLAS_NUM_THREADS"
+"""Set to 1 while the runner imports: OpenBLAS starts its thread pool when it is loaded."""
+COLD_BLAS_PROBE = """
+import ctypes, json, os, sys
+for path in sys.argv[1:]:
+    ctypes.CDLL(path)
+from threadpoolctl import threadpool_info
+blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
+print(json.dumps({os.path.realpath(i["filepath"]): i["num_threads"] for i in blas}))
+"""
+"""Run in a fresh interpreter: loads the given BLAS libraries as a cold stage's imports would
+(each sizes its thread pool from the environment and the CPUs) and prints {path: threads}."""
+PROBE_TIMEOUT_S = 60.0
+
+
 WARM_STAGES = ("data", "train", "prune", "quantize", "encode", "evaluate", "plots")
 """The pipeline's stages, whose flow modules the runner imports (others import in the child)."""
 
@@ -87,6 +106,64 @@ def env_digest(env: dict[str, str]) -> str:
     start` restarts a runner started in another environment (whose callers it would refuse)."""
     canonical = json.dumps(import_time_env(env), sort_keys=True).encode()
     return hashlib.sha256(canonical).hexdigest()
+
+
+@contextlib.contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """OpenBLAS libraries loaded inside start no thread pool; the environment is as it was
+    after (the refusal logic and the children see the caller's own)."""
+    before = os.environ.get(BLAS_THREADS_ENV)
+    os.environ[BLAS_THREADS_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(BLAS_THREADS_ENV, None)
+        else:
+            os.environ[BLAS_THREADS_ENV] = before
+
+
+class BlasThreads:
+    """The BLAS libraries this process loaded and the thread count each has in a cold process
+    of `env` (asked once, of a fresh interpreter: OpenBLAS's choice from OPENBLAS_NUM_THREADS,
+    GOTO_NUM_THREADS, OMP_NUM_THREADS and the CPUs is its own); `restore` sets them so."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        from threadpoolctl import ThreadpoolController
+
+        self.libraries = ThreadpoolController().select(user_api="blas").lib_controllers
+        self.cold = cold_blas_threads([lib.filepath for lib in self.libraries], env)
+
+    def restore(self) -> None:
+        """In a forked child: each library's thread count as in a cold stage process; no
+        thread holds threadpoolctl's control of them afterwards, as in a cold one."""
+        for lib in self.libraries:
+            lib.set_num_threads(self.cold[os.path.realpath(lib.filepath)])
+            if (release := getattr(lib, "clear_controlling_thread", None)) is not None:
+                release()
+
+
+def cold_blas_threads(paths: list[str], env: dict[str, str]) -> dict[str, int]:
+    """{real path: threads} of the BLAS libraries at `paths` in a fresh interpreter run in
+    `env`; ValueError when it cannot tell for each of them."""
+    if not paths:
+        return {}
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-c", COLD_BLAS_PROBE, *paths],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT_S,
+            check=True,
+        )
+        threads = json.loads(probe.stdout)
+    except (OSError, subprocess.SubprocessError, json.JSONDecodeError) as err:
+        raise ValueError(f"no answer from a cold interpreter: {err}") from err
+    missing = [p for p in paths if not isinstance(threads.get(os.path.realpath(p)), int)]
+    if missing:
+        raise ValueError(f"a cold interpreter did not report {', '.join(missing)}")
+    return threads
 
 
 def thread_count() -> int:
@@ -476,22 +553,30 @@ def main() -> int:
     started = time.perf_counter()
     began_ns = time.time_ns()
     startup_env = dict(os.environ)
-    for module in warm_imports():
-        try:
-            importlib.import_module(module)
-        except Exception as err:  # a broken module is imported (and fails) in the stage itself
-            log(f"not imported: {module}: {err}")
+    with single_threaded_blas():
+        for module in warm_imports():
+            try:
+                importlib.import_module(module)
+            except Exception as err:  # a broken module is imported (and fails) in the stage
+                log(f"not imported: {module}: {err}")
+    try:
+        blas = BlasThreads(startup_env)
+    except (ImportError, ValueError) as err:
+        log(f"the BLAS threads of a cold stage are unknown ({err}); exiting")
+        return 1
     if (threads := thread_count()) != 1:
         log(f"{threads} threads after the imports: forking is not safe; exiting")
         return 1
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     runner = Runner.bind(startup_env, began_ns)
-    log(f"ready in {time.perf_counter() - started:.1f} s at {SOCKET}")
+    cold = ", ".join(f"{Path(path).name}: {n}" for path, n in blas.cold.items())
+    log(f"ready in {time.perf_counter() - started:.1f} s at {SOCKET}; stages' BLAS threads: {cold}")
     handed = runner.serve()
     if handed is None:
         return 0
     lock.close()
     request, conn = handed
+    blas.restore()
     return run_child(request, conn)
 
 

@@ -27,13 +27,48 @@ import yaml
 from flows.handoff import SOCKET, Request, hand_off
 from flows.server import warm_answers
 from flows.timing import timing_path
-from flows.warm import changed_file, env_digest, file_stamps, import_time_env
+from flows.warm import (
+    BLAS_THREADS_ENV,
+    changed_file,
+    env_digest,
+    file_stamps,
+    import_time_env,
+    single_threaded_blas,
+)
 
 ROOT = Path(__file__).parents[1]
 CODE = ("deepcompression", "models", "tasks", "flows")
 MODEL = "lenet_300_100"
 ELSEWHERE = "http://127.0.0.1:9/api"
 """The runner's own PREFECT_API_URL: nothing listens there."""
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "GOTO_NUM_THREADS",
+    "MKL_NUM_THREADS",
+)
+"""What OpenBLAS, OpenMP and MKL size their thread pools from: a plain shell sets none."""
+THREADS_STAGE = '''"""A test stage: the thread counts its process computes with."""
+
+import json
+from pathlib import Path
+
+from tasks.resilient import flow
+
+
+@flow(name="threads")
+def threads_flow(params_path: str = "params.yaml", root: str = ".", model: str = "") -> None:
+    """Write threads.json: each BLAS library's thread count and torch's."""
+    import numpy  # noqa: F401 (its OpenBLAS)
+    import torch
+    from threadpoolctl import threadpool_info
+
+    blas = {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+    threads = {"blas": blas, "torch": torch.get_num_threads()}
+    threads["torch_interop"] = torch.get_num_interop_threads()
+    Path(root, "threads.json").write_text(json.dumps(threads))
+'''
+"""Added to a project copy's stages as `threads`: imported in the child, not in the runner."""
 
 
 def request() -> Request:
@@ -71,6 +106,19 @@ def test_no_runner_disabled_or_silent_runner_means_in_process(tmp_path, monkeypa
         assert not outcome.ran and outcome.reason  # hung up, reset or broken pipe: all in-process
     outcome = hand_off(request(), path, timeout_s=0.5)  # a socket file nobody listens on
     assert outcome.reason.startswith("the warm runner did not answer")
+
+
+def test_the_imports_load_openblas_single_threaded_and_leave_the_environment_as_it_was(
+    monkeypatch,
+):
+    for before in (None, "3"):
+        if before is None:
+            monkeypatch.delenv(BLAS_THREADS_ENV, raising=False)
+        else:
+            monkeypatch.setenv(BLAS_THREADS_ENV, before)
+        with single_threaded_blas():
+            assert os.environ[BLAS_THREADS_ENV] == "1"
+        assert os.environ.get(BLAS_THREADS_ENV) == before
 
 
 def test_only_import_time_variables_must_match_and_changed_files_are_found(tmp_path):
@@ -179,13 +227,18 @@ class Warm:
         return found
 
 
+def project_copy(folder: Path, mnist_root: Path) -> Path:
+    """The project's code and small params in `folder`/repo."""
+    repo = folder / "repo"
+    for code in CODE:
+        shutil.copytree(ROOT / code, repo / code, ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / "params.yaml").write_text(yaml.safe_dump(small_params(mnist_root), sort_keys=False))
+    return repo
+
+
 @pytest.fixture(scope="module")
 def warm(tmp_path_factory, mnist_root, prefect_api) -> Iterator[Warm]:
-    repo = tmp_path_factory.mktemp("warm") / "repo"
-    for folder in CODE:
-        shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    (repo / "params.yaml").write_text(yaml.safe_dump(small_params(mnist_root), sort_keys=False))
-    runner = Warm(repo, stage_env(prefect_api))
+    runner = Warm(project_copy(tmp_path_factory.mktemp("warm"), mnist_root), stage_env(prefect_api))
     runner.start()
     yield runner
     runner.stop()
@@ -321,3 +374,46 @@ def test_a_killed_runner_never_stops_the_work(warm, tmp_path):
     done, record = warm.run("data")
     assert done.returncode == 0 and record["runner"] == "cold"
     warm.start()
+
+
+@pytest.fixture(scope="module")
+def warm_plain_shell(tmp_path_factory, mnist_root, prefect_api) -> Iterator[Warm]:
+    """A runner (in its own project copy, with the `threads` stage) whose environment, like a
+    plain shell's, sets no thread count: numpy's OpenBLAS would start a pool as it loads."""
+    repo = project_copy(tmp_path_factory.mktemp("warm-plain"), mnist_root)
+    (repo / "flows" / "threads.py").write_text(THREADS_STAGE)
+    run_py = repo / "flows" / "run.py"
+    anchor = "SHARED_STAGES = ("
+    assert anchor in run_py.read_text()
+    stage = 'STAGES["threads"] = "flows.threads:threads_flow"\n'
+    run_py.write_text(run_py.read_text().replace(anchor, stage + anchor, 1))
+    env = stage_env(prefect_api)
+    for name in THREAD_VARIABLES:
+        env.pop(name, None)
+    runner = Warm(repo, env)
+    runner.start()
+    yield runner
+    runner.stop()
+
+
+@pytest.mark.slow
+def test_in_a_plain_shell_stages_run_warm_with_a_cold_stages_threads_and_bytes(warm_plain_shell):
+    """No thread variable set: the runner comes up, serves stages warm, each with the BLAS and
+    torch thread counts of a cold stage process, and writes the same bytes."""
+    runner = warm_plain_shell
+    results, threads = {}, {}
+    for stage in ("data", "train", "threads"):
+        for mode in ("warm", "cold"):
+            done, record = runner.run(stage, cold=mode == "cold")
+            assert done.returncode == 0, done.stderr[-3000:]
+            assert record["runner"] == mode, record.get("runner_note")
+            results[stage, mode] = outputs(runner.repo)
+            if stage == "threads":
+                threads[mode] = json.loads((runner.repo / "threads.json").read_text())
+        assert results[stage, "warm"] == results[stage, "cold"]
+    assert threads["warm"] == threads["cold"]
+    numpy_blas = [n for path, n in threads["cold"]["blas"].items() if "numpy" in path]
+    assert numpy_blas, threads
+    if len(os.sched_getaffinity(0)) > 1:
+        assert numpy_blas[0] > 1, "a cold stage's OpenBLAS pool: the runner's is single-threaded"
+    assert "threads after the imports" not in (runner.repo / "warm.log").read_text()
