@@ -151,6 +151,7 @@ def small_params(mnist_root: Path) -> dict:
         test_limit=100,
     )
     section = raw["models"][MODEL]
+    section["allocation"] = "params"  # the hand tables: no search run here
     section["train"]["epochs"] = 1
     raw["models"] = {MODEL: section}
     return raw
