@@ -257,7 +257,7 @@ def lenet_params(model: str = "lenet_300_100") -> tuple[RunParams, dict[str, Lay
     params = dataclasses.replace(
         shipped,
         model=ModelConfig(model),
-        prune=PruneConfig(density={"fc": 0.1, "conv": 0.5}),
+        prune=PruneConfig(density={"fc": 0.1, "conv": 0.5}, units={"fc": 1.0, "conv": 1.0}),
         quantize=QuantizeConfig(bits={"fc": 3, "conv": 4}),
         encode=EncodeConfig(index_bits={"fc": 5, "conv": 8}),
     )
