@@ -30,9 +30,13 @@ def _write_sensitivity(root: Path) -> None:
     path.write_text(json.dumps({"dense_val_error": 0.5, "points": points}))
 
 
+_EARLIER: set = set()
+"""Ids of trial task runs other test modules left in the session's server before this one."""
+
+
 def _trial_runs():
-    """Every search trial's task run in the session's Prefect server (only this module makes
-    them), with the flow run each belongs to."""
+    """This module's search trial task runs in the session's Prefect server (other modules' runs,
+    in `_EARLIER`, left out), with the flow run each belongs to."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterTags
 
@@ -41,6 +45,7 @@ def _trial_runs():
             runs = await client.read_task_runs(
                 task_run_filter=TaskRunFilter(tags=TaskRunFilterTags(all_=["search"]))
             )
+            runs = [r for r in runs if r.id not in _EARLIER]
             flows = {r.flow_run_id: await client.read_flow_run(r.flow_run_id) for r in runs}
             return [(run, flows[run.flow_run_id]) for run in runs]
 
@@ -52,6 +57,7 @@ def searched(tmp_path_factory, mnist_root, prefect_api):
     """Two trials on two Dask worker processes; returns (root, params path, flow run state)."""
     from flows.search import search_flow
 
+    _EARLIER.update(run.id for run, _ in _trial_runs())
     root = tmp_path_factory.mktemp("search")
     params = small_workspace(root, mnist_root, trials=2, workers=2, iterations=1)
     _write_sensitivity(root)
