@@ -96,12 +96,16 @@ def _unit_layers() -> list[QuantizedTensor]:
     sparse = (torch.rand(60, 40, generator=gen) < 0.6) & rows[:, None] & cols[None, :]
     dense = torch.zeros(24, 50, dtype=torch.bool)
     dense[3:15] = True
-    filters = (torch.rand(32, 16, 3, 3, generator=gen) < 0.7) & (torch.arange(32) % 4 == 0).view(
-        32, 1, 1, 1
-    ) & (torch.arange(16) % 2 == 0).view(1, 16, 1, 1)
+    filters = (
+        (torch.rand(32, 16, 3, 3, generator=gen) < 0.7)
+        & (torch.arange(32) % 4 == 0).view(32, 1, 1, 1)
+        & (torch.arange(16) % 2 == 0).view(1, 16, 1, 1)
+    )
     layers = []
-    for i, (name, mask, bits, index_bits) in enumerate(
-        [("sparse", sparse, 3, 4), ("dense", dense, 2, None), ("filters", filters, 2, 2)]
+    for name, mask, bits, index_bits in (
+        ("sparse", sparse, 3, 4),
+        ("dense", dense, 2, None),
+        ("filters", filters, 2, 2),
     ):
         labels = torch.randint(0, 1 << bits, mask.shape, generator=gen)
         layers.append(QuantizedTensor(name, mask, labels, torch.randn(1 << bits), bits, index_bits))
@@ -360,6 +364,7 @@ def _units_masks(data: bytes, rng: np.random.Generator) -> bytes:
     body = bytearray(payload)
     body[offset : offset + length] = _flip_bits(bytes(body[offset : offset + length]), rng)
     return _build(_dump(header), bytes(body), bool(rng.integers(2)), _version(data))
+
 
 MUTATORS: dict[str, Callable[[bytes, np.random.Generator], bytes]] = {
     "truncate": lambda d, r: d[: r.integers(0, len(d))],

@@ -428,7 +428,8 @@ def kept_units(record: dict, payload: bytes) -> tuple[list[int], list[int]] | No
     kept = []
     for what, dim in (("rows", record["shape"][0]), ("cols", record["shape"][1])):
         offset, length = units[what]
-        bits = [(byte >> (7 - k)) & 1 for byte in payload[offset : offset + length] for k in range(8)]
+        mask_bytes = payload[offset : offset + length]
+        bits = [(byte >> (7 - k)) & 1 for byte in mask_bytes for k in range(8)]
         if any(bits[dim:]) or sum(bits) != units[f"kept_{what}"]:
             fail("CorruptStream")
         kept.append([i for i, bit in enumerate(bits) if bit])
