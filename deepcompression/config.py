@@ -68,10 +68,14 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     lr_schedule: LrSchedule = "cosine"
+    augment_shift: int | None = None
+    """Move each training image by a random 0..N pixels per axis each epoch; null or 0: none."""
 
     def validate(self, path: str = "") -> None:
         """Range-check every field; `path` names the section in errors."""
         _check_range(f"{path}.epochs", self.epochs, 0, 10_000)
+        if self.augment_shift is not None:
+            _check_range(f"{path}.augment_shift", self.augment_shift, 0, 16)
         _check_range(f"{path}.batch_size", self.batch_size, 1, 1 << 20)
         _check_range(f"{path}.lr", self.lr, 0.0, 10.0, low_open=True)
         _check_range(f"{path}.momentum", self.momentum, 0.0, 0.999)

@@ -18,11 +18,9 @@ from deepcompression.config import CentroidInit, KMeansEngine, OptimConfig
 from deepcompression.pruning import full_masks, prune_, weight_name
 from deepcompression.quantization import cluster_model, share_weights_
 from deepcompression.search_space import Allocation, LayerAllocation
-from deepcompression.training import evaluate, fit, seed_everything
+from deepcompression.training import Splits, evaluate, fit, seed_everything
 
 Axis = Literal["density", "bits"]
-Splits = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-"""(train_x, train_y, val_x, val_y) on the model's device."""
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,16 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from deepcompression.augment import random_shift
 from deepcompression.config import Device, OptimConfig
 from deepcompression.pruning import MaskGuard, Masks
 from deepcompression.streaming import StreamedImages, batches
 
 Images = torch.Tensor | StreamedImages
 """A split's images: a preloaded float32 tensor, or streamed in batches."""
+
+Splits = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+"""(train_x, train_y, val_x, val_y) on the model's device."""
 
 
 @dataclass(frozen=True)
@@ -110,17 +114,21 @@ def train_epoch(
     batch_size: int,
     generator: torch.Generator,
     guard: MaskGuard | None = None,
+    shift: int = 0,
 ) -> float:
     """One pass over (x, y) in shuffled mini-batches; returns the mean training loss.
 
     With a mask `guard`, gradients of pruned weights are zeroed before the step and the weights
     re-zeroed after it, so neither momentum nor weight decay can revive a pruned connection.
+    `shift` > 0 moves each image by a random offset of up to that many pixels (`augment`).
     """
     model.train()
     order = torch.randperm(len(x), generator=generator).to(x.device)
     total = torch.zeros((), device=x.device)
     chunks = [order[start : start + batch_size] for start in range(0, len(x), batch_size)]
     for idx, inputs in zip(chunks, batches(x, chunks), strict=True):
+        if shift:
+            inputs = random_shift(inputs, shift, generator)
         loss = nn.functional.cross_entropy(model(inputs), y[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -156,8 +164,9 @@ def fit(
         for group in optimizer.param_groups:
             group["lr"] = lr
         start = time.perf_counter()
+        shift = cfg.augment_shift or 0
         train_loss = train_epoch(
-            model, optimizer, train_x, train_y, cfg.batch_size, generator, guard
+            model, optimizer, train_x, train_y, cfg.batch_size, generator, guard, shift
         )
         seconds = time.perf_counter() - start
         result = evaluate(model, val_x, val_y, eval_batch_size)

@@ -33,16 +33,13 @@ from deepcompression.quantization import (
     strip_,
 )
 from deepcompression.search_space import Allocation
-from deepcompression.training import evaluate, fit, seed_everything
+from deepcompression.training import Splits, evaluate, fit, seed_everything
 from deepcompression.unit_pruning import (
     apply_unit_masks_,
     trace_consumers,
     unit_masks,
     units_to_keep,
 )
-
-Splits = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-"""(train_x, train_y, val_x, val_y) on the model's device."""
 
 
 @dataclass(frozen=True)
