@@ -13,6 +13,7 @@ from deepcompression.plan import LayerPlan
 from flows.common import setup
 from flows.runinfo import artifact_key
 from flows.workspace import Workspace
+from tasks.final_plots import plot_final_pareto
 from tasks.io import load_checkpoint
 from tasks.log import run_logger
 from tasks.plots import (
@@ -26,6 +27,7 @@ from tasks.resilient import flow
 
 WEIGHTS_DIR = "weights"
 STAGES = ("dense", "pruned", "quantized")
+FINAL_PARETO = "pareto_final.png"
 
 
 def _call(task_obj: Task[..., Path], *args: Any) -> Path:
@@ -43,8 +45,8 @@ def weights_plot_name(layer: str) -> str:
 def write_plots(
     params: RunParams, plan: dict[str, LayerPlan], workspace: Workspace
 ) -> dict[str, Path]:
-    """Write curves, error-vs-density and one weight plot per layer; returns {name: path} with
-    names relative to the model's plots folder."""
+    """Write curves, error-vs-density, one weight plot per layer and, after a search, the final
+    Pareto figure; returns {name: path} with names relative to the model's plots folder."""
     checkpoints = {stage: load_checkpoint(workspace.checkpoint(stage)) for stage in STAGES}
     for checkpoint in checkpoints.values():
         checkpoint.expect_model(params.model.name)
@@ -66,7 +68,25 @@ def write_plots(
             workspace.plot(name),
         )
     remove_stale_pngs(workspace.plot(WEIGHTS_DIR), set(written.values()))
+    final = write_final_pareto(workspace)
+    if final is not None:
+        written[FINAL_PARETO] = final
     return written
+
+
+def write_final_pareto(workspace: Workspace) -> Path | None:
+    """The search's front with the final file at its test and validation errors, when both search
+    (search_front.json) and evaluate (evaluate.json) have run; else None, noted in the log."""
+    front, evaluation = workspace.metrics("search_front"), workspace.metrics("evaluate")
+    missing = [path for path in (front, evaluation) if not path.is_file()]
+    if missing:
+        run_logger().info(
+            "%s not written: %s not found (run the search and evaluate stages first)",
+            FINAL_PARETO, ", ".join(str(path) for path in missing),
+        )  # fmt: skip
+        return None
+    out = workspace.plot(FINAL_PARETO)
+    return _call(plot_final_pareto, workspace.model, front, evaluation, out)
 
 
 @flow(name="plots", flow_run_name="plots-{model}")
