@@ -23,10 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import optuna
-import yaml
 
 from deepcompression.search import TrialRecord, completed
-from flows.params import read_params
+from flows.params import read_params, write_overridden_params
 from flows.workspace import Workspace
 
 STAGES = ("prune", "quantize", "encode")
@@ -40,14 +39,14 @@ def study_trials(model: str) -> dict[int, TrialRecord]:
     return {record.number: record for record in completed(study)}
 
 
-def scratch_root(base: Path, model: str, record: TrialRecord) -> Path:
-    """A root holding params (allocation: searched), the dense checkpoint, data and the trial."""
+def scratch_root(base: Path, model: str, record: TrialRecord, overrides: list[str]) -> Path:
+    """A root holding params (allocation: searched, then `overrides`), the dense checkpoint,
+    data and the trial."""
     root = base / f"{model}-trial-{record.number}"
     shutil.rmtree(root, ignore_errors=True)
-    params = yaml.safe_load(Path("params.yaml").read_text())
-    params["models"][model]["allocation"] = "searched"
     (root / "search" / model).mkdir(parents=True)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assignments = [f"models.{model}.allocation=searched", *overrides]
+    write_overridden_params("params.yaml", assignments, root)
     allocation = {"model": model, "trial": record.number, "allocation": record.allocation.to_dict()}
     (root / "search" / model / "allocation.json").write_text(json.dumps(allocation, indent=2))
     dense = Workspace(root, model).checkpoint("dense")
@@ -59,9 +58,11 @@ def scratch_root(base: Path, model: str, record: TrialRecord) -> Path:
     return root
 
 
-def confirm(base: Path, model: str, record: TrialRecord, threads: int) -> dict:
+def confirm(
+    base: Path, model: str, record: TrialRecord, threads: int, overrides: list[str]
+) -> dict:
     """Run the full-length stages for one trial; its file bytes and validation errors."""
-    root = scratch_root(base, model, record)
+    root = scratch_root(base, model, record, overrides)
     env = os.environ | {"OMP_NUM_THREADS": str(threads)}
     start = time.perf_counter()
     with (root / "run.log").open("w") as log:
@@ -91,6 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--base", type=Path, default=Path("/tmp/confirm_front"))
     parser.add_argument("--out", type=Path, help="also write the rows as JSON here")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a params key, e.g. models.lenet5.prune.retrain.epochs=8",
+    )
     args = parser.parse_args(argv)
     records = study_trials(args.model)
     missing = [n for n in args.trials if n not in records]
@@ -98,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"trials {missing} are not completed trials of the study; see the front CSV")
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(
-            lambda n: confirm(args.base, args.model, records[n], args.threads), args.trials
+            lambda n: confirm(args.base, args.model, records[n], args.threads, args.set),
+            args.trials,
         ))  # fmt: skip
     print("| trial | trial bytes | trial val | file bytes | ratio | pruned val | file val | s |")
     print("|---|---|---|---|---|---|---|---|")
