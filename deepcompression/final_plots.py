@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deepcompression.plots import PlotError, _figure, _png
-from deepcompression.search_plots import Anchor
+from deepcompression.search_plots import Anchor, finish_ratio_axes
 
 
 @dataclass(frozen=True)
@@ -114,16 +114,7 @@ def final_pareto_figure(
                  label=f"final file (test, {final.ratio:.1f}x)")  # fmt: skip
         _scatter(ax, [Point(final.ratio, final.val_error)], facecolors="none",
                  edgecolors="#8172b3", marker="D", s=60, label="final file (val)")  # fmt: skip
-        for anchor in anchors:
-            ax.scatter([anchor.ratio], [100 * anchor.error], marker="x", color="black", s=40)
-            ax.annotate(f"{anchor.label} (published, test)", (anchor.ratio, 100 * anchor.error),
-                        fontsize=7, xytext=(4, 4), textcoords="offset points")  # fmt: skip
-        ax.set_xscale("log")
-        ax.set_xlabel("compression ratio (dense float32 bytes / file bytes)")
-        ax.set_ylabel("error (%)")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
-        ax.set_title(title)
+        finish_ratio_axes(ax, anchors, title)
         return _png(figure)
 
 

@@ -97,17 +97,23 @@ def pareto_figure(
         if chosen is not None:
             _scatter(ax, [chosen], dense_bytes, dict(color="#c44e52", marker="*", s=160,
                      label="chosen (within error budget)"))  # fmt: skip
-        for anchor in anchors:
-            ax.scatter([anchor.ratio], [100 * anchor.error], marker="x", color="black", s=40)
-            ax.annotate(f"{anchor.label} (published, test)", (anchor.ratio, 100 * anchor.error),
-                        fontsize=7, xytext=(4, 4), textcoords="offset points")  # fmt: skip
-        ax.set_xscale("log")
-        ax.set_xlabel("compression ratio (dense float32 bytes / file bytes)")
-        ax.set_ylabel("error (%)")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
-        ax.set_title(title)
+        finish_ratio_axes(ax, anchors, title)
         return _png(figure)
+
+
+def finish_ratio_axes(ax, anchors: Sequence[Anchor], title: str) -> None:
+    """Published anchors (their test errors, marked as such), then the shared look of the
+    ratio-vs-error figures: log ratio axis, labels, grid, legend and title."""
+    for anchor in anchors:
+        ax.scatter([anchor.ratio], [100 * anchor.error], marker="x", color="black", s=40)
+        ax.annotate(f"{anchor.label} (published, test)", (anchor.ratio, 100 * anchor.error),
+                    fontsize=7, xytext=(4, 4), textcoords="offset points")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("compression ratio (dense float32 bytes / file bytes)")
+    ax.set_ylabel("error (%)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    ax.set_title(title)
 
 
 def _scatter(ax, records: Sequence[TrialRecord], dense_bytes: int, style: Mapping) -> None:
