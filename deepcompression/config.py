@@ -312,11 +312,32 @@ class QuantizeConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """Knowledge distillation from the dense model while pruned and shared networks retrain:
+    the loss is (1 - weight) x cross-entropy + weight x T^2 x KL(teacher || student) at T."""
+
+    weight: float = 0.5
+    temperature: float = 4.0
+
+    def validate(self, path: str = "") -> None:
+        """The weight is a fraction in [0, 1]; the temperature is positive."""
+        _check_range(f"{path}.weight", self.weight, 0.0, 1.0)
+        _check_range(f"{path}.temperature", self.temperature, 0.0, 100.0, low_open=True)
+
+
+ProvenanceMode = Literal["params", "hashes"]
+"""How much of the run the file's header records: its params, or only their hash."""
+
+
+@dataclass(frozen=True)
 class EncodeConfig:
     """Relative-index width per layer for the sparse positions (paper: 8 bits conv, 5 bits fc);
     `auto`: the width giving the smallest file (exact bytes; lossless, so it changes size only)."""
 
     index_bits: dict[str, Literal["auto"] | float] = field(default_factory=dict)
+    provenance: ProvenanceMode | None = None
+    """What the file's header records of the run: `params` (the params and their hash; also when
+    absent) or `hashes` (the params' and code's hashes only, ~0.5 KB smaller)."""
 
     def validate(self, path: str = "") -> None:
         """Index widths must be `auto` or whole numbers in 1..16."""
@@ -476,6 +497,8 @@ class ModelParams:
     also when absent) or `searched` (search/<model>/allocation.json, the search stage's choice)."""
     sensitivity: SensitivityConfig | None = None
     search: SearchConfig | None = None
+    distill: DistillConfig | None = None
+    """The dense model teaches prune retraining and centroid fine-tuning; null: plain labels."""
 
     def validate(self, path: str = "") -> None:
         """Validate every section."""
@@ -497,6 +520,7 @@ class RunParams:
     quantize: QuantizeConfig
     encode: EncodeConfig
     allocation: AllocationSource = "params"
+    distill: DistillConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -531,6 +555,7 @@ class Params:
             quantize=section.quantize,
             encode=section.encode,
             allocation=section.allocation or "params",
+            distill=section.distill,
         )
 
 

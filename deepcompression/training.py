@@ -15,6 +15,7 @@ from torch import nn
 
 from deepcompression.augment import random_shift
 from deepcompression.config import Device, OptimConfig
+from deepcompression.distill import Teacher
 from deepcompression.pruning import MaskGuard, Masks
 from deepcompression.streaming import StreamedImages, batches
 
@@ -115,12 +116,14 @@ def train_epoch(
     generator: torch.Generator,
     guard: MaskGuard | None = None,
     shift: int = 0,
+    teacher: Teacher | None = None,
 ) -> float:
     """One pass over (x, y) in shuffled mini-batches; returns the mean training loss.
 
     With a mask `guard`, gradients of pruned weights are zeroed before the step and the weights
     re-zeroed after it, so neither momentum nor weight decay can revive a pruned connection.
-    `shift` > 0 moves each image by a random offset of up to that many pixels (`augment`).
+    `shift` > 0 moves each image by a random offset of up to that many pixels (`augment`);
+    a `teacher` adds its softened outputs on the same images as targets (`distill`).
     """
     model.train()
     order = torch.randperm(len(x), generator=generator).to(x.device)
@@ -129,7 +132,11 @@ def train_epoch(
     for idx, inputs in zip(chunks, batches(x, chunks), strict=True):
         if shift:
             inputs = random_shift(inputs, shift, generator)
-        loss = nn.functional.cross_entropy(model(inputs), y[idx])
+        logits = model(inputs)
+        if teacher is None:
+            loss = nn.functional.cross_entropy(logits, y[idx])
+        else:
+            loss = teacher.loss(logits, inputs, y[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if guard is not None:
@@ -149,11 +156,12 @@ def fit(
     masks: Masks | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     eval_batch_size: int = 1000,
+    teacher: Teacher | None = None,
 ) -> list[EpochRecord]:
     """Train for `cfg.epochs` epochs, evaluating on the validation split after each.
 
     `data` is (train_x, train_y, val_x, val_y), on the model's device (streamed images: sent
-    there batch by batch).
+    there batch by batch). A `teacher` (on the same device) distills into the model.
     """
     train_x, train_y, val_x, val_y = data
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
@@ -166,7 +174,7 @@ def fit(
         start = time.perf_counter()
         shift = cfg.augment_shift or 0
         train_loss = train_epoch(
-            model, optimizer, train_x, train_y, cfg.batch_size, generator, guard, shift
+            model, optimizer, train_x, train_y, cfg.batch_size, generator, guard, shift, teacher
         )
         seconds = time.perf_counter() - start
         result = evaluate(model, val_x, val_y, eval_batch_size)

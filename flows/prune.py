@@ -40,9 +40,12 @@ def iteration_targets(params: RunParams, plan: dict[str, LayerPlan]) -> list[dic
 
 
 def resume_key(params: RunParams, dense: bytes) -> str:
-    """What the iterations depend on: the dense checkpoint, prune/run/data params (not the code:
-    resume state is dropped when the stage finishes, so it never outlives a code change)."""
+    """What the iterations depend on: the dense checkpoint, prune/run/data/distill params (not
+    the code: resume state is dropped when the stage finishes, so it never outlives a code
+    change)."""
     inputs = {k: to_dict(getattr(params, k)) for k in ("run", "data", "prune")}
+    if params.distill is not None:
+        inputs["distill"] = to_dict(params.distill)
     digest = hashlib.sha256(dense)
     digest.update(json.dumps(inputs, sort_keys=True).encode())
     return digest.hexdigest()
@@ -119,6 +122,7 @@ def prune_flow(
     dense_path = workspace.checkpoint("dense")
     checkpoint = load_checkpoint(dense_path)
     checkpoint.expect_model(model)
+    teacher = checkpoint if params.distill is not None else None
     data = load_data(params, workspace)
     stds = weight_stds(checkpoint.build()) if params.prune.method == "threshold" else None
     units, consumers = unit_targets(checkpoint, plan)
@@ -132,7 +136,7 @@ def prune_flow(
             continue
         checkpoint, result = prune_iteration(
             iteration, checkpoint, targets, params.prune.method, params.prune.retrain,
-            params.run, data, stds, units, consumers,
+            params.run, data, stds, units, consumers, teacher, params.distill,
         )  # fmt: skip
         results.append(result)
         save_progress(folder, key, checkpoint, results)

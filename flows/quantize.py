@@ -19,14 +19,22 @@ from tasks.resilient import flow
 def quantize_flow(
     params_path: str = "params.yaml", root: str = ".", model: str = "lenet_300_100"
 ) -> dict:
-    """Quantize the pruned checkpoint with its `quantize` section; writes checkpoint and metrics."""
+    """Quantize the pruned checkpoint with its `quantize` section; writes checkpoint and metrics.
+
+    With `distill` set, the dense checkpoint teaches the centroid fine-tuning."""
     params, plan, workspace = setup(params_path, root, model)
     params, plan = effective_params(params, plan, root)
     pruned = load_checkpoint(workspace.checkpoint("pruned"))
     pruned.expect_model(model)
     data = load_data(params, workspace)
     bits = {name: p.weight_bits for name, p in plan.items()}
-    checkpoint, result = quantize(pruned, bits, params.quantize, params.run, data)
+    teacher = None
+    if params.distill is not None:
+        teacher = load_checkpoint(workspace.checkpoint("dense"))
+        teacher.expect_model(model)
+    checkpoint, result = quantize(
+        pruned, bits, params.quantize, params.run, data, teacher, params.distill
+    )
     kept = densities(checkpoint.masks)
     report = pq_layer_report(checkpoint, {name: p.index_bits for name, p in plan.items()})
     layers = [

@@ -7,8 +7,9 @@ from dataclasses import asdict, dataclass
 from prefect.cache_policies import NO_CACHE
 
 from deepcompression.checkpoint import Checkpoint
-from deepcompression.config import OptimConfig, PruneMethod, RunConfig
+from deepcompression.config import DistillConfig, OptimConfig, PruneMethod, RunConfig
 from deepcompression.data import MnistTensors
+from deepcompression.distill import teacher_from
 from deepcompression.pruning import densities, full_masks, overall_density, prune_
 from deepcompression.training import (
     EpochRecord,
@@ -57,13 +58,16 @@ def prune_iteration(
     stds: dict[str, float] | None = None,
     units: dict[str, int] | None = None,
     consumers: dict[str, str | None] | None = None,
+    teacher: Checkpoint | None = None,
+    distill: DistillConfig | None = None,
 ) -> tuple[Checkpoint, IterationResult]:
     """Prune from the checkpoint's masks to `targets` (density or quality), then retrain.
 
     `stds` (dense weights' std per layer) fixes the threshold rule's scale across iterations.
     `units` (units kept per layer, with the network's `consumers`) first drops the weakest output
     units by weight norm: their rows, their consumer's inputs and their biases (zeroed again after
-    retraining); from the first iteration on, as removed units never come back.
+    retraining); from the first iteration on, as removed units never come back. With a
+    `teacher` (the dense checkpoint) and `distill`, retraining distills from it.
     """
     logger = run_logger()
     device = resolve_device(run.device)
@@ -92,6 +96,7 @@ def prune_iteration(
         masks=masks,
         on_epoch=epoch_reporter(f"retrain {iteration}", retrain.epochs),
         eval_batch_size=run.eval_batch_size,
+        teacher=teacher_from(teacher, distill, device),
     )
     if kept_units is not None:
         apply_unit_masks_(model, kept_units)  # retraining moved the removed units' biases

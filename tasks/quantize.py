@@ -8,8 +8,9 @@ from prefect.cache_policies import NO_CACHE
 from torch import nn
 
 from deepcompression.checkpoint import Checkpoint
-from deepcompression.config import QuantizeConfig, RunConfig
+from deepcompression.config import DistillConfig, QuantizeConfig, RunConfig
 from deepcompression.data import MnistTensors
+from deepcompression.distill import teacher_from
 from deepcompression.quantization import (
     cluster_model,
     drop_unused_centroids,
@@ -45,10 +46,12 @@ def quantize(
     cfg: QuantizeConfig,
     run: RunConfig,
     data: MnistTensors,
+    teacher: Checkpoint | None = None,
+    distill: DistillConfig | None = None,
 ) -> tuple[Checkpoint, QuantizeResult]:
-    """Cluster each layer's surviving weights into 2^bits values and fine-tune the centroids,
-    then round the layers' biases to their storage (`cfg.bias`); the validation error is the
-    rounded model's, the one the file stores."""
+    """Cluster each layer's surviving weights into 2^bits values and fine-tune the centroids
+    (distilling from `teacher` with `distill`, when given), then round the layers' biases to
+    their storage (`cfg.bias`); the validation error is the rounded model's, the file's."""
     logger = run_logger()
     if not checkpoint.masks:
         raise ValueError("the checkpoint has no pruning masks: quantize a pruned checkpoint")
@@ -73,6 +76,7 @@ def quantize(
         generator,
         on_epoch=epoch_reporter("fine-tune", cfg.finetune.epochs),
         eval_batch_size=run.eval_batch_size,
+        teacher=teacher_from(teacher, distill, device),
     )
     final_books = {k: drop_unused_centroids(b) for k, b in strip_(model).items()}
     zero_unread_biases_(model, masks, _consumers(model))
