@@ -37,14 +37,14 @@ def file_params(params: RunParams) -> dict:
 
 
 def provenance(params: RunParams) -> dict:
-    """The params that produced a file, their hash and the hash of the library code."""
+    """The params that produced a file (unless `encode.provenance` is `hashes`), their hash and
+    the hash of the library code."""
     values = file_params(params)
-    return {
-        "model": params.model.name,
-        "params": values,
-        "params_sha256": hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest(),
-        "code_sha256": code_sha256(),
-    }
+    digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
+    record = {"model": params.model.name, "params_sha256": digest, "code_sha256": code_sha256()}
+    if params.encode.provenance != "hashes":
+        record["params"] = values
+    return record
 
 
 def git_revision() -> str:

@@ -22,8 +22,10 @@ from flows.workspace import PROJECT_ROOT
 SHIPPED = PROJECT_ROOT / "params.yaml"
 
 
-def _params(model: str = "lenet_300_100") -> RunParams:
-    return load_params(SHIPPED, model)[0]
+def _params(model: str = "lenet_300_100", mode: str = "params") -> RunParams:
+    """The shipped params of `model`, with `encode.provenance` set to `mode`."""
+    params = load_params(SHIPPED, model)[0]
+    return dataclasses.replace(params, encode=dataclasses.replace(params.encode, provenance=mode))
 
 
 def _code_copy(dest: Path) -> Path:
@@ -64,6 +66,24 @@ def test_same_params_give_the_same_provenance():
     assert re.fullmatch(r"[0-9a-f]{64}", first["code_sha256"])
     canonical = json.dumps(first["params"], sort_keys=True).encode()
     assert first["params_sha256"] == hashlib.sha256(canonical).hexdigest()
+
+
+def test_hashes_only_provenance_keeps_the_hashes_and_drops_the_copy():
+    """`encode.provenance: hashes` records what identifies the run (its params' hash, the code's
+    hash, the model) but not the params themselves, so the header shrinks."""
+    full, hashes = provenance(_params()), provenance(_params(mode="hashes"))
+    assert set(hashes) == {"model", "params_sha256", "code_sha256"}
+    assert hashes["code_sha256"] == full["code_sha256"] and hashes["model"] == full["model"]
+    values = file_params(_params(mode="hashes"))
+    canonical = json.dumps(values, sort_keys=True).encode()
+    assert hashes["params_sha256"] == hashlib.sha256(canonical).hexdigest()
+    assert hashes["params_sha256"] != full["params_sha256"]  # the mode is itself a param
+    assert len(json.dumps(hashes)) < len(json.dumps(full)) // 2
+
+
+def test_absent_provenance_mode_records_the_params():
+    """An encode section without `provenance` (older params files) keeps the full record."""
+    assert "params" in provenance(_params(mode=None))
 
 
 def test_a_changed_param_changes_the_provenance():
