@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import prefect
+from prefect.concurrency.asyncio import (
+    AcquireConcurrencySlotTimeoutError,
+    ConcurrencySlotAcquisitionError,
+)
 from prefect.context import FlowRunContext
 from prefect_dask import DaskTaskRunner
 
@@ -56,7 +60,7 @@ from flows.workspace import Workspace
 from tasks.artifacts import publish_table
 from tasks.io import write_bytes_atomic, write_csv, write_json
 from tasks.log import run_logger
-from tasks.monitor import api_url, is_offline
+from tasks.monitor import api_url, is_api_error, is_offline
 from tasks.plots import publish_plots_report
 from tasks.resilient import flow
 from tasks.search import TrialData, search_trial
@@ -137,17 +141,29 @@ def measured(result: dict) -> Measured:
     return Measured(result["file_bytes"], result["val_error"], details)
 
 
+def is_orchestration_error(exc: BaseException) -> bool:
+    """An error of Prefect's machinery around a trial's task run, not of its body: an API error,
+    or concurrency slots the server could not grant (a busy server's 503 arrives that way)."""
+    slots = (ConcurrencySlotAcquisitionError, AcquireConcurrencySlotTimeoutError)
+    return is_api_error(exc) or isinstance(exc, slots)
+
+
 def evaluate_batch(common: dict):
     """Evaluate a batch: every trial submitted at once to the flow run's task runner (Dask), or,
-    outside a flow run (the Prefect API away), run here one by one; a trial that raises is logged
-    and counted as failed."""
+    outside a flow run (the Prefect API away), run here one by one. A trial Prefect could not run
+    (API down, concurrency slots refused) is run here instead; one that raises is logged and
+    counted as failed."""
+
+    def here(number: int, allocation: Allocation) -> Measured | None:
+        try:
+            return measured(search_trial.fn(number, allocation=allocation.to_dict(), **common))
+        except Exception as err:  # noqa: BLE001 - one bad trial must not end the search
+            run_logger().warning("trial %d failed: %s", number, err)
+            return None
 
     def evaluate(batch: list[tuple[int, Allocation]]) -> list[Measured | None]:
         if FlowRunContext.get() is None:
-            return [
-                measured(search_trial.fn(number, allocation=a.to_dict(), **common))
-                for number, a in batch
-            ]
+            return [here(number, a) for number, a in batch]
         futures = [
             search_trial.with_options(tags=["search", f"trial:{number}", *describe(a)]).submit(
                 number=number, allocation=a.to_dict(), **common
@@ -155,12 +171,19 @@ def evaluate_batch(common: dict):
             for number, a in batch
         ]
         results: list[Measured | None] = []
-        for (number, _), future in zip(batch, futures, strict=True):
+        for (number, allocation), future in zip(batch, futures, strict=True):
             try:
                 results.append(measured(future.result()))
             except Exception as err:  # noqa: BLE001 - one bad trial must not end the search
-                run_logger().warning("trial %d failed: %s", number, err)
-                results.append(None)
+                if not is_orchestration_error(err):
+                    run_logger().warning("trial %d failed: %s", number, err)
+                    results.append(None)
+                    continue
+                run_logger().warning(
+                    "trial %d: Prefect could not run it (%s); running it here, unmonitored",
+                    number, err,
+                )  # fmt: skip
+                results.append(here(number, allocation))
         return results
 
     return evaluate

@@ -123,9 +123,10 @@ def test_bad_params_touch_nothing_and_old_params_restore_from_the_run_cache(
     _set(repo, f"models.{MODEL}.prune.retrain.lr", 0.03)
     changed = _run([dvc, "repro", target], repo, stage_env, timeout=600)
     assert changed.returncode == 0, changed.stderr[-3000:]
-    assert _outputs(repo)[f"checkpoints/{MODEL}/pruned.pt"] != original[
-        f"checkpoints/{MODEL}/pruned.pt"
-    ]
+    assert (
+        _outputs(repo)[f"checkpoints/{MODEL}/pruned.pt"]
+        != original[f"checkpoints/{MODEL}/pruned.pt"]
+    )
 
     (repo / "params.yaml").write_text(original_params)
     start = time.perf_counter()

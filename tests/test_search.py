@@ -281,3 +281,52 @@ def test_study_name_ignores_keys_that_do_not_shape_trials() -> None:
         assert trial_shaping(_search_cfg(**change)) == base, change  # same study, resumed
     assert trial_shaping(_search_cfg(iterations=5)) != base  # a trial computes otherwise
     assert trial_shaping(_search_cfg(bits_max={"fc": 5})) != base  # other trials are drawn
+
+
+class _FailedFuture:
+    """A submitted trial whose run ended in `error`."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def result(self):
+        raise self.error
+
+
+class _Trial:
+    """Stands in for the search-trial task: `submit` fails with a set error per trial number;
+    `fn` (the body, run here) returns objectives or raises for the numbers in `body_fails`."""
+
+    def __init__(self, errors: dict[int, Exception], body_fails: set[int]) -> None:
+        self.errors, self.body_fails, self.ran_here = errors, body_fails, []
+
+    def with_options(self, **_options):
+        return self
+
+    def submit(self, number: int, **_kwargs):
+        return _FailedFuture(self.errors[number])
+
+    def fn(self, number: int, **_kwargs) -> dict:
+        self.ran_here.append(number)
+        if number in self.body_fails:
+            raise ValueError("the trial's own error")
+        return {"file_bytes": 1000 + number, "val_error": 0.01}
+
+
+def test_a_trial_prefect_could_not_run_runs_here_and_its_own_errors_count_as_failed(monkeypatch):
+    import httpx
+    from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
+
+    import flows.search as search_flow
+
+    busy = ConcurrencySlotAcquisitionError("Unable to acquire concurrency slots: 503")
+    down = httpx.ConnectError("[Errno 111] Connection refused")
+    trial = _Trial({0: busy, 1: down, 2: ValueError("bad allocation"), 3: busy}, body_fails={3})
+    monkeypatch.setattr(search_flow, "search_trial", trial)
+    monkeypatch.setattr(
+        search_flow, "FlowRunContext", type("Ctx", (), {"get": staticmethod(object)})
+    )
+    batch = [(n, _allocation()) for n in range(4)]
+    results = search_flow.evaluate_batch({})(batch)
+    assert [r.file_bytes if r else None for r in results] == [1000, 1001, None, None]
+    assert trial.ran_here == [0, 1, 3]
