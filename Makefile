@@ -29,21 +29,21 @@ setup: $(STAMP)  ## create .venv and install the project with its dev tools
 
 run: setup  ## the whole pipeline (both models; MODEL=name for one): params check, server and warm stage runner, dvc repro
 	$(PY) -m flows.check
-	$(PY) -m flows.server start
+	$(PY) -m runtime.server start
 	PREFECT_API_URL=$(API) dvc repro $(TARGETS)
 
 test: setup  ## the test suite
 	$(PY) -m pytest
 
 ui: setup  ## start the local Prefect server and UI at http://127.0.0.1:$(PORT), and the warm stage runner
-	$(PY) -m flows.server start
+	$(PY) -m runtime.server start
 
 ui-stop:  ## stop the local Prefect server and the warm stage runner
-	$(PY) -m flows.server stop
+	$(PY) -m runtime.server stop
 
 schedule: setup  ## rerun the pipeline on the cron in params.yaml (schedule:); Ctrl-C stops
-	$(PY) -m flows.server start
-	PREFECT_API_URL=$(API) $(PY) -m flows.schedule serve
+	$(PY) -m runtime.server start
+	PREFECT_API_URL=$(API) $(PY) -m runtime.schedule serve
 
 bench: setup  ## the speed benchmarks (results go in BENCHMARKS.md)
 	$(PY) -m benchmarks.bench_train

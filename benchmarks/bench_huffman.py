@@ -18,8 +18,8 @@ import numpy as np
 from bitarray import bitarray
 from bitarray.util import canonical_huffman
 
-from deepcompression.huffman import decode_symbols, encode_symbols
-from deepcompression.sparse_index import encode_positions
+from deepcompression.format.huffman import decode_symbols, encode_symbols
+from deepcompression.format.sparse_index import encode_positions
 
 TARGET_SYMBOLS_PER_S = 10e6
 TARGET_EXCESS = 0.01

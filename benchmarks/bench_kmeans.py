@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 from sklearn.cluster import KMeans
 
-from deepcompression.kmeans import init_centroids, kmeans_1d
+from deepcompression.compress.kmeans import init_centroids, kmeans_1d
 
 Clusterer = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 

@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 
 from deepcompression.config import DataConfig, from_dict
-from deepcompression.data import encode_idx
+from deepcompression.data.mnist import encode_idx
 from flows.params import DEFAULT_PARAMS
 
 SIDE = 32

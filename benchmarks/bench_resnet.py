@@ -8,7 +8,7 @@ No CIFAR-10 is available offline here, so the data is generated, deterministical
 random position, size, rotation, foreground/background colour and contrast, on a smooth random
 background gradient, with Gaussian pixel noise; 32x32 RGB, uint8. Train, validation and test
 splits are drawn the same way from different seeds (balanced classes), written in the prepared
-form of ``deepcompression.datasets`` (meta.json + IDX) and loaded back exactly as the pipeline
+form of ``deepcompression.data.datasets`` (meta.json + IDX) and loaded back exactly as the pipeline
 loads them (``--data-out`` keeps that folder, so ``deepcompression eval --data`` can read it).
 
 The stages mirror tasks/prune.py, tasks/quantize.py and tasks/encode.py: train dense; prune every
@@ -46,19 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deepcompression.allocation import best_index_bits
-from deepcompression.config import OptimConfig
-from deepcompression.container import KIND_HUFFMAN, QuantizedTensor, encode_model, read_info
-from deepcompression.data import ImageTensors
-from deepcompression.datasets import (
-    RawDataset,
-    Split,
-    load_prepared,
-    load_prepared_test,
-    prepare,
-)
-from deepcompression.loader import load_model
-from deepcompression.pruning import (
+from deepcompression.compress.pruning import (
     Masks,
     densities,
     density_schedule,
@@ -68,14 +56,26 @@ from deepcompression.pruning import (
     prunable_weights,
     prune_,
 )
-from deepcompression.quantization import (
+from deepcompression.compress.quantization import (
     LayerCodebook,
     cluster_model,
     drop_unused_centroids,
     share_weights_,
     strip_,
 )
-from deepcompression.sizes import model_sizes
+from deepcompression.config import OptimConfig
+from deepcompression.data.datasets import (
+    RawDataset,
+    Split,
+    load_prepared,
+    load_prepared_test,
+    prepare,
+)
+from deepcompression.data.mnist import ImageTensors
+from deepcompression.format.allocation import best_index_bits
+from deepcompression.format.container import KIND_HUFFMAN, QuantizedTensor, encode_model, read_info
+from deepcompression.format.loader import load_model
+from deepcompression.format.sizes import model_sizes
 from deepcompression.training import (
     EpochRecord,
     evaluate,

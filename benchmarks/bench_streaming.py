@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from deepcompression.config import OptimConfig
-from deepcompression.data import ImageTensors
+from deepcompression.data.mnist import ImageTensors
 from deepcompression.training import evaluate, make_optimizer, train_epoch
 from flows.params import DEFAULT_PARAMS, read_params
 from models import build_model

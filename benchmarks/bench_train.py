@@ -19,8 +19,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from deepcompression.compress.pruning import (
+    MaskGuard,
+    full_masks,
+    layer_name,
+    prunable_weights,
+    prune_,
+)
 from deepcompression.config import OptimConfig
-from deepcompression.pruning import MaskGuard, full_masks, layer_name, prunable_weights, prune_
 from deepcompression.training import make_optimizer, resolve_device, train_epoch
 from flows.params import DEFAULT_PARAMS, read_params
 from models import build_model

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import optuna
 
-from deepcompression.search import TrialRecord, completed
+from deepcompression.search.study import TrialRecord, completed
 from flows.params import read_params, write_overridden_params
-from flows.workspace import Workspace
+from runtime.workspace import Workspace
 
 STAGES = ("prune", "quantize", "encode")
 

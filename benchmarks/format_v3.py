@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from deepcompression.allocation import encoder_inputs
 from deepcompression.checkpoint import Checkpoint
-from deepcompression.container import KIND_HUFFMAN, decode_model, encode_model, read_info
-from deepcompression.pruning import layer_name
+from deepcompression.compress.pruning import layer_name
+from deepcompression.format.allocation import encoder_inputs
+from deepcompression.format.container import KIND_HUFFMAN, decode_model, encode_model, read_info
 from deepcompression.report import markdown_table
 
 MODELS = ("lenet_300_100", "lenet5")

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from deepcompression.report import markdown_table, percent
-from flows.workspace import Workspace
+from runtime.workspace import Workspace
 
 STAGES = ("train", "prune", "quantize", "encode", "evaluate")
 

@@ -19,8 +19,8 @@ import torch
 from deepcompression.training import fit, seed_everything
 from flows.common import load_data
 from flows.params import load_params
-from flows.workspace import Workspace
 from models import build_model
+from runtime.workspace import Workspace
 
 
 def train_with_shift(model_name: str, shift: int, epochs: int | None) -> tuple[float, float]:

@@ -26,17 +26,17 @@ from pathlib import Path
 import torch
 import yaml
 
-from deepcompression.config import Params, from_dict
-from deepcompression.container import QuantizedTensor, encode_model
-from deepcompression.data import TRAIN_IMAGES, TRAIN_LABELS, MnistTensors, mnist_training_set
-from deepcompression.plan import compressible_layers, layer_kind
-from deepcompression.pruning import density_schedule, full_masks, overall_density, prune_
-from deepcompression.quantization import (
+from deepcompression.compress.pruning import density_schedule, full_masks, overall_density, prune_
+from deepcompression.compress.quantization import (
     cluster_model,
     drop_unused_centroids,
     share_weights_,
     strip_,
 )
+from deepcompression.config import Params, from_dict
+from deepcompression.data.mnist import TRAIN_IMAGES, TRAIN_LABELS, MnistTensors, mnist_training_set
+from deepcompression.format.container import QuantizedTensor, encode_model
+from deepcompression.plan import compressible_layers, layer_kind
 from deepcompression.training import evaluate, fit, seed_everything
 from models import build_model
 

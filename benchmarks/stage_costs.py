@@ -3,12 +3,12 @@
     .venv/bin/python -m benchmarks.stage_costs [ROOT] [--max-gap 60] [--all]
 
 Reads the untracked timing records that `python -m flows.run` writes for every stage process,
-runs/<model>/timing/<stage>-process.json (runs/shared/ for the data stage; flows/timing.py), and
+runs/<model>/timing/<stage>-process.json (runs/shared/ for the data stage; runtime/timing.py), and
 prints markdown tables: one row per stage run in the order they ran, then per stage over the
 models, then the pipeline's totals and its wall time from the first stage's start to the last
 stage's end (the rest of the wall time is DVC's own work and the processes' exits). A stage's
 total = fixed (imports and set-up) + work (the flow's body) + finish (the flow run's end); its
-runner is `warm` when the warm stage runner forked it (flows/warm.py), else `cold`.
+runner is `warm` when the warm stage runner forked it (runtime/warm.py), else `cold`.
 
 Stages that DVC skipped keep the record of an earlier run: only the latest run is shown, i.e. the
 records chained back from the newest one with at most --max-gap seconds between one's end and
@@ -43,7 +43,7 @@ class StageRun:
     total: float
     completed: bool
     runner: str = "cold"
-    """`warm`: forked by the warm stage runner (flows/warm.py); `cold`: its own imports."""
+    """`warm`: forked by the warm stage runner (runtime/warm.py); `cold`: its own imports."""
 
     @property
     def finish(self) -> float | None:
@@ -54,7 +54,7 @@ class StageRun:
 
     @classmethod
     def from_record(cls, record: dict, folder: str) -> StageRun:
-        """From a flows/timing.py record; `folder` (runs/<folder>/) names the model if absent."""
+        """From a runtime/timing.py record; `folder` (runs/<folder>/) names the model if absent."""
         return cls(
             stage=record["stage"],
             model=record.get("model") or folder,

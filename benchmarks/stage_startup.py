@@ -1,11 +1,11 @@
-"""A stage's fixed cost, cold (its own imports) and warm (forked by flows/warm.py's runner).
+"""A stage's fixed cost, cold (its own imports) and warm (forked by runtime/warm.py's runner).
 
     .venv/bin/python -m benchmarks.stage_startup [--rounds 3] [--model lenet_300_100] [--cold-only]
 
 Copies the project's committed code and params.yaml (git archive of --revision) into a
 temporary folder with small params (one model, 1 epoch per training phase, one pruning iteration,
 1,000/300/300 images, MNIST from the test cache .cache/mnist), starts its own Prefect server
-there with `python -m flows.server start` (which also starts the warm runner; on a free port),
+there with `python -m runtime.server start` (which also starts the warm runner; on a free port),
 then runs `python -m flows.run STAGE` for every stage in DVC's order, cold (DC_WARM_STAGES=0) and
 warm, the two interleaved and alternating which goes first, for --rounds rounds.
 Prints, per stage, the medians of the fixed cost (process start
@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from deepcompression.report import markdown_table
-from flows.timing import timing_path
+from runtime.timing import timing_path
 
 ROOT = Path(__file__).parents[1]
 CODE = ("deepcompression", "models", "tasks", "flows")
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="stage-startup-") as folder:
         repo = project_copy(Path(folder), args.model, args.revision)
-        server = [sys.executable, "-m", "flows.server"]
+        server = [sys.executable, "-m", "runtime.server"]
         subprocess.run([*server, "start"], cwd=repo, env=env, check=True, capture_output=True)
         try:
             for round_no in range(args.rounds):

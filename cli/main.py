@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from deepcompression.container import (
+from deepcompression.format.container import (
     DEFAULT_MAX_DECODED_BYTES,
     KIND_HUFFMAN,
     DecodedTooLarge,
@@ -37,7 +37,7 @@ from deepcompression.container import (
     LayerInfo,
     read_info,
 )
-from deepcompression.sizes import ModelSizes, model_sizes
+from deepcompression.format.sizes import ModelSizes, model_sizes
 
 PROG = "deepcompression"
 DISTRIBUTION = "deep-compression"
@@ -464,7 +464,7 @@ class _TestSet:
 
 
 def _file_reader(folder: Path) -> Callable[[str], bytes]:
-    """read(file name) -> bytes of a prepared folder, for deepcompression.datasets' loaders."""
+    """read(file name) -> bytes of a prepared folder, for deepcompression.data.datasets' loaders."""
     return lambda name: (folder / name).read_bytes()
 
 
@@ -487,7 +487,7 @@ def _data_problem(where: Path, err: Exception) -> CliError:
 
 def _mnist_files_in(raw: Path) -> bool:
     """Whether ``raw`` holds MNIST's four IDX files (the data stage's ``data/<name>/raw``)."""
-    from deepcompression.data import IDX_FILES
+    from deepcompression.data.mnist import IDX_FILES
 
     return all((raw / name).is_file() for name in IDX_FILES)
 
@@ -495,7 +495,8 @@ def _mnist_files_in(raw: Path) -> bool:
 def _mnist_test(raw: Path, max_preload_bytes: int) -> tuple[Any, Any]:
     """The verified MNIST test images and labels in ``raw`` (the images streamed when over
     `max_preload_bytes` as float32), or a CliError saying how to fix."""
-    from deepcompression.data import (
+    from deepcompression.data.datasets import streams
+    from deepcompression.data.mnist import (
         TEST_IMAGES,
         TEST_LABELS,
         DataError,
@@ -503,7 +504,6 @@ def _mnist_test(raw: Path, max_preload_bytes: int) -> tuple[Any, Any]:
         mnist_test_stream,
         read_idx_header,
     )
-    from deepcompression.datasets import streams
 
     try:
         with open(raw / TEST_IMAGES, "rb") as images:
@@ -524,8 +524,8 @@ def _locate_test_set(root: Path, max_preload_bytes: int) -> _TestSet:
     Reads only meta.json here; the test files are read by ``load`` (images over
     `max_preload_bytes` as float32 streamed). A bad meta.json is a CliError naming it.
     """
-    from deepcompression.data import MNIST_SHAPE, TEST_IMAGES, TEST_LABELS, DataError
-    from deepcompression.datasets import META_FILE, load_prepared_test, read_meta
+    from deepcompression.data.datasets import META_FILE, load_prepared_test, read_meta
+    from deepcompression.data.mnist import MNIST_SHAPE, TEST_IMAGES, TEST_LABELS, DataError
 
     if (root / META_FILE).is_file():
         read, where = _file_reader(root), str(root)
@@ -595,7 +595,7 @@ def _recorded_data_name(provenance: dict) -> str | None:
 
 def _check_default_data(path: Path, kwargs: dict[str, Any], provenance: dict) -> None:
     """Without --data, refuse a file made for other data than MNIST, naming the folder to pass."""
-    from deepcompression.data import MNIST_SHAPE
+    from deepcompression.data.mnist import MNIST_SHAPE
 
     mnist = MNIST_SHAPE.model_kwargs()
     name = _recorded_data_name(provenance)
@@ -636,7 +636,7 @@ def _max_preload_bytes(args: argparse.Namespace) -> int:
 
 def _run_eval(args: argparse.Namespace) -> int:
     """``eval``: decode the file into its network and measure test error on its test set."""
-    from deepcompression.loader import ModelBuildError, load_model
+    from deepcompression.format.loader import ModelBuildError, load_model
     from deepcompression.training import evaluate, resolve_device
     from models import UnknownModelError
 

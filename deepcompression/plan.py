@@ -23,7 +23,7 @@ from deepcompression.config import (
     check_layer_table,
     layer_value,
 )
-from deepcompression.data import MNIST_SHAPE, DataShape
+from deepcompression.data.mnist import MNIST_SHAPE, DataShape
 from models import build_model, model_names
 
 

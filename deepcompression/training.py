@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from deepcompression.augment import random_shift
+from deepcompression.compress.distill import Teacher
+from deepcompression.compress.pruning import MaskGuard, Masks
 from deepcompression.config import Device, OptimConfig
-from deepcompression.distill import Teacher
-from deepcompression.pruning import MaskGuard, Masks
-from deepcompression.streaming import StreamedImages, batches
+from deepcompression.data.augment import random_shift
+from deepcompression.data.streaming import StreamedImages, batches
 
 Images = torch.Tensor | StreamedImages
 """A split's images: a preloaded float32 tensor, or streamed in batches."""

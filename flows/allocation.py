@@ -9,7 +9,7 @@ from pathlib import Path
 
 from deepcompression.config import ConfigError, RunParams
 from deepcompression.plan import LayerPlan
-from deepcompression.search_space import Allocation
+from deepcompression.search.space import Allocation
 
 
 def allocation_path(root: Path | str, model: str) -> Path:

@@ -7,11 +7,11 @@ from pathlib import Path
 import torch
 
 from deepcompression.config import ConfigError, RunParams
-from deepcompression.data import MNIST_SHAPE, DataShape, ImageTensors
+from deepcompression.data.mnist import MNIST_SHAPE, DataShape, ImageTensors
+from deepcompression.data.streaming import StreamedImages
 from deepcompression.plan import LayerPlan, plan_layers, shape_hint
-from deepcompression.streaming import StreamedImages
 from flows.params import load_params
-from flows.workspace import PROJECT_ROOT, Workspace
+from runtime.workspace import PROJECT_ROOT, Workspace
 from tasks.data import (
     load_mnist_raw,
     load_mnist_raw_test,

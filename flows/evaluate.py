@@ -7,15 +7,15 @@ stage sit side by side so a reader sees the gap.
 
 from __future__ import annotations
 
-from deepcompression.container import read_info
+from deepcompression.format.container import read_info
 from deepcompression.training import resolve_device
 from flows.common import load_data, load_test_data, setup
-from flows.runinfo import artifact_key
-from tasks.artifacts import publish_report
+from runtime.artifacts import publish_report
+from runtime.log import run_logger
+from runtime.resilient import flow
+from runtime.runinfo import artifact_key
 from tasks.evaluate import evaluate_checkpoints, evaluate_file
 from tasks.io import load_checkpoint, write_json
-from tasks.log import run_logger
-from tasks.resilient import flow
 
 STAGES = ("dense", "pruned", "quantized")
 

@@ -15,7 +15,7 @@ from flows.plots import plots_flow
 from flows.prune import prune_flow
 from flows.quantize import quantize_flow
 from flows.train import train_flow
-from tasks.resilient import flow
+from runtime.resilient import flow
 
 
 def model_pipeline(params_path: str, root: str, model: str) -> dict:

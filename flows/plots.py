@@ -11,11 +11,12 @@ from prefect.context import FlowRunContext
 from deepcompression.config import RunParams
 from deepcompression.plan import LayerPlan
 from flows.common import setup
-from flows.runinfo import artifact_key
-from flows.workspace import Workspace
+from runtime.log import run_logger
+from runtime.resilient import flow
+from runtime.runinfo import artifact_key
+from runtime.workspace import Workspace
 from tasks.final_plots import plot_final_pareto
 from tasks.io import load_checkpoint
-from tasks.log import run_logger
 from tasks.plots import (
     plot_error_vs_density,
     plot_training_curves,
@@ -23,7 +24,6 @@ from tasks.plots import (
     publish_plots_report,
     remove_stale_pngs,
 )
-from tasks.resilient import flow
 
 WEIGHTS_DIR = "weights"
 STAGES = ("dense", "pruned", "quantized")

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 from deepcompression.config import RunParams, to_dict
-from flows.workspace import PROJECT_ROOT
+from runtime.workspace import PROJECT_ROOT
 
 CODE_DIRS = ("deepcompression", "models")
 """The code whose every byte can change the file: the library and the network definitions."""

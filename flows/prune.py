@@ -13,19 +13,19 @@ import shutil
 from pathlib import Path
 
 from deepcompression.checkpoint import Checkpoint
+from deepcompression.compress.pruning import density_schedule, weight_stds
+from deepcompression.compress.unit_pruning import dead_units, trace_consumers, units_to_keep
 from deepcompression.config import RunParams, to_dict
 from deepcompression.plan import LayerPlan
-from deepcompression.pruning import density_schedule, weight_stds
 from deepcompression.report import percent
-from deepcompression.unit_pruning import dead_units, trace_consumers, units_to_keep
 from flows.allocation import effective_params
 from flows.common import load_data, setup
-from flows.runinfo import artifact_key
-from tasks.artifacts import publish_report, publish_table
+from runtime.artifacts import publish_report, publish_table
+from runtime.log import run_logger
+from runtime.resilient import flow
+from runtime.runinfo import artifact_key
 from tasks.io import load_checkpoint, save_checkpoint, write_bytes_atomic, write_csv, write_json
-from tasks.log import run_logger
 from tasks.prune import IterationResult, prune_iteration
-from tasks.resilient import flow
 
 
 def iteration_targets(params: RunParams, plan: dict[str, LayerPlan]) -> list[dict[str, float]]:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from deepcompression.pruning import densities
+from deepcompression.compress.pruning import densities
+from deepcompression.format.sizes import pq_layer_report
 from deepcompression.report import percent
-from deepcompression.sizes import pq_layer_report
 from flows.allocation import effective_params
 from flows.common import load_data, setup
-from flows.runinfo import artifact_key
-from tasks.artifacts import publish_report
+from runtime.artifacts import publish_report
+from runtime.log import run_logger
+from runtime.resilient import flow
+from runtime.runinfo import artifact_key
 from tasks.io import load_checkpoint, save_checkpoint, write_csv, write_json
-from tasks.log import run_logger
 from tasks.quantize import quantize
-from tasks.resilient import flow
 
 
 @flow(name="quantize", flow_run_name="quantize-{model}")

@@ -2,11 +2,11 @@
 
 Points the process at the project's local Prefect server first (starting it when none answers), so
 every stage's run is recorded in one place and shows in the UI; runs are tagged with the model
-and a hash of the params. A Prefect outage never stops the stage (flows/guard.py): it computes and
+and a hash of the params. A Prefect outage never stops the stage (runtime/guard.py): it computes and
 writes its outputs, warns once, and its records are caught up when the server is back.
-When the warm runner of `python -m flows.server start` answers (flows/warm.py), the stage runs
+When the warm runner of `python -m runtime.server start` answers (runtime/warm.py), the stage runs
 forked from it, torch and Prefect already imported; this process imports neither, passes it its
-stdio and relays signals and the exit status (flows/handoff.py).
+stdio and relays signals and the exit status (runtime/handoff.py).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flows.guard import connect, run_stage
-from flows.handoff import Request, hand_off
-from flows.timing import StageClock, timing_path, write_record
+from runtime.guard import connect, run_stage
+from runtime.handoff import Request, hand_off
+from runtime.timing import StageClock, timing_path, write_record
 
 IMPORTED_AT = time.perf_counter()
 """When this module and its imports (no torch, no Prefect) were loaded: the `imports` mark."""
@@ -50,7 +50,7 @@ def load_flow(stage: str):
 
 def run_timed(stage: str, model: str | None, clock: StageClock, kwargs: dict[str, Any]) -> None:
     """Run the stage's flow with `kwargs`; write its timing record however it ends."""
-    from flows.stageflow import staged
+    from runtime.stageflow import staged
 
     stage_flow = staged(load_flow(stage), clock)
     clock.mark("flow_import")
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Hand the stage to the warm runner (flows/warm.py) and relay how it ended; when there is
+    """Hand the stage to the warm runner (runtime/warm.py) and relay how it ended; when there is
     none or it refuses, run the stage in this process."""
     clock = StageClock.since_process_start()
     clock.mark("imports", at=IMPORTED_AT)
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_command(arguments: list[str], clock: StageClock, parent_pid: int | None = None) -> int:
     """Validate params, then run the stage's flow tagged with its model, params hash, stage and
     the `dvc repro` invocation that started it (an ancestor of `parent_pid`, by default this
-    process's parent); its timing goes to runs/ (flows/timing.py)."""
+    process's parent); its timing goes to runs/ (runtime/timing.py)."""
     args = build_parser().parse_args(arguments)
 
     from deepcompression.config import ConfigError
@@ -136,7 +136,7 @@ def stage_tags(
     args: argparse.Namespace, params_tag: str, parent_pid: int | None = None
 ) -> list[str]:
     """Run tags: params hash, stage, model and the `dvc repro` invocation, when known."""
-    from flows.runinfo import invocation_tag
+    from runtime.runinfo import invocation_tag
 
     run_tags = [f"params:{params_tag}", f"stage:{args.stage}"]
     if args.model is not None:

@@ -24,9 +24,19 @@ from prefect.context import FlowRunContext
 from prefect_dask import DaskTaskRunner
 
 from deepcompression.checkpoint import Checkpoint
+from deepcompression.compress.unit_pruning import UnitPruningError, trace_consumers
 from deepcompression.config import RunParams, SearchConfig, SearchSampler, to_dict
 from deepcompression.plan import LayerPlan
-from deepcompression.search import (
+from deepcompression.plots.search import PUBLISHED, pareto_figure
+from deepcompression.search.sensitivity import SensitivityPoint, seed_allocations
+from deepcompression.search.space import (
+    Allocation,
+    LayerAllocation,
+    SearchSpace,
+    describe,
+    resolve_space,
+)
+from deepcompression.search.study import (
     Measured,
     TrialRecord,
     choose,
@@ -40,29 +50,19 @@ from deepcompression.search import (
     seed_study,
     study_name,
 )
-from deepcompression.search_plots import PUBLISHED, pareto_figure
-from deepcompression.search_space import (
-    Allocation,
-    LayerAllocation,
-    SearchSpace,
-    describe,
-    resolve_space,
-)
-from deepcompression.sensitivity import SensitivityPoint, seed_allocations
-from deepcompression.trial import TrialSettings
-from deepcompression.unit_pruning import UnitPruningError, trace_consumers
+from deepcompression.search.trial import TrialSettings
 from flows.allocation import allocation_path
 from flows.common import data_dir, setup
 from flows.provenance import provenance
-from flows.runinfo import artifact_key
 from flows.sensitivity import model_section
-from flows.workspace import Workspace
-from tasks.artifacts import publish_table
+from runtime.artifacts import publish_table
+from runtime.log import run_logger
+from runtime.monitor import api_url, is_api_error, is_offline
+from runtime.resilient import flow
+from runtime.runinfo import artifact_key
+from runtime.workspace import Workspace
 from tasks.io import write_bytes_atomic, write_csv, write_json
-from tasks.log import run_logger
-from tasks.monitor import api_url, is_api_error, is_offline
 from tasks.plots import publish_plots_report
-from tasks.resilient import flow
 from tasks.search import TrialData, search_trial
 
 

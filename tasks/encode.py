@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from prefect.cache_policies import NO_CACHE
 
-from deepcompression.allocation import encoder_inputs
 from deepcompression.checkpoint import Checkpoint
 from deepcompression.config import BiasMode
-from deepcompression.container import encode_model
-from tasks.resilient import task
+from deepcompression.format.allocation import encoder_inputs
+from deepcompression.format.container import encode_model
+from runtime.resilient import task
 
 
 @task(name="huffman-encode", cache_policy=NO_CACHE)

@@ -9,9 +9,9 @@ import torch
 from prefect.cache_policies import NO_CACHE
 
 from deepcompression.checkpoint import Checkpoint
-from deepcompression.loader import load_model
+from deepcompression.format.loader import load_model
 from deepcompression.training import evaluate, predict_logits
-from tasks.resilient import task
+from runtime.resilient import task
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from prefect.cache_policies import NO_CACHE
 
-from deepcompression.final_plots import final_file, final_pareto_figure, search_summary
-from deepcompression.search_plots import PUBLISHED
+from deepcompression.plots.final import final_file, final_pareto_figure, search_summary
+from deepcompression.plots.search import PUBLISHED
+from runtime.resilient import task
 from tasks.io import write_bytes_atomic
-from tasks.resilient import task
 
 
 @task(name="plot-final-pareto", task_run_name="plot-final-pareto-{model}", cache_policy=NO_CACHE)

@@ -9,7 +9,7 @@ from pathlib import Path
 from prefect.cache_policies import NO_CACHE
 
 from deepcompression.checkpoint import Checkpoint
-from deepcompression.plots import (
+from deepcompression.plots.figures import (
     LayerWeights,
     error_vs_density,
     final_error,
@@ -17,9 +17,9 @@ from deepcompression.plots import (
     training_curves,
     weight_distributions,
 )
-from tasks.artifacts import publish_markdown
+from runtime.artifacts import publish_markdown
+from runtime.resilient import task
 from tasks.io import write_bytes_atomic
-from tasks.resilient import task
 
 
 def read_csv_rows(path: Path) -> list[dict[str, str]]:

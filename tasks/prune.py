@@ -7,10 +7,11 @@ from dataclasses import asdict, dataclass
 from prefect.cache_policies import NO_CACHE
 
 from deepcompression.checkpoint import Checkpoint
+from deepcompression.compress.distill import teacher_from
+from deepcompression.compress.pruning import densities, full_masks, overall_density, prune_
+from deepcompression.compress.unit_pruning import apply_unit_masks_, unit_masks
 from deepcompression.config import DistillConfig, OptimConfig, PruneMethod, RunConfig
-from deepcompression.data import MnistTensors
-from deepcompression.distill import teacher_from
-from deepcompression.pruning import densities, full_masks, overall_density, prune_
+from deepcompression.data.mnist import MnistTensors
 from deepcompression.training import (
     EpochRecord,
     evaluate,
@@ -18,9 +19,8 @@ from deepcompression.training import (
     resolve_device,
     seed_everything,
 )
-from deepcompression.unit_pruning import apply_unit_masks_, unit_masks
-from tasks.log import epoch_reporter, run_logger
-from tasks.resilient import task
+from runtime.log import epoch_reporter, run_logger
+from runtime.resilient import task
 
 
 @dataclass(frozen=True)

@@ -8,16 +8,21 @@ from prefect.cache_policies import NO_CACHE
 from torch import nn
 
 from deepcompression.checkpoint import Checkpoint
-from deepcompression.config import DistillConfig, QuantizeConfig, RunConfig
-from deepcompression.data import MnistTensors
-from deepcompression.distill import teacher_from
-from deepcompression.quantization import (
+from deepcompression.compress.distill import teacher_from
+from deepcompression.compress.quantization import (
     cluster_model,
     drop_unused_centroids,
     round_biases_,
     share_weights_,
     strip_,
 )
+from deepcompression.compress.unit_pruning import (
+    UnitPruningError,
+    trace_consumers,
+    zero_unread_biases_,
+)
+from deepcompression.config import DistillConfig, QuantizeConfig, RunConfig
+from deepcompression.data.mnist import MnistTensors
 from deepcompression.training import (
     EpochRecord,
     evaluate,
@@ -25,9 +30,8 @@ from deepcompression.training import (
     resolve_device,
     seed_everything,
 )
-from deepcompression.unit_pruning import UnitPruningError, trace_consumers, zero_unread_biases_
-from tasks.log import epoch_reporter, run_logger
-from tasks.resilient import task
+from runtime.log import epoch_reporter, run_logger
+from runtime.resilient import task
 
 
 @dataclass(frozen=True)

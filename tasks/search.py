@@ -13,13 +13,13 @@ import torch
 from prefect.cache_policies import NO_CACHE
 
 from deepcompression.checkpoint import Checkpoint
-from deepcompression.data import ImageTensors
-from deepcompression.search_space import Allocation
+from deepcompression.data.mnist import ImageTensors
+from deepcompression.search.space import Allocation
+from deepcompression.search.trial import TrialSettings, run_trial
 from deepcompression.training import resolve_device
-from deepcompression.trial import TrialSettings, run_trial
+from runtime.log import run_logger
+from runtime.resilient import task
 from tasks.data import load_mnist_raw, load_prepared_data
-from tasks.log import run_logger
-from tasks.resilient import task
 
 
 @dataclass(frozen=True)

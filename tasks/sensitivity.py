@@ -6,16 +6,16 @@ from prefect.cache_policies import NO_CACHE
 
 from deepcompression.checkpoint import Checkpoint
 from deepcompression.config import QuantizeConfig, RunConfig, SensitivityConfig
-from deepcompression.data import ImageTensors
-from deepcompression.sensitivity import (
+from deepcompression.data.mnist import ImageTensors
+from deepcompression.search.sensitivity import (
     Axis,
     SensitivityPoint,
     prune_layer_alone,
     share_layer_alone,
 )
 from deepcompression.training import evaluate, resolve_device
-from tasks.log import run_logger
-from tasks.resilient import task
+from runtime.log import run_logger
+from runtime.resilient import task
 
 
 @task(

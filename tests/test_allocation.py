@@ -7,19 +7,19 @@ import numpy as np
 import pytest
 import torch
 
-from deepcompression.allocation import (
+from deepcompression.checkpoint import Checkpoint
+from deepcompression.compress.quantization import round_bias
+from deepcompression.config import BiasMode
+from deepcompression.format.allocation import (
     best_index_bits,
     checkpoint_file_bytes,
     encoded_file_bytes,
     encoder_inputs,
     index_bytes,
 )
-from deepcompression.checkpoint import Checkpoint
-from deepcompression.config import BiasMode
-from deepcompression.container import QuantizedTensor, encode_model, read_info
-from deepcompression.huffman import InvalidArgument
-from deepcompression.loader import load_model
-from deepcompression.quantization import round_bias
+from deepcompression.format.container import QuantizedTensor, encode_model, read_info
+from deepcompression.format.huffman import InvalidArgument
+from deepcompression.format.loader import load_model
 from models import LeNet300100
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.nn import functional
 
-from deepcompression.augment import random_shift
 from deepcompression.config import ConfigError, OptimConfig
+from deepcompression.data.augment import random_shift
 from deepcompression.training import fit, seed_everything
 from models import build_model
 

@@ -15,15 +15,15 @@ from benchmarks.bench_resnet import (
     prune_targets,
     synthetic_split,
 )
-from deepcompression.container import read_info
-from deepcompression.loader import load_model
-from deepcompression.pruning import full_masks, prune_
-from deepcompression.quantization import (
+from deepcompression.compress.pruning import full_masks, prune_
+from deepcompression.compress.quantization import (
     cluster_model,
     drop_unused_centroids,
     share_weights_,
     strip_,
 )
+from deepcompression.format.container import read_info
+from deepcompression.format.loader import load_model
 from deepcompression.training import predict_logits
 from models import build_model
 

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from cli.main import EXIT_OK, EXIT_USAGE, main, package_version
-from deepcompression.container import QuantizedTensor, encode_model, read_info
-from deepcompression.data import TEST_IMAGES, TEST_LABELS, mnist_test_set
-from deepcompression.loader import load_model
+from deepcompression.data.mnist import TEST_IMAGES, TEST_LABELS, mnist_test_set
+from deepcompression.format.container import QuantizedTensor, encode_model, read_info
+from deepcompression.format.loader import load_model
 from deepcompression.training import evaluate
 from models import LeNet300100
 

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from cli.main import DATA_HELP, EXIT_OK, EXIT_USAGE, main
-from deepcompression.container import QuantizedTensor, encode_model
-from deepcompression.data import MNIST_SHAPE
-from deepcompression.datasets import (
+from deepcompression.compress.pruning import full_masks, prune_
+from deepcompression.compress.quantization import cluster_model
+from deepcompression.data.datasets import (
     META_FILE,
     RawDataset,
     Split,
@@ -24,9 +24,9 @@ from deepcompression.datasets import (
     prepare,
     split_files,
 )
-from deepcompression.loader import load_model
-from deepcompression.pruning import full_masks, prune_
-from deepcompression.quantization import cluster_model
+from deepcompression.data.mnist import MNIST_SHAPE
+from deepcompression.format.container import QuantizedTensor, encode_model
+from deepcompression.format.loader import load_model
 from deepcompression.training import evaluate
 from models import build_model, model_arch
 
@@ -45,7 +45,7 @@ def _split(name: str, count: int, seed: int) -> Split:
 
 
 def _write_prepared(folder: Path, name: str = "tiny") -> Path:
-    """A prepared folder written by deepcompression.datasets.prepare, as the data stage does."""
+    """A prepared folder written by data.datasets.prepare, as the data stage does."""
     raw = RawDataset(
         train=_split("train", COUNTS["train"], 1), test=_split("test", COUNTS["test"], 2)
     )

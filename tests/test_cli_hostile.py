@@ -24,7 +24,7 @@ from cli.main import (
     main,
     printable,
 )
-from deepcompression.container import QuantizedTensor, encode_model, read_info
+from deepcompression.format.container import QuantizedTensor, encode_model, read_info
 from models import build_model
 
 PREAMBLE = struct.Struct("<8sHHIIII")

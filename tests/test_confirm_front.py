@@ -11,8 +11,8 @@ import yaml
 
 from benchmarks.confirm_front import STAGES, scratch_root
 from deepcompression.config import ConfigError
-from deepcompression.search import TrialRecord
-from deepcompression.search_space import Allocation
+from deepcompression.search.space import Allocation
+from deepcompression.search.study import TrialRecord
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "lenet_300_100"

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from deepcompression.container import (
+from deepcompression.format.container import (
     MAGIC,
     MAX_HEADER_BYTES,
     MAX_TOTAL_NUMEL,
@@ -35,7 +35,7 @@ from deepcompression.container import (
     encode_model,
     read_info,
 )
-from deepcompression.sizes import (
+from deepcompression.format.sizes import (
     compression_ratio,
     layer_sizes,
     model_sizes,
@@ -43,7 +43,7 @@ from deepcompression.sizes import (
     pq_layer_report,
     pqh_bits,
 )
-from deepcompression.sparse_index import constant_positions, decode_positions
+from deepcompression.format.sparse_index import constant_positions, decode_positions
 
 PREAMBLE = struct.Struct("<8sHHIIII")
 
@@ -661,8 +661,8 @@ def test_constant_positions_match_decoding_the_repeated_symbols(index_bits: int)
 
 
 def test_load_model_builds_the_named_network_with_the_decoded_weights():
-    from deepcompression.container import QuantizedTensor, encode_model
-    from deepcompression.loader import ModelBuildError, load_model
+    from deepcompression.format.container import QuantizedTensor, encode_model
+    from deepcompression.format.loader import ModelBuildError, load_model
     from models import build_model
 
     torch.manual_seed(0)

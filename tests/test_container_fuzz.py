@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from deepcompression.container import (
+from deepcompression.format.container import (
     MAX_TOTAL_NUMEL,
     RAW_DTYPES,
     CorruptStream,

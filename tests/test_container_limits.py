@@ -12,7 +12,7 @@ import zlib
 import pytest
 import torch
 
-from deepcompression.container import (
+from deepcompression.format.container import (
     DEFAULT_MAX_DECODED_BYTES,
     MAX_HEADER_BYTES,
     MAX_JSON_DEPTH,

@@ -7,8 +7,8 @@ import time
 import pytest
 import torch
 
-from deepcompression.container import DecodedTooLarge, encode_model
-from deepcompression.loader import ModelBuildError, load_model
+from deepcompression.format.container import DecodedTooLarge, encode_model
+from deepcompression.format.loader import ModelBuildError, load_model
 from models import UnknownModelError, build_model
 
 

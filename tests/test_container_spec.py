@@ -20,7 +20,7 @@ import torch
 from test_container_fuzz import BASE_FILES, MUTATORS, SEED
 from test_container_v1 import TINY_V1_HEX, V1_FIXTURE_HEX
 
-from deepcompression.container import FormatError, decode_model
+from deepcompression.format.container import FormatError, decode_model
 
 MAGIC = b"\x89DCZ\r\n\x1a\n"
 MIB = 1 << 20

@@ -9,7 +9,7 @@ import zlib
 import pytest
 import torch
 
-from deepcompression.container import (
+from deepcompression.format.container import (
     InvalidArgument,
     MalformedHeader,
     QuantizedTensor,

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from deepcompression.container import (
+from deepcompression.format.container import (
     FORMAT_VERSION,
     RAW_DTYPES,
     InvalidValue,

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_container_spec import assert_agree
 
-from deepcompression.container import (
+from deepcompression.format.container import (
     AUTO_INDEX_BITS,
     CorruptStream,
     MalformedHeader,

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
 
-from deepcompression.data import (
+from deepcompression.data.mnist import (
     IDX_FILES,
     IDX_SHA256,
     IMAGE_PIXELS,

@@ -26,8 +26,7 @@ from test_datasets import (
 )
 
 import tasks.data
-from deepcompression.data import DataError, encode_idx
-from deepcompression.datasets import (
+from deepcompression.data.datasets import (
     ChannelStats,
     RawDataset,
     Split,
@@ -35,7 +34,8 @@ from deepcompression.datasets import (
     images_from_idx,
     labels_from_idx,
 )
-from deepcompression.datasets import prepare as prepare_in_memory
+from deepcompression.data.datasets import prepare as prepare_in_memory
+from deepcompression.data.mnist import DataError, encode_idx
 
 BLOCK_SIZES = (1, 3 * 8 * 8 * 7, 1 << 30)
 """One image per block, blocks of 7 images of 3x8x8 (not dividing any split), one block."""

@@ -23,14 +23,14 @@ import yaml
 from PIL import Image
 
 from deepcompression.config import ConfigError, DataConfig, from_dict
-from deepcompression.data import ChecksumError, DataError, DataShape, encode_idx
-from deepcompression.datasets import (
+from deepcompression.data.datasets import (
     META_FILE,
     DatasetMeta,
     channel_stats,
     images_from_idx,
     normalise,
 )
+from deepcompression.data.mnist import ChecksumError, DataError, DataShape, encode_idx
 from tasks.data import (
     load_prepared_data,
     load_prepared_test_data,
@@ -531,7 +531,7 @@ def test_non_mnist_sizes_are_checked_against_the_data_not_mnist() -> None:
 
 
 def test_mnist_sources_write_the_four_pinned_files_under_raw(tmp_path: Path, mnist_root: Path):
-    from deepcompression.data import IDX_FILES, MnistTensors
+    from deepcompression.data.mnist import IDX_FILES, MnistTensors
     from tasks.data import mnist_raw_dir
 
     originals = {name: (mnist_raw_dir(mnist_root) / name).read_bytes() for name in IDX_FILES}
@@ -550,7 +550,7 @@ def test_mnist_sources_write_the_four_pinned_files_under_raw(tmp_path: Path, mni
         prepare(from_torchvision, tmp_path)
     from flows.common import load_data
     from flows.params import load_params
-    from flows.workspace import Workspace
+    from runtime.workspace import Workspace
 
     shipped, _ = load_params(ROOT / "params.yaml")
     params = dataclasses.replace(shipped, data=data_config(train_limit=100))

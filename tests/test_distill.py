@@ -10,9 +10,9 @@ import yaml
 from torch.nn import functional
 
 from deepcompression.checkpoint import Checkpoint
+from deepcompression.compress.distill import Teacher, distillation_loss, teacher_from
+from deepcompression.compress.pruning import full_masks, prune_
 from deepcompression.config import ConfigError, DistillConfig, OptimConfig, Params, from_dict
-from deepcompression.distill import Teacher, distillation_loss, teacher_from
-from deepcompression.pruning import full_masks, prune_
 from deepcompression.training import fit, predict_logits, seed_everything
 from models import build_model
 

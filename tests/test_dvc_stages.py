@@ -119,3 +119,19 @@ def test_dvc_expands_both_models(tmp_path):
     for model in models:
         for name in PER_MODEL:
             assert f"{name}@{model}" in names
+
+
+def test_every_lock_entry_is_a_stage_of_dvc_yaml():
+    """dvc.lock holds no entry of a removed stage layout (a foreach stage only as NAME@MODEL)."""
+    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
+    models = yaml.safe_load((ROOT / "params.yaml").read_text())["models"]
+    expected = {name for name, stage in RAW_STAGES.items() if "foreach" not in stage}
+    expected |= {f"{name}@{m}" for name, s in RAW_STAGES.items() if "foreach" in s for m in models}
+    assert set(lock) <= expected, f"stale dvc.lock entries: {sorted(set(lock) - expected)}"
+
+
+def test_no_stage_depends_on_the_runtime():
+    """Monitoring, the server, the warm runner and schedules never change an output, so no stage
+    lists runtime/ code: a fix there reruns nothing."""
+    for name, stage in STAGES.items():
+        assert not [d for d in stage["deps"] if d.startswith("runtime/")], name

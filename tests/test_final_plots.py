@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 from test_plots import assert_png, lenet_params, synthetic_workspace
 
-from deepcompression.final_plots import (
+from deepcompression.plots.figures import PlotError
+from deepcompression.plots.final import (
     FinalFile,
     final_file,
     final_pareto_figure,
     search_summary,
 )
-from deepcompression.plots import PlotError
-from deepcompression.search_plots import PUBLISHED
+from deepcompression.plots.search import PUBLISHED
 from flows.plots import FINAL_PARETO, write_plots
 from tasks.io import write_json
 

@@ -11,7 +11,7 @@ from bitarray.util import canonical_huffman
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deepcompression.huffman import (
+from deepcompression.format.huffman import (
     MAX_CODE_LENGTH,
     CorruptStream,
     HuffmanStream,

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.cluster import KMeans
 
-from deepcompression import kmeans
-from deepcompression.kmeans import ClusteringError, init_centroids, kmeans_1d
+from deepcompression.compress import kmeans
+from deepcompression.compress.kmeans import ClusteringError, init_centroids, kmeans_1d
 
 
 def pruned_sample(rng: np.random.Generator, n: int, kind: str) -> np.ndarray:

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from deepcompression.pruning import (
+from deepcompression.compress.pruning import (
     MaskGuard,
     densities,
     full_masks,
@@ -12,7 +12,7 @@ from deepcompression.pruning import (
     prunable_weights,
     prune_,
 )
-from deepcompression.quantization import (
+from deepcompression.compress.quantization import (
     cluster_model,
     distinct_nonzero_values,
     share_weights_,

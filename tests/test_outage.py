@@ -1,7 +1,7 @@
 """A Prefect outage never stops a stage: a real server is killed in the middle of a flow.
 
-The stage process (tasks.resilient tasks under flows.guard, like `python -m flows.run`) must keep
-computing, write its outputs, warn once and exit 0 within seconds; once the server is back, the
+The stage process (runtime.resilient tasks under runtime.guard, like `python -m flows.run`) must
+keep computing, write its outputs, warn once and exit 0 within seconds; once the server is back, the
 run is caught up (Completed, its artifacts created) instead of staying Running.
 """
 
@@ -21,9 +21,9 @@ from uuid import UUID
 import pytest
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-from flows.recovery import OUTAGE_MESSAGE, api_client
-from flows.server import LocalServer, ensure_api_url, start, stop
-from tasks.monitor import PendingRecord
+from runtime.monitor import PendingRecord
+from runtime.recovery import OUTAGE_MESSAGE, api_client
+from runtime.server import LocalServer, ensure_api_url, start, stop
 
 REPO = Path(__file__).parents[1]
 pytestmark = pytest.mark.slow
@@ -34,15 +34,15 @@ STAGE = textwrap.dedent(
     from pathlib import Path
     from types import SimpleNamespace
 
-    from flows.guard import connect, run_stage
+    from runtime.guard import connect, run_stage
 
     connect()
     from prefect import flow
 
-    from tasks.artifacts import publish_report
+    from runtime.artifacts import publish_report
     from tasks.io import write_json
-    from tasks.log import epoch_reporter
-    from tasks.resilient import task
+    from runtime.log import epoch_reporter
+    from runtime.resilient import task
 
     SERVER_PID, KILL_AT, OUT = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
 

@@ -11,9 +11,9 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.context import FlowRunContext
 
-from tasks.artifacts import artifact_key, display_value, publish_report
-from tasks.log import epoch_reporter, progress_key
-from tasks.resilient import task
+from runtime.artifacts import artifact_key, display_value, publish_report
+from runtime.log import epoch_reporter, progress_key
+from runtime.resilient import task
 
 pytestmark = pytest.mark.slow
 

@@ -17,8 +17,8 @@ from prefect import task as prefect_task
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from tasks import monitor
-from tasks.resilient import Resilient, resilient, task
+from runtime import monitor
+from runtime.resilient import Resilient, resilient, task
 
 
 def dead_url() -> str:
@@ -160,7 +160,7 @@ def test_the_outage_filter_drops_repeated_api_failures_once_offline() -> None:
 def test_a_stage_whose_api_is_down_from_the_start_runs_offline(caplog) -> None:
     from prefect import flow
 
-    from flows.guard import run_stage
+    from runtime.guard import run_stage
 
     square, seen = counting_task()
 

@@ -18,9 +18,9 @@ from test_datasets import write_image_folder
 
 from deepcompression.checkpoint import Checkpoint
 from deepcompression.config import ConfigError, RunConfig, TrainConfig
-from deepcompression.container import read_info
-from deepcompression.data import MNIST_SHAPE, DataShape, ImageTensors
-from deepcompression.loader import load_model
+from deepcompression.data.mnist import MNIST_SHAPE, DataShape, ImageTensors
+from deepcompression.format.container import read_info
+from deepcompression.format.loader import load_model
 from deepcompression.plan import compressible_layers, plan_layers
 from deepcompression.pretrained import PretrainedError
 from flows.params import load_params

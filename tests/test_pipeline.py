@@ -15,9 +15,9 @@ import pytest
 import torch
 import yaml
 
+from deepcompression.compress.quantization import distinct_nonzero_values
 from deepcompression.config import ConfigError
-from deepcompression.container import decode_model
-from deepcompression.quantization import distinct_nonzero_values
+from deepcompression.format.container import decode_model
 from flows.params import load_params
 from flows.provenance import provenance
 from tasks.io import load_checkpoint
@@ -253,7 +253,7 @@ def test_bad_params_fail_before_work_and_keep_outputs(pipeline_run):
 
 
 def test_threshold_pruning_keeps_weights_above_quality_times_dense_std(pipeline_run, tmp_path):
-    from deepcompression.pruning import weight_stds
+    from deepcompression.compress.pruning import weight_stds
     from flows.prune import prune_flow
 
     workspace, shared_params, *_ = pipeline_run

@@ -23,7 +23,7 @@ from deepcompression.config import (
     RunParams,
 )
 from deepcompression.plan import LayerPlan, plan_layers
-from deepcompression.plots import (
+from deepcompression.plots.figures import (
     LayerWeights,
     PlotError,
     error_vs_density,
@@ -35,8 +35,8 @@ from deepcompression.plots import (
 )
 from flows.params import read_params
 from flows.plots import write_plots
-from flows.workspace import Workspace
 from models import build_model
+from runtime.workspace import Workspace
 from tasks.io import save_checkpoint, write_csv
 from tasks.plots import read_csv_rows
 

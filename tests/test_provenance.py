@@ -17,7 +17,7 @@ import flows.provenance
 from deepcompression.config import RunParams
 from flows.params import load_params
 from flows.provenance import CODE_DIRS, code_sha256, file_params, git_revision, provenance
-from flows.workspace import PROJECT_ROOT
+from runtime.workspace import PROJECT_ROOT
 
 SHIPPED = PROJECT_ROOT / "params.yaml"
 

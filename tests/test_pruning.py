@@ -1,4 +1,4 @@
-"""Tests for deepcompression.pruning: mask state, reference equality, optimiser safety, errors."""
+"""Tests for compress.pruning: mask state, reference equality, optimiser safety, errors."""
 
 import io
 import math
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from deepcompression.pruning import (
+from deepcompression.compress.pruning import (
     Masks,
     PruningError,
     apply_masks_,

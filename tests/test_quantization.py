@@ -6,9 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-import deepcompression.quantization as quantization
-from deepcompression.kmeans import kmeans_1d
-from deepcompression.quantization import (
+import deepcompression.compress.quantization as quantization
+from deepcompression.compress.kmeans import kmeans_1d
+from deepcompression.compress.quantization import (
     LayerCodebook,
     QuantizationError,
     cluster_layer,
@@ -309,7 +309,7 @@ def test_sharing_follows_the_model_to_cuda() -> None:
 
 
 def test_drop_unused_centroids_keeps_the_weight_bitwise():
-    from deepcompression.quantization import LayerCodebook, drop_unused_centroids
+    from deepcompression.compress.quantization import LayerCodebook, drop_unused_centroids
 
     mask = torch.tensor([[True, False, True], [True, True, False]])
     labels = torch.tensor([[3, 0, 1], [3, 5, 0]])
@@ -322,7 +322,7 @@ def test_drop_unused_centroids_keeps_the_weight_bitwise():
 
 
 def test_fine_tuning_is_bitwise_repeatable_on_a_large_layer():
-    from deepcompression.quantization import cluster_model, share_weights_, strip_
+    from deepcompression.compress.quantization import cluster_model, share_weights_, strip_
 
     def run() -> torch.Tensor:
         torch.manual_seed(0)

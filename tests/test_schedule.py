@@ -24,17 +24,7 @@ from prefect.client.schemas.objects import ConcurrencyLimitStrategy
 from test_schedule_worktree import STAGE, commit, far_cron, runs, tiny_project, worktree_of
 
 from deepcompression.config import ConfigError, ScheduleConfig
-from flows.schedule import (
-    CODE_ROOT,
-    ENTRYPOINT,
-    FLOW_NAME,
-    ScheduleError,
-    check_schedule,
-    deploy,
-    resolve_schedule,
-    scheduled_rerun,
-)
-from tasks.schedule import (
+from runtime.rerun import (
     DvcReproError,
     MetricsFileError,
     ProjectDirError,
@@ -47,6 +37,16 @@ from tasks.schedule import (
     repro_command,
     repro_env,
     rerun_markdown,
+)
+from runtime.schedule import (
+    CODE_ROOT,
+    ENTRYPOINT,
+    FLOW_NAME,
+    ScheduleError,
+    check_schedule,
+    deploy,
+    resolve_schedule,
+    scheduled_rerun,
 )
 
 WORKER_TIMEOUT_S = 120
@@ -351,7 +351,7 @@ def test_failed_stage_fails_the_run_with_the_output_tail(prefect_api, tmp_path):
 
 
 def test_command_line_rejects_a_bad_schedule_before_contacting_prefect(tmp_path, capsys):
-    from flows.schedule import main
+    from runtime.schedule import main
 
     params = tmp_path / "params.yaml"
     params.write_text(SCHEDULE_YAML)

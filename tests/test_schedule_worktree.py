@@ -25,8 +25,7 @@ from prefect.client.schemas.objects import ConcurrencyLimitStrategy, StateType
 from prefect.states import Pending
 
 from deepcompression.config import ScheduleConfig
-from flows.schedule import check_schedule, rerun_deployment, scheduled_rerun
-from tasks.schedule import (
+from runtime.rerun import (
     SKIPPED,
     BranchError,
     WorktreeError,
@@ -34,6 +33,7 @@ from tasks.schedule import (
     lock_path,
     worktree_lock,
 )
+from runtime.schedule import check_schedule, rerun_deployment, scheduled_rerun
 
 STAGE = "score@tiny"
 HOLD_ENV = "RERUN_TEST_HOLD"

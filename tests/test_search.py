@@ -15,7 +15,14 @@ import yaml
 
 from deepcompression.checkpoint import Checkpoint
 from deepcompression.config import ConfigError, OptimConfig, SearchConfig, from_dict, to_dict
-from deepcompression.search import (
+from deepcompression.search.space import (
+    Allocation,
+    LayerAllocation,
+    resolve_space,
+    suggest,
+    trial_params,
+)
+from deepcompression.search.study import (
     Measured,
     TrialRecord,
     choose,
@@ -30,14 +37,7 @@ from deepcompression.search import (
     seed_study,
     study_name,
 )
-from deepcompression.search_space import (
-    Allocation,
-    LayerAllocation,
-    resolve_space,
-    suggest,
-    trial_params,
-)
-from deepcompression.trial import TrialSettings, run_trial
+from deepcompression.search.trial import TrialSettings, run_trial
 from flows.allocation import allocation_path, effective_params
 from flows.params import load_params
 from models import build_model

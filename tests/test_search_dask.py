@@ -12,8 +12,8 @@ import pytest
 import yaml
 from test_sensitivity import MODEL, small_workspace
 
-from deepcompression.search import TrialRecord, dominates
-from deepcompression.search_space import Allocation
+from deepcompression.search.space import Allocation
+from deepcompression.search.study import TrialRecord, dominates
 
 pytestmark = pytest.mark.slow
 

@@ -12,15 +12,15 @@ import torch
 import yaml
 
 from deepcompression.checkpoint import Checkpoint
+from deepcompression.compress.pruning import full_masks, prune_
 from deepcompression.config import OptimConfig
-from deepcompression.pruning import full_masks, prune_
-from deepcompression.search_space import Allocation, LayerAllocation
-from deepcompression.sensitivity import (
+from deepcompression.search.sensitivity import (
     SensitivityPoint,
     prune_layer_alone,
     seed_allocations,
     share_layer_alone,
 )
+from deepcompression.search.space import Allocation, LayerAllocation
 from deepcompression.training import evaluate
 from models import build_model
 from tasks.io import save_checkpoint

@@ -1,6 +1,6 @@
 """The project's local server marks killed runs Crashed: heartbeats plus a zombie automation.
 
-A real server (flows.server.start, services on) gets the automation when it starts; a stage
+A real server (runtime.server.start, services on) gets the automation when it starts; a stage
 process (heartbeats on, as every `python -m flows.run` sets them) is killed with SIGKILL, and
 the automation must turn its Running flow run into Crashed instead of leaving it Running forever.
 """
@@ -21,13 +21,13 @@ from uuid import UUID
 
 import pytest
 
-from flows.recovery import (
+from runtime.recovery import (
     ZOMBIE_AUTOMATION,
     ZOMBIE_WITHIN,
     api_client,
     ensure_zombie_automation,
 )
-from flows.server import LocalServer, start, stop
+from runtime.server import LocalServer, start, stop
 
 REPO = Path(__file__).parents[1]
 pytestmark = pytest.mark.slow
@@ -37,7 +37,7 @@ STAGE = textwrap.dedent(
     import sys, time
     from pathlib import Path
 
-    from flows.guard import connect, run_stage
+    from runtime.guard import connect, run_stage
 
     connect()
     from prefect import flow
@@ -67,7 +67,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    """A real local server (services on, no UI) started like `python -m flows.server start`."""
+    """A real local server (services on, no UI) started like `python -m runtime.server start`."""
     home = tmp_path_factory.mktemp("zombies") / ".prefect"
     local = LocalServer(port=free_port(), home=home, ui=False)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deepcompression.huffman import CorruptStream, InvalidArgument
-from deepcompression.sparse_index import decode_positions, encode_positions, filler_symbol
+from deepcompression.format.huffman import CorruptStream, InvalidArgument
+from deepcompression.format.sparse_index import decode_positions, encode_positions, filler_symbol
 
 
 def reference_encode(mask: np.ndarray, index_bits: int) -> list[int]:

@@ -13,7 +13,7 @@ from benchmarks.stage_costs import (
     run_rows,
     stage_rows,
 )
-from flows.timing import timing_path
+from runtime.timing import timing_path
 
 
 def write(
@@ -25,7 +25,7 @@ def write(
     work: float,
     runner: str = "cold",
 ):
-    """A flows/timing.py record: `fixed` s to the body, `work` s in it, 0.5 s to finish."""
+    """A runtime/timing.py record: `fixed` s to the body, `work` s in it, 0.5 s to finish."""
     total = fixed + work + 0.5
     record = {
         "runner": runner,

@@ -2,8 +2,8 @@
 
 `python -m flows.run STAGE` imports flows.run, then the stage's flow module; each pair is imported
 here in a fresh interpreter, and the heavy libraries the stage does not use must be absent from
-sys.modules. The timing record that flows.run writes (flows/timing.py) and the stage flow's
-parameter encoding (flows/stageflow.py) are checked too.
+sys.modules. The timing record that flows.run writes (runtime/timing.py) and the stage flow's
+parameter encoding (runtime/stageflow.py) are checked too.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.timing import PHASES, StageClock, process_age, timing_path
+from runtime.timing import PHASES, StageClock, process_age, timing_path
 
 ROOT = Path(__file__).parents[1]
 STAGES = ("data", "train", "prune", "quantize", "encode", "evaluate", "plots")
@@ -26,7 +26,7 @@ HEAVY: dict[str, tuple[str, ...]] = {
     "scipy": (),
     "matplotlib": ("plots",),
     "fastapi": (),  # Prefect imports it to encode parameters; stage flows skip that
-    "deepcompression.container": ("encode", "evaluate"),  # the file format
+    "deepcompression.format.container": ("encode", "evaluate"),  # the file format
 }
 """Heavy module -> the only stages whose flow module may import it."""
 PROBE = (
@@ -118,9 +118,9 @@ def test_timing_files_are_untracked_run_records(tmp_path):
 STAGE_FLOW_PROBE = """
 import json, sys
 from prefect import Flow
-from flows.stageflow import StageFlow, staged
-from flows.timing import StageClock
-from tasks.resilient import flow
+from runtime.stageflow import StageFlow, staged
+from runtime.timing import StageClock
+from runtime.resilient import flow
 
 @flow(name="probe")
 def probe(params_path: str = "params.yaml", root: str = ".", models: list[str] | None = None):

@@ -21,16 +21,16 @@ from test_datasets import data_config, prepare, write_idx_folder
 from test_own_data import SHIPPED, params_file
 
 from cli.main import EXIT_OK, main
-from deepcompression import data as data_module
+from deepcompression.compress.pruning import full_masks, prune_
 from deepcompression.config import OptimConfig
-from deepcompression.data import TRAIN_IMAGES, ChecksumError, ImageTensors
-from deepcompression.datasets import load_prepared, load_prepared_test
-from deepcompression.loader import load_model
-from deepcompression.pruning import full_masks, prune_
-from deepcompression.streaming import StreamedImages, batches
+from deepcompression.data.datasets import load_prepared, load_prepared_test
+from deepcompression.data.mnist import TRAIN_IMAGES, ChecksumError, ImageTensors
+from deepcompression.data.mnist import mnist as data_module
+from deepcompression.data.streaming import StreamedImages, batches
+from deepcompression.format.loader import load_model
 from deepcompression.training import evaluate, fit, predict_logits, seed_everything
 from models import build_model
-from tasks import monitor
+from runtime import monitor
 from tasks.data import load_mnist, load_prepared_data, load_prepared_test_data
 from tasks.io import load_checkpoint
 

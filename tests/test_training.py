@@ -3,8 +3,8 @@
 import torch
 
 from deepcompression.checkpoint import Checkpoint, CheckpointError
+from deepcompression.compress.pruning import full_masks, prune_
 from deepcompression.config import OptimConfig
-from deepcompression.pruning import full_masks, prune_
 from deepcompression.training import evaluate, fit, learning_rate, resolve_device, seed_everything
 from models import build_model
 

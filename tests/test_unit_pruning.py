@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from deepcompression.pruning import MaskGuard, check_masks, full_masks, prune_
-from deepcompression.unit_pruning import (
+from deepcompression.compress.pruning import MaskGuard, check_masks, full_masks, prune_
+from deepcompression.compress.unit_pruning import (
     UnitMasks,
     UnitPruningError,
     apply_unit_masks_,

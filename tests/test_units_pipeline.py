@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from deepcompression.container import read_info
+from deepcompression.format.container import read_info
 from tasks.io import load_checkpoint
 
 ROOT = Path(__file__).parents[1]

@@ -1,4 +1,4 @@
-"""The warm stage runner (flows/warm.py, flows/handoff.py): fast, and never a different result.
+"""The warm stage runner (runtime/warm.py, runtime/handoff.py): fast, and never a different result.
 
 A real runner is started in a copy of the project; stages run as `python -m flows.run` does
 under DVC, warm and cold (DC_WARM_STAGES=0). Outputs must be byte-identical, the child's runs must
@@ -24,10 +24,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.handoff import SOCKET, Request, hand_off
-from flows.server import warm_answers
-from flows.timing import timing_path
-from flows.warm import (
+from runtime.handoff import SOCKET, Request, hand_off
+from runtime.server import warm_answers
+from runtime.timing import timing_path
+from runtime.warm import (
     BLAS_THREADS_ENV,
     changed_file,
     env_digest,
@@ -53,7 +53,7 @@ THREADS_STAGE = '''"""A test stage: the thread counts its process computes with.
 import json
 from pathlib import Path
 
-from tasks.resilient import flow
+from runtime.resilient import flow
 
 
 @flow(name="threads")
@@ -124,7 +124,7 @@ def test_the_imports_load_openblas_single_threaded_and_leave_the_environment_as_
 def test_only_import_time_variables_must_match_and_changed_files_are_found(tmp_path):
     env = {"PATH": "/x", "PREFECT_API_URL": "u", "DVC_STAGE": "s", "OMP_NUM_THREADS": "1"}
     assert import_time_env(env) == {"OMP_NUM_THREADS": "1"}
-    # flows.server start keeps a runner whose digest matches, restarts one that does not
+    # runtime.server start keeps a runner whose digest matches, restarts one that does not
     assert env_digest(env) == env_digest(dict(env, PREFECT_API_URL="v", PATH="/y"))
     assert env_digest(env) != env_digest(dict(env, OMP_NUM_THREADS="2"))
     module = tmp_path / "module.py"
@@ -178,7 +178,7 @@ class Warm:
         """Start the runner (its own PREFECT_API_URL points nowhere) and wait until it answers."""
         log = (self.repo / "warm.log").open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "flows.warm"],
+            [sys.executable, "-m", "runtime.warm"],
             cwd=self.repo,
             env=dict(self.env, PREFECT_API_URL=ELSEWHERE),
             stdout=log,
