@@ -25,7 +25,7 @@ from deepcompression.compress.pruning import full_masks, prune_
 from deepcompression.config import OptimConfig
 from deepcompression.data.datasets import load_prepared, load_prepared_test
 from deepcompression.data.mnist import TRAIN_IMAGES, ChecksumError, ImageTensors
-from deepcompression.data.mnist import mnist as data_module
+from deepcompression.data import mnist as data_module
 from deepcompression.data.streaming import StreamedImages, batches
 from deepcompression.format.loader import load_model
 from deepcompression.training import evaluate, fit, predict_logits, seed_everything
