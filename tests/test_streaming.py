@@ -23,9 +23,9 @@ from test_own_data import SHIPPED, params_file
 from cli.main import EXIT_OK, main
 from deepcompression.compress.pruning import full_masks, prune_
 from deepcompression.config import OptimConfig
+from deepcompression.data import mnist as data_module
 from deepcompression.data.datasets import load_prepared, load_prepared_test
 from deepcompression.data.mnist import TRAIN_IMAGES, ChecksumError, ImageTensors
-from deepcompression.data import mnist as data_module
 from deepcompression.data.streaming import StreamedImages, batches
 from deepcompression.format.loader import load_model
 from deepcompression.training import evaluate, fit, predict_logits, seed_everything
