@@ -228,11 +228,15 @@ class RunConfig:
     seed: int = 0
     device: Device = "auto"
     eval_batch_size: int = 1000
+    threads: int = 2
+    """torch's intra-op threads in every stage: a number, not the core count, so that any
+    machine gets the same bytes (deepcompression/numerics.py)."""
 
     def validate(self, path: str = "") -> None:
         """Range checks."""
         _check_range(f"{path}.seed", self.seed, 0, 2**32 - 1)
         _check_range(f"{path}.eval_batch_size", self.eval_batch_size, 1, 1 << 20)
+        _check_range(f"{path}.threads", self.threads, 1, 1024)
 
 
 @dataclass(frozen=True)
