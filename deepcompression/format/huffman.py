@@ -15,6 +15,8 @@ import numpy as np
 from bitarray import bitarray, frozenbitarray
 from bitarray.util import canonical_decode, canonical_huffman
 
+from deepcompression.format.errors import CorruptStream, FormatError, InvalidArgument, InvalidCode
+
 __all__ = [
     "MAX_CODE_LENGTH",
     "MAX_SYMBOL_BITS",
@@ -37,22 +39,6 @@ MAX_CODE_LENGTH = 31
 """Longest code length; ``canonical_decode`` accepts at most 32 entries in ``count``."""
 MAX_SYMBOL_BITS = 16
 MAX_ALPHABET_SIZE = 1 << MAX_SYMBOL_BITS
-
-
-class FormatError(ValueError):
-    """Base class for malformed or corrupt encoded data (never raised for caller mistakes)."""
-
-
-class InvalidCode(FormatError):
-    """A code table is not a complete prefix code over the allowed symbol range."""
-
-
-class CorruptStream(FormatError):
-    """A coded stream does not decode to the declared number of in-range symbols."""
-
-
-class InvalidArgument(ValueError):
-    """An encoder or helper was called with invalid arguments (a caller bug, not corrupt data)."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,510 @@
+"""Encoding: ``encode_model`` writes a file, choosing each layer's index width and units by size.
+
+Inputs are checked first (InvalidArgument for anything the reader would refuse); each quantized
+layer is encoded in every form the writer may choose, and ``_choose_layers`` keeps the forms that
+give the smallest whole file, measured in exact bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from deepcompression.format.errors import InvalidArgument, MalformedHeader
+from deepcompression.format.framing import max_json_values
+from deepcompression.format.header import arch_problem
+from deepcompression.format.huffman import (
+    MAX_SYMBOL_BITS,
+    HuffmanStream,
+    encode_symbols,
+    encode_table,
+)
+from deepcompression.format.info import QuantizedTensor
+from deepcompression.format.jsontext import json_shape, load_json
+from deepcompression.format.records import Span
+from deepcompression.format.sparse_index import encode_positions
+from deepcompression.format.spec import (
+    AUTO_INDEX_BITS,
+    BIT_VIEWS,
+    DTYPE_NAMES,
+    FLAG_HEADER_ZLIB,
+    FORMAT_VERSION,
+    KIND_HUFFMAN,
+    KIND_RAW,
+    MAGIC,
+    MAX_HEADER_BYTES,
+    MAX_HEADER_RATIO,
+    MAX_JSON_VALUES,
+    MAX_NDIM,
+    MAX_NONZERO_PRODUCT,
+    MAX_TOTAL_NUMEL,
+    PREAMBLE,
+    PREAMBLE_SIZE,
+    RAW_DTYPES,
+    SUPPORTED_VERSIONS,
+    UNITS_VERSION,
+)
+
+__all__ = ["encode_model"]
+
+
+class _PayloadWriter:
+    """Appends sections back to back and hands out their (offset, length) spans."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def add(self, data: bytes) -> list[int]:
+        span = Span(self._size, len(data))
+        self._parts.append(data)
+        self._size += len(data)
+        return span.to_json()
+
+    def getvalue(self) -> bytes:
+        return b"".join(self._parts)
+
+
+_SPAN_KEYS = ("data", "codebook")
+_NESTED_SPANS = (("units", ("rows", "cols")), ("index", ("table", "stream")),
+                 ("weight", ("table", "stream")))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    """One tensor's header record (spans from its own first section) and its sections' bytes."""
+
+    record: dict
+    sections: bytes
+
+    @property
+    def index_bits(self) -> int:
+        return self.record.get("index_bits", 0)
+
+    @property
+    def has_units(self) -> bool:
+        return "units" in self.record
+
+    def placed(self, offset: int) -> dict:
+        """The record with every span moved to start at payload ``offset``."""
+        record = dict(self.record)
+        for key in _SPAN_KEYS:
+            if key in record:
+                record[key] = [record[key][0] + offset, record[key][1]]
+        for key, parts in _NESTED_SPANS:
+            if key in record:
+                inner = dict(record[key])
+                for part in parts:
+                    inner[part] = [inner[part][0] + offset, inner[part][1]]
+                record[key] = inner
+        return record
+
+
+def _placed_records(encoded: Sequence[_Encoded]) -> list[dict]:
+    """Header records of tensors written back to back in this order."""
+    records, offset = [], 0
+    for item in encoded:
+        records.append(item.placed(offset))
+        offset += len(item.sections)
+    return records
+
+
+def encode_model(
+    quantized: Sequence[QuantizedTensor],
+    raw: Mapping[str, torch.Tensor],
+    arch: dict,
+    provenance: dict,
+    *,
+    compress_header: bool = True,
+    format_version: int = FORMAT_VERSION,
+) -> bytes:
+    """Serialize quantized layers (then raw tensors) into one compressed-model file.
+
+    Raw tensors are stored bit for bit in their own dtype (one of ``RAW_DTYPES``): to store a
+    float16 bias, pass ``bias.half()``. ``arch`` is ``{"name": registry name, "kwargs": {...}}``
+    (both keys optional). Deterministic: equal inputs give equal bytes. ``compress_header``
+    zlib-compresses the JSON header when that makes it smaller; ``format_version=1`` writes the
+    old format (float32 raw tensors only). From version 3 a layer whose mask leaves whole rows
+    or columns empty stores them as removed units when that makes the file smaller; a layer with
+    ``index_bits=None`` gets the width with the smallest file (``_choose_layers`` says how).
+    Raises InvalidArgument for inconsistent inputs.
+    """
+    _check_inputs(quantized, raw, arch, provenance, format_version)
+    _dump_json({"arch": arch, "provenance": provenance, "tensors": []})
+    options = [_quantized_options(q, format_version) for q in quantized]
+    raws = [_encode_raw(name, t, format_version) for name, t in raw.items()]
+
+    def file_bytes(layers: Sequence[_Encoded]) -> int:
+        stored = _stored_header(_fast_json(arch, provenance, [*layers, *raws]), compress_header)
+        return PREAMBLE_SIZE + len(stored[0]) + sum(len(e.sections) for e in (*layers, *raws))
+
+    chosen = _choose_layers(options, file_bytes)
+    encoded = [*chosen, *raws]
+    header_json = _dump_json(
+        {"arch": arch, "provenance": provenance, "tensors": _placed_records(encoded)}
+    )
+    if len(header_json) > MAX_HEADER_BYTES:
+        raise InvalidArgument(
+            f"header is {len(header_json)} bytes, over the {MAX_HEADER_BYTES}-byte cap; "
+            "shrink arch/provenance"
+        )
+    stored, flags = _stored_header(header_json, compress_header)
+    payload = b"".join(e.sections for e in encoded)
+    preamble = PREAMBLE.pack(
+        MAGIC,
+        format_version,
+        flags,
+        len(stored),
+        len(header_json),
+        zlib.crc32(stored),
+        zlib.crc32(payload),
+    )
+    return preamble + stored + payload
+
+
+def _stored_header(header_json: bytes, compress: bool) -> tuple[bytes, int]:
+    """The header as stored and its flags: zlib level 9 when asked for, shorter, and within the
+    reader's inflation and value-count limits for that stored length."""
+    if compress:
+        packed = zlib.compress(header_json, 9)
+        if len(packed) < len(header_json) and _within_limits(header_json, len(packed)):
+            return packed, FLAG_HEADER_ZLIB
+    return header_json, 0
+
+
+def _within_limits(header_json: bytes, stored_len: int) -> bool:
+    """Whether JSON stored in ``stored_len`` bytes keeps the ratio and value limits (cheap test
+    first: values never exceed the count of commas and opening brackets plus one)."""
+    if len(header_json) > MAX_HEADER_RATIO * stored_len:
+        return False
+    limit = max_json_values(stored_len)
+    marks = sum(header_json.count(mark) for mark in (b",", b"[", b"{")) + 1
+    return marks <= limit or json_shape(header_json)[1] <= limit
+
+
+def _fast_json(arch: dict, provenance: dict, encoded: Sequence[_Encoded]) -> bytes:
+    """The header JSON the writer would write, without re-validating it (size evaluation only)."""
+    header = {"arch": arch, "provenance": provenance, "tensors": _placed_records(encoded)}
+    return json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False).encode("ascii")  # fmt: skip
+
+
+def _choose_layers(
+    options: Sequence[Sequence[_Encoded]], file_bytes: Callable[[Sequence[_Encoded]], int]
+) -> list[_Encoded]:
+    """One encoding per layer (its index width and units form), the file as small as found.
+
+    Starts: every single width for all layers (each without removed units) and each layer's
+    fewest payload bytes; from each single-width start, units are toggled per layer while that
+    shrinks the file; from the smallest of these, any change of one layer that shrinks the file
+    is kept until none does. So the result is never larger than the file with removed units
+    nowhere (the version-2 layout), nor than any single width for every layer.
+    """
+    if all(len(layer) == 1 for layer in options):
+        return [layer[0] for layer in options]
+    widths = sorted({e.index_bits for layer in options for e in layer})
+    starts = [[_pick(layer, width) for layer in options] for width in widths]
+    cheapest = [
+        min(_pick_all(layer), key=lambda e: (len(e.sections), e.index_bits)) for layer in options
+    ]
+    candidates = [_descend(start, options, file_bytes, same_width=True) for start in starts]
+    best = min([*candidates, cheapest], key=file_bytes)
+    return _descend(best, options, file_bytes, same_width=False)
+
+
+def _pick_all(layer: Sequence[_Encoded]) -> list[_Encoded]:
+    """A layer's encodings without removed units."""
+    return [e for e in layer if not e.has_units]
+
+
+def _pick(layer: Sequence[_Encoded], width: int) -> _Encoded:
+    """The layer's encoding at ``width`` without removed units (its only width if it is fixed)."""
+    plain = _pick_all(layer)
+    return next((e for e in plain if e.index_bits == width), plain[0])
+
+
+def _descend(
+    choice: list[_Encoded],
+    options: Sequence[Sequence[_Encoded]],
+    file_bytes: Callable[[Sequence[_Encoded]], int],
+    *,
+    same_width: bool,
+) -> list[_Encoded]:
+    """Keep any one-layer change that makes the file smaller until none does (deterministic)."""
+    best = file_bytes(choice)
+    improved = True
+    while improved:
+        improved = False
+        for i, layer in enumerate(options):
+            for candidate in layer:
+                current = choice[i]
+                if candidate is current or (
+                    same_width and candidate.index_bits != current.index_bits
+                ):
+                    continue
+                trial = [*choice[:i], candidate, *choice[i + 1 :]]
+                size = file_bytes(trial)
+                if size < best:
+                    choice, best, improved = trial, size, True
+    return choice
+
+
+def _check_inputs(
+    quantized: Sequence[QuantizedTensor],
+    raw: Mapping[str, torch.Tensor],
+    arch: dict,
+    provenance: dict,
+    version: int,
+) -> None:
+    """Raise InvalidArgument unless the encoder's inputs make a file the reader accepts."""
+    if version not in SUPPORTED_VERSIONS:
+        raise InvalidArgument(f"format_version must be one of {SUPPORTED_VERSIONS}")
+    _check_names(quantized, raw)
+    _check_metadata(arch, provenance, version)
+    for q in quantized:
+        _check_quantized(q)
+    for name, tensor in raw.items():
+        _check_raw(name, tensor, version)
+    total = sum(math.prod(q.shape) for q in quantized) + sum(t.numel() for t in raw.values())
+    if total > MAX_TOTAL_NUMEL:
+        raise InvalidArgument(
+            f"model has {total} elements; one file holds at most {MAX_TOTAL_NUMEL}"
+        )
+
+
+def _check_names(quantized: Sequence[QuantizedTensor], raw: Mapping[str, torch.Tensor]) -> None:
+    """Tensor names must be non-empty strings, each given once."""
+    seen: set[str] = set()
+    for name in [q.name for q in quantized] + list(raw):
+        if not isinstance(name, str) or not name:
+            raise InvalidArgument(f"tensor names must be non-empty strings, got {name!r}")
+        if name in seen:
+            raise InvalidArgument(
+                f"tensor name {name!r} is given more than once (quantized and raw names must be "
+                "unique); pass each parameter exactly once"
+            )
+        seen.add(name)
+
+
+def _check_metadata(arch: dict, provenance: dict, version: int) -> None:
+    """``arch`` and ``provenance`` must be dicts; version 2 types arch's name and kwargs."""
+    for what, value in (("arch", arch), ("provenance", provenance)):
+        if not isinstance(value, dict):
+            raise InvalidArgument(f"{what} must be a JSON-able dict, got {type(value).__name__}")
+    if version >= 2 and (problem := arch_problem(arch)):
+        raise InvalidArgument(problem)
+
+
+def _check_bits(value: object, what: str, name: str) -> int:
+    """A bit width in 1..16."""
+    if type(value) is not int or not 1 <= value <= MAX_SYMBOL_BITS:
+        raise InvalidArgument(
+            f"layer {name!r}: {what} must be an int in 1..{MAX_SYMBOL_BITS}, got {value!r}"
+        )
+    return value
+
+
+def _check_shape(shape: tuple[int, ...], where: str) -> None:
+    """At most MAX_NDIM dimensions, each at most MAX_TOTAL_NUMEL, the non-zero ones multiplying
+    to at most MAX_NONZERO_PRODUCT (the reader's limits)."""
+    if len(shape) > MAX_NDIM:
+        raise InvalidArgument(f"{where}: at most {MAX_NDIM} dimensions are supported")
+    if any(dim > MAX_TOTAL_NUMEL for dim in shape):
+        raise InvalidArgument(
+            f"{where}: shape {list(shape)} has a dimension over {MAX_TOTAL_NUMEL}"
+        )
+    if math.prod(dim for dim in shape if dim) > MAX_NONZERO_PRODUCT:
+        raise InvalidArgument(
+            f"{where}: shape {list(shape)} has non-zero dimensions multiplying to more than "
+            f"{MAX_NONZERO_PRODUCT}; the reader refuses such an empty tensor"
+        )
+
+
+def _check_quantized(q: QuantizedTensor) -> None:
+    """A quantized layer's mask, labels, centroids and bit widths fit the format."""
+    name = q.name
+    weight_bits = _check_bits(q.weight_bits, "weight_bits", name)
+    if q.index_bits is not None:
+        _check_bits(q.index_bits, "index_bits", name)
+    if not isinstance(q.mask, torch.Tensor) or q.mask.dtype != torch.bool:
+        raise InvalidArgument(f"layer {name!r}: mask must be a torch.bool tensor")
+    _check_shape(q.shape, f"layer {name!r}")
+    labels = q.labels
+    if (
+        not isinstance(labels, torch.Tensor)
+        or labels.dtype.is_floating_point
+        or labels.dtype.is_complex
+        or labels.dtype == torch.bool
+    ):
+        raise InvalidArgument(f"layer {name!r}: labels must be an integer torch tensor")
+    if tuple(labels.shape) != q.shape:
+        raise InvalidArgument(
+            f"layer {name!r}: labels shape {tuple(labels.shape)} != mask shape {q.shape}"
+        )
+    if not isinstance(q.centroids, torch.Tensor) or q.centroids.dtype != torch.float32:
+        raise InvalidArgument(f"layer {name!r}: centroids must be a float32 tensor (use .float())")
+    if q.centroids.dim() != 1:
+        raise InvalidArgument(f"layer {name!r}: centroids must be 1-D, got {q.centroids.dim()}-D")
+    if q.centroids.numel() > 1 << weight_bits:
+        raise InvalidArgument(
+            f"layer {name!r}: {q.centroids.numel()} centroids do not fit weight_bits="
+            f"{weight_bits} (at most {1 << weight_bits}); raise weight_bits or use fewer clusters"
+        )
+
+
+def _check_raw(name: str, tensor: torch.Tensor, version: int) -> None:
+    """A raw tensor is dense, of a supported dtype (float32 in version 1), within the limits."""
+    if version == 1 and (not isinstance(tensor, torch.Tensor) or tensor.dtype != torch.float32):
+        raise InvalidArgument(
+            f"raw tensor {name!r} must be a float32 torch tensor in format version 1 "
+            "(convert with .float())"
+        )
+    if not isinstance(tensor, torch.Tensor) or tensor.dtype not in DTYPE_NAMES:
+        got = tensor.dtype if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+        raise InvalidArgument(
+            f"raw tensor {name!r} has dtype {got}; supported: {', '.join(RAW_DTYPES)} "
+            "(convert with .to(dtype))"
+        )
+    if tensor.layout != torch.strided:
+        raise InvalidArgument(f"raw tensor {name!r} must be dense (strided), not {tensor.layout}")
+    _check_shape(tuple(tensor.shape), f"raw tensor {name!r}")
+
+
+def _quantized_options(q: QuantizedTensor, version: int) -> list[_Encoded]:
+    """Every encoding the writer may choose for a layer: each candidate width, with and
+    (version 3, when some row or column holds no surviving weight) without removed units."""
+    name = q.name
+    k = q.centroids.numel()
+    mask = q.mask.detach().cpu().numpy()
+    flat = mask.reshape(-1)
+    labels = q.labels.detach().cpu().reshape(-1).numpy()[flat].astype(np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= k):
+        bad = int(np.flatnonzero((labels < 0) | (labels >= k))[0])
+        raise InvalidArgument(
+            f"layer {name!r}: label {int(labels[bad])} at surviving position "
+            f"{int(np.flatnonzero(flat)[bad])} is outside the codebook range [0, {k})"
+        )
+    weight = encode_symbols(labels)
+    common = _LayerCommon(
+        name=name,
+        shape=q.shape,
+        weight_bits=q.weight_bits,
+        codebook=_tensor_bytes(q.centroids),
+        weight=weight,
+        weight_table=encode_table(weight.count, weight.symbols, q.weight_bits),
+    )
+    widths = AUTO_INDEX_BITS if q.index_bits is None else (q.index_bits,)
+    forms: list[tuple[np.ndarray, np.ndarray] | None] = [None]
+    if version >= UNITS_VERSION and (units := _removable_units(mask)) is not None:
+        forms.append(units)
+    return [_encode_layer(common, mask, width, form) for form in forms for width in widths]
+
+
+def _removable_units(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(kept rows, kept columns) of a mask of 2+ dims whose some row (dimension 0) or column
+    (dimension 1) holds no surviving weight; None when there is none to remove."""
+    if mask.ndim < 2:
+        return None
+    rows = mask.reshape(mask.shape[0], -1).any(axis=1)
+    cols = np.moveaxis(mask, 1, 0).reshape(mask.shape[1], -1).any(axis=1)
+    if rows.all() and cols.all():
+        return None
+    return rows, cols
+
+
+@dataclass(frozen=True)
+class _LayerCommon:
+    """What every encoding of one layer shares: its codebook and weight stream."""
+
+    name: str
+    shape: tuple[int, ...]
+    weight_bits: int
+    codebook: bytes
+    weight: HuffmanStream
+    weight_table: bytes
+
+
+def _encode_layer(
+    layer: _LayerCommon,
+    mask: np.ndarray,
+    index_bits: int,
+    units: tuple[np.ndarray, np.ndarray] | None,
+) -> _Encoded:
+    """A layer's sections and record at one index width, with or without removed units."""
+    writer = _PayloadWriter()
+    record: dict = {
+        "kind": KIND_HUFFMAN,
+        "name": layer.name,
+        "shape": list(layer.shape),
+        "nnz": layer.weight.n_symbols,
+        "weight_bits": layer.weight_bits,
+        "index_bits": index_bits,
+        "codebook": writer.add(layer.codebook),
+    }
+    stored = mask.reshape(-1)
+    if units is not None:
+        rows, cols = units
+        record["units"] = {
+            "rows": writer.add(np.packbits(rows, bitorder="big").tobytes()),
+            "cols": writer.add(np.packbits(cols, bitorder="big").tobytes()),
+            "kept_rows": int(rows.sum()),
+            "kept_cols": int(cols.sum()),
+        }
+        stored = mask[np.ix_(rows, cols)].reshape(-1)
+    index = encode_symbols(encode_positions(stored, index_bits))
+    index_table = writer.add(encode_table(index.count, index.symbols, index_bits))
+    weight_table = writer.add(layer.weight_table)
+    index_stream = writer.add(index.stream_bytes())
+    weight_stream = writer.add(layer.weight.stream_bytes())
+    record["index"] = _stream_json(index, index_table, index_stream)
+    record["weight"] = _stream_json(layer.weight, weight_table, weight_stream)
+    return _Encoded(record, writer.getvalue())
+
+
+def _stream_json(stream: HuffmanStream, table: list[int], data: list[int]) -> dict:
+    """The header's description of one coded stream."""
+    return {"table": table, "stream": data, "bits": stream.n_bits, "symbols": stream.n_symbols}
+
+
+def _encode_raw(name: str, tensor: torch.Tensor, version: int) -> _Encoded:
+    """A raw tensor's items and header record (with dtype from version 2)."""
+    record = {"kind": KIND_RAW, "name": name, "shape": list(tensor.shape)}
+    if version >= 2:
+        record["dtype"] = DTYPE_NAMES[tensor.dtype]
+    data = _tensor_bytes(tensor)
+    record["data"] = [0, len(data)]
+    return _Encoded(record, data)
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> bytes:
+    """The tensor's items row-major, little-endian, bit for bit; bools as bytes 0/1."""
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    if flat.dtype == torch.bool:
+        flat = flat.view(torch.uint8) != 0  # a bool tensor's bytes may be other than 0/1
+    int_dtype, code = BIT_VIEWS[flat.element_size()]
+    return flat.view(int_dtype).numpy().astype(code, copy=False).tobytes()
+
+
+def _dump_json(obj: dict) -> bytes:
+    """Deterministic ASCII JSON that the reader accepts, else InvalidArgument."""
+    try:
+        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                          allow_nan=False)  # fmt: skip
+    except (TypeError, ValueError) as err:
+        raise InvalidArgument(
+            f"arch/provenance must be JSON-able dicts with str keys and finite numbers: {err}"
+        ) from err
+    except RecursionError as err:
+        raise InvalidArgument("arch/provenance are nested too deeply") from err
+    data = text.encode("ascii")
+    try:
+        load_json(data, MAX_JSON_VALUES)
+    except MalformedHeader as err:
+        raise InvalidArgument(f"arch/provenance break a header JSON rule: {err}") from err
+    return data

@@ -1,0 +1,220 @@
+"""The header schema: the parsed JSON checked field by field, in document order, into records.
+
+Every rule of FORMAT.md's "Header" section and its limits is checked here (MalformedHeader), in
+the order the document lists them; nothing is read from the payload.
+"""
+
+from __future__ import annotations
+
+import math
+
+from deepcompression.format.errors import MalformedHeader
+from deepcompression.format.huffman import MAX_SYMBOL_BITS
+from deepcompression.format.records import (
+    HuffmanRecord,
+    RawRecord,
+    Record,
+    Span,
+    StreamRecord,
+    UnitsRecord,
+    stored_numel,
+)
+from deepcompression.format.sparse_index import filler_symbol
+from deepcompression.format.spec import (
+    DTYPES,
+    FLOAT_BYTES,
+    KIND_HUFFMAN,
+    KIND_RAW,
+    MAX_JSON_INT,
+    MAX_NDIM,
+    MAX_NONZERO_PRODUCT,
+    MAX_TOTAL_NUMEL,
+    RAW_DTYPES,
+    UNITS_VERSION,
+)
+
+__all__ = ["parse_header", "arch_problem", "quoted"]
+
+
+def arch_problem(arch: dict) -> str | None:
+    """Why a version-2 ``arch`` is invalid, or None: name must be a str, kwargs a dict."""
+    if "name" in arch and not isinstance(arch["name"], str):
+        return f"arch 'name' must be a string, got {type(arch['name']).__name__}"
+    if "kwargs" in arch and not isinstance(arch["kwargs"], dict):
+        return f"arch 'kwargs' must be an object/dict, got {type(arch['kwargs']).__name__}"
+    return None
+
+
+def quoted(name: str) -> str:
+    """repr() of a name for messages, cut to a readable length."""
+    return repr(name) if len(name) <= 80 else f"{name[:60]!r}... ({len(name)} characters)"
+
+
+_TOP_KEYS = frozenset({"arch", "provenance", "tensors"})
+_RAW_KEYS = {
+    1: frozenset({"kind", "name", "shape", "data"}),
+    2: frozenset({"kind", "name", "shape", "dtype", "data"}),
+    3: frozenset({"kind", "name", "shape", "dtype", "data"}),
+}
+_HUFFMAN_KEYS = frozenset(
+    {"kind", "name", "shape", "nnz", "weight_bits", "index_bits", "codebook", "index", "weight"}
+)
+_STREAM_KEYS = frozenset({"table", "stream", "bits", "symbols"})
+_UNITS_KEYS = frozenset({"rows", "cols", "kept_rows", "kept_cols"})
+
+
+def parse_header(header: object, version: int) -> tuple[dict, dict, list[Record]]:
+    """arch, provenance and the tensor records, every schema rule and limit checked."""
+    top = _object(header, _TOP_KEYS, "header")
+    arch, provenance, tensors = top["arch"], top["provenance"], top["tensors"]
+    if not isinstance(arch, dict) or not isinstance(provenance, dict):
+        raise MalformedHeader("header 'arch' and 'provenance' must be JSON objects")
+    if version >= 2 and (problem := arch_problem(arch)):
+        raise MalformedHeader(f"header {problem}")
+    if not isinstance(tensors, list):
+        raise MalformedHeader("header 'tensors' must be a JSON array")
+    records: list[Record] = []
+    names: set[str] = set()
+    total = 0
+    for position, entry in enumerate(tensors):
+        record = _parse_tensor(entry, f"tensors[{position}]", version)
+        if record.name in names:
+            raise MalformedHeader(f"tensor name {quoted(record.name)} appears twice in the header")
+        names.add(record.name)
+        total += record.numel
+        if total > MAX_TOTAL_NUMEL:
+            raise MalformedHeader(f"tensors hold more than {MAX_TOTAL_NUMEL} elements in total")
+        records.append(record)
+    return arch, provenance, records
+
+
+def _parse_tensor(entry: object, where: str, version: int) -> Record:
+    """One tensor record: kind, keys, name and shape, then the kind's own fields."""
+    kind = entry.get("kind") if isinstance(entry, dict) else None
+    if kind == KIND_RAW:
+        obj = _object(entry, _RAW_KEYS[version], where)
+    elif kind == KIND_HUFFMAN:
+        with_units = version >= UNITS_VERSION and "units" in entry
+        obj = _object(entry, _HUFFMAN_KEYS | {"units"} if with_units else _HUFFMAN_KEYS, where)
+    else:
+        raise MalformedHeader(f"{where}: 'kind' must be {KIND_RAW!r} or {KIND_HUFFMAN!r}")
+    name = obj["name"]
+    if not isinstance(name, str) or not name:
+        raise MalformedHeader(f"{where}: 'name' must be a non-empty string")
+    where = f"{where} ({quoted(name)})"
+    shape = _shape(obj["shape"], where)
+    numel = math.prod(shape)
+    if kind == KIND_RAW:
+        return _parse_raw(obj, name, shape, numel, where)
+    return _parse_huffman(obj, name, shape, where)
+
+
+def _parse_raw(obj: dict, name: str, shape: tuple[int, ...], numel: int, where: str) -> RawRecord:
+    """A raw record: its dtype (float32 in version 1) and a data span of the matching length."""
+    dtype = obj.get("dtype", "float32")  # version 1 has no dtype key: float32
+    if type(dtype) is not str or dtype not in DTYPES:
+        raise MalformedHeader(f"{where}.dtype must be one of {list(RAW_DTYPES)}, got {dtype!r:.60}")
+    data = _span(obj["data"], f"{where}.data")
+    size = DTYPES[dtype][1] * numel
+    if data.length != size:
+        raise MalformedHeader(
+            f"{where}: raw data is {data.length} bytes but {dtype} shape {list(shape)} needs {size}"
+        )
+    return RawRecord(name, shape, numel, data, dtype)
+
+
+def _parse_huffman(obj: dict, name: str, shape: tuple[int, ...], where: str) -> HuffmanRecord:
+    """A Huffman record: units, nnz, bit widths, codebook size and both streams' declared counts.
+
+    Counts are bounded by the stored (compacted, when units are removed) element count."""
+    units = _units(obj["units"], shape, f"{where}.units") if "units" in obj else None
+    numel = stored_numel(shape, units)
+    nnz = _int(obj["nnz"], f"{where}.nnz", 0, numel)
+    weight_bits = _int(obj["weight_bits"], f"{where}.weight_bits", 1, MAX_SYMBOL_BITS)
+    index_bits = _int(obj["index_bits"], f"{where}.index_bits", 1, MAX_SYMBOL_BITS)
+    codebook = _span(obj["codebook"], f"{where}.codebook")
+    if codebook.length % FLOAT_BYTES or codebook.length // FLOAT_BYTES > 1 << weight_bits:
+        raise MalformedHeader(
+            f"{where}: codebook of {codebook.length} bytes is not 4*k with k <= 2**{weight_bits}"
+        )
+    max_index = nnz + numel // filler_symbol(index_bits) if nnz else 0
+    index = _stream(obj["index"], f"{where}.index", nnz, max_index)
+    weight = _stream(obj["weight"], f"{where}.weight", nnz, nnz)
+    return HuffmanRecord(
+        name, shape, math.prod(shape), nnz, weight_bits, index_bits, codebook, index, weight, units
+    )
+
+
+def _units(value: object, shape: tuple[int, ...], where: str) -> UnitsRecord:
+    """A units object: two bit-mask spans sized by dimensions 0 and 1, and their kept counts."""
+    obj = _object(value, _UNITS_KEYS, where)
+    if len(shape) < 2:
+        raise MalformedHeader(f"{where}: removed units need a tensor of at least 2 dimensions")
+    rows = _span(obj["rows"], f"{where}.rows")
+    cols = _span(obj["cols"], f"{where}.cols")
+    for what, span, dim in (("rows", rows, shape[0]), ("cols", cols, shape[1])):
+        if span.length != (dim + 7) // 8:
+            raise MalformedHeader(
+                f"{where}.{what}: mask of {span.length} bytes, but {dim} units need "
+                f"{(dim + 7) // 8}"
+            )
+    kept_rows = _int(obj["kept_rows"], f"{where}.kept_rows", 0, shape[0])
+    kept_cols = _int(obj["kept_cols"], f"{where}.kept_cols", 0, shape[1])
+    return UnitsRecord(rows, cols, kept_rows, kept_cols)
+
+
+def _stream(value: object, where: str, min_symbols: int, max_symbols: int) -> StreamRecord:
+    """A stream object: spans, bit count backed by the stream bytes, symbol count in range."""
+    obj = _object(value, _STREAM_KEYS, where)
+    table = _span(obj["table"], f"{where}.table")
+    stream = _span(obj["stream"], f"{where}.stream")
+    bits = _int(obj["bits"], f"{where}.bits", 0, 8 * stream.length)
+    if stream.length != (bits + 7) // 8:
+        raise MalformedHeader(
+            f"{where}: stream of {stream.length} bytes does not hold exactly {bits} bits "
+            "plus < 8 padding bits"
+        )
+    symbols = _int(obj["symbols"], f"{where}.symbols", min_symbols, max_symbols)
+    return StreamRecord(table, stream, bits, symbols)
+
+
+def _object(value: object, keys: frozenset[str], where: str) -> dict:
+    """A JSON object with exactly ``keys``."""
+    if not isinstance(value, dict):
+        raise MalformedHeader(f"{where} must be a JSON object")
+    if value.keys() != keys:
+        missing = sorted(keys - value.keys())
+        extra = sorted(value.keys() - keys)
+        raise MalformedHeader(f"{where}: missing fields {missing}, unknown fields {extra}")
+    return value
+
+
+def _int(value: object, where: str, low: int, high: int) -> int:
+    """A JSON integer (not a bool or float) in [low, high]."""
+    if type(value) is not int or not low <= value <= high:
+        raise MalformedHeader(f"{where} must be an integer in [{low}, {high}], got {value!r:.60}")
+    return value
+
+
+def _span(value: object, where: str) -> Span:
+    """An [offset, length] pair of integers in [0, 2**53 - 1]."""
+    if not isinstance(value, list) or len(value) != 2:
+        raise MalformedHeader(f"{where} must be [offset, length]")
+    offset = _int(value[0], f"{where}[0]", 0, MAX_JSON_INT)
+    return Span(offset, _int(value[1], f"{where}[1]", 0, MAX_JSON_INT))
+
+
+def _shape(value: object, where: str) -> tuple[int, ...]:
+    """Each dimension in [0, 2**28], their product at most 2**28 and, when one is 0, the product
+    of the others at most 2**56 (an empty tensor's strides then fit 64-bit arithmetic)."""
+    if not isinstance(value, list) or len(value) > MAX_NDIM:
+        raise MalformedHeader(f"{where}.shape must be a list of at most {MAX_NDIM} integers")
+    dims = tuple(_int(d, f"{where}.shape", 0, MAX_TOTAL_NUMEL) for d in value)
+    if math.prod(dims) > MAX_TOTAL_NUMEL:
+        raise MalformedHeader(f"{where}: shape {list(dims)} exceeds {MAX_TOTAL_NUMEL} elements")
+    if math.prod(d for d in dims if d) > MAX_NONZERO_PRODUCT:
+        raise MalformedHeader(
+            f"{where}: shape {list(dims)} has a 0 but its other dimensions multiply to more than "
+            f"{MAX_NONZERO_PRODUCT} (2**56, the cap for an empty tensor)"
+        )
+    return dims

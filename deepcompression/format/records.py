@@ -1,0 +1,173 @@
+"""The header's tensor records as the reader parsed them: spans, streams, units, raw and Huffman.
+
+A record holds only checked header values; ``spans`` lists its sections in file order and
+``info`` turns it into the public ``LayerInfo``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from deepcompression.format.info import LayerInfo
+from deepcompression.format.spec import DTYPES, FLOAT_BYTES, KIND_HUFFMAN, KIND_RAW
+
+
+@dataclass(frozen=True)
+class Span:
+    """An [offset, length] section of the payload."""
+
+    offset: int
+    length: int
+
+    def to_json(self) -> list[int]:
+        """The span as the header writes it."""
+        return [self.offset, self.length]
+
+
+@dataclass(frozen=True)
+class StreamRecord:
+    """A stream object: its code table and coded bits' spans, bit count and symbol count."""
+
+    table: Span
+    stream: Span
+    bits: int
+    symbols: int
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """A raw tensor: shape, dtype and the span of its items."""
+
+    name: str
+    shape: tuple[int, ...]
+    numel: int
+    data: Span
+    dtype: str
+
+    @property
+    def decoded_bytes(self) -> int:
+        return self.numel * DTYPES[self.dtype][1]
+
+    def spans(self) -> list[tuple[str, Span]]:
+        return [("data", self.data)]
+
+    def info(self) -> LayerInfo:
+        return LayerInfo(
+            name=self.name,
+            kind=KIND_RAW,
+            shape=self.shape,
+            numel=self.numel,
+            nnz=self.numel,
+            weight_bits=8 * DTYPES[self.dtype][1],
+            index_bits=0,
+            codebook_size=0,
+            index_symbols=0,
+            index_stream_bits=0,
+            weight_stream_bits=0,
+            codebook_bytes=0,
+            index_table_bytes=0,
+            weight_table_bytes=0,
+            index_stream_bytes=0,
+            weight_stream_bytes=0,
+            raw_bytes=self.data.length,
+            dtype=self.dtype,
+        )
+
+
+@dataclass(frozen=True)
+class UnitsRecord:
+    """The removed-units object: the two bit-mask spans and their kept counts."""
+
+    rows: Span
+    cols: Span
+    kept_rows: int
+    kept_cols: int
+
+
+@dataclass(frozen=True)
+class HuffmanRecord:
+    """A Huffman-coded tensor: codebook, optional units, index and weight streams."""
+
+    name: str
+    shape: tuple[int, ...]
+    numel: int
+    nnz: int
+    weight_bits: int
+    index_bits: int
+    codebook: Span
+    index: StreamRecord
+    weight: StreamRecord
+    units: UnitsRecord | None = None
+
+    @property
+    def decoded_bytes(self) -> int:
+        return self.numel * FLOAT_BYTES
+
+    @property
+    def stored_numel(self) -> int:
+        """Elements the index stream runs over: the compacted sub-tensor's if units are removed."""
+        return stored_numel(self.shape, self.units)
+
+    def spans(self) -> list[tuple[str, Span]]:
+        units = [] if self.units is None else [
+            ("units rows", self.units.rows), ("units cols", self.units.cols)
+        ]  # fmt: skip
+        return [
+            ("codebook", self.codebook),
+            *units,
+            ("index table", self.index.table),
+            ("weight table", self.weight.table),
+            ("index stream", self.index.stream),
+            ("weight stream", self.weight.stream),
+        ]
+
+    def info(self) -> LayerInfo:
+        return LayerInfo(
+            name=self.name,
+            kind=KIND_HUFFMAN,
+            shape=self.shape,
+            numel=self.numel,
+            nnz=self.nnz,
+            weight_bits=self.weight_bits,
+            index_bits=self.index_bits,
+            codebook_size=self.codebook.length // FLOAT_BYTES,
+            index_symbols=self.index.symbols,
+            index_stream_bits=self.index.bits,
+            weight_stream_bits=self.weight.bits,
+            codebook_bytes=self.codebook.length,
+            index_table_bytes=self.index.table.length,
+            weight_table_bytes=self.weight.table.length,
+            index_stream_bytes=self.index.stream.length,
+            weight_stream_bytes=self.weight.stream.length,
+            raw_bytes=0,
+            units_bytes=0
+            if self.units is None
+            else self.units.rows.length + self.units.cols.length,
+            kept_rows=None if self.units is None else self.units.kept_rows,
+            kept_cols=None if self.units is None else self.units.kept_cols,
+        )
+
+
+Record = RawRecord | HuffmanRecord
+
+
+def stored_numel(shape: tuple[int, ...], units: UnitsRecord | None) -> int:
+    """numel, or kept rows x kept columns x the remaining dimensions when units are removed."""
+    if units is None:
+        return math.prod(shape)
+    return units.kept_rows * units.kept_cols * math.prod(shape[2:])
+
+
+@dataclass(frozen=True)
+class ParsedFile:
+    """A file that passed checks 1-11: preamble fields, the payload and the parsed header."""
+
+    version: int
+    flags: int
+    header_bytes: int
+    header_json_bytes: int
+    payload: memoryview
+    arch: dict
+    provenance: dict
+    records: list[Record]

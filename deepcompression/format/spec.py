@@ -1,0 +1,71 @@
+"""The format's constants as docs/FORMAT.md states them: magic, versions, flags, limits, dtypes.
+
+Every limit the reader enforces is here, so the reader, the writer and the document agree on one
+number each.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import torch
+
+from deepcompression.format.huffman import MAX_SYMBOL_BITS
+
+MAGIC = b"\x89DCZ\r\n\x1a\n"
+FORMAT_VERSION = 3
+"""The version ``encode_model`` writes by default."""
+SUPPORTED_VERSIONS = (1, 2, 3)
+UNITS_VERSION = 3
+"""The first version whose Huffman tensors may declare removed units."""
+AUTO_INDEX_BITS = tuple(range(1, MAX_SYMBOL_BITS + 1))
+"""Widths the writer tries for a layer whose ``index_bits`` is None (auto)."""
+FLAG_HEADER_ZLIB = 0x0001
+PREAMBLE = struct.Struct("<8sHHIIII")
+PREAMBLE_SIZE = PREAMBLE.size
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+"""Cap on both the stored and the decompressed header length."""
+MAX_HEADER_RATIO = 64
+"""Cap on a compressed header's inflation: ``json_len <= 64 * header_len`` (zlib reaches ~1000)."""
+MAX_NDIM = 16
+MAX_TOTAL_NUMEL = 1 << 28
+"""Cap on every dimension, and on the summed element count of all tensors in one file."""
+MAX_NONZERO_PRODUCT = 1 << 56
+"""Cap on the product of a shape's non-zero dimensions: an empty tensor's strides fit int64."""
+MAX_JSON_DEPTH = 64
+"""Most arrays/objects open at once in the header JSON (the top-level object is depth 1)."""
+MAX_JSON_INT = (1 << 53) - 1
+"""Largest magnitude of a header integer literal (every such integer is exact in a double)."""
+MAX_JSON_VALUES = 1 << 20
+"""Most JSON values (objects, arrays, strings, numbers, literals; keys excluded) in a header."""
+MAX_JSON_VALUES_PER_BYTE = 4
+"""Most JSON values per stored header byte: a header's parsed size is paid for in file bytes."""
+DEFAULT_MAX_DECODED_BYTES = 10**9
+"""Default cap on the bytes ``decode_model`` allocates for decoded tensors: 1 GB holds VGG-16's
+138M float32 parameters but refuses a file at the format's cap (2**28 float32 = 1 GiB)."""
+KIND_RAW = "raw"
+KIND_HUFFMAN = "huffman"
+FLOAT_BYTES = 4
+DTYPES: dict[str, tuple[torch.dtype, int]] = {
+    "float32": (torch.float32, 4),
+    "float16": (torch.float16, 2),
+    "bfloat16": (torch.bfloat16, 2),
+    "float64": (torch.float64, 8),
+    "int8": (torch.int8, 1),
+    "int16": (torch.int16, 2),
+    "int32": (torch.int32, 4),
+    "int64": (torch.int64, 8),
+    "uint8": (torch.uint8, 1),
+    "bool": (torch.bool, 1),
+}
+"""Each raw dtype name: its torch dtype and item size in bytes."""
+RAW_DTYPES = tuple(DTYPES)
+"""Names of the dtypes a version-2 raw tensor may have (the header's ``dtype`` values)."""
+DTYPE_NAMES = {dtype: name for name, (dtype, _) in DTYPES.items()}
+BIT_VIEWS: dict[int, tuple[torch.dtype, str]] = {
+    1: (torch.uint8, "<u1"),
+    2: (torch.int16, "<i2"),
+    4: (torch.int32, "<i4"),
+    8: (torch.int64, "<i8"),
+}
+"""Integer dtype of each item size, used to move raw tensors' bits without reinterpretation."""
