@@ -10,10 +10,10 @@ from __future__ import annotations
 from deepcompression.format.container import read_info
 from deepcompression.training import resolve_device
 from flows.common import load_data, load_test_data, setup
-from runtime.artifacts import publish_report
+from flows.provenance import numerics
+from runtime.artifacts import artifact_key, publish_report
 from runtime.log import run_logger
 from runtime.resilient import flow
-from runtime.runinfo import artifact_key
 from tasks.evaluate import evaluate_checkpoints, evaluate_file
 from tasks.io import load_checkpoint, write_json
 
@@ -21,9 +21,7 @@ STAGES = ("dense", "pruned", "quantized")
 
 
 @flow(name="evaluate", flow_run_name="evaluate-{model}")
-def evaluate_flow(
-    params_path: str = "params.yaml", root: str = ".", model: str = "lenet_300_100"
-) -> dict:
+def evaluate_flow(params_path: str, root: str, model: str) -> dict:
     """Decode compressed/<model>.dcz, evaluate it, compare its logits with the quantized model's."""
     params, _, workspace = setup(params_path, root, model)
     data = workspace.compressed.read_bytes()
@@ -55,7 +53,7 @@ def evaluate_flow(
         "file_ratio": dense_bytes / len(data),
         "errors": errors,
     }
-    write_json(workspace.metrics("evaluate"), metrics)
+    write_json(workspace.metrics("evaluate"), metrics | {"numerics": numerics(params)})
     write_json(workspace.timing("evaluate"), {"decode_seconds": round(on_test.decode_seconds, 4)})
     rows = [
         {

@@ -20,6 +20,7 @@ from deepcompression.plan import LayerPlan
 from deepcompression.report import percent
 from flows.allocation import effective_params
 from flows.common import load_data, setup
+from flows.provenance import numerics
 from runtime.artifacts import publish_report, publish_table
 from runtime.log import run_logger
 from runtime.resilient import flow
@@ -170,7 +171,7 @@ def prune_flow(
     }
     rows = iteration_rows(results)
     save_checkpoint(workspace.checkpoint("pruned"), checkpoint)
-    write_json(workspace.metrics("prune"), metrics)
+    write_json(workspace.metrics("prune"), metrics | {"numerics": numerics(params)})
     write_csv(workspace.plot("prune.csv"), rows)
     shutil.rmtree(folder, ignore_errors=True)
     run_logger().info(

@@ -7,6 +7,7 @@ from deepcompression.format.sizes import pq_layer_report
 from deepcompression.report import percent
 from flows.allocation import effective_params
 from flows.common import load_data, setup
+from flows.provenance import numerics
 from runtime.artifacts import publish_report
 from runtime.log import run_logger
 from runtime.resilient import flow
@@ -67,7 +68,7 @@ def quantize_flow(
         },
     }
     save_checkpoint(workspace.checkpoint("quantized"), checkpoint)
-    write_json(workspace.metrics("quantize"), metrics)
+    write_json(workspace.metrics("quantize"), metrics | {"numerics": numerics(params)})
     curve = [{k: v for k, v in r.to_dict().items() if k != "seconds"} for r in result.history]
     write_csv(workspace.plot("quantize.csv"), curve)  # wall times go to the timing file
     write_json(

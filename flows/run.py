@@ -7,6 +7,8 @@ writes its outputs, warns once, and its records are caught up when the server is
 When the warm runner of `python -m runtime.server start` answers (runtime/warm.py), the stage runs
 forked from it, torch and Prefect already imported; this process imports neither, passes it its
 stdio and relays signals and the exit status (runtime/handoff.py).
+The pinned numerics (deepcompression/numerics.py) are set in the environment before anything
+imports torch, and torch's threads from `run.threads` before the stage runs.
 """
 
 from __future__ import annotations
@@ -14,14 +16,19 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from runtime.guard import connect, run_stage
-from runtime.handoff import Request, hand_off
-from runtime.timing import StageClock, timing_path, write_record
+from deepcompression.numerics import pin_environment
+
+pin_environment(os.environ)  # before torch is imported: ATen, MKL and oneDNN read it as they load
+
+from runtime.guard import connect, run_stage  # noqa: E402
+from runtime.handoff import Request, hand_off  # noqa: E402
+from runtime.timing import StageClock, timing_path, write_record  # noqa: E402
 
 IMPORTED_AT = time.perf_counter()
 """When this module and its imports (no torch, no Prefect) were loaded: the `imports` mark."""
@@ -48,11 +55,16 @@ def load_flow(stage: str):
     return getattr(importlib.import_module(module), name)
 
 
-def run_timed(stage: str, model: str | None, clock: StageClock, kwargs: dict[str, Any]) -> None:
-    """Run the stage's flow with `kwargs`; write its timing record however it ends."""
+def run_timed(
+    stage: str, model: str | None, clock: StageClock, kwargs: dict[str, Any], threads: int
+) -> None:
+    """Run the stage's flow with `kwargs` on `threads` torch threads (deterministic algorithms
+    on); write its timing record however it ends."""
+    from deepcompression.numerics import pin_threads
     from runtime.stageflow import staged
 
     stage_flow = staged(load_flow(stage), clock)
+    pin_threads(threads)
     clock.mark("flow_import")
     completed = False
     try:
@@ -128,7 +140,7 @@ def run_command(arguments: list[str], clock: StageClock, parent_pid: int | None 
     from prefect import tags
 
     with tags(*stage_tags(args, params_hash(params), parent_pid)):
-        run_timed(args.stage, args.model, clock, flow_kwargs(args))
+        run_timed(args.stage, args.model, clock, flow_kwargs(args), params.run.threads)
     return 0
 
 

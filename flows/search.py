@@ -26,6 +26,7 @@ from prefect_dask import DaskTaskRunner
 from deepcompression.checkpoint import Checkpoint
 from deepcompression.compress.unit_pruning import UnitPruningError, trace_consumers
 from deepcompression.config import RunParams, SearchConfig, SearchSampler, to_dict
+from deepcompression.numerics import PINNED_ENV
 from deepcompression.plan import LayerPlan
 from deepcompression.plots.search import PUBLISHED, pareto_figure
 from deepcompression.search.sensitivity import SensitivityPoint, seed_allocations
@@ -53,7 +54,7 @@ from deepcompression.search.study import (
 from deepcompression.search.trial import TrialSettings
 from flows.allocation import allocation_path
 from flows.common import data_dir, setup
-from flows.provenance import provenance
+from flows.provenance import numerics, provenance
 from flows.sensitivity import model_section
 from runtime.artifacts import publish_table
 from runtime.log import run_logger
@@ -117,10 +118,11 @@ def threads_per_worker(workers: int, wanted: int | None = None) -> int:
 
 def dask_runner(cfg: SearchConfig, threads: int) -> DaskTaskRunner:
     """The scheduler at `address`, else a local cluster of `workers` processes told the API URL
-    (so no worker starts its own temporary Prefect server) and their thread budget."""
+    (so no worker starts its own temporary Prefect server), their thread budget and the pinned
+    numerics (deepcompression/numerics.py)."""
     if cfg.address is not None:
         return DaskTaskRunner(address=cfg.address)
-    env = {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env = {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")} | PINNED_ENV
     if (url := api_url()) is not None:
         env["PREFECT_API_URL"] = url
     return DaskTaskRunner(
@@ -331,7 +333,8 @@ def search_flow(
         run_trials(*arguments)
     else:
         trials_flow.with_options(task_runner=dask_runner(cfg, threads))(*arguments)
-    return write_outputs(workspace, completed(study), dense, cfg, name, defaults)
+    trial_numerics = numerics(params) | {"threads": threads}
+    return write_outputs(workspace, completed(study), dense, cfg, name, defaults, trial_numerics)
 
 
 def write_outputs(
@@ -341,8 +344,10 @@ def write_outputs(
     cfg: SearchConfig,
     name: str,
     defaults: Allocation,
+    trial_numerics: dict,
 ) -> dict:
-    """Front (CSV, JSON), its figure and the chosen allocation; publishes the front."""
+    """Front (CSV, JSON, with the trials' numerics), its figure and the chosen allocation;
+    publishes the front."""
     model = workspace.model
     if not records:
         raise RuntimeError(f"search {name}: no trial completed; see the failed trials' logs")
@@ -363,7 +368,7 @@ def write_outputs(
         "chosen": front_row(chosen, dense_bytes) | {"within_budget": within},
         "front": rows,
     }
-    write_json(workspace.metrics("search_front"), summary)
+    write_json(workspace.metrics("search_front"), summary | {"numerics": trial_numerics})
     write_csv(workspace.metrics("search_front").with_suffix(".csv"), rows)
     default_record = next(r for r in records if r.allocation == defaults)
     figure = workspace.plot("pareto.png")

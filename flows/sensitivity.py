@@ -10,6 +10,7 @@ from deepcompression.plots.search import sensitivity_figure
 from deepcompression.search.sensitivity import SensitivityPoint
 from flows.common import load_data, setup
 from flows.params import read_params
+from flows.provenance import numerics
 from runtime.log import run_logger
 from runtime.resilient import flow
 from runtime.runinfo import artifact_key
@@ -67,7 +68,7 @@ def sensitivity_flow(
                 )
     metrics = sensitivity_metrics(model, reference, points)
     figure = workspace.plot("sensitivity.png")
-    write_json(workspace.metrics("sensitivity"), metrics)
+    write_json(workspace.metrics("sensitivity"), metrics | {"numerics": numerics(params)})
     write_bytes_atomic(figure, sensitivity_figure(points, reference, f"Sensitivity of {model}"))
     run_logger().info("%s: %d sensitivity points written", model, len(points))
     publish_plots_report({"sensitivity": figure}, key=artifact_key(model, "sensitivity"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+from deepcompression.numerics import pinned_env
 from runtime.handoff import DISABLE_ENV
 
 RUNTIME_ENV = frozenset(
@@ -31,6 +32,7 @@ def import_time_env(env: dict[str, str]) -> dict[str, str]:
 
 def env_digest(env: dict[str, str]) -> str:
     """A digest of `env`'s import-time variables, written next to the socket: `runtime.server
-    start` restarts a runner started in another environment (whose callers it would refuse)."""
-    canonical = json.dumps(import_time_env(env), sort_keys=True).encode()
+    start` restarts a runner started in another environment (whose callers it would refuse).
+    Both pin the numerics before comparing (flows.run and the runner set them at their start)."""
+    canonical = json.dumps(import_time_env(pinned_env(env)), sort_keys=True).encode()
     return hashlib.sha256(canonical).hexdigest()

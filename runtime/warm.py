@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
+from deepcompression.numerics import pin_environment
 from runtime.environment import env_digest, import_time_env
 from runtime.handoff import (
     ANSWER_TIMEOUT_S,
@@ -531,6 +532,7 @@ def main() -> int:
         return 0
     started = time.perf_counter()
     began_ns = time.time_ns()
+    pin_environment(os.environ)  # as flows.run does, before torch is imported
     startup_env = dict(os.environ)
     with single_threaded_blas():
         for module in warm_imports():

@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from prefect.cache_policies import NO_CACHE
 
 from deepcompression.checkpoint import Checkpoint
 from deepcompression.data.mnist import ImageTensors
+from deepcompression.numerics import pin_threads
 from deepcompression.search.space import Allocation
 from deepcompression.search.trial import TrialSettings, run_trial
 from deepcompression.training import resolve_device
@@ -63,9 +63,9 @@ def compress_trial(
     threads: int,
 ) -> dict:
     """Compress the dense checkpoint to `allocation`: exact file bytes and validation error
-    (`threads` > 0 sets torch's thread count)."""
+    (`threads` > 0 sets torch's thread count, deterministic algorithms on)."""
     if threads > 0:
-        torch.set_num_threads(threads)
+        pin_threads(threads)
     target = resolve_device(device)
     data = worker_data(source).as_tuple(target)
     outcome = run_trial(
