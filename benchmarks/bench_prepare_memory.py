@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from deepcompression.config import DataConfig, from_dict
+from deepcompression.config import DataConfig
 from deepcompression.data.mnist import encode_idx
+from deepcompression.schema import from_dict
 from flows.params import DEFAULT_PARAMS
 
 SIDE = 32

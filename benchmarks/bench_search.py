@@ -20,12 +20,13 @@ from pathlib import Path
 import optuna
 from distributed import Client, LocalCluster
 
+from deepcompression.search.reference import output_layers
 from deepcompression.search.space import resolve_space, suggest
 from deepcompression.search.trial import TrialSettings
 from flows.common import data_dir
 from flows.params import load_params, read_params
 from flows.provenance import provenance
-from flows.search import output_layers, threads_per_worker
+from flows.search import threads_per_worker
 from runtime.workspace import Workspace
 from tasks.io import load_checkpoint
 from tasks.search import TrialData, compress_trial

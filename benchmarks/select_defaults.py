@@ -33,11 +33,11 @@ from deepcompression.compress.quantization import (
     share_weights_,
     strip_,
 )
-from deepcompression.config import Params, from_dict
 from deepcompression.data.mnist import TRAIN_IMAGES, TRAIN_LABELS, MnistTensors, mnist_training_set
 from deepcompression.format.container import QuantizedTensor, encode_model
 from deepcompression.plan import compressible_layers, layer_kind
 from deepcompression.training import evaluate, fit, seed_everything
+from flows.params import check_raw
 from models import build_model
 
 GRIDS: dict[str, dict] = {
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs-scale", type=float, default=1.0, help="scale every epoch count")
     args = parser.parse_args(argv)
 
-    params = from_dict(Params, yaml.safe_load(args.params.read_text())).select(args.model)
+    params = check_raw(yaml.safe_load(args.params.read_text()))[0].select(args.model)
     params = scale_epochs(params, args.epochs_scale)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     grid = (GRIDS if args.grid == "full" else SMALL_GRIDS)[args.model]

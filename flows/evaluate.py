@@ -11,10 +11,9 @@ from deepcompression.format.container import read_info
 from deepcompression.training import resolve_device
 from flows.common import load_data, load_test_data, setup
 from flows.provenance import numerics
-from runtime.artifacts import publish_report
+from runtime.artifacts import artifact_key, publish_report
 from runtime.log import run_logger
 from runtime.resilient import flow
-from runtime.runinfo import artifact_key
 from tasks.evaluate import evaluate_checkpoints, evaluate_file
 from tasks.io import load_checkpoint, write_json
 
@@ -22,9 +21,7 @@ STAGES = ("dense", "pruned", "quantized")
 
 
 @flow(name="evaluate", flow_run_name="evaluate-{model}")
-def evaluate_flow(
-    params_path: str = "params.yaml", root: str = ".", model: str = "lenet_300_100"
-) -> dict:
+def evaluate_flow(params_path: str, root: str, model: str) -> dict:
     """Decode compressed/<model>.dcz, evaluate it, compare its logits with the quantized model's."""
     params, _, workspace = setup(params_path, root, model)
     data = workspace.compressed.read_bytes()

@@ -1,32 +1,65 @@
-"""Read params.yaml into a validated `Params`, checking every layer table against the model."""
+"""Read params.yaml once per process into validated `Params` and every model's per-layer plan.
+
+The file is parsed, checked and planned once per content: a stage process that asks again (the
+stage entry, then the flow) gets the same objects back. Errors name the file and the key's path.
+The `schedule:` section belongs to the scheduled reruns (runtime/schedule.py reads and checks it);
+no stage reads it, so it is set aside here.
+"""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from deepcompression.config import ConfigError, Params, RunParams, from_dict, to_dict
+from deepcompression.config import ConfigError, ModelParams, Params, RunParams
 from deepcompression.plan import LayerPlan, plan_layers
+from deepcompression.schema import from_dict, to_dict
 
 DEFAULT_PARAMS = Path("params.yaml")
+RUNTIME_SECTIONS = ("schedule",)
+"""Top-level sections no stage reads: checked by the runtime that uses them."""
+
+Plans = dict[str, dict[str, LayerPlan]]
+"""Every model's per-layer plan, by model name."""
 
 
-def read_params(path: Path | str = DEFAULT_PARAMS) -> Params:
-    """Parse and validate the whole params.yaml, every model's plan included; ConfigError if bad."""
+def check_raw(raw: Any) -> tuple[Params, Plans]:
+    """Validate a parsed params file and plan every model's layers; ConfigError if bad."""
+    if isinstance(raw, dict):
+        raw = {k: v for k, v in raw.items() if k not in RUNTIME_SECTIONS}
+    params = from_dict(Params, raw)
+    return params, {model: plan_layers(params.select(model)) for model in params.models}
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(path: str, text: bytes) -> tuple[Params, Plans]:
+    """The checked params and plans of a file's content, computed once per content."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    try:
+        return check_raw(raw)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def _read(path: Path | str) -> tuple[Params, Plans]:
+    """The file's checked params and plans (from the cache when its content was seen)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path} not found; run from the project root or pass the params file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from None
-    params = from_dict(Params, raw)
-    for model in params.models:
-        plan_layers(params.select(model))
-    return params
+    return _parsed(str(path), path.read_bytes())
+
+
+def read_params(path: Path | str = DEFAULT_PARAMS) -> Params:
+    """The whole params file, validated with every model's plan; ConfigError if bad."""
+    return _read(path)[0]
 
 
 def load_params(
@@ -34,9 +67,20 @@ def load_params(
 ) -> tuple[RunParams, dict[str, LayerPlan]]:
     """One model's validated params and per-layer plan (the first model listed when `model` is
     None); the whole file is checked, so a typo anywhere fails before any work."""
-    params = read_params(path)
+    params, plans = _read(path)
     run = params.select(model if model is not None else next(iter(params.models)))
-    return run, plan_layers(run)
+    return run, dict(plans[run.model.name])
+
+
+def model_section(path: Path | str, model: str, key: str) -> ModelParams:
+    """The model's whole section; its `key` section (sensitivity, search) must be present."""
+    section = read_params(path).models[model]
+    if getattr(section, key) is None:
+        raise ConfigError(
+            f"{path}: models.{model}.{key}: missing section; the {key} stage needs it "
+            "(see params.yaml in the repository)"
+        )
+    return section
 
 
 def params_hash(params: Params | RunParams) -> str:
@@ -64,9 +108,10 @@ def write_overridden_params(base: Path | str, assignments: list[str], root: Path
     raw = yaml.safe_load(Path(base).read_text()) or {}
     for assignment in assignments:
         apply_override(raw, assignment)
-    params = from_dict(Params, raw)
-    for model in params.models:
-        plan_layers(params.select(model))
+    try:
+        check_raw(raw)
+    except ConfigError as err:
+        raise ConfigError(f"{base} with {' '.join(assignments)}: {err}") from None
     root.mkdir(parents=True, exist_ok=True)
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))

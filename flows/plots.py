@@ -11,9 +11,9 @@ from prefect.context import FlowRunContext
 from deepcompression.config import RunParams
 from deepcompression.plan import LayerPlan
 from flows.common import setup
+from runtime.artifacts import artifact_key
 from runtime.log import run_logger
 from runtime.resilient import flow
-from runtime.runinfo import artifact_key
 from runtime.workspace import Workspace
 from tasks.final_plots import plot_final_pareto
 from tasks.io import load_checkpoint
@@ -90,9 +90,7 @@ def write_final_pareto(workspace: Workspace) -> Path | None:
 
 
 @flow(name="plots", flow_run_name="plots-{model}")
-def plots_flow(
-    params_path: str = "params.yaml", root: str = ".", model: str = "lenet_300_100"
-) -> dict:
+def plots_flow(params_path: str, root: str, model: str) -> dict:
     """Render plots/<model>/*.png from the stages' CSVs and checkpoints; attach them as a report."""
     params, plan, workspace = setup(params_path, root, model)
     written = write_plots(params, plan, workspace)

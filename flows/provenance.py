@@ -14,7 +14,8 @@ import json
 import subprocess
 from pathlib import Path
 
-from deepcompression.config import RunParams, to_dict
+from deepcompression.config import RunParams
+from deepcompression.schema import to_dict
 from runtime.workspace import PROJECT_ROOT
 
 CODE_DIRS = ("deepcompression", "models")

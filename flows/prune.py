@@ -13,31 +13,19 @@ import shutil
 from pathlib import Path
 
 from deepcompression.checkpoint import Checkpoint
-from deepcompression.compress.pruning import density_schedule, weight_stds
-from deepcompression.compress.unit_pruning import dead_units, trace_consumers, units_to_keep
-from deepcompression.config import RunParams, to_dict
-from deepcompression.plan import LayerPlan
+from deepcompression.compress.pruning import weight_stds
+from deepcompression.compress.schedule import iteration_targets, unit_targets, units_kept
+from deepcompression.config import RunParams
 from deepcompression.report import percent
+from deepcompression.schema import to_dict
 from flows.allocation import effective_params
 from flows.common import load_data, setup
 from flows.provenance import numerics
-from runtime.artifacts import publish_report, publish_table
+from runtime.artifacts import artifact_key, publish_report, publish_table
 from runtime.log import run_logger
 from runtime.resilient import flow
-from runtime.runinfo import artifact_key
 from tasks.io import load_checkpoint, save_checkpoint, write_bytes_atomic, write_csv, write_json
 from tasks.prune import IterationResult, prune_iteration
-
-
-def iteration_targets(params: RunParams, plan: dict[str, LayerPlan]) -> list[dict[str, float]]:
-    """Per-iteration targets: scheduled densities (magnitude) or the quality (threshold)."""
-    n = params.prune.iterations
-    if params.prune.method == "threshold":
-        return [{name: p.prune_target for name, p in plan.items()} for _ in range(n)]
-    steps = {
-        name: density_schedule(p.prune_target, n, params.prune.schedule) for name, p in plan.items()
-    }
-    return [{name: steps[name][i] for name in plan} for i in range(n)]
 
 
 def resume_key(params: RunParams, dense: bytes) -> str:
@@ -76,29 +64,6 @@ def save_progress(
     stale.unlink(missing_ok=True)
 
 
-def unit_targets(
-    checkpoint: Checkpoint, plan: dict[str, LayerPlan]
-) -> tuple[dict[str, int], dict[str, str | None]]:
-    """Units to keep per layer from `prune.units` and the network's consumers (none traced when
-    every layer keeps all its units); the output layer keeping fewer is an error."""
-    fractions = {name: p.units_kept for name, p in plan.items() if p.units_kept < 1.0}
-    if not fractions:
-        return {}, {}
-    model = checkpoint.build()
-    consumers = trace_consumers(model)
-    return units_to_keep(model, fractions, consumers), consumers
-
-
-def units_kept(checkpoint: Checkpoint) -> dict[str, tuple[int, int]]:
-    """(units with a surviving weight, all units) per layer of a pruned checkpoint."""
-    dead = dead_units(checkpoint.masks)
-    return {
-        layer: (checkpoint.masks[f"{layer}.weight"].shape[0] - int(d.numel()),
-                checkpoint.masks[f"{layer}.weight"].shape[0])
-        for layer, d in dead.items()
-    }  # fmt: skip
-
-
 def iteration_rows(results: list[IterationResult]) -> list[dict]:
     """One row per iteration: density and validation error before and after retraining."""
     return [
@@ -114,9 +79,7 @@ def iteration_rows(results: list[IterationResult]) -> list[dict]:
 
 
 @flow(name="prune", flow_run_name="prune-{model}")
-def prune_flow(
-    params_path: str = "params.yaml", root: str = ".", model: str = "lenet_300_100"
-) -> dict:
+def prune_flow(params_path: str, root: str, model: str) -> dict:
     """Prune the dense checkpoint in `prune.iterations` steps; writes checkpoint and metrics."""
     params, plan, workspace = setup(params_path, root, model)
     params, plan = effective_params(params, plan, root)
@@ -132,7 +95,7 @@ def prune_flow(
     if resumed is not None:
         checkpoint = resumed
         run_logger().info("resuming after completed iteration %d", len(results))
-    for iteration, targets in enumerate(iteration_targets(params, plan), start=1):
+    for iteration, targets in enumerate(iteration_targets(params.prune, plan), start=1):
         if iteration <= len(results):
             continue
         checkpoint, result = prune_iteration(

@@ -8,18 +8,15 @@ from deepcompression.report import percent
 from flows.allocation import effective_params
 from flows.common import load_data, setup
 from flows.provenance import numerics
-from runtime.artifacts import publish_report
+from runtime.artifacts import artifact_key, publish_report
 from runtime.log import run_logger
 from runtime.resilient import flow
-from runtime.runinfo import artifact_key
 from tasks.io import load_checkpoint, save_checkpoint, write_csv, write_json
 from tasks.quantize import quantize
 
 
 @flow(name="quantize", flow_run_name="quantize-{model}")
-def quantize_flow(
-    params_path: str = "params.yaml", root: str = ".", model: str = "lenet_300_100"
-) -> dict:
+def quantize_flow(params_path: str, root: str, model: str) -> dict:
     """Quantize the pruned checkpoint with its `quantize` section; writes checkpoint and metrics.
 
     With `distill` set, the dense checkpoint teaches the centroid fine-tuning."""

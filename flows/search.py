@@ -24,23 +24,23 @@ from prefect.context import FlowRunContext
 from prefect_dask import DaskTaskRunner
 
 from deepcompression.checkpoint import Checkpoint
-from deepcompression.compress.unit_pruning import UnitPruningError, trace_consumers
-from deepcompression.config import RunParams, SearchConfig, SearchSampler, to_dict
+from deepcompression.config import SearchConfig, SearchSampler
 from deepcompression.numerics import PINNED_ENV
-from deepcompression.plan import LayerPlan
 from deepcompression.plots.search import PUBLISHED, pareto_figure
-from deepcompression.search.sensitivity import SensitivityPoint, seed_allocations
-from deepcompression.search.space import (
-    Allocation,
-    LayerAllocation,
-    SearchSpace,
-    describe,
-    resolve_space,
+from deepcompression.schema import to_dict
+from deepcompression.search.reference import (
+    chosen_record,
+    default_allocation,
+    dense_float32_bytes,
+    front_row,
+    output_layers,
+    reference_error,
 )
+from deepcompression.search.sensitivity import SensitivityPoint, seed_allocations
+from deepcompression.search.space import Allocation, SearchSpace, describe, resolve_space
 from deepcompression.search.study import (
     Measured,
     TrialRecord,
-    choose,
     completed,
     finished_trials,
     make_sampler,
@@ -54,50 +54,16 @@ from deepcompression.search.study import (
 from deepcompression.search.trial import TrialSettings
 from flows.allocation import allocation_path
 from flows.common import data_dir, setup
+from flows.params import model_section
 from flows.provenance import numerics, provenance
-from flows.sensitivity import model_section
-from runtime.artifacts import publish_table
+from runtime.artifacts import artifact_key, publish_table
 from runtime.log import run_logger
 from runtime.monitor import api_url, is_api_error, is_offline
 from runtime.resilient import flow
-from runtime.runinfo import artifact_key
 from runtime.workspace import Workspace
 from tasks.io import write_bytes_atomic, write_csv, write_json
 from tasks.plots import publish_plots_report
 from tasks.search import TrialData, search_trial
-
-
-def dense_float32_bytes(dense: Checkpoint) -> int:
-    """All floating-point parameters as dense float32: the ratio's numerator."""
-    return sum(4 * t.numel() for t in dense.state_dict.values() if t.is_floating_point())
-
-
-def output_layers(dense: Checkpoint, layers: list[str]) -> list[str]:
-    """Layers whose units are never dropped: the outputs (all `layers` when the network is not a
-    simple chain that unit pruning can trace)."""
-    try:
-        consumers = trace_consumers(dense.build())
-    except UnitPruningError:
-        return layers
-    return [layer for layer, consumer in consumers.items() if consumer is None]
-
-
-def default_allocation(
-    params: RunParams, plan: dict[str, LayerPlan], space: SearchSpace
-) -> Allocation:
-    """Today's hand-set tables as an allocation (index width: the space's choice)."""
-    layers = {
-        name: LayerAllocation(
-            density=p.prune_target
-            if params.prune.method == "magnitude"
-            else space.layers[name].density_max,
-            units=p.units_kept,
-            weight_bits=p.weight_bits,
-            index_bits=p.index_bits if space.index_bits == "search" else None,
-        )
-        for name, p in plan.items()
-    }
-    return Allocation(layers=layers, bias=params.quantize.bias)
 
 
 def read_sensitivity(workspace: Workspace) -> tuple[float, list[SensitivityPoint]]:
@@ -226,42 +192,6 @@ trials_flow = prefect.flow(name="search-trials", flow_run_name="search-trials-{m
 running flow with each task: its function must be importable by name)."""
 
 
-def front_row(record: TrialRecord, dense_bytes: int) -> dict:
-    """One point of the front: bytes, ratio, validation error and every choice, flat."""
-    row = {
-        "trial": record.number,
-        "file_bytes": record.file_bytes,
-        "ratio": dense_bytes / record.file_bytes,
-        "val_error": record.val_error,
-        "bias": record.allocation.bias,
-    }
-    for layer, a in record.allocation.layers.items():
-        row[f"density_{layer}"] = a.density
-        row[f"units_{layer}"] = a.units
-        row[f"bits_{layer}"] = a.weight_bits
-        row[f"index_{layer}"] = "auto" if a.index_bits is None else a.index_bits
-    return row
-
-
-def reference_error(records: list[TrialRecord], defaults: Allocation) -> float:
-    """Validation error of today's tables as a trial: the reference the error budget adds to."""
-    for record in records:
-        if record.allocation == defaults:
-            return record.val_error
-    raise RuntimeError(
-        "the trial of today's tables (the study's first seed) did not complete; its error is "
-        "the reference of search.error_budget: see that trial's log"
-    )
-
-
-def chosen_record(front: list[TrialRecord], limit: float) -> tuple[TrialRecord, bool]:
-    """The smallest file with at most `limit` validation error, else (flagged) the lowest."""
-    chosen = choose(front, limit)
-    if chosen is not None:
-        return chosen, True
-    return min(front, key=lambda r: (r.val_error, r.file_bytes)), False
-
-
 NOT_SHAPING = ("address", "storage", "trials", "error_budget")
 """Search keys that change neither what a trial computes nor which trials are drawn: where it runs,
 where the study lives, how many trials in all, and which front point is chosen. Changing them
@@ -274,9 +204,7 @@ def trial_shaping(cfg: SearchConfig) -> dict:
 
 
 @flow(name="search", flow_run_name="search-{model}")
-def search_flow(
-    params_path: str = "params.yaml", root: str = ".", model: str = "lenet_300_100"
-) -> dict:
+def search_flow(params_path: str, root: str, model: str) -> dict:
     """Run (or resume) the model's search study; write its front, figure and chosen allocation."""
     params, plan, workspace = setup(params_path, root, model)
     cfg = model_section(params_path, model, "search").search

@@ -5,29 +5,17 @@ from __future__ import annotations
 
 from prefect import tags
 
-from deepcompression.config import ConfigError, ModelParams
 from deepcompression.plots.search import sensitivity_figure
 from deepcompression.search.sensitivity import SensitivityPoint
 from flows.common import load_data, setup
-from flows.params import read_params
+from flows.params import model_section
 from flows.provenance import numerics
+from runtime.artifacts import artifact_key
 from runtime.log import run_logger
 from runtime.resilient import flow
-from runtime.runinfo import artifact_key
 from tasks.io import load_checkpoint, write_bytes_atomic, write_json
 from tasks.plots import publish_plots_report
 from tasks.sensitivity import dense_error, sensitivity_point
-
-
-def model_section(params_path: str, model: str, key: str) -> ModelParams:
-    """The model's whole section; its `key` section (sensitivity, search) must be present."""
-    section = read_params(params_path).models[model]
-    if getattr(section, key) is None:
-        raise ConfigError(
-            f"params.yaml: models.{model}.{key}: missing section; the {key} stage needs it "
-            "(see params.yaml in the repository)"
-        )
-    return section
 
 
 def sensitivity_metrics(model: str, dense: float, points: list[SensitivityPoint]) -> dict:
@@ -45,9 +33,7 @@ def sensitivity_metrics(model: str, dense: float, points: list[SensitivityPoint]
 
 
 @flow(name="sensitivity", flow_run_name="sensitivity-{model}")
-def sensitivity_flow(
-    params_path: str = "params.yaml", root: str = ".", model: str = "lenet_300_100"
-) -> dict:
+def sensitivity_flow(params_path: str, root: str, model: str) -> dict:
     """Each layer alone pruned to every density, and shared at every bit width; writes
     metrics/<model>/sensitivity.json and plots/<model>/sensitivity.png."""
     params, plan, workspace = setup(params_path, root, model)

@@ -5,18 +5,15 @@ from __future__ import annotations
 from deepcompression.training import resolve_device
 from flows.common import load_data, setup
 from flows.provenance import numerics
-from runtime.artifacts import publish_report
+from runtime.artifacts import artifact_key, publish_report
 from runtime.log import run_logger
 from runtime.resilient import flow
-from runtime.runinfo import artifact_key
 from tasks.io import save_checkpoint, write_csv, write_json
 from tasks.train import train_dense
 
 
 @flow(name="train", flow_run_name="train-{model}")
-def train_flow(
-    params_path: str = "params.yaml", root: str = ".", model: str = "lenet_300_100"
-) -> dict:
+def train_flow(params_path: str, root: str, model: str) -> dict:
     """Train `model` with its `train` section; writes the dense checkpoint, metrics and curve."""
     params, _, workspace = setup(params_path, root, model)
     data = load_data(params, workspace)

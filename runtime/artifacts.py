@@ -23,9 +23,10 @@ from runtime.monitor import best_effort, keep_artifact
 PERCENT_KEYS = re.compile(r"(error|density|accuracy|sparsity)", re.IGNORECASE)
 
 
-def artifact_key(text: str) -> str:
-    """An artifact key (lowercase letters, digits, dashes) from any text: 'retrain 2' -> ...-2."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+def artifact_key(*parts: str) -> str:
+    """An artifact key (lowercase letters, digits, dashes) from any text, parts joined by a dash:
+    ('lenet_300_100', 'prune') -> 'lenet-300-100-prune', 'retrain 2' -> 'retrain-2'."""
+    return re.sub(r"[^a-z0-9]+", "-", "-".join(parts).lower()).strip("-")
 
 
 def display_value(key: str, value: Any) -> Any:

@@ -13,16 +13,6 @@ from pathlib import Path
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def slug(text: str) -> str:
-    """Lowercase letters, digits and dashes: what Prefect accepts in artifact keys."""
-    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
-
-
-def artifact_key(model: str, stage: str) -> str:
-    """`<model>-<stage>` as an artifact key, e.g. `lenet-300-100-prune`."""
-    return f"{slug(model)}-{slug(stage)}"
-
-
 def _proc_stat(pid: int) -> tuple[str, int, int] | None:
     """(command name, parent pid, start time in clock ticks since boot) of a process, if known."""
     try:

@@ -40,7 +40,7 @@ from prefect.schedules import Cron, Schedule
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelled, State
 
-from deepcompression.config import ConfigError, ScheduleConfig, from_dict
+from deepcompression.config import ConfigError
 from runtime.log import run_logger
 from runtime.rerun import (
     SKIPPED,
@@ -58,6 +58,7 @@ from runtime.rerun import (
     worktree_lock,
     worktree_path,
 )
+from runtime.schedule_config import ScheduleConfig, schedule_section
 from runtime.server import ensure_api_url
 
 CODE_ROOT = Path(__file__).resolve().parents[1]
@@ -164,7 +165,7 @@ def read_schedule_section(params_path: str | Path) -> ScheduleConfig:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of sections, not {type(raw).__name__}")
-    return from_dict(ScheduleConfig, raw.get("schedule"), "schedule")
+    return schedule_section(raw)
 
 
 def resolve_schedule(

@@ -9,16 +9,26 @@ from pathlib import Path
 import pytest
 import yaml
 
+import flows.params
+from deepcompression.compress.schedule import iteration_targets
 from deepcompression.config import (
     ConfigError,
     Params,
     RunParams,
     check_layer_table,
-    from_dict,
     layer_value,
 )
-from deepcompression.plan import plan_layers
-from flows.params import load_params, params_hash, read_params, write_overridden_params
+from deepcompression.plan import apply_allocation, plan_layers
+from deepcompression.schema import from_dict
+from deepcompression.search.space import Allocation, LayerAllocation
+from flows.params import (
+    load_params,
+    model_section,
+    params_hash,
+    read_params,
+    write_overridden_params,
+)
+from runtime.schedule_config import ScheduleConfig, schedule_section
 
 ROOT = Path(__file__).parents[1]
 SHIPPED = ROOT / "params.yaml"
@@ -40,6 +50,13 @@ def _params(overrides: dict | None = None) -> dict:
             del node[last]
         else:
             node[last] = value
+    return raw
+
+
+def _stages(overrides: dict | None = None) -> dict:
+    """`_params` less the runtime's `schedule` section: the sections `Params` holds."""
+    raw = _params(overrides)
+    del raw["schedule"]
     return raw
 
 
@@ -159,7 +176,6 @@ def test_each_model_sees_only_its_own_section(tmp_path):
         ({"data.val_limit": 10_001}, "data.val_limit: 10001 is out of range; allowed: [1, 10000]"),
         ({"data.train_limit": 50_001}, "data.train_limit: 50001 is out of range"),
         ({"run.device": "tpu"}, "allowed: 'auto', 'cpu', 'cuda'"),
-        ({"schedule.cron": "daily"}, "not a 5-field cron"),
         (
             {"models.lenet5.encode.index_bits": {"conv": "atuo", "fc": 5}},
             "models.lenet5.encode.index_bits.conv: 'atuo' is not allowed; allowed: 'auto'; or: "
@@ -248,7 +264,6 @@ def test_a_layer_entry_overrides_its_kind(tmp_path):
         "models.lenet5.encode",
         "data.val_size",
         "run.seed",
-        "schedule.cron",
         "data",
         "models",
     ],
@@ -348,10 +363,45 @@ def test_ints_are_accepted_where_floats_are_expected(tmp_path):
 
 
 def test_from_dict_checks_like_read_params():
-    params = from_dict(Params, _params())
+    params = from_dict(Params, _stages())
     assert params == read_params(SHIPPED)
     with pytest.raises(ConfigError, match="models.lenet5.train.lr: missing key"):
-        from_dict(Params, _params({"models.lenet5.train.lr": DELETE}))
+        from_dict(Params, _stages({"models.lenet5.train.lr": DELETE}))
+
+
+def test_library_errors_name_the_key_path_and_the_reader_names_the_file(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        from_dict(Params, _stages({"models.lenet5.train.lr": DELETE}))
+    assert str(err.value).startswith("models.lenet5.train.lr: missing key")
+    message = _error(tmp_path, {"models.lenet5.train.lr": DELETE})
+    assert message.startswith(f"{tmp_path / 'params.yaml'}: models.lenet5.train.lr: missing key")
+
+
+def test_the_schedule_section_is_the_runtimes_and_checked_there(tmp_path):
+    assert schedule_section(_params()) == ScheduleConfig(**RAW["schedule"])
+    with pytest.raises(ConfigError, match="schedule.cron: 'daily' is not a 5-field cron"):
+        schedule_section(_params({"schedule.cron": "daily"}))
+    with pytest.raises(ConfigError, match="schedule.cron: missing key; every key is required"):
+        schedule_section(_params({"schedule.cron": DELETE}))
+    assert _read(tmp_path, {"schedule.cron": "daily"}) == read_params(SHIPPED)  # no stage reads it
+
+
+def test_params_are_parsed_and_planned_once_per_content(tmp_path, monkeypatch):
+    planned = []
+    real = flows.params.plan_layers
+    monkeypatch.setattr(
+        flows.params, "plan_layers", lambda run, *a: planned.append(run.model.name) or real(run)
+    )
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(_params({"models.lenet5.train.epochs": 7}), sort_keys=False))
+    first, plan = load_params(path, "lenet5")
+    again, plan_again = load_params(path, "lenet5")
+    assert read_params(path).models["lenet5"].train.epochs == first.train.epochs == 7
+    assert model_section(path, "lenet5", "search") is read_params(path).models["lenet5"]
+    assert again == first and plan_again == plan
+    assert planned == MODELS  # each model planned once, however often it is asked for
+    path.write_text(yaml.safe_dump(_params({"models.lenet5.train.epochs": 8}), sort_keys=False))
+    assert load_params(path, "lenet5")[0].train.epochs == 8  # a new content is read afresh
 
 
 def test_missing_params_file_says_where_to_run(tmp_path):
@@ -360,9 +410,9 @@ def test_missing_params_file_says_where_to_run(tmp_path):
 
 
 def test_params_hash_is_stable_and_sensitive():
-    a = from_dict(Params, _params())
-    b = from_dict(Params, _params({"models.lenet5.train.epochs": 3}))
-    assert params_hash(a) == params_hash(from_dict(Params, _params()))
+    a = from_dict(Params, _stages())
+    b = from_dict(Params, _stages({"models.lenet5.train.epochs": 3}))
+    assert params_hash(a) == params_hash(from_dict(Params, _stages()))
     assert params_hash(a) != params_hash(b)
     assert params_hash(a.select("lenet_300_100")) == params_hash(b.select("lenet_300_100"))
     assert params_hash(a.select("lenet5")) != params_hash(b.select("lenet5"))
@@ -386,10 +436,8 @@ def test_overrides_write_a_validated_params_file(tmp_path):
 
 
 def test_iteration_targets_follow_the_method(tmp_path):
-    from flows.prune import iteration_targets
-
     params, plan = load_params(SHIPPED, "lenet_300_100")
-    steps = iteration_targets(params, plan)
+    steps = iteration_targets(params.prune, plan)
     assert len(steps) == params.prune.iterations
     assert steps[-1] == {n: p.prune_target for n, p in plan.items()}
     for earlier, later in zip(steps, steps[1:], strict=False):
@@ -397,5 +445,20 @@ def test_iteration_targets_follow_the_method(tmp_path):
     threshold = _read(tmp_path, {"models.lenet_300_100.prune.method": "threshold"})
     run = threshold.select("lenet_300_100")
     quality = RAW["models"]["lenet_300_100"]["prune"]["quality"]["fc"]
-    qualities = iteration_targets(run, plan_layers(run))
+    qualities = iteration_targets(run.prune, plan_layers(run))
     assert qualities == [dict.fromkeys(plan, quality)] * run.prune.iterations
+
+
+def test_a_searched_allocation_is_checked_like_the_tables_and_planned_from_them():
+    params, plan = load_params(SHIPPED, "lenet_300_100")
+    layer = LayerAllocation(density=0.05, units=1.0, weight_bits=4, index_bits=None)
+    searched, new_plan = apply_allocation(params, plan, Allocation(dict.fromkeys(plan, layer), 3))
+    assert searched.quantize.bits == dict.fromkeys(plan, 4) and searched.quantize.bias == 3
+    assert {n: (p.weight_bits, p.prune_target, p.index_bits) for n, p in new_plan.items()} == (
+        dict.fromkeys(plan, (4, 0.05, None))
+    )
+    wide = LayerAllocation(density=0.05, units=1.0, weight_bits=17, index_bits=None)
+    with pytest.raises(ConfigError, match=r"allocation.quantize.bits.fc1: 17 is out of range"):
+        apply_allocation(params, plan, Allocation(dict.fromkeys(plan, wide), "float32"))
+    with pytest.raises(ConfigError, match=r"no entry for layers \['fc3'\]"):
+        apply_allocation(params, plan, Allocation({"fc1": layer, "fc2": layer}, "float32"))

@@ -22,7 +22,7 @@ import torch
 import yaml
 from PIL import Image
 
-from deepcompression.config import ConfigError, DataConfig, from_dict
+from deepcompression.config import ConfigError, DataConfig
 from deepcompression.data.datasets import (
     META_FILE,
     DatasetMeta,
@@ -31,6 +31,7 @@ from deepcompression.data.datasets import (
     normalise,
 )
 from deepcompression.data.mnist import ChecksumError, DataError, DataShape, encode_idx
+from deepcompression.schema import from_dict
 from tasks.data import (
     load_prepared_data,
     load_prepared_test_data,

@@ -15,13 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deepcompression.checkpoint import Checkpoint, CheckpointError
-from deepcompression.config import (
-    EncodeConfig,
-    ModelConfig,
-    PruneConfig,
-    QuantizeConfig,
-    RunParams,
-)
+from deepcompression.config import ModelConfig, RunParams
 from deepcompression.plan import LayerPlan, plan_layers
 from deepcompression.plots.figures import (
     LayerWeights,
@@ -257,9 +251,11 @@ def lenet_params(model: str = "lenet_300_100") -> tuple[RunParams, dict[str, Lay
     params = dataclasses.replace(
         shipped,
         model=ModelConfig(model),
-        prune=PruneConfig(density={"fc": 0.1, "conv": 0.5}, units={"fc": 1.0, "conv": 1.0}),
-        quantize=QuantizeConfig(bits={"fc": 3, "conv": 4}),
-        encode=EncodeConfig(index_bits={"fc": 5, "conv": 8}),
+        prune=dataclasses.replace(
+            shipped.prune, density={"fc": 0.1, "conv": 0.5}, units={"fc": 1.0, "conv": 1.0}
+        ),
+        quantize=dataclasses.replace(shipped.quantize, bits={"fc": 3, "conv": 4}),
+        encode=dataclasses.replace(shipped.encode, index_bits={"fc": 5, "conv": 8}),
     )
     return params, plan_layers(params)
 

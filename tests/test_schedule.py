@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy
 from test_schedule_worktree import STAGE, commit, far_cron, runs, tiny_project, worktree_of
 
-from deepcompression.config import ConfigError, ScheduleConfig
+from deepcompression.config import ConfigError
 from runtime.rerun import (
     DvcReproError,
     MetricsFileError,
@@ -48,6 +48,7 @@ from runtime.schedule import (
     resolve_schedule,
     scheduled_rerun,
 )
+from runtime.schedule_config import ScheduleConfig
 
 WORKER_TIMEOUT_S = 120
 REPO_PARAMS = CODE_ROOT / "params.yaml"

@@ -24,7 +24,6 @@ import pytest
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy, StateType
 from prefect.states import Pending
 
-from deepcompression.config import ScheduleConfig
 from runtime.rerun import (
     SKIPPED,
     BranchError,
@@ -34,6 +33,7 @@ from runtime.rerun import (
     worktree_lock,
 )
 from runtime.schedule import check_schedule, rerun_deployment, scheduled_rerun
+from runtime.schedule_config import ScheduleConfig
 
 STAGE = "score@tiny"
 HOLD_ENV = "RERUN_TEST_HOLD"

@@ -14,7 +14,16 @@ import torch
 import yaml
 
 from deepcompression.checkpoint import Checkpoint
-from deepcompression.config import ConfigError, OptimConfig, SearchConfig, from_dict, to_dict
+from deepcompression.config import ConfigError, OptimConfig, SearchConfig
+from deepcompression.schema import from_dict, to_dict
+from deepcompression.search.reference import (
+    chosen_record,
+    default_allocation,
+    dense_float32_bytes,
+    front_row,
+    output_layers,
+    reference_error,
+)
 from deepcompression.search.space import (
     Allocation,
     LayerAllocation,
@@ -50,11 +59,22 @@ KINDS = {"fc1": "fc", "fc2": "fc", "fc3": "fc"}
 
 def _search_cfg(**changes) -> SearchConfig:
     cfg = SearchConfig(
+        trials=64,
+        workers=2,
+        sampler="nsga2",
+        error_budget=0.02,
         density_min={"fc": 0.02},
         density_max={"fc": 0.3},
         units_min={"fc": 0.5},
         bits_min={"fc": 2},
         bits_max={"fc": 6},
+        index_bits="auto",
+        bias=("float32", "float16"),
+        seed_tolerances=(0.002, 0.005),
+        iterations=3,
+        schedule="geometric",
+        retrain=OptimConfig(epochs=1, lr=0.01),
+        finetune=OptimConfig(epochs=1, lr=0.001),
     )
     return dataclasses.replace(cfg, **changes)
 
@@ -86,6 +106,42 @@ def test_choice_is_the_smallest_file_within_the_budget():
     assert choose(front, 0.02).number == 1
     assert choose(front, 0.5).number == 0
     assert choose(front, 0.001) is None
+
+
+def test_the_chosen_record_is_within_the_limit_else_the_lowest_error_flagged():
+    front = [_record(0, 1000, 0.05), _record(1, 2000, 0.02), _record(2, 3000, 0.01)]
+    assert chosen_record(front, 0.02) == (front[1], True)
+    assert chosen_record(front, 0.001) == (front[2], False)
+
+
+def test_the_reference_is_the_error_of_the_default_tables_trial():
+    defaults = _allocation(0.2)
+    records = [_record(0, 1000, 0.05), TrialRecord(1, 2000, 0.03, defaults)]
+    assert reference_error(records, defaults) == 0.03
+    with pytest.raises(RuntimeError, match="first seed"):
+        reference_error(records[:1], defaults)
+
+
+def test_front_rows_and_dense_bytes_count_every_float_parameter():
+    dense = Checkpoint.of(build_model("lenet_300_100"), {"name": "lenet_300_100", "kwargs": {}})
+    assert dense_float32_bytes(dense) == 4 * (784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10)
+    row = front_row(_record(3, 1000, 0.02), 4000)
+    assert (row["trial"], row["ratio"], row["bits_fc1"], row["index_fc2"]) == (3, 4.0, 4, "auto")
+    assert output_layers(dense, list(KINDS)) == ["fc3"]
+
+
+def test_the_default_allocation_is_the_hand_tables():
+    params, plan = load_params(ROOT / "params.yaml", "lenet_300_100")
+    space = resolve_space(_search_cfg(), KINDS, ["fc3"], "models.m.search")
+    defaults = default_allocation(params, plan, space)
+    assert {n: a.density for n, a in defaults.layers.items()} == {
+        n: p.prune_target for n, p in plan.items()
+    }
+    assert {n: a.weight_bits for n, a in defaults.layers.items()} == {
+        n: p.weight_bits for n, p in plan.items()
+    }
+    assert defaults.bias == params.quantize.bias
+    assert all(a.index_bits is None for a in defaults.layers.values())  # the space's `auto`
 
 
 def test_suggest_and_trial_params_round_trip():

@@ -131,7 +131,7 @@ def test_the_sensitivity_stage_writes_its_records_and_figure(tmp_path, mnist_roo
 @pytest.mark.parametrize("missing", ["sensitivity"])
 def test_a_missing_section_is_an_error_naming_the_key(tmp_path, missing):
     from deepcompression.config import ConfigError
-    from flows.sensitivity import model_section
+    from flows.params import model_section
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     del raw["models"][MODEL][missing]

@@ -26,6 +26,8 @@ from deepcompression.config import CentroidInit, KMeansEngine
 CENTROID_INITS: tuple[str, ...] = get_args(CentroidInit)
 OptimalEngine = Literal["optimal"]
 KMEANS_ENGINES: tuple[str, ...] = tuple(dict.fromkeys((*get_args(KMeansEngine), "optimal")))
+DEFAULT_ENGINE: KMeansEngine = "sorted"
+"""The engine of direct library calls (a run's parameters always name theirs): exact and fast."""
 CKMEANS_MAX_CLUSTERS = 255
 """Largest cluster count the ``ckmeans`` package accepts; larger ones go to ``kmeans1d``."""
 
@@ -261,7 +263,7 @@ def kmeans_1d(
     seed: int = 0,
     max_iter: int = 300,
     tol: float = 1e-4,
-    engine: KMeansEngine | OptimalEngine = "sorted",
+    engine: KMeansEngine | OptimalEngine = DEFAULT_ENGINE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cluster 1-D values with k-means; returns (centroids float32 ascending, labels int64).
 

@@ -15,11 +15,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from deepcompression.compress.kmeans import CentroidInit, KMeansEngine, kmeans_1d
-from deepcompression.config import MAX_BIAS_BITS, BiasMode
+from deepcompression.compress.kmeans import DEFAULT_ENGINE, CentroidInit, KMeansEngine, kmeans_1d
+from deepcompression.config import MAX_BIAS_BITS, MAX_BITS, BiasMode
 
 MIN_BITS = 1
-MAX_BITS = 16
 SHAREABLE_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d)
 
 
@@ -127,13 +126,20 @@ def cluster_layer(
     bits: int,
     init: CentroidInit = "linear",
     seed: int = 0,
-    engine: KMeansEngine = "sorted",
+    engine: KMeansEngine = DEFAULT_ENGINE,
 ) -> LayerCodebook:
     """Cluster the surviving entries of one weight into at most ``2**bits`` shared values."""
     _check_bits("weight", bits)
+    _check_mask("weight", weight, mask)
+    return _cluster(weight, mask, bits, init, seed, engine)
+
+
+def _cluster(
+    weight: Tensor, mask: Tensor, bits: int, init: CentroidInit, seed: int, engine: KMeansEngine
+) -> LayerCodebook:
+    """``cluster_layer`` for a width and mask already checked."""
     if not weight.is_floating_point():
         raise QuantizationError(f"weight must be a float tensor, got dtype {weight.dtype}")
-    _check_mask("weight", weight, mask)
     mask = mask.to(weight.device)
     values = weight.detach()[mask].to("cpu", torch.float64).numpy()
     centroids, labels = kmeans_1d(values, 2**bits, init=init, seed=seed, engine=engine)
@@ -162,7 +168,7 @@ def cluster_model(
     bits: Mapping[str, int],
     init: CentroidInit = "linear",
     seed: int = 0,
-    engine: KMeansEngine = "sorted",
+    engine: KMeansEngine = DEFAULT_ENGINE,
 ) -> dict[str, LayerCodebook]:
     """Codebooks for the layers named in ``bits`` (layer name -> bit width), keyed "layer.weight".
 
@@ -186,7 +192,7 @@ def cluster_model(
         _check_mask(key, weight, mask)
         plan[key] = (weight, mask, width)
     return {
-        key: cluster_layer(weight, mask, width, init=init, seed=seed, engine=engine)
+        key: _cluster(weight, mask, width, init, seed, engine)
         for key, (weight, mask, width) in plan.items()
     }
 
@@ -330,7 +336,7 @@ def round_bias(
     storage: BiasMode,
     init: CentroidInit = "linear",
     seed: int = 0,
-    engine: KMeansEngine = "sorted",
+    engine: KMeansEngine = DEFAULT_ENGINE,
 ) -> Tensor:
     """The bias as it will be stored: unchanged, rounded to float16 values, or its non-zero
     entries k-means shared into at most ``2**bits`` values (zeros stay +0.0), all in float32."""
@@ -355,7 +361,7 @@ def round_biases_(
     storage: BiasMode,
     init: CentroidInit = "linear",
     seed: int = 0,
-    engine: KMeansEngine = "sorted",
+    engine: KMeansEngine = DEFAULT_ENGINE,
 ) -> None:
     """Round the biases of the named layers in place to their storage (see ``round_bias``), so
     that the evaluated model is the stored one."""
