@@ -1,0 +1,147 @@
+"""Mutation benchmark: 10,000 hostile .dcz files, each must decode or raise a FormatError.
+
+Run from the repository root: ``nice .venv/bin/python -m benchmarks.bench_mutations [--files N]``.
+Splits the files equally among the mutators of ``benchmarks/mutations.py`` (seeded, over the base
+files), decodes each (``read_info``, then ``decode_model``) under tracemalloc and a 10 s alarm,
+and prints each mutator's outcomes, the slowest file, the largest peak, and the largest peak
+beyond the decoded tensors per byte of file. ``--check`` exits 1 on an uncaught error, a hang,
+or a peak above the stated bound (decoded tensors + 1024 x file + 4 MiB; docs/FORMAT.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import math
+import signal
+import sys
+import time
+import tracemalloc
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from benchmarks.mutations import BASE_FILES, MUTATORS, SEED, outcome
+from deepcompression.format.container import FormatError, read_info
+
+HANG_SECONDS = 10
+BOUND_PER_FILE_BYTE = 1024
+BOUND_SLACK = 4 * 2**20
+
+
+class Hang(Exception):
+    """A file took longer than HANG_SECONDS to decode."""
+
+
+@dataclass
+class Tally:
+    """Outcome counts and the worst time and memory seen, with the mutator that caused each."""
+
+    outcomes: dict[str, collections.Counter] = field(default_factory=dict)
+    slowest: tuple[float, str] = (0.0, "")
+    largest: tuple[int, str] = (0, "")
+    excess_ratio: tuple[float, str] = (0.0, "")
+    over_bound: int = 0
+
+
+def output_bytes(data: bytes) -> int:
+    """Bytes of the tensors (and compacted sub-tensors) a file declares; 0 if it is refused."""
+    try:
+        layers = read_info(data).layers
+    except FormatError:
+        return 0
+    compacted = sum(
+        4 * math.prod(layer.units) * math.prod(layer.shape[2:])
+        for layer in layers
+        if layer.units is not None
+    )
+    return sum(layer.decoded_bytes for layer in layers) + compacted
+
+
+def measure(data: bytes) -> tuple[str, float, int]:
+    """(outcome, seconds, traced peak bytes) of decoding one file; uncaught errors are outcomes."""
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    start = time.perf_counter()
+    signal.alarm(HANG_SECONDS)
+    try:
+        result = outcome(data)
+    except Hang:
+        result = "HANG"
+    except Exception as err:  # anything but a FormatError is a bug; count it
+        result = f"UNCAUGHT {type(err).__name__}"
+    finally:
+        signal.alarm(0)
+    seconds = time.perf_counter() - start
+    return result, seconds, tracemalloc.get_traced_memory()[1] - base
+
+
+def run(files: int) -> Tally:
+    """Decode ``files`` mutated files, equal shares per mutator, and tally the results."""
+    tally = Tally()
+    names = sorted(MUTATORS)
+    for index, name in enumerate(names):
+        rng = np.random.default_rng([SEED, 1000 + index])
+        counts = tally.outcomes.setdefault(name, collections.Counter())
+        for case in range(files // len(names) + (index < files % len(names))):
+            data = MUTATORS[name](BASE_FILES[case % len(BASE_FILES)], rng)
+            output = output_bytes(data)
+            result, seconds, peak = measure(data)
+            counts[result] += 1
+            where = f"{name} case {case} ({len(data)} B, {result})"
+            tally.slowest = max(tally.slowest, (seconds, where))
+            tally.largest = max(tally.largest, (peak, where))
+            tally.excess_ratio = max(
+                tally.excess_ratio, ((peak - output) / len(data or b"-"), where)
+            )
+            tally.over_bound += peak > output + BOUND_PER_FILE_BYTE * len(data) + BOUND_SLACK
+    return tally
+
+
+def report(tally: Tally) -> int:
+    """Print the tally; return the number of uncaught errors and hangs."""
+    total: collections.Counter = collections.Counter()
+    for name, counts in tally.outcomes.items():
+        total.update(counts)
+        print(f"{name:22s} {sum(counts.values()):6d}  " + ", ".join(
+            f"{kind} {count}" for kind, count in counts.most_common()
+        ))  # fmt: skip
+    bad = sum(count for kind, count in total.items() if kind.startswith(("UNCAUGHT", "HANG")))
+    print(f"{'all':22s} {sum(total.values()):6d}  " + ", ".join(
+        f"{kind} {count}" for kind, count in total.most_common()
+    ))  # fmt: skip
+    print(f"uncaught errors and hangs: {bad}")
+    print(f"slowest file: {tally.slowest[0]:.3f} s, {tally.slowest[1]}")
+    print(f"largest traced peak: {tally.largest[0] / 2**20:.1f} MiB, {tally.largest[1]}")
+    print(
+        f"largest peak beyond the decoded tensors: {tally.excess_ratio[0]:.0f} x the file, "
+        f"{tally.excess_ratio[1]}"
+    )
+    print(f"files over decoded + {BOUND_PER_FILE_BYTE} x file + 4 MiB: {tally.over_bound}")
+    return bad
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; with --check, exit 1 on an uncaught error, a hang or a bound broken."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=10_000)
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args(argv)
+
+    def on_alarm(signum: int, frame: object) -> None:
+        raise Hang(f"no result after {HANG_SECONDS} s")
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        tally = run(args.files)
+    finally:
+        tracemalloc.stop()
+    bad = report(tally)
+    print(f"{args.files} files in {time.perf_counter() - start:.0f} s (tracemalloc on)")
+    return 1 if args.check and (bad or tally.over_bound) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
