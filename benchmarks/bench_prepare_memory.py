@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 
 from deepcompression.config import DataConfig
-from deepcompression.data.mnist import encode_idx
+from deepcompression.data.idx import encode_idx
 from deepcompression.schema import from_dict
 from flows.params import DEFAULT_PARAMS
 
@@ -78,11 +78,11 @@ def measure(source: str, count: int, chunk_bytes: int | None) -> dict[str, float
     stage's own)."""
     import torchvision.datasets  # noqa: F401  (imported before tracing: its import is not data)
 
-    import tasks.data
+    import deepcompression.data.preparation
     from tasks.data import prepare_data
 
     if chunk_bytes is not None:
-        tasks.data.PREPARE_CHUNK_BYTES = chunk_bytes
+        deepcompression.data.preparation.PREPARE_CHUNK_BYTES = chunk_bytes
 
     with tempfile.TemporaryDirectory(prefix="bench-prepare-") as tmp:
         folder = Path(tmp) / "source"

@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 
 from deepcompression.config import OptimConfig
-from deepcompression.data.mnist import ImageTensors
+from deepcompression.data.load import load_training
+from deepcompression.data.tensors import ImageTensors
 from deepcompression.training import evaluate, make_optimizer, train_epoch
 from flows.params import DEFAULT_PARAMS, read_params
 from models import build_model
-from tasks.data import load_mnist
 
 
 def measure(
@@ -62,8 +62,8 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="for data.val_size")
     args = parser.parse_args()
     val_size = read_params(args.params).data.val_size
-    preloaded = load_mnist.fn(args.data, val_size)
-    streamed = load_mnist.fn(args.data, val_size, 1)
+    preloaded = load_training(args.data / "MNIST", val_size, mnist=True)
+    streamed = load_training(args.data / "MNIST", val_size, 1, mnist=True)
     assert streamed.streamed and not preloaded.streamed
     print(
         f"cpu, torch threads {torch.get_num_threads()}, batch {args.batch_size}, "

@@ -27,10 +27,10 @@ from deepcompression.compress.pruning import (
     prune_,
 )
 from deepcompression.config import OptimConfig
+from deepcompression.data.load import load_training
 from deepcompression.training import make_optimizer, resolve_device, train_epoch
 from flows.params import DEFAULT_PARAMS, read_params
 from models import build_model
-from tasks.data import load_mnist
 
 
 def bare_epoch(
@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="for data.val_size")
     args = parser.parse_args()
     device = resolve_device("auto")
-    data = load_mnist.fn(args.data, read_params(args.params).data.val_size)
+    data = load_training(args.data / "MNIST", read_params(args.params).data.val_size, mnist=True)
     x, y = data.train_x.to(device), data.train_y.to(device)
     print(
         f"device {device}, torch threads {torch.get_num_threads()}, batch {args.batch_size}, "

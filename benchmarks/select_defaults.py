@@ -33,7 +33,8 @@ from deepcompression.compress.quantization import (
     share_weights_,
     strip_,
 )
-from deepcompression.data.mnist import TRAIN_IMAGES, TRAIN_LABELS, MnistTensors, mnist_training_set
+from deepcompression.data.mnist import TRAIN_IMAGES, TRAIN_LABELS, mnist_training_set
+from deepcompression.data.tensors import ImageTensors
 from deepcompression.format.container import QuantizedTensor, encode_model
 from deepcompression.plan import compressible_layers, layer_kind
 from deepcompression.training import evaluate, fit, seed_everything
@@ -75,7 +76,7 @@ SMALL_GRIDS: dict[str, dict] = {
 the weight decay is chosen, the compression settings are the paper's Table 3."""
 
 
-def read_training_set(folder: Path, val_size: int) -> MnistTensors:
+def read_training_set(folder: Path, val_size: int) -> ImageTensors:
     """The verified training and validation splits from the two training IDX files (or .gz)."""
 
     def read(name: str) -> bytes:

@@ -24,7 +24,8 @@ from deepcompression.config import (
     check_layer_table,
     layer_value,
 )
-from deepcompression.data.mnist import MNIST_SHAPE, DataShape
+from deepcompression.data.mnist import MNIST_SHAPE
+from deepcompression.data.tensors import DataShape
 from deepcompression.search.space import Allocation
 from models import build_model, model_names
 

@@ -7,18 +7,12 @@ from pathlib import Path
 import torch
 
 from deepcompression.config import ConfigError, RunParams
-from deepcompression.data.mnist import MNIST_SHAPE, DataShape, ImageTensors
+from deepcompression.data.load import folder_shape, load_test, load_training
 from deepcompression.data.streaming import StreamedImages
+from deepcompression.data.tensors import DataShape, ImageTensors
 from deepcompression.plan import LayerPlan, plan_layers, shape_hint
 from flows.params import load_params
 from runtime.workspace import PROJECT_ROOT, Workspace
-from tasks.data import (
-    load_mnist_raw,
-    load_mnist_raw_test,
-    load_prepared_data,
-    load_prepared_test_data,
-    prepared_shape,
-)
 
 TORCHVISION_ROOT = PROJECT_ROOT / ".cache" / "torchvision"
 """Where source `torchvision` keeps its downloads when `data.local_dir` is null."""
@@ -31,9 +25,7 @@ def data_dir(params: RunParams, workspace: Workspace) -> Path:
 
 def data_shape(params: RunParams, workspace: Workspace) -> DataShape:
     """The prepared data's shape (MNIST's for MNIST; else from its meta.json)."""
-    if params.data.is_mnist:
-        return MNIST_SHAPE
-    return prepared_shape(data_dir(params, workspace))
+    return folder_shape(data_dir(params, workspace), mnist=params.data.is_mnist)
 
 
 def setup(
@@ -70,10 +62,7 @@ def load_data(params: RunParams, workspace: Workspace) -> ImageTensors:
     """
     folder = data_dir(params, workspace)
     limit = params.data.max_preload_bytes
-    if params.data.is_mnist:
-        data: ImageTensors = load_mnist_raw.fn(folder / "raw", params.data.val_size, limit)
-    else:
-        data = load_prepared_data.fn(folder, params.data.val_size, limit)
+    data = load_training(folder, params.data.val_size, limit, mnist=params.data.is_mnist)
     n_train = _limit("data.train_limit", params.data.train_limit, len(data.train_y), folder)
     n_val = _limit("data.val_limit", params.data.val_limit, len(data.val_y), folder)
     return data.subset(n_train, n_val)
@@ -86,9 +75,6 @@ def load_test_data(
     (streamed as `load_data` streams)."""
     folder = data_dir(params, workspace)
     limit = params.data.max_preload_bytes
-    if params.data.is_mnist:
-        x, y = load_mnist_raw_test.fn(folder / "raw", limit)
-    else:
-        x, y = load_prepared_test_data.fn(folder, limit)
+    x, y = load_test(folder, limit, mnist=params.data.is_mnist)
     n_test = _limit("data.test_limit", params.data.test_limit, len(y), folder)
     return x[:n_test], y[:n_test]

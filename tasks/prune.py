@@ -11,7 +11,7 @@ from deepcompression.compress.distill import teacher_from
 from deepcompression.compress.pruning import densities, full_masks, overall_density, prune_
 from deepcompression.compress.unit_pruning import apply_unit_masks_, unit_masks
 from deepcompression.config import DistillConfig, OptimConfig, PruneMethod, RunConfig
-from deepcompression.data.mnist import MnistTensors
+from deepcompression.data.tensors import ImageTensors
 from deepcompression.training import (
     EpochRecord,
     evaluate,
@@ -54,7 +54,7 @@ def prune_iteration(
     method: PruneMethod,
     retrain: OptimConfig,
     run: RunConfig,
-    data: MnistTensors,
+    data: ImageTensors,
     stds: dict[str, float] | None = None,
     units: dict[str, int] | None = None,
     consumers: dict[str, str | None] | None = None,

@@ -22,7 +22,7 @@ from deepcompression.compress.unit_pruning import (
     zero_unread_biases_,
 )
 from deepcompression.config import DistillConfig, QuantizeConfig, RunConfig
-from deepcompression.data.mnist import MnistTensors
+from deepcompression.data.tensors import ImageTensors
 from deepcompression.training import (
     EpochRecord,
     evaluate,
@@ -49,7 +49,7 @@ def quantize(
     bits: dict[str, int],
     cfg: QuantizeConfig,
     run: RunConfig,
-    data: MnistTensors,
+    data: ImageTensors,
     teacher: Checkpoint | None = None,
     distill: DistillConfig | None = None,
 ) -> tuple[Checkpoint, QuantizeResult]:

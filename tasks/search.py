@@ -12,14 +12,14 @@ from pathlib import Path
 from prefect.cache_policies import NO_CACHE
 
 from deepcompression.checkpoint import Checkpoint
-from deepcompression.data.mnist import ImageTensors
+from deepcompression.data.load import load_training
+from deepcompression.data.tensors import ImageTensors
 from deepcompression.numerics import pin_threads
 from deepcompression.search.space import Allocation
 from deepcompression.search.trial import TrialSettings, run_trial
 from deepcompression.training import resolve_device
 from runtime.log import run_logger
 from runtime.resilient import task
-from tasks.data import load_mnist_raw, load_prepared_data
 
 
 @dataclass(frozen=True)
@@ -40,11 +40,7 @@ _LOADED: dict[TrialData, ImageTensors] = {}
 def worker_data(source: TrialData) -> ImageTensors:
     """The training and validation splits, loaded once per worker process and cut to limits."""
     if source not in _LOADED:
-        folder = Path(source.folder)
-        if source.mnist:
-            data: ImageTensors = load_mnist_raw.fn(folder / "raw", source.val_size)
-        else:
-            data = load_prepared_data.fn(folder, source.val_size)
+        data = load_training(Path(source.folder), source.val_size, mnist=source.mnist)
         n_train = min(source.train_limit or len(data.train_y), len(data.train_y))
         n_val = min(source.val_limit or len(data.val_y), len(data.val_y))
         _LOADED.clear()

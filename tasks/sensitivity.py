@@ -6,7 +6,7 @@ from prefect.cache_policies import NO_CACHE
 
 from deepcompression.checkpoint import Checkpoint
 from deepcompression.config import QuantizeConfig, RunConfig, SensitivityConfig
-from deepcompression.data.mnist import ImageTensors
+from deepcompression.data.tensors import ImageTensors
 from deepcompression.search.sensitivity import (
     Axis,
     SensitivityPoint,

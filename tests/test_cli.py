@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli.main import EXIT_OK, EXIT_USAGE, main, package_version
+from cli.errors import EXIT_OK, EXIT_USAGE
+from cli.main import main, package_version
 from deepcompression.data.mnist import TEST_IMAGES, TEST_LABELS, mnist_test_set
 from deepcompression.format.container import QuantizedTensor, encode_model, read_info
 from deepcompression.format.loader import load_model

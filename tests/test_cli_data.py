@@ -13,18 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from cli.main import DATA_HELP, EXIT_OK, EXIT_USAGE, main
+from cli.errors import EXIT_OK, EXIT_USAGE
+from cli.evaluate import DATA_HELP
+from cli.main import main
 from deepcompression.compress.pruning import full_masks, prune_
 from deepcompression.compress.quantization import cluster_model
-from deepcompression.data.datasets import (
-    META_FILE,
-    RawDataset,
-    Split,
-    load_prepared_test,
-    prepare,
-    split_files,
-)
 from deepcompression.data.mnist import MNIST_SHAPE
+from deepcompression.data.prepared import META_FILE, load_prepared_test, split_files
+from deepcompression.data.writer import RawDataset, Split, prepare
 from deepcompression.format.container import QuantizedTensor, encode_model
 from deepcompression.format.loader import load_model
 from deepcompression.training import evaluate
@@ -45,7 +41,7 @@ def _split(name: str, count: int, seed: int) -> Split:
 
 
 def _write_prepared(folder: Path, name: str = "tiny") -> Path:
-    """A prepared folder written by data.datasets.prepare, as the data stage does."""
+    """A prepared folder written by data.writer.prepare, as the data stage does."""
     raw = RawDataset(
         train=_split("train", COUNTS["train"], 1), test=_split("test", COUNTS["test"], 2)
     )
@@ -184,7 +180,7 @@ def test_eval_default_data_reads_the_prepared_folder_given(
 
 def _drop_test_images(folder: Path) -> str:
     (folder / split_files("test")[0]).unlink()
-    return "no such file"
+    return f"{split_files('test')[0]} not found"
 
 
 def _flip_a_test_byte(folder: Path) -> str:

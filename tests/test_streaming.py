@@ -20,18 +20,21 @@ from test_cli_data import SHAPE, _compressed, _write_prepared
 from test_datasets import data_config, prepare, write_idx_folder
 from test_own_data import SHIPPED, params_file
 
-from cli.main import EXIT_OK, main
+from cli.errors import EXIT_OK
+from cli.main import main
 from deepcompression.compress.pruning import full_masks, prune_
 from deepcompression.config import OptimConfig
-from deepcompression.data import mnist as data_module
-from deepcompression.data.datasets import load_prepared, load_prepared_test
-from deepcompression.data.mnist import TRAIN_IMAGES, ChecksumError, ImageTensors
+from deepcompression.data import checksums
+from deepcompression.data.errors import ChecksumError
+from deepcompression.data.load import load_test, load_training
+from deepcompression.data.mnist import TRAIN_IMAGES
+from deepcompression.data.prepared import load_prepared, load_prepared_test
 from deepcompression.data.streaming import StreamedImages, batches
+from deepcompression.data.tensors import ImageTensors
 from deepcompression.format.loader import load_model
 from deepcompression.training import evaluate, fit, predict_logits, seed_everything
 from models import build_model
 from runtime import monitor
-from tasks.data import load_mnist, load_prepared_data, load_prepared_test_data
 from tasks.io import load_checkpoint
 
 VAL_SIZE = 12
@@ -83,7 +86,7 @@ class FileSpy:
 def test_a_split_over_the_limit_is_mapped_and_hashed_in_chunks_never_read_whole(
     prepared: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(data_module, "HASH_CHUNK_BYTES", SMALL_CHUNK)
+    monkeypatch.setattr(checksums, "HASH_CHUNK_BYTES", SMALL_CHUNK)
     spy = FileSpy(prepared)
     data = load_prepared(spy.read, VAL_SIZE, str(prepared), spy.open, max_preload_bytes=1)
     test_x, test_y = load_prepared_test(spy.read, str(prepared), spy.open, max_preload_bytes=1)
@@ -103,11 +106,11 @@ def test_a_split_over_the_limit_is_mapped_and_hashed_in_chunks_never_read_whole(
 
 def test_the_stage_loaders_preload_up_to_the_limit_and_stream_beyond(prepared: Path) -> None:
     train_file = 48 * 3 * 8 * 8 * 4  # the training file's images as float32 (train and val)
-    assert not load_prepared_data.fn(prepared, VAL_SIZE, train_file).streamed
-    assert load_prepared_data.fn(prepared, VAL_SIZE, train_file - 1).streamed
+    assert not load_training(prepared, VAL_SIZE, train_file, mnist=False).streamed
+    assert load_training(prepared, VAL_SIZE, train_file - 1, mnist=False).streamed
     test_file = 9 * 3 * 8 * 8 * 4
-    assert isinstance(load_prepared_test_data.fn(prepared, test_file)[0], torch.Tensor)
-    assert isinstance(load_prepared_test_data.fn(prepared, test_file - 1)[0], StreamedImages)
+    assert isinstance(load_test(prepared, test_file, mnist=False)[0], torch.Tensor)
+    assert isinstance(load_test(prepared, test_file - 1, mnist=False)[0], StreamedImages)
 
 
 def test_a_streamed_file_is_still_checked_against_its_sha256(tmp_path: Path) -> None:
@@ -119,12 +122,12 @@ def test_a_streamed_file_is_still_checked_against_its_sha256(tmp_path: Path) -> 
     body[-1] ^= 1
     path.write_bytes(bytes(body))
     with pytest.raises(ChecksumError, match="train-images-idx4-ubyte"):
-        load_prepared_data.fn(folder, 6, 1)
+        load_training(folder, 6, 1, mnist=False)
 
 
 def test_streamed_batches_equal_the_preloaded_tensors_slices(prepared: Path) -> None:
-    preloaded = load_prepared_data.fn(prepared, VAL_SIZE)
-    streamed = load_prepared_data.fn(prepared, VAL_SIZE, 1)
+    preloaded = load_training(prepared, VAL_SIZE, mnist=False)
+    streamed = load_training(prepared, VAL_SIZE, 1, mnist=False)
     order = torch.randperm(36, generator=torch.Generator().manual_seed(3))
     rows = [order[:10], order[10:30], order[30:], slice(5, 17)]
     for got, want in zip(
@@ -146,7 +149,7 @@ def test_mnist_streams_its_training_images_with_the_same_values(
         return real_read_bytes(self)
 
     monkeypatch.setattr(Path, "read_bytes", read_bytes)
-    streamed = load_mnist.fn(mnist_root, 10_000, 1)
+    streamed = load_training(mnist_root / "MNIST", 10_000, 1, mnist=True)
     assert TRAIN_IMAGES not in whole and streamed.streamed
     assert streamed.train_x.shape == mnist_tensors.train_x.shape
     spans = [slice(0, 5000), slice(45_000, 50_000)]
@@ -180,16 +183,16 @@ def _train(data: ImageTensors, masks: bool) -> tuple[torch.nn.Module, list]:
 def test_fit_evaluate_and_predict_on_streamed_data_equal_the_preloaded(
     prepared: Path, masks: bool
 ) -> None:
-    preloaded = load_prepared_data.fn(prepared, VAL_SIZE)
-    streamed = load_prepared_data.fn(prepared, VAL_SIZE, 1)
+    preloaded = load_training(prepared, VAL_SIZE, mnist=False)
+    streamed = load_training(prepared, VAL_SIZE, 1, mnist=False)
     model, history = _train(preloaded, masks)
     twin, twin_history = _train(streamed, masks)
     strip = [dataclasses.replace(r, seconds=0.0) for r in history]
     assert strip == [dataclasses.replace(r, seconds=0.0) for r in twin_history]
     for key, value in model.state_dict().items():
         assert torch.equal(value, twin.state_dict()[key]), key
-    test_x, test_y = load_prepared_test_data.fn(prepared)
-    streamed_x, streamed_y = load_prepared_test_data.fn(prepared, 1)
+    test_x, test_y = load_test(prepared, mnist=False)
+    streamed_x, streamed_y = load_test(prepared, 1, mnist=False)
     assert evaluate(model, test_x, test_y, 4) == evaluate(twin, streamed_x, streamed_y, 4)
     assert torch.equal(predict_logits(model, test_x, 4), predict_logits(twin, streamed_x, 4))
 

@@ -1,0 +1,251 @@
+"""``deepcompression eval``: decode a compressed-model file into its network and measure it on a
+test set. ``--data DIR`` finds the test set in ``DIR``: a prepared ``data/<name>`` folder
+(``DIR/meta.json``, any image data), else MNIST's four IDX files in ``DIR/raw`` (the data stage's
+``data/MNIST``) or in ``DIR/MNIST/raw`` (the default ``--data data``). A test set whose images take
+over ``--max-preload-bytes`` as float32 is streamed from its file in batches. Models, training and
+data readers are imported here, lazily (library code only, never Prefect), so that ``inspect``
+and ``--version`` start quickly."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cli.errors import EXIT_OK, CliError, not_a_model, path_text, read_input
+from cli.text import key_values, print_json, printable, shown, write_line
+from deepcompression.format.container import FormatError
+
+DEFAULT_DATA = Path("data")
+DATA_HELP = "folder holding MNIST/raw, or a prepared data/<name> folder (meta.json)"
+DEFAULT_BATCH_SIZE = 1000
+
+
+def format_eval(result: dict[str, Any]) -> str:
+    """Human-readable eval output: the test set, error, sample count and timings."""
+    return "\n".join(
+        key_values(
+            [
+                ("file", shown(result["file"])),
+                ("arch", shown(result["arch"] or "unknown")),
+                ("data", f"{shown(result['data'])} ({shown(result['data_folder'])})"),
+                ("device", result["device"]),
+                ("test error", f"{100.0 * result['test_error']:.2f}%"),
+                ("test loss", f"{result['test_loss']:.4f}"),
+                ("test samples", str(result["test_samples"])),
+                ("decode seconds", f"{result['decode_seconds']:.3f}"),
+                ("eval seconds", f"{result['eval_seconds']:.3f}"),
+            ]
+        )
+    )
+
+
+@dataclass(frozen=True)
+class _TestSet:
+    """A located test set: its name, folder, data shape (as model kwargs) and its loader."""
+
+    name: str
+    folder: Path
+    kwargs: dict[str, int]
+    load: Callable[[], tuple[Any, Any]]
+
+
+def _data_problem(where: Path, err: Exception, what: str = "test set") -> CliError:
+    """The one-line error for unreadable or invalid data files under ``where``."""
+    detail = str(err)
+    if isinstance(err, OSError):
+        name = printable(str(err.filename)) if err.filename else path_text(where)
+        detail = f"{name}: {err.strerror or err}"
+    return CliError(
+        f"{what} not usable under {path_text(where)}: {detail}. Run `dvc repro data` to prepare "
+        f"it, or pass --data DIR ({DATA_HELP})."
+    )
+
+
+def _mnist_files_in(raw: Path) -> bool:
+    """Whether ``raw`` holds MNIST's four IDX files (the data stage's ``data/<name>/raw``)."""
+    from deepcompression.data.mnist import IDX_FILES
+
+    return all((raw / name).is_file() for name in IDX_FILES)
+
+
+def _loader(folder: Path, mnist: bool, max_preload_bytes: int, what: str) -> Callable[[], Any]:
+    """Loads the test set of the data folder `folder` with the pipeline's own loader (images over
+    `max_preload_bytes` as float32 streamed); a problem with its files is a CliError."""
+    from deepcompression.data.errors import DataError
+    from deepcompression.data.load import MNIST_RAW, load_test
+
+    def load() -> tuple[Any, Any]:
+        try:
+            return load_test(folder, max_preload_bytes, mnist=mnist)
+        except (OSError, DataError) as err:
+            raise _data_problem(folder / MNIST_RAW if mnist else folder, err, what) from None
+
+    return load
+
+
+def _locate_test_set(root: Path, max_preload_bytes: int) -> _TestSet:
+    """The test set under ``root``: prepared (meta.json), else MNIST in raw/, else MNIST/raw/.
+
+    Reads only meta.json here; the test files are read by ``load`` (images over
+    `max_preload_bytes` as float32 streamed). A bad meta.json is a CliError naming it.
+    """
+    from deepcompression.data.errors import DataError
+    from deepcompression.data.files import stage_reader
+    from deepcompression.data.load import MNIST_RAW
+    from deepcompression.data.mnist import MNIST_SHAPE, TEST_IMAGES, TEST_LABELS
+    from deepcompression.data.prepared import META_FILE, read_meta
+
+    if (root / META_FILE).is_file():
+        try:
+            meta = read_meta(stage_reader(root), str(root))
+        except (OSError, DataError) as err:
+            raise _data_problem(root, err) from None
+        load = _loader(root, False, max_preload_bytes, "test set")
+        return _TestSet(meta.name, root, meta.shape.model_kwargs(), load)
+    folder = root if _mnist_files_in(root / MNIST_RAW) else root / "MNIST"
+    raw = folder / MNIST_RAW
+    missing = [name for name in (TEST_IMAGES, TEST_LABELS) if not (raw / name).is_file()]
+    if missing:
+        where = "no such folder" if not root.is_dir() else f"no {META_FILE}"
+        raise CliError(
+            f"no test set under {path_text(root)} ({where}): MNIST test set not usable under "
+            f"{path_text(raw)}: {', '.join(missing)} missing. Run `dvc repro data` to fetch it, or "
+            f"pass --data DIR ({DATA_HELP})."
+        )
+    load = _loader(folder, True, max_preload_bytes, "MNIST test set")
+    return _TestSet("MNIST", raw, MNIST_SHAPE.model_kwargs(), load)
+
+
+def _data_kwargs(model: Any, arch: dict) -> dict[str, Any]:
+    """in_channels, image_size and num_classes the network was built with: the header's
+    arch.kwargs, the model factory's defaults where the header leaves one out."""
+    from models import DATA_KWARGS, model_arch
+
+    try:
+        built = model_arch(model)["kwargs"]
+    except (ValueError, KeyError, TypeError):
+        built = {}
+    given = arch.get("kwargs")
+    recorded = given if isinstance(given, dict) else {}
+    merged = {**built, **recorded}
+    return {key: merged[key] for key in DATA_KWARGS if key in merged}
+
+
+def _kwargs_text(kwargs: dict[str, Any]) -> str:
+    """``in_channels=3, image_size=32, num_classes=10``, values from a file shown escaped."""
+    return ", ".join(f"{key}={shown(repr(value), 40)}" for key, value in kwargs.items())
+
+
+def _recorded_data_name(provenance: dict) -> str | None:
+    """The data.name of a non-MNIST dataset the file's provenance records (the pipeline's), if
+    any: its prepared folder is ``data/<name>``. None for MNIST or when nothing usable is there."""
+    from deepcompression.config import DataConfig
+
+    params = provenance.get("params")
+    data = params.get("data") if isinstance(params, dict) else None
+    if not isinstance(data, dict):
+        return None
+    name, source, dataset = data.get("name"), data.get("source"), data.get("dataset")
+    if not isinstance(name, str) or not isinstance(source, str):
+        return None
+    if DataConfig(source=source, dataset=str(dataset)).is_mnist:  # type: ignore[arg-type]
+        return None
+    plain = re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name)
+    return name if plain else None
+
+
+def _check_default_data(path: Path, kwargs: dict[str, Any], provenance: dict) -> None:
+    """Without --data, refuse a file made for other data than MNIST, naming the folder to pass."""
+    from deepcompression.data.mnist import MNIST_SHAPE
+
+    mnist = MNIST_SHAPE.model_kwargs()
+    name = _recorded_data_name(provenance)
+    differs = {key: value for key, value in kwargs.items() if mnist.get(key) != value}
+    if not differs and name is None:
+        return
+    made_for = f"data of {_kwargs_text(kwargs)}" if differs else f"the data set {name!r}"
+    folder = f"--data {DEFAULT_DATA / name}" if name is not None else "--data data/<name>"
+    raise CliError(
+        f"{path_text(path)} was made for {made_for}, not MNIST (the default test set): pass the "
+        f"prepared folder of the data it was made for, {folder} (a folder holding meta.json)."
+    )
+
+
+def _check_fits(path: Path, kwargs: dict[str, Any], test_set: _TestSet) -> None:
+    """Refuse data whose shape differs from what the file's network was built for."""
+    differs = [
+        key for key, value in test_set.kwargs.items() if key in kwargs and kwargs[key] != value
+    ]
+    if not differs:
+        return
+    raise CliError(
+        f"{path_text(path)} holds a network built for {_kwargs_text(kwargs)} (arch.kwargs), but "
+        f"{path_text(test_set.folder)} ({shown(test_set.name, 64)}) holds data of "
+        f"{_kwargs_text(test_set.kwargs)}; pass --data with the folder of the data the file was "
+        "made for."
+    )
+
+
+def _max_preload_bytes(args: argparse.Namespace) -> int:
+    """--max-preload-bytes, else the default of params.yaml's data.max_preload_bytes."""
+    from deepcompression.config import DataConfig
+
+    return (
+        DataConfig().max_preload_bytes if args.max_preload_bytes is None else args.max_preload_bytes
+    )
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """``eval``: decode the file into its network and measure test error on its test set."""
+    from deepcompression.format.loader import ModelBuildError, load_model
+    from deepcompression.training import evaluate, resolve_device
+    from models import UnknownModelError
+
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError as err:
+        raise CliError(str(err)) from None
+    data = read_input(args.file)
+    try:
+        start = time.perf_counter()
+        model, decoded = load_model(data, device, max_decoded_bytes=args.max_decoded_bytes)
+        decode_seconds = time.perf_counter() - start
+    except FormatError as err:
+        raise not_a_model(args.file, err) from None
+    except (UnknownModelError, ModelBuildError) as err:
+        raise CliError(f"{path_text(args.file)}: {err}") from None
+    kwargs = _data_kwargs(model, decoded.arch)
+    if args.data is None:
+        _check_default_data(args.file, kwargs, decoded.provenance)
+    test_set = _locate_test_set(
+        DEFAULT_DATA if args.data is None else args.data, _max_preload_bytes(args)
+    )
+    _check_fits(args.file, kwargs, test_set)
+    test_x, test_y = test_set.load()
+    start = time.perf_counter()
+    result = evaluate(model, test_x.to(device), test_y.to(device), args.batch_size)
+    eval_seconds = time.perf_counter() - start
+    report = {
+        "file": str(args.file),
+        "arch": decoded.arch.get("name"),
+        "data": test_set.name,
+        "data_folder": str(test_set.folder),
+        "device": str(device),
+        "batch_size": args.batch_size,
+        "test_error": result.error,
+        "test_loss": result.loss,
+        "test_samples": result.samples,
+        "decode_seconds": decode_seconds,
+        "eval_seconds": eval_seconds,
+    }
+    if args.json:
+        print_json(report, sys.stdout)
+    else:
+        write_line(format_eval(report), sys.stdout)
+    return EXIT_OK
