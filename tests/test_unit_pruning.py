@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch import nn
 
+from deepcompression.checkpoint import Checkpoint
 from deepcompression.compress.pruning import MaskGuard, check_masks, full_masks, prune_
+from deepcompression.compress.schedule import unit_targets, units_kept
 from deepcompression.compress.unit_pruning import (
     UnitMasks,
     UnitPruningError,
@@ -20,6 +22,7 @@ from deepcompression.compress.unit_pruning import (
     units_to_keep,
     zero_unread_biases_,
 )
+from deepcompression.plan import LayerPlan
 from models import LeNet5, LeNet300100
 
 
@@ -335,3 +338,28 @@ def test_zeroing_unread_biases_leaves_a_depthwise_consumer_alone() -> None:
     before = net[0].bias.detach().clone()
     assert zero_unread_biases_(net, masks, trace_consumers(net)) == {"2": 0}
     assert torch.equal(net[0].bias, before)
+
+
+def _lenet_plan(units: dict[str, float]) -> dict[str, LayerPlan]:
+    """A LeNet-300-100 plan keeping the given fraction of each layer's units (others: all)."""
+    numel = {"fc1": 784 * 300, "fc2": 300 * 100, "fc3": 100 * 10}
+    return {
+        name: LayerPlan(name, "fc", n, 0.1, 4, None, units.get(name, 1.0))
+        for name, n in numel.items()
+    }
+
+
+def test_unit_targets_trace_the_network_only_when_a_layer_drops_units() -> None:
+    dense = Checkpoint.of(LeNet300100(), {"name": "lenet_300_100", "kwargs": {}})
+    assert unit_targets(dense, _lenet_plan({})) == ({}, {})
+    units, consumers = unit_targets(dense, _lenet_plan({"fc1": 0.5, "fc2": 0.25}))
+    assert units == {"fc1": 150, "fc2": 25}
+    assert consumers == {"fc1": "fc2", "fc2": "fc3", "fc3": None}
+
+
+def test_units_kept_counts_the_units_with_a_surviving_weight() -> None:
+    model = LeNet300100()
+    masks = full_masks(model)
+    masks["fc1.weight"][:40] = False  # 40 units of fc1 lose every weight
+    kept = units_kept(Checkpoint.of(model, {"name": "lenet_300_100", "kwargs": {}}, masks=masks))
+    assert kept == {"fc1": (260, 300), "fc2": (100, 100), "fc3": (10, 10)}

@@ -88,7 +88,7 @@ def resolve_space(
         for low, high in (("density_min", "density_max"), ("bits_min", "bits_max")):
             if values[low] > values[high]:
                 raise ConfigError(
-                    f"params.yaml: {key}.{low}: {values[low]!r} for layer {layer!r} is above "
+                    f"{key}.{low}: {values[low]!r} for layer {layer!r} is above "
                     f"{high} ({values[high]!r})"
                 )
         layers[layer] = LayerRange(
