@@ -15,10 +15,13 @@ from runtime.handoff import DISABLE_ENV
 RUNTIME_ENV = frozenset(
     {"PATH", "PWD", "OLDPWD", "SHLVL", "_", "TERM", "COLUMNS", "LINES", DISABLE_ENV}
     | {"MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES"}
+    | {"PORT", "MODEL", "PYTHON", "DC_PREFECT_PORT"}
 )
 RUNTIME_PREFIXES = ("PREFECT_", "DVC_")
 """Variables read at run time only (or, Prefect's, re-read by the child): these may differ
-between the runner and a caller; any other difference refuses the caller."""
+between the runner and a caller; any other difference refuses the caller. PORT, MODEL and PYTHON
+are the Makefile's (`make ui PORT=4341` passes them to its commands), which no Python code reads;
+DC_PREFECT_PORT, the local server's port, is read when a stage describes its server."""
 
 
 def import_time_env(env: dict[str, str]) -> dict[str, str]:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
-from runtime.server import DEFAULT, ensure_api_url, is_healthy
+from runtime.server import LocalServer, ensure_api_url, is_healthy
 
 
 def connect() -> str | None:
@@ -29,7 +29,7 @@ def connect() -> str | None:
         url = ensure_api_url()
     except (RuntimeError, OSError) as err:
         print(f"warning: {err}; the stage runs without Prefect records", file=sys.stderr)
-        os.environ.setdefault("PREFECT_API_URL", DEFAULT.api_url)  # never a temporary server
+        os.environ.setdefault("PREFECT_API_URL", LocalServer().api_url)  # never a temporary one
         refresh_prefect_settings()
         return None
     refresh_prefect_settings()

@@ -32,14 +32,21 @@ PENDING_DIR_ENV = "DC_PENDING_DIR"
 DEFAULT_PENDING_DIR = Path(".prefect") / "pending"
 HEALTH_TIMEOUT_S = 1.0
 MAX_PENDING_LOGS = 10_000
+HEARTBEAT_S = 30
+"""Seconds between the heartbeats of every flow run the project starts (Prefect's default: 180);
+runtime/recovery.py's zombie automation crashes such a run after three missing ones."""
+HEARTBEAT_ENV = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
 # Stage processes: an outage is noticed in seconds (not ~73 s of retries), heartbeats feed the
 # zombie-run automation. Environment values win; (env, setting, default).
 STAGE_SETTINGS = (
     ("PREFECT_CLIENT_MAX_RETRIES", "client.max_retries", "1"),
     ("PREFECT_API_REQUEST_TIMEOUT", "api.request_timeout", "10"),
-    ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "flows.heartbeat_frequency", "30"),
+    (HEARTBEAT_ENV, "flows.heartbeat_frequency", str(HEARTBEAT_S)),
 )
 NOISY_LOGGERS = ("prefect.events", "prefect._internal", "prefect.client")
+STUCK_FINISH = "Finished in state Running"
+"""How the engine ends a run whose final state it could not report: not kept, nor replayed (the
+catch-up sets the real final state)."""
 
 logger = logging.getLogger("deepcompression.monitor")
 
@@ -50,6 +57,8 @@ class _Status:
 
     offline: bool = False
     reason: str = ""
+    failed_call: str = ""
+    """The latest API error while the API still answered (the process stayed online)."""
     lock: threading.RLock = field(default_factory=threading.RLock)
 
 
@@ -58,7 +67,8 @@ _STATUS = _Status()
 
 @dataclass
 class PendingRecord:
-    """What one flow run could not record while the API was away; replayed by runtime.recovery."""
+    """What one flow run could not record (the API was away, or one call failed while it answered:
+    `offline`); replayed by runtime.recovery."""
 
     flow_run_id: str
     api_url: str
@@ -72,7 +82,12 @@ class PendingRecord:
     progress: dict[str, float] = field(default_factory=dict)
     task_runs: dict[str, str] = field(default_factory=dict)
     unrecorded_tasks: list[str] = field(default_factory=list)
+    stranded_tasks: list[dict[str, str]] = field(default_factory=list)
+    """Task runs whose engine failed before their body (the engine leaves their record Pending,
+    named `<task>-<dynamic key>`): {"task", "run" (the run's name), "state" (of the body, run
+    directly)}."""
     logs: int = 0
+    offline: bool = True
 
     def path(self, folder: Path) -> Path:
         """This record's JSON file in `folder`."""
@@ -165,13 +180,15 @@ def absorb_api_error(exc: BaseException) -> bool:
         return False
     if not is_offline() and not api_answers():
         go_offline(describe(exc))
+    elif not is_offline():
+        _STATUS.failed_call = describe(exc)
     return True
 
 
 def reset() -> None:
     """Back online with no records (tests, or a process that starts a new stage)."""
     with _STATUS.lock:
-        _STATUS.offline, _STATUS.reason = False, ""
+        _STATUS.offline, _STATUS.reason, _STATUS.failed_call = False, "", ""
         _RECORDS.clear()
 
 
@@ -200,13 +217,21 @@ def keep(update: Callable[[PendingRecord], None], run: tuple[str, str] | None = 
                 flow_run_id=run[0],
                 api_url=api_url() or "",
                 pid=os.getpid(),
-                since=time.strftime("%Y-%m-%d %H:%M:%S"),
-                reason=_STATUS.reason or "API errors",
+                since=_now(),
+                reason=_STATUS.reason or _STATUS.failed_call or "API errors",
                 flow_name=run[1],
+                offline=_STATUS.offline,
             )
+        if _STATUS.offline and not record.offline:  # a failed call first, then the outage
+            record.offline, record.since, record.reason = True, _now(), _STATUS.reason
         record.flow_name = record.flow_name or run[1]
         update(record)
         record.save(pending_dir())
+
+
+def _now() -> str:
+    """Local time as the records write it."""
+    return time.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def keep_artifact(kind: str, **fields: Any) -> None:
@@ -233,6 +258,12 @@ def keep_unrecorded_task(name: str) -> None:
     keep(lambda r: r.unrecorded_tasks.append(name))
 
 
+def keep_stranded_task(task: str, run: str, state: str) -> None:
+    """Note a run `run` of task `task` whose engine failed before its body, which then ran
+    directly to `state`."""
+    keep(lambda r: r.stranded_tasks.append({"task": task, "run": run, "state": state}))
+
+
 def keep_final_state(run: tuple[str, str], state: str, message: str = "") -> None:
     """Keep the final state of a flow run whose engine could not report it."""
 
@@ -245,7 +276,7 @@ def keep_final_state(run: tuple[str, str], state: str, message: str = "") -> Non
 def keep_log(log: dict[str, Any]) -> None:
     """Append one API log (a LogCreate dict) to its run's JSON-lines file (bounded)."""
     run_id = log.get("flow_run_id")
-    if not run_id:
+    if not run_id or str(log.get("message", "")).startswith(STUCK_FINISH):
         return
     with _STATUS.lock:
         record = _RECORDS.get(str(run_id))
@@ -291,6 +322,7 @@ def summary(record: PendingRecord) -> str:
         "artifact(s)": len(record.artifacts),
         "progress update(s)": len(record.progress),
         "task run(s) that ran unrecorded": len(record.unrecorded_tasks),
+        "task run(s) whose engine failed before they ran": len(record.stranded_tasks),
         "log line(s)": record.logs,
     }
     parts = [f"final state {record.state or 'unknown'}"]
@@ -313,7 +345,7 @@ class _OutageFilter(logging.Filter):
             if not is_offline() and not api_answers():
                 go_offline(f"{record.name}: {record.getMessage()[:120]}")
             return not is_offline()
-        return not (is_offline() and record.getMessage().startswith("Finished in state Running"))
+        return not (is_offline() and record.getMessage().startswith(STUCK_FINISH))
 
 
 def _api_log_sink(log: dict[str, Any]) -> None:

@@ -1,10 +1,14 @@
 """What the local server gets once it answers: the zombie-run automation and the catch-up.
 
-- Zombie runs: stage processes send flow-run heartbeats (every 30 s); an automation on the
-  project's server marks a run Crashed when its heartbeats stop (a stage killed with kill -9).
-- Catch-up: a stage that lost the API kept what it could not record in .prefect/pending/
-  (runtime/monitor.py); `replay_pending` sets the stale run's final state, creates its missing
-  artifacts and logs, then deletes the record.
+- Zombie runs: every flow run the project starts (stage runs, tagged `stage:<name>`, and scheduled
+  reruns, tagged `scheduled-rerun`) sends a heartbeat every HEARTBEAT_S seconds; an automation on
+  the project's server marks such a run Crashed when three heartbeats in a row are missing (a
+  stage killed with kill -9). Other flow runs on the server (Prefect's default heartbeat is 180 s)
+  are left alone.
+- Catch-up: a stage that lost the API (or had one API call fail while the server answered) kept
+  what it could not record in .prefect/pending/ (runtime/monitor.py); `replay_pending` sets the
+  stale run's final state and those of its task runs (one whose engine failed before its body is
+  left Pending by the engine), creates its missing artifacts and logs, then deletes the record.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -20,6 +25,13 @@ from uuid import UUID
 
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import ArtifactCreate, ArtifactUpdate, LogCreate
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    TaskRunFilter,
+    TaskRunFilterState,
+    TaskRunFilterStateType,
+)
 from prefect.client.schemas.objects import StateType
 from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
@@ -28,13 +40,18 @@ from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import State
 
-from runtime.monitor import PendingRecord, pending_dir
+from runtime.monitor import HEARTBEAT_S, PendingRecord, pending_dir
 
 ZOMBIE_AUTOMATION = "deepcompression: crash flow runs whose heartbeats stopped"
-ZOMBIE_WITHIN = timedelta(seconds=90)
+ZOMBIE_WITHIN = timedelta(seconds=3 * HEARTBEAT_S)
+WATCHED_TAGS = ("stage:*", "scheduled-rerun")
+"""Tags of the flow runs the project starts with HEARTBEAT_S heartbeats (a trailing * matches any
+rest): stage runs (flows/run.py) and scheduled reruns (runtime/schedule.py's deployment)."""
 FINAL_EVENTS = ("Completed", "Failed", "Cancelled", "Crashed")
 OUTAGE_MESSAGE = "finished while the Prefect API was unreachable"
 ENDED_MESSAGE = "the stage process ended while the Prefect API was unreachable"
+STRANDED_MESSAGE = "its engine failed talking to the Prefect API before the task ran; it ran anyway"
+UNFINISHED = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING]
 
 logger = logging.getLogger("deepcompression.recovery")
 
@@ -52,11 +69,19 @@ def api_client(api_url: str) -> Iterator[SyncPrefectClient]:
 def zombie_automation(
     within: timedelta = ZOMBIE_WITHIN, name: str = ZOMBIE_AUTOMATION
 ) -> AutomationCore:
-    """Prefect's zombie-run automation: no heartbeat nor final state `within` -> Crashed."""
+    """Prefect's zombie-run automation for the project's flow runs (WATCHED_TAGS): no heartbeat
+    nor final state `within` -> Crashed."""
+    tags = ResourceSpecification(
+        {
+            "prefect.resource.role": "tag",
+            "prefect.resource.id": [f"prefect.tag.{tag}" for tag in WATCHED_TAGS],
+        }
+    )
     trigger = EventTrigger(
         after={"prefect.flow-run.heartbeat"},
         expect={"prefect.flow-run.heartbeat", *(f"prefect.flow-run.{s}" for s in FINAL_EVENTS)},
         match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+        match_related=tags,
         for_each={"prefect.resource.id"},
         posture=Posture.Proactive,
         threshold=1,
@@ -68,17 +93,29 @@ def zombie_automation(
     )
     return AutomationCore(
         name=name,
-        description="Marks a flow run Crashed when its heartbeats stop (e.g. kill -9).",
+        description="Marks a stage run or scheduled rerun Crashed when its heartbeats stop "
+        "(e.g. kill -9).",
         trigger=trigger,
         actions=[action],
     )
 
 
+def _canonical(value: object) -> object:
+    """`value` (JSON data) with every list sorted: sets dump as lists in hash-seed order."""
+    if isinstance(value, dict):
+        return {key: _canonical(item) for key, item in value.items()}
+    if isinstance(value, list):
+        items = [_canonical(item) for item in value]
+        return sorted(items, key=lambda item: json.dumps(item, sort_keys=True))
+    return value
+
+
 def _same(existing: AutomationCore, wanted: AutomationCore) -> bool:
-    """True when an automation already has the wanted trigger and actions."""
+    """True when an automation already has the wanted trigger and actions, whatever the order in
+    which its sets were stored (or this process's PYTHONHASHSEED)."""
     keep = {"trigger", "actions"}
-    return existing.model_dump(mode="json", include=keep) == wanted.model_dump(
-        mode="json", include=keep
+    return _canonical(existing.model_dump(mode="json", include=keep)) == _canonical(
+        wanted.model_dump(mode="json", include=keep)
     )
 
 
@@ -143,6 +180,27 @@ def _task_states(client: SyncPrefectClient, record: PendingRecord) -> None:
             raise
 
 
+def _stranded_tasks(client: SyncPrefectClient, record: PendingRecord) -> None:
+    """Final states of the run's unfinished task runs that the record names as stranded (by run
+    name, or the engine's first name for them, `<task>-<dynamic key>`)."""
+    if not record.stranded_tasks:
+        return
+    unfinished = client.read_task_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(record.flow_run_id)])),
+        task_run_filter=TaskRunFilter(
+            state=TaskRunFilterState(type=TaskRunFilterStateType(any_=UNFINISHED))
+        ),
+    )
+    for stranded in record.stranded_tasks:
+        named = re.compile(rf"{re.escape(stranded['task'])}(-\w+)?")
+        for task_run in unfinished:
+            if task_run.name == stranded["run"] or named.fullmatch(task_run.name):
+                state = State(type=StateType(stranded["state"]), message=STRANDED_MESSAGE)
+                client.set_task_run_state(task_run.id, state, force=True)
+                unfinished.remove(task_run)
+                break
+
+
 def _artifacts(client: SyncPrefectClient, record: PendingRecord) -> None:
     """Create the kept markdown/table artifacts and the latest progress values."""
     for kept in record.artifacts:
@@ -171,17 +229,26 @@ def _logs(client: SyncPrefectClient, record: PendingRecord, folder: Path) -> Non
 
 
 def _outage_note(client: SyncPrefectClient, record: PendingRecord) -> None:
-    """A markdown artifact on the run: when the API went away and what ran unrecorded."""
+    """A markdown artifact on the run: what happened to the API (an outage, or a failed call
+    while it answered) and what ran unrecorded."""
     tasks = "".join(f"\n- {name}" for name in record.unrecorded_tasks) or " none"
+    stranded = "".join(f"\n- {t['run']}: {t['state']}" for t in record.stranded_tasks)
+    if record.offline:
+        title = "Recorded after a Prefect API outage"
+        what = f"The API became unreachable at {record.since} ({record.reason})"
+    else:
+        title = "Recorded after a failed Prefect API call"
+        what = f"An API call failed at {record.since} ({record.reason}) while the API answered"
     markdown = (
-        f"# Recorded after a Prefect API outage\n\nThe API became unreachable at {record.since} "
-        f"({record.reason}); the stage kept computing.\n\nTask runs without a record:{tasks}\n"
+        f"# {title}\n\n{what}; the stage kept computing.\n\nTask runs without a record:{tasks}\n"
     )
+    if stranded:
+        markdown += f"\nTask runs whose engine failed before they ran, finished here:{stranded}\n"
     client.create_artifact(
         ArtifactCreate(
             type="markdown",
             data=markdown,
-            description="what the run could not record while the API was away",
+            description="what the run could not record while the API failed",
             flow_run_id=UUID(record.flow_run_id),
         )
     )
@@ -191,6 +258,7 @@ def replay_record(client: SyncPrefectClient, record: PendingRecord, folder: Path
     """Catch one pending record up on the server, then delete its files."""
     _final_state(client, record)
     _task_states(client, record)
+    _stranded_tasks(client, record)
     _artifacts(client, record)
     _logs(client, record, folder)
     _outage_note(client, record)

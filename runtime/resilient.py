@@ -28,6 +28,7 @@ from runtime.monitor import (
     is_api_error,
     is_offline,
     keep_final_state,
+    keep_stranded_task,
     keep_task_state,
     keep_unrecorded_task,
 )
@@ -124,8 +125,8 @@ class Resilient(Generic[P, R]):
             raise capture.error
         if not absorb_api_error(exc) or (capture.started and not capture.returned):
             raise exc
-        if not capture.started:
-            return self._direct(args, kwargs)
+        if not capture.started:  # the engine may have recorded the run (Pending) before failing
+            return self._direct(args, kwargs, stranded=True)
         self._keep_state(capture, "COMPLETED")
         return _as_requested(capture.value, kwargs)
 
@@ -136,12 +137,23 @@ class Resilient(Generic[P, R]):
         elif capture.task_run_id is not None:
             keep_task_state(capture.task_run_id, state)
 
-    def _direct(self, args: tuple, kwargs: dict) -> Any:
-        """Call the function itself (no run record), noting the task as unrecorded."""
+    def _direct(self, args: tuple, kwargs: dict, stranded: bool = False) -> Any:
+        """Call the function itself, noting the task as unrecorded or, when its engine failed
+        after it may have created the task run (`stranded`), the state that record must end in."""
         plain = {k: v for k, v in kwargs.items() if k not in ENGINE_OPTIONS}
-        if isinstance(self.unit, prefect.Task):
-            keep_unrecorded_task(run_name(self.unit, args, plain))
-        return _as_requested(self.unit.fn(*args, **plain), kwargs)
+        if not isinstance(self.unit, prefect.Task):
+            return _as_requested(self.unit.fn(*args, **plain), kwargs)
+        name = run_name(self.unit, args, plain)
+        if not stranded:
+            keep_unrecorded_task(name)
+            return _as_requested(self.unit.fn(*args, **plain), kwargs)
+        try:
+            value = self.unit.fn(*args, **plain)
+        except BaseException:
+            keep_stranded_task(self.unit.name, name, "FAILED")
+            raise
+        keep_stranded_task(self.unit.name, name, "COMPLETED")
+        return _as_requested(value, kwargs)
 
 
 def describe_error(exc: BaseException) -> str:

@@ -20,23 +20,38 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime.handoff import SOCKET as WARM_SOCKET
 
 HOST = "127.0.0.1"
-PORT = int(os.environ.get("DC_PREFECT_PORT", "4200"))
+PORT_ENV = "DC_PREFECT_PORT"
+DEFAULT_PORT = 4200
 STATE_DIR = Path(".prefect")
 START_TIMEOUT_S = 90.0
 WARM_TIMEOUT_S = 120.0
+
+
+def local_port() -> int:
+    """The local server's port: $DC_PREFECT_PORT (the Makefile's PORT), else 4200.
+
+    Read when a server is described, not at import: a stage forked from the warm runner gets its
+    caller's environment, so the variable may differ between the two (runtime/environment.py).
+    """
+    value = os.environ.get(PORT_ENV) or str(DEFAULT_PORT)
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise ValueError(
+            f"{PORT_ENV}={value!r} is not a TCP port; set it to e.g. 4200 (make PORT=)"
+        )
+    return int(value)
 
 
 @dataclass(frozen=True)
 class LocalServer:
     """Where one local Prefect server listens and keeps its database, pid file and log."""
 
-    port: int = PORT
+    port: int = field(default_factory=local_port)
     home: Path = STATE_DIR
     host: str = HOST
     ui: bool = True
@@ -72,15 +87,9 @@ class LocalServer:
         return self.home / "pending"
 
 
-DEFAULT = LocalServer()
-API_URL = DEFAULT.api_url
-UI_URL = DEFAULT.ui_url
-PID_FILE = DEFAULT.pid_file
-LOG_FILE = DEFAULT.log_file
-
-
-def is_healthy(api_url: str = API_URL, timeout: float = 2.0) -> bool:
-    """True when a Prefect API answers its health check at `api_url`."""
+def is_healthy(api_url: str | None = None, timeout: float = 2.0) -> bool:
+    """True when a Prefect API answers its health check at `api_url` (default: the local one)."""
+    api_url = api_url or LocalServer().api_url
     try:
         with urllib.request.urlopen(f"{api_url}/health", timeout=timeout) as reply:
             return reply.status == 200
@@ -93,6 +102,8 @@ def _spawn(server: LocalServer) -> subprocess.Popen:
     server.home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PREFECT_HOME=str(server.home.resolve()))
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    env["PREFECT_SERVER_UI_API_URL"] = server.api_url  # the UI's API: this port, not 4200
+    env.pop("PREFECT_UI_API_URL", None)
     if not server.ui:
         env["PREFECT_SERVER_UI_ENABLED"] = "false"
     env.pop("PREFECT_API_URL", None)
@@ -128,7 +139,7 @@ def _wait_healthy(server: LocalServer, process: subprocess.Popen, timeout_s: flo
 
 def start(
     timeout_s: float = START_TIMEOUT_S,
-    server: LocalServer = DEFAULT,
+    server: LocalServer | None = None,
     prepare: bool = True,
     recheck: bool = False,
 ) -> str:
@@ -136,8 +147,9 @@ def start(
 
     The zombie automation is checked once per server this project started (its pid file): stage
     processes skip the check (0.3-0.5 s each) that `runtime.server start` already made, unless
-    `recheck`.
+    `recheck`. `server` defaults to the local one (`local_port`).
     """
+    server = server or LocalServer()
     if not is_healthy(server.api_url):
         process = _spawn(server)
         server.pid_file.write_text(str(process.pid))
@@ -188,11 +200,12 @@ def prepare_server(
     return replayed
 
 
-def stop(server: LocalServer = DEFAULT, grace_s: float = 10.0) -> bool:
+def stop(server: LocalServer | None = None, grace_s: float = 10.0) -> bool:
     """Stop the server this project started (by its pid file); True if one was stopped.
 
     SIGTERM first; SIGKILL when it has not exited after `grace_s` seconds.
     """
+    server = server or LocalServer()
     if not server.pid_file.exists():
         return False
     pid = int(server.pid_file.read_text())
@@ -212,12 +225,13 @@ def stop(server: LocalServer = DEFAULT, grace_s: float = 10.0) -> bool:
     return True
 
 
-def ensure_api_url(server: LocalServer = DEFAULT) -> str:
+def ensure_api_url(server: LocalServer | None = None) -> str:
     """Point this process at a Prefect API: the one already configured, else the local server.
 
     A configured URL that is the local server's is restarted when it does not answer (a server
     killed during an earlier stage comes back, and catches up what that stage kept).
     """
+    server = server or LocalServer()
     configured = os.environ.get("PREFECT_API_URL")
     if configured and configured.rstrip("/") != server.api_url:
         return configured
@@ -290,18 +304,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m runtime.server", description=__doc__)
     parser.add_argument("command", choices=["start", "stop", "status"])
     args = parser.parse_args(argv)
+    try:
+        local = LocalServer()
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.command == "start":
-        print(f"Prefect server up: UI {UI_URL}  API {start(recheck=True)}")
+        print(f"Prefect server up: UI {local.ui_url}  API {start(recheck=True, server=local)}")
         warm = start_warm()
         print("warm stage runner " + ("up" if warm else "not up: stages import torch themselves"))
     elif args.command == "stop":
         print(
-            "Prefect server stopped" if stop() else "no Prefect server of this project was running"
+            "Prefect server stopped"
+            if stop(local)
+            else "no Prefect server of this project was running"
         )
         print("warm stage runner stopped" if stop_warm() else "no warm stage runner was running")
     else:
-        healthy = is_healthy()
-        print(f"Prefect server at {API_URL}: {'up' if healthy else 'down'}")
+        healthy = is_healthy(local.api_url)
+        print(f"Prefect server at {local.api_url}: {'up' if healthy else 'down'}")
         print(f"warm stage runner: {'up' if warm_answers() else 'down'}")
         return 0 if healthy else 1
     return 0

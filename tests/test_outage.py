@@ -22,7 +22,7 @@ import pytest
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
 from runtime.monitor import PendingRecord
-from runtime.recovery import OUTAGE_MESSAGE, api_client
+from runtime.recovery import OUTAGE_MESSAGE, STRANDED_MESSAGE, api_client
 from runtime.server import LocalServer, ensure_api_url, start, stop
 
 REPO = Path(__file__).parents[1]
@@ -68,6 +68,57 @@ STAGE = textwrap.dedent(
 
 
     run_stage(outage_flow, n=4)
+    """
+)
+
+
+FLAKY_STAGE = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+
+    import httpx
+
+    from runtime.guard import connect, run_stage
+
+    connect()
+    from prefect import flow
+    from prefect.context import FlowRunContext
+    from prefect.task_engine import SyncTaskRunEngine
+
+    from runtime.resilient import task
+
+    OUT = Path(sys.argv[1])
+    begin_run = SyncTaskRunEngine.begin_run
+
+
+    def busy_once(engine):
+        # one transient 503 for square-2, after its engine recorded the task run (Pending)
+        if engine.task_run.name == "square-2" and not OUT.with_suffix(".failed").exists():
+            OUT.with_suffix(".failed").write_text("503")
+            request = httpx.Request("POST", "http://api/task_runs/")
+            response = httpx.Response(503, request=request)
+            raise httpx.HTTPStatusError("503 busy", request=request, response=response)
+        return begin_run(engine)
+
+
+    SyncTaskRunEngine.begin_run = busy_once
+
+
+    @task(task_run_name="square-{i}")
+    def square(i: int) -> int:
+        return i * i
+
+
+    @flow(name="flaky-check")
+    def flaky_flow(n: int) -> list[int]:
+        squares = [square(i) for i in range(1, n + 1)]
+        run = str(FlowRunContext.get().flow_run.id)
+        OUT.write_text(json.dumps({"run": run, "squares": squares}))
+        return squares
+
+
+    run_stage(flaky_flow, n=3)
     """
 )
 
@@ -147,3 +198,50 @@ def test_killed_server_mid_flow_loses_no_work_and_is_caught_up(
     run_artifacts = {a.key for a in artifacts if str(a.flow_run_id) == record.flow_run_id}
     assert {"outage-report", "outage-metrics", "progress-square-1"} <= run_artifacts
     assert any("square 4 epoch 1/1" in log.message for log in logs), "kept logs are sent"
+
+
+def test_a_transient_api_error_finishes_the_task_run_and_says_what_happened(
+    server: LocalServer, tmp_path: Path
+) -> None:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    start(timeout_s=120, server=server, prepare=False)  # the other test stopped it
+    script = tmp_path / "flaky.py"
+    script.write_text(FLAKY_STAGE)
+    env = dict(os.environ, PYTHONPATH=str(REPO), PREFECT_API_URL=server.api_url)
+    env.update(DC_PENDING_DIR=str(server.pending_dir), PREFECT_HOME=str(tmp_path / "home"))
+    out = tmp_path / "squares.json"
+    done = subprocess.run(
+        [sys.executable, str(script), str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    result = json.loads(out.read_text())
+    assert result["squares"] == [1, 4, 9] and out.with_suffix(".failed").exists()
+    assert "is unreachable" not in output, output
+    assert list(server.pending_dir.glob("*.json")) == [], "the stage caught itself up"
+
+    run_id = UUID(result["run"])
+    runs = FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+    with api_client(server.api_url) as client:
+        deadline = time.monotonic() + 20
+        while True:
+            states = {t.name: t.state for t in client.read_task_runs(flow_run_filter=runs)}
+            if len(states) == 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        artifacts = [a for a in client.read_artifacts() if a.flow_run_id == run_id]
+        flow_state = client.read_flow_run(run_id).state
+    assert flow_state is not None and flow_state.is_completed()
+    # the engine left square-2's record Pending under its first name, square-<dynamic key>
+    stranded = [state for state in states.values() if state.message == STRANDED_MESSAGE]
+    assert len(states) == 3 and len(stranded) == 1, states
+    assert all(state.is_completed() for state in states.values()), states
+    (note,) = [a.data for a in artifacts if a.type == "markdown"]
+    assert "failed Prefect API call" in note and "while the API answered" in note, note
+    assert "unreachable" not in note and "square-2: COMPLETED" in note, note

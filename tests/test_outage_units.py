@@ -172,3 +172,28 @@ def test_a_stage_whose_api_is_down_from_the_start_runs_offline(caplog) -> None:
         assert run_stage(stage, n=3) == [0, 1, 4]
     assert seen == [0, 1, 2]
     assert len([r for r in caplog.records if r.name == "deepcompression.monitor"]) == 1
+
+
+def test_the_engine_s_stuck_finish_line_is_not_kept_for_the_replay(tmp_path: Path) -> None:
+    run = "0b7d2b44-0000-4000-8000-000000000001"
+    monitor.go_offline("test")
+    for message in ("train epoch 1/1: ...", "Finished in state Running()"):
+        monitor.keep_log({"flow_run_id": run, "message": message, "level": 20})
+    (record,) = monitor.records()
+    kept = record.logs_path(monitor.pending_dir()).read_text()
+    assert record.logs == 1 and "train epoch" in kept and "Finished in state" not in kept
+
+
+def test_a_failed_call_while_the_api_answers_is_not_called_an_outage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(monitor, "api_answers", lambda timeout=1.0: True)
+    square, seen = counting_task()
+    square._engine = Engine(square._engine.fn, runs_body=False, error=httpx.ReadTimeout("slow"))
+    run = ("0b7d2b44-0000-4000-8000-000000000002", "flaky")
+    monkeypatch.setattr(monitor, "current_flow_run", lambda: run)
+    assert square(7) == 49 and seen == [7] and not monitor.is_offline()
+    (record,) = monitor.records()
+    assert record.stranded_tasks == [{"task": "square", "run": "square-7", "state": "COMPLETED"}]
+    assert record.unrecorded_tasks == []
+    assert not record.offline and "ReadTimeout: slow" in record.reason

@@ -2,7 +2,9 @@
 
 A real server (runtime.server.start, services on) gets the automation when it starts; a stage
 process (heartbeats on, as every `python -m flows.run` sets them) is killed with SIGKILL, and
-the automation must turn its Running flow run into Crashed instead of leaving it Running forever.
+the automation must turn its Running flow run into Crashed instead of leaving it Running forever;
+a flow run the project did not start (no stage tag) runs on past the window untouched. The UI of
+a server on any port talks to that port's API.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ STAGE = textwrap.dedent(
     from runtime.guard import connect, run_stage
 
     connect()
-    from prefect import flow
+    from prefect import flow, tags
     from prefect.context import FlowRunContext
     from prefect.settings import get_current_settings
 
@@ -50,12 +52,15 @@ STAGE = textwrap.dedent(
         run_id = FlowRunContext.get().flow_run.id
         heartbeat = get_current_settings().flows.heartbeat_frequency
         Path(sys.argv[1]).write_text(f"{run_id} {heartbeat}")
-        time.sleep(600)
+        time.sleep(float(sys.argv[2]))
 
 
-    run_stage(long_flow)
+    with tags(*sys.argv[3:]):
+        run_stage(long_flow)
     """
 )
+TEST_WINDOW = timedelta(seconds=10)
+"""The shortest window Prefect allows, so that the tests take seconds."""
 
 
 def free_port() -> int:
@@ -100,17 +105,22 @@ def _wait_for(condition, timeout_s: float, what: str):
     pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
-def test_a_stage_killed_with_sigkill_becomes_crashed(server: LocalServer, tmp_path: Path) -> None:
-    # the same automation with the shortest window Prefect allows, so the test takes seconds
-    ensure_zombie_automation(server.api_url, timedelta(seconds=10), "test: zombies after 10 s")
-    (tmp_path / "stage.py").write_text(STAGE)
+def _start_flow(
+    server: LocalServer, folder: Path, seconds: float, *tags: str
+) -> tuple[subprocess.Popen, Path]:
+    """A process running a flow through `run_stage` (stage settings) for `seconds`, tagged."""
+    (folder / "stage.py").write_text(STAGE)
     env = dict(os.environ, PYTHONPATH=str(REPO), PREFECT_API_URL=server.api_url)
     env.pop("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", None)
-    env["PREFECT_HOME"] = str(tmp_path / "client-home")
-    marker = tmp_path / "run-id"
-    process = subprocess.Popen(
-        [sys.executable, "stage.py", str(marker)], cwd=tmp_path, env=env, start_new_session=True
-    )
+    env["PREFECT_HOME"] = str(folder / "client-home")
+    marker = folder / "run-id"
+    command = [sys.executable, "stage.py", str(marker), str(seconds), *tags]
+    return subprocess.Popen(command, cwd=folder, env=env, start_new_session=True), marker
+
+
+def test_a_stage_killed_with_sigkill_becomes_crashed(server: LocalServer, tmp_path: Path) -> None:
+    ensure_zombie_automation(server.api_url, TEST_WINDOW, "test: zombies after 10 s")
+    process, marker = _start_flow(server, tmp_path, 600, "stage:zombie-check")
     try:
         _wait_for(marker.exists, 120, "the flow run to start")
         run_id, heartbeat = marker.read_text().split()
@@ -129,3 +139,30 @@ def test_a_stage_killed_with_sigkill_becomes_crashed(server: LocalServer, tmp_pa
         assert client.read_flow_run(UUID(run_id)).state.is_running()
         state = _wait_for(crashed, 60, "the automation to mark the killed run Crashed")
     assert "heartbeat" in (state.message or "")
+
+
+def test_a_flow_run_without_a_stage_tag_outlives_the_window(
+    server: LocalServer, tmp_path: Path
+) -> None:
+    ensure_zombie_automation(server.api_url, TEST_WINDOW, "test: zombies after 10 s")
+    process, marker = _start_flow(server, tmp_path, 2 * TEST_WINDOW.total_seconds(), "mine")
+    assert process.wait(timeout=120) == 0
+    run_id = marker.read_text().split()[0]
+    with api_client(server.api_url) as client:
+        states = client.read_flow_run_states(UUID(run_id))
+    assert [s.type.value for s in states][-1] == "COMPLETED"
+    assert "CRASHED" not in {s.type.value for s in states}, "only the project's runs are watched"
+
+
+def test_the_ui_talks_to_the_api_on_its_own_port(tmp_path: Path) -> None:
+    import json
+    import urllib.request
+
+    local = LocalServer(port=free_port(), home=tmp_path / ".prefect")
+    start(timeout_s=120, server=local, prepare=False)
+    try:
+        with urllib.request.urlopen(f"{local.ui_url}/ui-settings", timeout=10) as reply:
+            settings = json.loads(reply.read())
+    finally:
+        stop(local, grace_s=1)
+    assert settings["api_url"] == local.api_url

@@ -121,6 +121,30 @@ def test_the_imports_load_openblas_single_threaded_and_leave_the_environment_as_
         assert os.environ.get(BLAS_THREADS_ENV) == before
 
 
+def _make_recipe_env(*variables: str) -> dict[str, str]:
+    """The environment the Makefile's recipes run in, for `make TARGET` with `variables`."""
+    probe = "dc-env-probe: ; @env -0"
+    done = subprocess.run(
+        ["make", "-s", "-C", str(ROOT), f"--eval={probe}", "dc-env-probe", *variables],
+        capture_output=True,
+        check=True,
+        env=dict(os.environ, MAKEFLAGS=""),
+    )
+    pairs = [item.split(b"=", 1) for item in done.stdout.split(b"\0") if b"=" in item]
+    return {key.decode(): value.decode() for key, value in pairs}
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make")
+def test_a_runner_started_by_make_ui_port_serves_a_plain_shell():
+    shell = dict(os.environ)
+    for key in ("PORT", "MODEL", "PYTHON", "DC_PREFECT_PORT"):
+        shell.pop(key, None)
+    recipe = _make_recipe_env("PORT=4341", "MODEL=lenet5")
+    assert recipe["PORT"] == "4341" and recipe["DC_PREFECT_PORT"] == "4341"
+    assert import_time_env(recipe) == import_time_env(shell), "the runner would refuse the shell"
+    assert env_digest(recipe) == env_digest(shell)
+
+
 def test_only_import_time_variables_must_match_and_changed_files_are_found(tmp_path):
     env = {"PATH": "/x", "PREFECT_API_URL": "u", "DVC_STAGE": "s", "OMP_NUM_THREADS": "1"}
     assert import_time_env(env) == {"OMP_NUM_THREADS": "1"}
