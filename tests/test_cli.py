@@ -270,28 +270,19 @@ def _command() -> list[str]:
 
 def test_console_script_in_a_subprocess(model_file: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    ok = subprocess.run(
-        [*_command(), "inspect", str(model_file), "--json"],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*_command(), *args], capture_output=True, text=True, cwd=REPO_ROOT, env=env,
+            timeout=120, check=False,
+        )  # fmt: skip
+
+    ok = run("inspect", str(model_file), "--json")
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["totals"]["file_bytes"] == model_file.stat().st_size
 
     bad = _random_bytes(model_file, tmp_path)
-    failed = subprocess.run(
-        [*_command(), "inspect", str(bad)],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    failed = run("inspect", str(bad))
     assert failed.returncode == 2 and failed.stdout == ""
     _assert_one_error_line(failed.stderr)
 

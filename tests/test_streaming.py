@@ -80,6 +80,19 @@ class FileSpy:
         return SpiedFile(self.folder / name, self.reads)
 
 
+def _spy_whole_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the files read whole (`Path.read_bytes`) from now on, in order."""
+    whole: list[str] = []
+    real_read_bytes = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        whole.append(self.name)
+        return real_read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    return whole
+
+
 # ---- (1) the loaders stream what is over the limit, never reading it whole ----------------------
 
 
@@ -141,14 +154,7 @@ def test_streamed_batches_equal_the_preloaded_tensors_slices(prepared: Path) -> 
 def test_mnist_streams_its_training_images_with_the_same_values(
     mnist_root: Path, mnist_tensors: ImageTensors, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    whole: list[str] = []
-    real_read_bytes = Path.read_bytes
-
-    def read_bytes(self: Path) -> bytes:
-        whole.append(self.name)
-        return real_read_bytes(self)
-
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    whole = _spy_whole_reads(monkeypatch)
     streamed = load_training(mnist_root / "MNIST", 10_000, 1, mnist=True)
     assert TRAIN_IMAGES not in whole and streamed.streamed
     assert streamed.train_x.shape == mnist_tensors.train_x.shape
@@ -305,14 +311,7 @@ def test_cli_eval_streams_the_test_set_with_the_same_result(
     argv = ["eval", str(path), "--data", str(folder), "--device", "cpu", "--json"]
     assert main(argv) == EXIT_OK
     preloaded = json.loads(capsys.readouterr().out)
-    whole: list[str] = []
-    real_read_bytes = Path.read_bytes
-
-    def read_bytes(self: Path) -> bytes:
-        whole.append(self.name)
-        return real_read_bytes(self)
-
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    whole = _spy_whole_reads(monkeypatch)
     assert main([*argv, "--max-preload-bytes", "1"]) == EXIT_OK
     streamed = json.loads(capsys.readouterr().out)
     assert not [name for name in whole if "images" in name], whole

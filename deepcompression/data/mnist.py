@@ -16,7 +16,7 @@ from deepcompression.data.checksums import verify_sha256
 from deepcompression.data.errors import DataError
 from deepcompression.data.idx import decode_idx, map_idx
 from deepcompression.data.streaming import StreamedImages
-from deepcompression.data.tensors import DataShape, ImageTensors, split_indices
+from deepcompression.data.tensors import DataShape, ImageTensors, train_and_val
 
 TRAIN_IMAGES = "train-images-idx3-ubyte"
 TRAIN_LABELS = "train-labels-idx1-ubyte"
@@ -101,14 +101,7 @@ def to_tensors(
     """Normalised training/validation tensors from the uint8 training images and their labels."""
     x = _normalise_images(images_u8, "train")
     y = _check_labels(labels, x.shape[0], "train")
-    train, val = split_indices(x.shape[0], val_size)
-    return ImageTensors(
-        train_x=x[train.start : train.stop],
-        train_y=y[train.start : train.stop],
-        val_x=x[val.start : val.stop],
-        val_y=y[val.start : val.stop],
-        num_classes=NUM_CLASSES,
-    )
+    return train_and_val(x, y, val_size, NUM_CLASSES)
 
 
 def mnist_training_set(images_idx: bytes, labels_idx: bytes, val_size: int) -> ImageTensors:
@@ -124,14 +117,7 @@ def mnist_training_stream(images: BinaryIO, labels_idx: bytes, val_size: int) ->
     x = _streamed_mnist(images, TRAIN_IMAGES, "train")
     verify_sha256(TRAIN_LABELS, labels_idx, IDX_SHA256[TRAIN_LABELS])
     y = _check_labels(decode_idx(labels_idx), len(x), "train")
-    train, val = split_indices(len(x), val_size)
-    return ImageTensors(
-        train_x=x[train.start : train.stop],
-        train_y=y[train.start : train.stop],
-        val_x=x[val.start : val.stop],
-        val_y=y[val.start : val.stop],
-        num_classes=NUM_CLASSES,
-    )
+    return train_and_val(x, y, val_size, NUM_CLASSES)
 
 
 def mnist_test_stream(images: BinaryIO, labels_idx: bytes) -> tuple[StreamedImages, torch.Tensor]:

@@ -36,8 +36,8 @@ from deepcompression.data.tensors import (
     DataShape,
     ImageTensors,
     normalise,
-    split_indices,
     streams,
+    train_and_val,
 )
 
 META_FILE = "meta.json"
@@ -224,14 +224,7 @@ def load_prepared(
             f"training images and no validation split of its own (validation = the last "
             f"val_size of them); use 1..{total - 1}."
         )
-    train, val = split_indices(total, val_size)
-    return ImageTensors(
-        train_x=x[train.start : train.stop],
-        train_y=labels[train.start : train.stop],
-        val_x=x[val.start : val.stop],
-        val_y=labels[val.start : val.stop],
-        num_classes=meta.num_classes,
-    )
+    return train_and_val(x, labels, val_size, meta.num_classes)
 
 
 def load_prepared_test(

@@ -95,6 +95,21 @@ class ImageTensors:
         )
 
 
+def train_and_val(
+    x: torch.Tensor | StreamedImages, y: torch.Tensor, val_size: int, num_classes: int
+) -> ImageTensors:
+    """Training and validation splits of one set of images and labels: the last `val_size`
+    validate (`split_indices`), the rest train."""
+    train, val = split_indices(len(y), val_size)
+    return ImageTensors(
+        train_x=x[train.start : train.stop],
+        train_y=y[train.start : train.stop],
+        val_x=x[val.start : val.stop],
+        val_y=y[val.start : val.stop],
+        num_classes=num_classes,
+    )
+
+
 def split_indices(total: int, val_size: int) -> tuple[range, range]:
     """Training and validation positions: the validation split is the last `val_size` images.
 
