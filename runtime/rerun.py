@@ -18,12 +18,13 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -32,6 +33,7 @@ from prefect.settings import PREFECT_API_URL
 
 from deepcompression.report import markdown_table
 from runtime.log import run_logger
+from runtime.runinfo import invocation_tag
 
 TAIL_LINES = 40
 """How many of dvc's last output lines a failed run's error message quotes."""
@@ -337,8 +339,11 @@ def repro_env(
     return env
 
 
-def stream_dvc(args: list[str], cwd: str | Path) -> DvcRun:
-    """Run `dvc args` in `cwd`, logging each output line; its status and lines."""
+def stream_dvc(
+    args: list[str], cwd: str | Path, started: Callable[[int], None] | None = None
+) -> DvcRun:
+    """Run `dvc args` in `cwd`, logging each output line; its status and lines. `started` gets
+    the dvc process's pid as soon as it runs."""
     logger = run_logger()
     command = dvc_command(args)
     logger.info("running dvc %s in %s", " ".join(args), cwd)
@@ -355,6 +360,8 @@ def stream_dvc(args: list[str], cwd: str | Path) -> DvcRun:
         errors="replace",
     ) as process:
         assert process.stdout is not None
+        if started is not None:
+            started(process.pid)
         for raw in process.stdout:
             line = clean_line(raw)
             if line:
@@ -416,11 +423,34 @@ def push_results(worktree: str, remote: str | None) -> bool:
     return pushed.returncode == 0
 
 
+def tag_with_invocation(dvc_pid: int) -> str | None:
+    """Give the current flow run (the rerun) the `repro:` tag that the stage runs of the `dvc`
+    process `dvc_pid` get (runtime/runinfo.py): the UI then finds the rerun with its stages.
+    A failure is a warning: a missing tag never stops the rerun."""
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    tag = invocation_tag(dvc_pid)
+    task_ctx, flow_ctx = TaskRunContext.get(), FlowRunContext.get()
+    run_id = task_ctx.task_run.flow_run_id if task_ctx else flow_ctx and flow_ctx.flow_run.id
+    if tag is None or run_id is None:
+        return None
+    try:
+        with get_client(sync_client=True) as client:
+            tags = client.read_flow_run(UUID(str(run_id))).tags
+            client.update_flow_run(UUID(str(run_id)), tags=[*tags, tag])
+    except Exception as err:  # the tag is for people; the rerun goes on without it
+        run_logger().warning("could not tag this rerun %s: %s", tag, err)
+        return None
+    run_logger().info("this rerun's stage runs are tagged %s", tag)
+    return tag
+
+
 @task(name="dvc-repro", cache_policy=NO_CACHE)
 def run_dvc_repro(project_dir: str, targets: list[str] | None = None) -> ReproOutcome:
     """Run `dvc repro` in `project_dir`, log each output line, say which stages ran or skipped."""
     cwd = check_project_dir(project_dir)
-    done = stream_dvc(["repro", *(targets or [])], cwd)
+    done = stream_dvc(["repro", *(targets or [])], cwd, tag_with_invocation)
     if done.returncode != 0:
         raise DvcReproError(
             f"dvc repro exited with status {done.returncode} after {done.seconds:.1f} s in "

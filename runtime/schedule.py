@@ -24,6 +24,7 @@ import dataclasses
 import os
 import sys
 import zoneinfo
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -42,6 +43,7 @@ from prefect.states import Cancelled, State
 
 from deepcompression.config import ConfigError
 from runtime.log import run_logger
+from runtime.monitor import HEARTBEAT_ENV, HEARTBEAT_S
 from runtime.rerun import (
     SKIPPED,
     check_project_dir,
@@ -75,12 +77,27 @@ RERUN_CONCURRENCY = ConcurrencyLimitConfig(
 """One rerun at a time; a tick that comes while one runs is Cancelled, not queued (a queued rerun
 would only repeat the same `dvc repro` once the first is done: the next tick catches up instead)."""
 
+RERUN_TAG = "scheduled-rerun"
+"""The deployment's tag, so its runs' tag: runtime/recovery.py's zombie automation watches them."""
+RERUN_ENV = {HEARTBEAT_ENV: str(HEARTBEAT_S)}
+"""Each rerun's process sends heartbeats as often as the zombie automation expects (Prefect's
+default, 180 s, would get a running rerun marked Crashed)."""
+RERUN_JOB_VARIABLES = {"env": RERUN_ENV}
+
 
 class ScheduleError(ValueError):
     """The cron expression or time zone of the rerun schedule is not valid."""
 
 
-@flow(name=FLOW_NAME)
+def rerun_name() -> str:
+    """`rerun-<branch>-<UTC date and time>`: how a rerun is found on the runs page."""
+    from prefect.runtime import flow_run
+
+    branch = flow_run.parameters.get("branch") or "checked-out-branch"
+    return f"rerun-{branch}-{datetime.now(UTC):%Y-%m-%d-%H%M}"
+
+
+@flow(name=FLOW_NAME, flow_run_name=rerun_name)
 def scheduled_rerun(
     project_dir: str = ".",
     targets: list[str] | None = None,
@@ -91,7 +108,8 @@ def scheduled_rerun(
     """`dvc repro` of `branch`'s latest commit in its own worktree, one at a time; report it.
 
     `branch` None means the branch checked out in `project_dir`; `worktree` is relative to it.
-    A run that finds the worktree locked by another ends at once in the state `Skipped`.
+    A run that finds the worktree locked by another ends at once in the state `Skipped`. The run
+    gets its `dvc repro`'s `repro:` tag, which its stage runs carry too.
     """
     project = check_project_dir(project_dir)
     tree = worktree_path(project, worktree)
@@ -224,7 +242,7 @@ def rerun_deployment(
         parameters=parameters,
         concurrency_limit=RERUN_CONCURRENCY,
         description=_description(config, parameters),
-        tags=["scheduled-rerun"],
+        tags=[RERUN_TAG],
     )
 
 
@@ -234,7 +252,8 @@ def serve(
     targets: list[str] | None = None,
     name: str = DEPLOYMENT_NAME,
 ) -> None:
-    """Register the deployment and run its schedule in this process until interrupted."""
+    """Register the deployment and run its schedule in this process until interrupted (its runs
+    inherit this process's environment and settings: `main` sets RERUN_ENV in both)."""
     serve_deployments(rerun_deployment(config, project_dir, targets, name))
 
 
@@ -267,10 +286,17 @@ def deploy(
         schedule=cron_schedule(config),
         parameters=parameters,
         description=_description(config, parameters),
-        tags=["scheduled-rerun"],
+        tags=[RERUN_TAG],
+        job_variables=RERUN_JOB_VARIABLES,
         concurrency_limit=RERUN_CONCURRENCY,
         print_next_steps=False,
     )
+
+
+def serve_settings(api_url: str) -> dict[Any, Any]:
+    """Prefect settings of the serving process, which its rerun processes inherit: the API and
+    the heartbeat of RERUN_ENV (settings it sets win over the environment in a served run)."""
+    return {PREFECT_API_URL: api_url, "flows.heartbeat_frequency": HEARTBEAT_S}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -305,8 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     api_url = ensure_api_url()
-    os.environ["PREFECT_API_URL"] = api_url
-    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+    os.environ.update(RERUN_ENV, PREFECT_API_URL=api_url)
+    with temporary_settings(updates=serve_settings(api_url)):
         if args.command == "serve":
             serve(config, args.project_dir, args.targets, args.name)
             return 0

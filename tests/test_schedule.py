@@ -24,6 +24,8 @@ from prefect.client.schemas.objects import ConcurrencyLimitStrategy
 from test_schedule_worktree import STAGE, commit, far_cron, runs, tiny_project, worktree_of
 
 from deepcompression.config import ConfigError
+from runtime.monitor import HEARTBEAT_S
+from runtime.recovery import WATCHED_TAGS, ZOMBIE_WITHIN
 from runtime.rerun import (
     DvcReproError,
     MetricsFileError,
@@ -42,6 +44,8 @@ from runtime.schedule import (
     CODE_ROOT,
     ENTRYPOINT,
     FLOW_NAME,
+    RERUN_ENV,
+    RERUN_TAG,
     ScheduleError,
     check_schedule,
     deploy,
@@ -251,6 +255,21 @@ def test_prefect_yaml_matches_params_schedule_and_entrypoint():
     assert pull["directory"] == "{{ repo-root.stdout }}"
     steps = [s["prefect.deployments.steps.run_shell_script"] for s in spec["build"]]
     assert [s["id"] for s in steps] == ["repo-root", "git-branch"]
+    assert deployment["tags"] == [RERUN_TAG]
+    assert deployment["work_pool"]["job_variables"] == {"env": RERUN_ENV}
+
+
+def test_reruns_send_heartbeats_the_zombie_automation_watches():
+    from prefect.settings import get_current_settings, temporary_settings
+
+    from runtime.schedule import serve_settings
+
+    with temporary_settings(updates=serve_settings("http://127.0.0.1:9/api")):
+        served = get_current_settings().to_environment_variables(exclude_unset=True)
+    assert served["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == str(HEARTBEAT_S), "what served runs get"
+    assert RERUN_TAG in WATCHED_TAGS
+    assert RERUN_ENV["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == str(HEARTBEAT_S)
+    assert ZOMBIE_WITHIN.total_seconds() >= 3 * HEARTBEAT_S
 
 
 def _wait_final(client, flow_run_id, deadline: float):
@@ -296,6 +315,8 @@ def test_deployment_runs_on_a_process_worker_then_skips_unchanged(prefect_api, t
         strategy = deployment.concurrency_options.collision_strategy
         assert strategy == ConcurrencyLimitStrategy.CANCEL_NEW
         assert deployment.entrypoint == ENTRYPOINT
+        assert deployment.tags == [RERUN_TAG]
+        assert deployment.job_variables == {"env": RERUN_ENV}
         assert deployment.pull_steps == [
             {"prefect.deployments.steps.set_working_directory": {"directory": str(CODE_ROOT)}}
         ]
@@ -320,6 +341,9 @@ def test_deployment_runs_on_a_process_worker_then_skips_unchanged(prefect_api, t
         final = _wait_final(client, flow_run.id, start + WORKER_TIMEOUT_S)
         worker_log = worker.stdout[-3000:] + worker.stderr[-3000:]
         assert final.state.is_completed(), f"{final.state}\n{worker_log}"
+        assert final.name.startswith("rerun-main-"), final.name
+        repro = [tag for tag in final.tags if tag.startswith("repro:")]
+        assert RERUN_TAG in final.tags and len(repro) == 1, "its stage runs share the repro tag"
         artifacts = _artifacts(client, flow_run.id)
 
     tree = worktree_of(project)
