@@ -1,8 +1,10 @@
-"""DVC stage `check`: validate the whole params.yaml before any stage touches its outputs.
+"""DVC stage `check`: validate every stage's params before any stage touches its outputs.
 
 Every other stage depends on this stage's output, whose bytes never change while the params are
 valid, so it reruns whenever params.yaml changes without forcing anything downstream to rerun.
 A typo fails here, before DVC removes the outputs of the stages the edit would have rerun.
+The `schedule:` section is the scheduled reruns' (no stage reads it): `python -m runtime.schedule`
+checks it when it serves or deploys.
 """
 
 from __future__ import annotations

@@ -27,7 +27,9 @@ CENTROID_INITS: tuple[str, ...] = get_args(CentroidInit)
 OptimalEngine = Literal["optimal"]
 KMEANS_ENGINES: tuple[str, ...] = tuple(dict.fromkeys((*get_args(KMeansEngine), "optimal")))
 DEFAULT_ENGINE: KMeansEngine = "sorted"
-"""The engine of direct library calls (a run's parameters always name theirs): exact and fast."""
+DEFAULT_INIT: CentroidInit = "linear"
+"""The engine and initialisation of direct library calls (a run's parameters always name
+theirs): exact and fast Lloyd from the paper's best initialisation."""
 CKMEANS_MAX_CLUSTERS = 255
 """Largest cluster count the ``ckmeans`` package accepts; larger ones go to ``kmeans1d``."""
 
@@ -259,7 +261,7 @@ def _check_settings(n_clusters: int, max_iter: int, tol: float, engine: str) -> 
 def kmeans_1d(
     values: np.ndarray,
     n_clusters: int,
-    init: CentroidInit = "linear",
+    init: CentroidInit = DEFAULT_INIT,
     seed: int = 0,
     max_iter: int = 300,
     tol: float = 1e-4,

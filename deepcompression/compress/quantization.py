@@ -15,7 +15,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from deepcompression.compress.kmeans import DEFAULT_ENGINE, CentroidInit, KMeansEngine, kmeans_1d
+from deepcompression.compress.kmeans import (
+    DEFAULT_ENGINE,
+    DEFAULT_INIT,
+    CentroidInit,
+    KMeansEngine,
+    kmeans_1d,
+)
 from deepcompression.config import MAX_BIAS_BITS, MAX_BITS, BiasMode
 
 MIN_BITS = 1
@@ -124,7 +130,7 @@ def cluster_layer(
     weight: Tensor,
     mask: Tensor,
     bits: int,
-    init: CentroidInit = "linear",
+    init: CentroidInit = DEFAULT_INIT,
     seed: int = 0,
     engine: KMeansEngine = DEFAULT_ENGINE,
 ) -> LayerCodebook:
@@ -166,7 +172,7 @@ def cluster_model(
     model: nn.Module,
     masks: Mapping[str, Tensor],
     bits: Mapping[str, int],
-    init: CentroidInit = "linear",
+    init: CentroidInit = DEFAULT_INIT,
     seed: int = 0,
     engine: KMeansEngine = DEFAULT_ENGINE,
 ) -> dict[str, LayerCodebook]:
@@ -334,7 +340,7 @@ def _check_bias_storage(storage: object) -> None:
 def round_bias(
     bias: Tensor,
     storage: BiasMode,
-    init: CentroidInit = "linear",
+    init: CentroidInit = DEFAULT_INIT,
     seed: int = 0,
     engine: KMeansEngine = DEFAULT_ENGINE,
 ) -> Tensor:
@@ -359,7 +365,7 @@ def round_biases_(
     model: nn.Module,
     layers: Iterable[str],
     storage: BiasMode,
-    init: CentroidInit = "linear",
+    init: CentroidInit = DEFAULT_INIT,
     seed: int = 0,
     engine: KMeansEngine = DEFAULT_ENGINE,
 ) -> None:
