@@ -16,7 +16,7 @@ density (``density_schedule``), retraining with masks after each step; k-means s
 weights (``cluster_model`` + ``share_weights_``), fine-tune the centroids, bake them back
 (``strip_``, ``drop_unused_centroids``); Huffman-code the file (index width per layer: the
 smallest file, ``best_index_bits``), BatchNorm statistics and counters stored raw (format v2);
-decode it from bytes with ``load_model`` and check its logits equal the in-memory quantized
+decode it from bytes with ``load`` and check its logits equal the in-memory quantized
 model's bit for bit. Every choice is made on the validation split; the test split is evaluated
 once per stage, at the end, for the report.
 
@@ -65,7 +65,7 @@ from deepcompression.compress.quantization import (
 from deepcompression.config import OptimConfig
 from deepcompression.format.allocation import best_index_bits
 from deepcompression.format.container import KIND_HUFFMAN, QuantizedTensor, encode_model, read_info
-from deepcompression.format.loader import load_model
+from deepcompression.format.loader import load
 from deepcompression.format.sizes import model_sizes
 from deepcompression.training import (
     EpochRecord,
@@ -338,7 +338,7 @@ def run(s: Settings, device: torch.device, out: Path | None, data_out: Path | No
     if out is not None:
         out.write_bytes(file_bytes)
     start = time.perf_counter()
-    decoded, _ = load_model(file_bytes, device)
+    decoded = load(file_bytes, device)
     decode_seconds = time.perf_counter() - start
     equal = all(
         torch.equal(predict_logits(decoded, x, 500), predict_logits(model, x, 500))

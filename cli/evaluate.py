@@ -125,7 +125,7 @@ def _locate_test_set(root: Path, max_preload_bytes: int) -> _TestSet:
 def _data_kwargs(model: Any, arch: dict) -> dict[str, Any]:
     """in_channels, image_size and num_classes the network was built with: the header's
     arch.kwargs, the model factory's defaults where the header leaves one out."""
-    from models import DATA_KWARGS, model_arch
+    from deepcompression.networks import DATA_KWARGS, model_arch
 
     try:
         built = model_arch(model)["kwargs"]
@@ -203,9 +203,9 @@ def _max_preload_bytes(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     """``eval``: decode the file into its network and measure test error on its test set."""
-    from deepcompression.format.loader import ModelBuildError, load_model
+    from deepcompression.format.loader import ModelBuildError, load_with_info
+    from deepcompression.networks import UnknownModelError
     from deepcompression.training import evaluate, resolve_device
-    from models import UnknownModelError
 
     try:
         device = resolve_device(args.device)
@@ -214,7 +214,7 @@ def run_eval(args: argparse.Namespace) -> int:
     data = read_input(args.file)
     try:
         start = time.perf_counter()
-        model, decoded = load_model(data, device, max_decoded_bytes=args.max_decoded_bytes)
+        model, decoded = load_with_info(data, device, max_decoded_bytes=args.max_decoded_bytes)
         decode_seconds = time.perf_counter() - start
     except FormatError as err:
         raise not_a_model(args.file, err) from None

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models import build_model
+from deepcompression.networks import build_model
 
 
 class CheckpointError(ValueError):

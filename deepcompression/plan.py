@@ -26,8 +26,8 @@ from deepcompression.config import (
 )
 from deepcompression.data.mnist import MNIST_SHAPE
 from deepcompression.data.tensors import DataShape
+from deepcompression.networks import build_model, model_names
 from deepcompression.search.space import Allocation
-from models import build_model, model_names
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,11 @@
-"""Network definitions, built by name through one registry (how to add one: models/registry.py)."""
+"""Network definitions, built by name through one registry (how to add one: models/registry.py).
 
-from models.lenet import LeNet5, LeNet300100
-from models.registry import (
+Imports inside this package are relative, so that the library can import it under a private name
+when the caller has a `models` package of its own (deepcompression/networks.py).
+"""
+
+from .lenet import LeNet5, LeNet300100
+from .registry import (
     DATA_KWARGS,
     UnknownModelError,
     build_model,
@@ -9,7 +13,7 @@ from models.registry import (
     model_names,
     register_model,
 )
-from models.vision import SmallBnCnn
+from .vision import SmallBnCnn
 
 __all__ = [
     "DATA_KWARGS",

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from models.registry import register_model
+from .registry import register_model
 
 _LENET5_KERNEL = 5
 _LENET5_POOL = 2

@@ -7,7 +7,7 @@ stage imports `models`.
 import torch
 from torch import nn
 
-from models.registry import register_model
+from .registry import register_model
 
 SMALL_INPUT_MAX = 64  # image_size up to this gets a stride-1 stem (CIFAR-style)
 

@@ -9,7 +9,7 @@ import torch
 from prefect.cache_policies import NO_CACHE
 
 from deepcompression.checkpoint import Checkpoint
-from deepcompression.format.loader import load_model
+from deepcompression.format.loader import load
 from deepcompression.training import evaluate, predict_logits
 from runtime.resilient import task
 
@@ -54,7 +54,7 @@ def evaluate_file(
 ) -> FileEvaluation:
     """Error of the decoded file on (images, labels); with `reference`, check logits bit for bit."""
     start = time.perf_counter()
-    model, _ = load_model(data, device)
+    model = load(data, device)
     seconds = time.perf_counter() - start
     x, y = images.to(device), labels.to(device)
     result = evaluate(model, x, y, batch_size)

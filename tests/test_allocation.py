@@ -19,7 +19,7 @@ from deepcompression.format.allocation import (
 )
 from deepcompression.format.container import QuantizedTensor, encode_model, read_info
 from deepcompression.format.huffman import InvalidArgument
-from deepcompression.format.loader import load_model
+from deepcompression.format.loader import load, load_with_info
 from models import LeNet300100
 
 
@@ -160,7 +160,7 @@ def test_checkpoint_file_bytes_is_the_encode_stage_file_and_decodes_to_the_model
     assert checkpoint_file_bytes(checkpoint, widths) == len(
         encode_model(quantized, raw, checkpoint.arch, {})
     )
-    model, decoded = load_model(data)
+    model, decoded = load_with_info(data)
     for name, tensor in checkpoint.state_dict.items():
         assert torch.equal(model.state_dict()[name], tensor), name
     infos = {layer.name: layer for layer in decoded.layers}
@@ -191,7 +191,7 @@ def test_biases_are_stored_as_the_quantize_stage_rounded_them() -> None:
     assert "fc1.bias" in stored and "fc1.bias" not in raw and "fc3.bias" in stored
     assert int(stored["fc1.bias"].mask.sum()) == 200 and stored["fc1.bias"].weight_bits == 3
     data = encode_model(quantized, raw, checkpoint.arch, {})
-    model, _ = load_model(data)
+    model = load(data)
     assert torch.equal(model.fc1.bias, checkpoint.state_dict["fc1.bias"])
     assert checkpoint_file_bytes(checkpoint, widths, 3) < float32
     with pytest.raises(ValueError, match="distinct values, more than 2\\*\\*2"):

@@ -17,7 +17,7 @@ from cli.errors import EXIT_OK, EXIT_USAGE
 from cli.main import main, package_version
 from deepcompression.data.mnist import TEST_IMAGES, TEST_LABELS, mnist_test_set
 from deepcompression.format.container import QuantizedTensor, encode_model, read_info
-from deepcompression.format.loader import load_model
+from deepcompression.format.loader import load
 from deepcompression.training import evaluate
 from models import LeNet300100
 
@@ -148,7 +148,7 @@ def test_eval_on_real_mnist(
     assert result["test_samples"] == 10000
     assert result["decode_seconds"] >= 0.0 and result["eval_seconds"] >= 0.0
     assert (result["arch"], result["device"]) == (ARCH["name"], "cpu")
-    model, _ = load_model(model_file.read_bytes())
+    model = load(model_file.read_bytes())
     raw = mnist_root / "MNIST" / "raw"
     test_x, test_y = mnist_test_set(
         (raw / TEST_IMAGES).read_bytes(), (raw / TEST_LABELS).read_bytes()

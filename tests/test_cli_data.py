@@ -22,7 +22,7 @@ from deepcompression.data.mnist import MNIST_SHAPE
 from deepcompression.data.prepared import META_FILE, load_prepared_test, split_files
 from deepcompression.data.writer import RawDataset, Split, prepare
 from deepcompression.format.container import QuantizedTensor, encode_model
-from deepcompression.format.loader import load_model
+from deepcompression.format.loader import load
 from deepcompression.training import evaluate
 from models import build_model, model_arch
 
@@ -107,7 +107,7 @@ def test_eval_on_a_prepared_folder_equals_the_library(
     assert err == ""
     result = json.loads(out)
 
-    model, _ = load_model(data)
+    model = load(data)
     x, y = load_prepared_test(lambda name: (prepared / name).read_bytes(), str(prepared))
     expected = evaluate(model, x, y)
     assert (result["test_error"], result["test_loss"]) == (expected.error, expected.loss)

@@ -662,7 +662,7 @@ def test_constant_positions_match_decoding_the_repeated_symbols(index_bits: int)
 
 def test_load_model_builds_the_named_network_with_the_decoded_weights():
     from deepcompression.format.container import QuantizedTensor, encode_model
-    from deepcompression.format.loader import ModelBuildError, load_model
+    from deepcompression.format.loader import ModelBuildError, load_with_info
     from models import build_model
 
     torch.manual_seed(0)
@@ -678,10 +678,10 @@ def test_load_model_builds_the_named_network_with_the_decoded_weights():
         else:
             raw[name] = tensor
     data = encode_model(quantized, raw, {"name": "lenet_300_100", "kwargs": {}}, {})
-    model, decoded = load_model(data)
+    model, decoded = load_with_info(data)
     x = torch.randn(8, 1, 28, 28)
     assert torch.equal(model(x), reference(x))
     assert decoded.arch["name"] == "lenet_300_100"
     wrong = encode_model(quantized, raw, {"name": "lenet5", "kwargs": {}}, {})
     with pytest.raises(ModelBuildError, match="do not fit model 'lenet5'"):
-        load_model(wrong)
+        load_with_info(wrong)

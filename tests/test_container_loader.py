@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from deepcompression.format.container import DecodedTooLarge, encode_model
-from deepcompression.format.loader import ModelBuildError, load_model
+from deepcompression.format.loader import ModelBuildError, load, load_with_info
 from models import UnknownModelError, build_model
 
 
@@ -22,7 +22,7 @@ def _file(arch: dict, **kwargs: object) -> bytes:
 
 def test_load_model_passes_the_header_kwargs_to_the_constructor() -> None:
     arch = {"name": "lenet_300_100", "kwargs": {"num_classes": 7}}
-    model, decoded = load_model(_file(arch))
+    model, decoded = load_with_info(_file(arch))
     assert decoded.arch == arch and model.fc3.out_features == 7
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 7)
     assert decoded.state_dict["fc3.bias"].dtype == torch.float16
@@ -34,7 +34,7 @@ def test_version_1_files_without_kwargs_still_load() -> None:
     torch.manual_seed(0)
     state = build_model("lenet5").state_dict()
     data = encode_model([], state, {"name": "lenet5"}, {}, format_version=1)
-    model, _ = load_model(data)
+    model = load(data)
     assert torch.equal(model.conv1.weight, state["conv1.weight"])
 
 
@@ -56,12 +56,12 @@ def test_load_model_rejects_archs_that_do_not_fit(
     data = encode_model([], build_model("lenet5").state_dict(), arch, {})
     start = time.perf_counter()
     with pytest.raises(error, match=message):
-        load_model(data)
+        load_with_info(data)
     assert time.perf_counter() - start < 5.0  # 10**12 classes are never allocated
 
 
 def test_load_model_applies_max_decoded_bytes() -> None:
     data = _file({"name": "lenet_300_100", "kwargs": {}})
     with pytest.raises(DecodedTooLarge, match="max_decoded_bytes"):
-        load_model(data, max_decoded_bytes=1000)
-    load_model(data, max_decoded_bytes=2**21)
+        load_with_info(data, max_decoded_bytes=1000)
+    load_with_info(data, max_decoded_bytes=2**21)

@@ -22,7 +22,7 @@ from deepcompression.data.load import load_training
 from deepcompression.data.mnist import MNIST_SHAPE
 from deepcompression.data.tensors import DataShape, ImageTensors
 from deepcompression.format.container import read_info
-from deepcompression.format.loader import load_model
+from deepcompression.format.loader import load, load_with_info
 from deepcompression.plan import compressible_layers, plan_layers
 from deepcompression.pretrained import PretrainedError
 from flows.params import load_params
@@ -235,7 +235,7 @@ def test_own_data_runs_through_every_stage_and_the_file_decodes(own_run) -> None
     evaluation = json.loads((workspace / "metrics/small_bn_cnn/evaluate.json").read_text())
     assert evaluation["logits_equal_quantized"] is True
     assert evaluation["test_samples"] == 24 and evaluation["val_samples"] == 18
-    model, decoded = load_model((workspace / "compressed/small_bn_cnn.dcz").read_bytes())
+    model, decoded = load_with_info((workspace / "compressed/small_bn_cnn.dcz").read_bytes())
     assert decoded.arch["kwargs"] == SHAPE.model_kwargs() | {"width": 8}
     data = load_training(workspace / "data" / "pets", 18, mnist=False)
     quantized = load_checkpoint(workspace / "checkpoints/small_bn_cnn/quantized.pt").build()
@@ -258,7 +258,7 @@ def test_excluded_layers_stay_dense_float32_in_the_file(own_run) -> None:
     assert kinds["features.0.0.weight"] == ("raw", "float32")
     assert kinds["fc.weight"][0] != "raw"
     assert kinds["features.0.1.num_batches_tracked"] == ("raw", "int64")
-    model, _ = load_model((workspace / "compressed/small_bn_cnn.dcz").read_bytes())
+    model = load((workspace / "compressed/small_bn_cnn.dcz").read_bytes())
     stored = model.state_dict()["features.0.0.weight"]
     assert torch.equal(stored, quantized.state_dict["features.0.0.weight"])
 

@@ -31,7 +31,7 @@ from deepcompression.data.mnist import TRAIN_IMAGES
 from deepcompression.data.prepared import load_prepared, load_prepared_test
 from deepcompression.data.streaming import StreamedImages, batches
 from deepcompression.data.tensors import ImageTensors
-from deepcompression.format.loader import load_model
+from deepcompression.format.loader import load
 from deepcompression.training import evaluate, fit, predict_logits, seed_everything
 from models import build_model
 from runtime import monitor
@@ -283,7 +283,7 @@ def test_the_pipeline_streamed_matches_the_preloaded_run_exactly(both_runs) -> N
             k: v for k, v in want.items() if k not in header_sized
         }, stage
     runs = (preloaded, streamed)
-    files = [load_model((run / f"compressed/{MODEL}.dcz").read_bytes())[0] for run in runs]
+    files = [load((run / f"compressed/{MODEL}.dcz").read_bytes()) for run in runs]
     decoded, twin = (model.state_dict() for model in files)
     assert all(torch.equal(twin[key], value) for key, value in decoded.items())
     evaluation = json.loads((streamed / f"metrics/{MODEL}/evaluate.json").read_text())

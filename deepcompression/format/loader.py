@@ -1,35 +1,60 @@
-"""From compressed-file bytes to a working network: decode, build the named model, load weights."""
+"""From a compressed file to a working network: decode, build the named model, load weights.
+
+``load(path or bytes)`` is the one call for inference: the network in eval mode, on the device
+asked for. ``load_with_info`` also returns the decoded file (arch, provenance, tensors), and
+``deepcompression.format.container.read_info`` describes a file without decoding it. The network
+classes come from the project's registry whatever the caller's sys.path holds
+(``deepcompression.networks``).
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
 from torch import nn
 
 from deepcompression.format.container import DEFAULT_MAX_DECODED_BYTES, DecodedModel, decode_model
-from models import UnknownModelError, build_model
+from deepcompression.networks import UnknownModelError, build_model
+
+Source = bytes | bytearray | memoryview | str | os.PathLike[str]
+"""A compressed file: its bytes, or the path to read them from."""
 
 
 class ModelBuildError(ValueError):
     """A file decoded, but its weights do not fit the network its header names."""
 
 
-def load_model(
-    data: bytes,
+def load(
+    source: Source,
+    device: torch.device | str = "cpu",
+    *,
+    max_decoded_bytes: int | None = DEFAULT_MAX_DECODED_BYTES,
+) -> nn.Module:
+    """The network a compressed file holds, weights loaded and in eval mode: ready to predict.
+
+    ``source`` is the file's bytes or its path; errors are those of ``load_with_info``.
+    """
+    return load_with_info(source, device, max_decoded_bytes=max_decoded_bytes)[0]
+
+
+def load_with_info(
+    source: Source,
     device: torch.device | str = "cpu",
     *,
     max_decoded_bytes: int | None = DEFAULT_MAX_DECODED_BYTES,
 ) -> tuple[nn.Module, DecodedModel]:
-    """Decode `data`, build the registered model its header names with the header's kwargs.
+    """Decode a file, build the registered model its header names with the header's kwargs.
 
     ``arch = {"name": registry name, "kwargs": constructor keyword arguments}`` (kwargs optional).
     Weights load strictly; a raw tensor stored in another dtype (e.g. a float16 bias) is cast to
-    the parameter's dtype. Raises FormatError for a bad file (DecodedTooLarge above
-    ``max_decoded_bytes``), UnknownModelError for an unregistered architecture and
-    ModelBuildError when the network cannot be built with the kwargs or the tensors do not fit.
+    the parameter's dtype; the model is returned in eval mode. Raises OSError for an unreadable
+    path, FormatError for a bad file (DecodedTooLarge above ``max_decoded_bytes``),
+    UnknownModelError for an unregistered architecture and ModelBuildError when the network
+    cannot be built with the kwargs or the tensors do not fit.
     """
-    decoded = decode_model(data, max_decoded_bytes=max_decoded_bytes)
+    decoded = decode_model(_file_bytes(source), max_decoded_bytes=max_decoded_bytes)
     name, kwargs = _arch(decoded.arch)
     _check_fit_on_meta(name, kwargs, decoded.state_dict)
     model = _build(name, kwargs, device=None)
@@ -37,7 +62,20 @@ def load_model(
         model.load_state_dict(decoded.state_dict, strict=True)
     except RuntimeError as err:
         raise ModelBuildError(f"weights do not fit model {name!r}: {err}") from None
-    return model.to(device), decoded
+    return model.to(device).eval(), decoded
+
+
+def _file_bytes(source: Source) -> bytes:
+    """The bytes of ``source``: itself when bytes-like, else the file at that path."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        return bytes(source)
+    if isinstance(source, str | os.PathLike):
+        with open(source, "rb") as handle:
+            return handle.read()
+    raise TypeError(
+        f"expected the file's bytes or its path, got {type(source).__name__}; pass "
+        "Path('model.dcz') or its bytes"
+    )
 
 
 def _arch(arch: dict) -> tuple[str, dict[str, Any]]:
