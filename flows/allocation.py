@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from deepcompression.config import ConfigError, RunParams
-from deepcompression.plan import LayerPlan, apply_allocation
+from deepcompression.plan import LayerPlan
+from deepcompression.search.chosen import apply_allocation
 from deepcompression.search.space import Allocation
 
 

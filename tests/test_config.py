@@ -18,8 +18,9 @@ from deepcompression.config import (
     check_layer_table,
     layer_value,
 )
-from deepcompression.plan import apply_allocation, plan_layers
+from deepcompression.plan import plan_layers
 from deepcompression.schema import from_dict
+from deepcompression.search.chosen import apply_allocation
 from deepcompression.search.space import Allocation, LayerAllocation
 from flows.params import (
     load_params,
