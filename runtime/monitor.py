@@ -44,9 +44,9 @@ STAGE_SETTINGS = (
     (HEARTBEAT_ENV, "flows.heartbeat_frequency", str(HEARTBEAT_S)),
 )
 NOISY_LOGGERS = ("prefect.events", "prefect._internal", "prefect.client")
-STUCK_FINISH = "Finished in state Running"
-"""How the engine ends a run whose final state it could not report: not kept, nor replayed (the
-catch-up sets the real final state)."""
+STUCK_FINISH = ("Finished in state Running", "Finished in state Pending")
+"""How the engine ends a run whose state it could not report: not shown, sent, kept nor replayed
+(the catch-up sets the real final state)."""
 
 logger = logging.getLogger("deepcompression.monitor")
 
@@ -345,13 +345,15 @@ class _OutageFilter(logging.Filter):
             if not is_offline() and not api_answers():
                 go_offline(f"{record.name}: {record.getMessage()[:120]}")
             return not is_offline()
-        return not (is_offline() and record.getMessage().startswith(STUCK_FINISH))
+        return not record.getMessage().startswith(STUCK_FINISH)
 
 
 def _api_log_sink(log: dict[str, Any]) -> None:
     """Send an API log as Prefect does, or keep it for the catch-up while offline."""
     from prefect.logging.handlers import APILogWorker
 
+    if str(log.get("message", "")).startswith(STUCK_FINISH):
+        return
     if is_offline():
         keep_log(log)
     else:

@@ -40,7 +40,7 @@ from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import State
 
-from runtime.monitor import HEARTBEAT_S, PendingRecord, pending_dir
+from runtime.monitor import HEARTBEAT_S, STUCK_FINISH, PendingRecord, pending_dir
 
 ZOMBIE_AUTOMATION = "deepcompression: crash flow runs whose heartbeats stopped"
 ZOMBIE_WITHIN = timedelta(seconds=3 * HEARTBEAT_S)
@@ -223,7 +223,8 @@ def _logs(client: SyncPrefectClient, record: PendingRecord, folder: Path) -> Non
     path = record.logs_path(folder)
     if not path.exists():
         return
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    kept = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [entry for entry in kept if not str(entry.get("message")).startswith(STUCK_FINISH)]
     for start in range(0, len(lines), 200):
         client.create_logs([LogCreate(**entry) for entry in lines[start : start + 200]])
 

@@ -157,6 +157,19 @@ def test_the_outage_filter_drops_repeated_api_failures_once_offline() -> None:
     assert outage.filter(progress) and outage.filter(failure)
 
 
+def test_the_engine_s_stuck_finish_lines_are_never_shown() -> None:
+    outage = monitor._OutageFilter()
+    for message in ("Finished in state Pending()", "Finished in state Running()"):
+        stuck = logging.LogRecord(
+            "prefect.task_runs", logging.ERROR, __file__, 1, message, None, None
+        )
+        assert not outage.filter(stuck), "the catch-up sets the real state"
+    done = logging.LogRecord(
+        "prefect.task_runs", logging.INFO, __file__, 1, "Finished in state Completed()", None, None
+    )
+    assert outage.filter(done)
+
+
 def test_a_stage_whose_api_is_down_from_the_start_runs_offline(caplog) -> None:
     from prefect import flow
 
