@@ -361,10 +361,11 @@ def _units_masks(data: bytes, rng: np.random.Generator) -> bytes:
 
 
 ZERO_SHAPES: list[list[int]] = [
-    [2**28, 2**28, 256, 0], [2**28, 2**28, 0], [0, 2**28, 2**28], [0] + [16] * 14,
+    [2**28, 2**28, 256, 0], [2**28, 2**28, 8, 0], [2**28, 2**28, 16, 0], [2**28, 2**28, 0],
+    [0, 2**28, 2**28], [0] + [16] * 14,
     [0] + [16] * 15, [2**28, 0, 2**28, 2**28], [1, 0] * 8, [2**28, 2**27, 2, 0], [0],
 ]  # fmt: skip
-"""Empty shapes at and beyond the 2**56 cap on the product of the non-zero dimensions."""
+"""Empty shapes at and beyond the 2**59 cap on the product of the non-zero dimensions."""
 
 
 def retile(header: dict, payload: bytes, replace: dict[tuple[int, object], bytes]) -> bytes:

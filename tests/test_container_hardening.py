@@ -72,7 +72,7 @@ EMPTY = stream([0, 0], [0, 0], 0, 0)
 
 @pytest.mark.parametrize(
     "shape",
-    [[CAP, CAP, 0], [0, CAP, CAP], [CAP, 0, CAP], [0] + [16] * 14, [1, 0] * 8, [2**20, 2**20, 0]],
+    [[CAP, CAP, 0], [0, CAP, CAP], [CAP, CAP, 8, 0], [8, 0, CAP, CAP], [0] + [16] * 14, [1, 0] * 8],
 )
 def test_empty_shapes_up_to_the_cap_decode_to_empty_tensors(shape: list[int]) -> None:
     assert math_prod_nonzero(shape) <= MAX_NONZERO_PRODUCT
@@ -89,14 +89,14 @@ def math_prod_nonzero(shape: list[int]) -> int:
 
 
 @pytest.mark.parametrize(
-    "shape", [[CAP, CAP, 256, 0], [0] + [16] * 15, [CAP, 0, CAP, CAP], [CAP, 2**27, 4, 0]]
+    "shape", [[CAP, CAP, 16, 0], [0] + [16] * 15, [CAP, 0, CAP, CAP], [CAP, 2**27, 32, 0]]
 )
 def test_empty_shapes_beyond_the_cap_are_malformed(shape: list[int]) -> None:
     assert math_prod_nonzero(shape) > MAX_NONZERO_PRODUCT
     with pytest.raises(MalformedHeader, match="has a 0 but its other dimensions"):
         read_info(raw_file(shape))
     text = dump({"arch": {}, "provenance": {}, "tensors": [huffman_record(shape, EMPTY, EMPTY)]})
-    with pytest.raises(MalformedHeader, match="2\\*\\*56"):
+    with pytest.raises(MalformedHeader, match=f"more than {MAX_NONZERO_PRODUCT}"):
         decode_model(pack(text))
 
 

@@ -246,7 +246,7 @@ def tensor_record(entry: object, version: int) -> dict:
         fail("MalformedHeader")
     dims = [integer(d, 0, CAP) for d in shape]
     numel = int(np.prod(dims, dtype=object)) if dims else 1
-    if numel > CAP or int(np.prod([d for d in dims if d], dtype=object)) > 1 << 56:
+    if numel > CAP or int(np.prod([d for d in dims if d], dtype=object)) > 1 << 59:
         fail("MalformedHeader")
     record = {"name": obj["name"], "kind": obj["kind"], "shape": dims, "numel": numel}
     if obj["kind"] == "raw":

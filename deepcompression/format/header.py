@@ -206,7 +206,7 @@ def _span(value: object, where: str) -> Span:
 
 def _shape(value: object, where: str) -> tuple[int, ...]:
     """Each dimension in [0, 2**28], their product at most 2**28 and, when one is 0, the product
-    of the others at most 2**56 (an empty tensor's strides then fit 64-bit arithmetic)."""
+    of the others at most 2**59 (an empty tensor's sizes then fit 64-bit arithmetic)."""
     if not isinstance(value, list) or len(value) > MAX_NDIM:
         raise MalformedHeader(f"{where}.shape must be a list of at most {MAX_NDIM} integers")
     dims = tuple(_int(d, f"{where}.shape", 0, MAX_TOTAL_NUMEL) for d in value)
@@ -215,6 +215,6 @@ def _shape(value: object, where: str) -> tuple[int, ...]:
     if math.prod(d for d in dims if d) > MAX_NONZERO_PRODUCT:
         raise MalformedHeader(
             f"{where}: shape {list(dims)} has a 0 but its other dimensions multiply to more than "
-            f"{MAX_NONZERO_PRODUCT} (2**56, the cap for an empty tensor)"
+            f"{MAX_NONZERO_PRODUCT}, the cap for an empty tensor"
         )
     return dims

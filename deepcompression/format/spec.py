@@ -30,15 +30,16 @@ MAX_HEADER_RATIO = 64
 MAX_NDIM = 16
 MAX_TOTAL_NUMEL = 1 << 28
 """Cap on every dimension, and on the summed element count of all tensors in one file."""
-MAX_NONZERO_PRODUCT = 1 << 56
-"""Cap on the product of a shape's non-zero dimensions: an empty tensor's strides fit int64."""
+MAX_NONZERO_PRODUCT = 1 << 59
+"""Cap on the product of a shape's non-zero dimensions when one is 0: even at 8 bytes per item,
+the empty tensor's nominal byte size and every stride in bytes stay below 2**63 (int64)."""
 MAX_JSON_DEPTH = 64
 """Most arrays/objects open at once in the header JSON (the top-level object is depth 1)."""
 MAX_JSON_INT = (1 << 53) - 1
 """Largest magnitude of a header integer literal (every such integer is exact in a double)."""
 MAX_JSON_VALUES = 1 << 20
 """Most JSON values (objects, arrays, strings, numbers, literals; keys excluded) in a header."""
-MAX_JSON_VALUES_PER_BYTE = 4
+MAX_JSON_VALUES_PER_BYTE = 8
 """Most JSON values per stored header byte: a header's parsed size is paid for in file bytes."""
 DEFAULT_MAX_DECODED_BYTES = 10**9
 """Default cap on the bytes ``decode_model`` allocates for decoded tensors: 1 GB holds VGG-16's
