@@ -52,7 +52,8 @@ class TruncatedFile(FormatError):
 
 
 class HeaderTooLarge(FormatError):
-    """A declared header length exceeds MAX_HEADER_BYTES."""
+    """A declared header length exceeds MAX_HEADER_BYTES, or a compressed header declares more
+    than MAX_HEADER_RATIO times its stored length."""
 
 
 class MalformedHeader(FormatError):
