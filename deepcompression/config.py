@@ -3,9 +3,11 @@ any work.
 
 Sections are built from plain dicts (the caller reads them from wherever they live): an unknown
 key, a wrong type or an out-of-range value raises `ConfigError` naming the key's path (e.g.
-`models.lenet5.quantize.bits.fc`) and what is allowed. Every key is required: the caller's
-parameters are the one source of values, so the sections below carry no defaults of their own
-(only keys that may be null may be left out).
+`models.lenet5.quantize.bits.fc`) and what is allowed. Every key is required (only keys that may
+be null may be left out): the caller's parameters are the one source of a run's values. So the
+top level and a model's sections carry no defaults; the shared building blocks (`OptimConfig`,
+`DataConfig`, `RunConfig`, `DistillConfig`) keep theirs for direct library calls (tests,
+benchmarks, the command line), which a run never reaches.
 """
 
 from __future__ import annotations
@@ -256,8 +258,6 @@ class RunConfig:
 class TrainConfig(OptimConfig):
     """Training of the dense reference model."""
 
-    epochs: int = 30
-    lr: float = 0.05
     checkpoint: str | None = None
     """A state_dict file (torch.save) to start from instead of training; null: train."""
 
