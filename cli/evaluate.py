@@ -9,7 +9,6 @@ and ``--version`` start quickly."""
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -17,12 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cli.errors import EXIT_OK, CliError, not_a_model, path_text, read_input
+from cli.errors import EXIT_OK, CliError, path_text
+from cli.network import (
+    DATA_HELP,
+    DEFAULT_DATA,
+    check_default_data,
+    data_kwargs,
+    device_of,
+    kwargs_text,
+    load_network,
+)
 from cli.text import key_values, print_json, printable, shown, write_line
-from deepcompression.format.container import FormatError
 
-DEFAULT_DATA = Path("data")
-DATA_HELP = "folder holding MNIST/raw, or a prepared data/<name> folder (meta.json)"
 DEFAULT_BATCH_SIZE = 1000
 
 
@@ -122,61 +127,6 @@ def _locate_test_set(root: Path, max_preload_bytes: int) -> _TestSet:
     return _TestSet("MNIST", raw, MNIST_SHAPE.model_kwargs(), load)
 
 
-def _data_kwargs(model: Any, arch: dict) -> dict[str, Any]:
-    """in_channels, image_size and num_classes the network was built with: the header's
-    arch.kwargs, the model factory's defaults where the header leaves one out."""
-    from deepcompression.networks import DATA_KWARGS, model_arch
-
-    try:
-        built = model_arch(model)["kwargs"]
-    except (ValueError, KeyError, TypeError):
-        built = {}
-    given = arch.get("kwargs")
-    recorded = given if isinstance(given, dict) else {}
-    merged = {**built, **recorded}
-    return {key: merged[key] for key in DATA_KWARGS if key in merged}
-
-
-def _kwargs_text(kwargs: dict[str, Any]) -> str:
-    """``in_channels=3, image_size=32, num_classes=10``, values from a file shown escaped."""
-    return ", ".join(f"{key}={shown(repr(value), 40)}" for key, value in kwargs.items())
-
-
-def _recorded_data_name(provenance: dict) -> str | None:
-    """The data.name of a non-MNIST dataset the file's provenance records (the pipeline's), if
-    any: its prepared folder is ``data/<name>``. None for MNIST or when nothing usable is there."""
-    from deepcompression.config import DataConfig
-
-    params = provenance.get("params")
-    data = params.get("data") if isinstance(params, dict) else None
-    if not isinstance(data, dict):
-        return None
-    name, source, dataset = data.get("name"), data.get("source"), data.get("dataset")
-    if not isinstance(name, str) or not isinstance(source, str):
-        return None
-    if DataConfig(source=source, dataset=str(dataset)).is_mnist:  # type: ignore[arg-type]
-        return None
-    plain = re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name)
-    return name if plain else None
-
-
-def _check_default_data(path: Path, kwargs: dict[str, Any], provenance: dict) -> None:
-    """Without --data, refuse a file made for other data than MNIST, naming the folder to pass."""
-    from deepcompression.data.mnist import MNIST_SHAPE
-
-    mnist = MNIST_SHAPE.model_kwargs()
-    name = _recorded_data_name(provenance)
-    differs = {key: value for key, value in kwargs.items() if mnist.get(key) != value}
-    if not differs and name is None:
-        return
-    made_for = f"data of {_kwargs_text(kwargs)}" if differs else f"the data set {name!r}"
-    folder = f"--data {DEFAULT_DATA / name}" if name is not None else "--data data/<name>"
-    raise CliError(
-        f"{path_text(path)} was made for {made_for}, not MNIST (the default test set): pass the "
-        f"prepared folder of the data it was made for, {folder} (a folder holding meta.json)."
-    )
-
-
 def _check_fits(path: Path, kwargs: dict[str, Any], test_set: _TestSet) -> None:
     """Refuse data whose shape differs from what the file's network was built for."""
     differs = [
@@ -185,9 +135,9 @@ def _check_fits(path: Path, kwargs: dict[str, Any], test_set: _TestSet) -> None:
     if not differs:
         return
     raise CliError(
-        f"{path_text(path)} holds a network built for {_kwargs_text(kwargs)} (arch.kwargs), but "
+        f"{path_text(path)} holds a network built for {kwargs_text(kwargs)} (arch.kwargs), but "
         f"{path_text(test_set.folder)} ({shown(test_set.name, 64)}) holds data of "
-        f"{_kwargs_text(test_set.kwargs)}; pass --data with the folder of the data the file was "
+        f"{kwargs_text(test_set.kwargs)}; pass --data with the folder of the data the file was "
         "made for."
     )
 
@@ -203,26 +153,15 @@ def _max_preload_bytes(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     """``eval``: decode the file into its network and measure test error on its test set."""
-    from deepcompression.format.loader import ModelBuildError, load_with_info
-    from deepcompression.networks import UnknownModelError
-    from deepcompression.training import evaluate, resolve_device
+    from deepcompression.training import evaluate
 
-    try:
-        device = resolve_device(args.device)
-    except RuntimeError as err:
-        raise CliError(str(err)) from None
-    data = read_input(args.file)
-    try:
-        start = time.perf_counter()
-        model, decoded = load_with_info(data, device, max_decoded_bytes=args.max_decoded_bytes)
-        decode_seconds = time.perf_counter() - start
-    except FormatError as err:
-        raise not_a_model(args.file, err) from None
-    except (UnknownModelError, ModelBuildError) as err:
-        raise CliError(f"{path_text(args.file)}: {err}") from None
-    kwargs = _data_kwargs(model, decoded.arch)
+    device = device_of(args.device)
+    start = time.perf_counter()
+    model, decoded = load_network(args.file, device, args.max_decoded_bytes)
+    decode_seconds = time.perf_counter() - start
+    kwargs = data_kwargs(model, decoded.arch)
     if args.data is None:
-        _check_default_data(args.file, kwargs, decoded.provenance)
+        check_default_data(args.file, kwargs, decoded.provenance)
     test_set = _locate_test_set(
         DEFAULT_DATA if args.data is None else args.data, _max_preload_bytes(args)
     )

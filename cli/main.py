@@ -1,5 +1,6 @@
-"""The ``deepcompression`` command line: inspect a compressed-model file (``cli.inspect``) or
-evaluate it on its data (``cli.evaluate``).
+"""The ``deepcompression`` command line: inspect a compressed-model file (``cli.inspect``),
+evaluate it on its data (``cli.evaluate``), predict the classes of images (``cli.predict``) or
+export its network to ONNX (``cli.export``).
 
 An application edge: it reads files and prints, while all logic lives in the library. Every error
 ends as one ``deepcompression: error: ...`` line on stderr (``cli.errors``) and a non-zero exit
@@ -27,11 +28,14 @@ from cli.errors import (
     error_line,
 )
 from cli.evaluate import DATA_HELP, DEFAULT_BATCH_SIZE, DEFAULT_DATA, run_eval
+from cli.export import run_export
 from cli.inspect import DEFAULT_MAX_ROWS, run_inspect
+from cli.predict import DEFAULT_PREDICT_BATCH, DEFAULT_TOP, run_predict
 from cli.text import printable, write_line
 from deepcompression.format.container import DEFAULT_MAX_DECODED_BYTES
 
 DISTRIBUTION = "deep-compression"
+Subcommands = argparse._SubParsersAction  # what add_subparsers returns
 
 
 def package_version() -> str:
@@ -79,9 +83,10 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for ``deepcompression`` and its ``inspect`` and ``eval`` commands."""
+    """The argument parser for ``deepcompression`` and its commands."""
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Inspect or evaluate Deep Compression model files."
+        prog=PROG,
+        description="Inspect, evaluate, predict with or export Deep Compression model files.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {package_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -118,14 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="evaluation batch size (default: %(default)s)",
     )
-    evaluate.add_argument(
-        "--max-decoded-bytes",
-        type=byte_size,
-        default=DEFAULT_MAX_DECODED_BYTES,
-        metavar="SIZE",
-        help="refuse files whose tensors decode to more than SIZE bytes, e.g. 2GiB "
-        "(default: %(default)s)",
-    )
+    _add_max_decoded_bytes(evaluate)
     evaluate.add_argument(
         "--max-preload-bytes",
         type=byte_size,
@@ -136,7 +134,78 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(handler=run_eval)
+    _add_predict(commands)
+    _add_export(commands)
     return parser
+
+
+def _add_max_decoded_bytes(parser: argparse.ArgumentParser) -> None:
+    """--max-decoded-bytes, the decoder's limit on what a file may allocate."""
+    parser.add_argument(
+        "--max-decoded-bytes",
+        type=byte_size,
+        default=DEFAULT_MAX_DECODED_BYTES,
+        metavar="SIZE",
+        help="refuse files whose tensors decode to more than SIZE bytes, e.g. 2GiB "
+        "(default: %(default)s)",
+    )
+
+
+def _add_predict(commands: Subcommands) -> None:
+    """The ``predict`` command: top classes of images, IDX files or folders of them."""
+    predict = commands.add_parser(
+        "predict", help="decode a file and print the top classes of images (PNG/JPEG, IDX, folders)"
+    )
+    predict.add_argument("file", type=Path, metavar="FILE", help="compressed-model file")
+    predict.add_argument(
+        "inputs",
+        type=Path,
+        nargs="+",
+        metavar="INPUT",
+        help="image file (PNG, JPEG...), uint8 IDX image file, or a folder of them",
+    )
+    predict.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"{DATA_HELP}, giving the inputs' normalisation and class names (default: MNIST's, "
+        "for a file made for MNIST)",
+    )
+    predict.add_argument(
+        "--top",
+        type=_positive_int,
+        default=DEFAULT_TOP,
+        metavar="K",
+        help="classes listed per input (default: %(default)s)",
+    )
+    predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    predict.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=DEFAULT_PREDICT_BATCH,
+        metavar="N",
+        help="images per forward pass (default: %(default)s)",
+    )
+    _add_max_decoded_bytes(predict)
+    predict.add_argument("--json", action="store_true", help="print one JSON object")
+    predict.set_defaults(handler=run_predict)
+
+
+def _add_export(commands: Subcommands) -> None:
+    """The ``export`` command: the decoded network as an ONNX model."""
+    export = commands.add_parser("export", help="write a file's decoded network as an ONNX model")
+    export.add_argument("file", type=Path, metavar="FILE", help="compressed-model file")
+    export.add_argument(
+        "--onnx",
+        type=Path,
+        required=True,
+        metavar="OUT",
+        help="ONNX file to write (input 'input' float32 (batch, C, S, S), output 'logits'); "
+        "needs pip install 'deep-compression[export]'",
+    )
+    _add_max_decoded_bytes(export)
+    export.set_defaults(handler=run_export)
 
 
 def _report_error(message: str, err: TextIO) -> None:
