@@ -10,39 +10,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from compressed_files import compressed
 from PIL import Image
 
 from cli.errors import EXIT_OK, EXIT_USAGE
 from cli.main import main
-from deepcompression.compress.pruning import full_masks, prune_
-from deepcompression.compress.quantization import cluster_model
 from deepcompression.data.idx import encode_idx
 from deepcompression.data.mnist import normalise_mnist
 from deepcompression.data.tensors import normalise
 from deepcompression.data.writer import RawDataset, Split, prepare
-from deepcompression.format.container import QuantizedTensor, encode_model
 from deepcompression.format.loader import load
 from deepcompression.inference import MNIST_INPUT, InputSpec, Prediction, predict
-from models import build_model, model_arch
+from models import build_model
 
 CLASSES = ("ankle boot", "bag", "coat")
 RGB_SIDE = 12
-
-
-def compressed(name: str, provenance: dict | None = None, **kwargs: int) -> bytes:
-    """A real file: `name` built with `kwargs`, every prunable layer pruned to half and shared by
-    3-bit k-means, the rest raw."""
-    torch.manual_seed(0)
-    model = build_model(name, **kwargs)
-    masks = full_masks(model)
-    prune_(model, masks, {key.removesuffix(".weight"): 0.5 for key in masks}, "magnitude")
-    books = cluster_model(model, masks, {key.removesuffix(".weight"): 3 for key in masks})
-    quantized = [
-        QuantizedTensor(key, book.mask, book.labels, book.centroids, book.bits, 4)
-        for key, book in books.items()
-    ]
-    raw = {key: value for key, value in model.state_dict().items() if key not in books}
-    return encode_model(quantized, raw, model_arch(model), provenance or {})
 
 
 def _digits(count: int, seed: int = 0) -> np.ndarray:
