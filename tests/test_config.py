@@ -463,3 +463,15 @@ def test_a_searched_allocation_is_checked_like_the_tables_and_planned_from_them(
         apply_allocation(params, plan, Allocation(dict.fromkeys(plan, wide), "float32"))
     with pytest.raises(ConfigError, match=r"no entry for layers \['fc3'\]"):
         apply_allocation(params, plan, Allocation({"fc1": layer, "fc2": layer}, "float32"))
+
+
+def test_the_library_leaves_the_file_name_to_its_reader():
+    """Errors of deepcompression/ start with the key path: the reader (flows/params.py) adds the
+    file, wherever the values came from."""
+    prefixed = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for path in sorted((ROOT / "deepcompression").rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), start=1)
+        if 'f"params.yaml:' in line or '"params.yaml: ' in line
+    ]
+    assert not prefixed
