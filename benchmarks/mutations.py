@@ -3,7 +3,8 @@
 Mutations with repaired CRCs (edited header fields, replaced code tables and streams, raw dtypes,
 bool bytes, shapes, empty shapes with huge dimensions, header bombs) get past the checksums so
 that the schema, limits, layout, code-table, stream and value checks are exercised, not just
-CRC32. Base files are of format versions 1, 2 and 3 (one with removed units). Used by
+CRC32. Base files are of format versions 1, 2 and 3 (one with removed units); the ``v4_``
+mutators edit version-4 files (binary header) byte by byte. Used by
 ``tests/test_container_fuzz.py`` (a sample) and ``benchmarks/bench_mutations.py`` (the full run).
 """
 
@@ -43,6 +44,29 @@ def _layer(
     return QuantizedTensor(name, mask, labels, torch.randn(k, generator=gen), bits, index_bits)
 
 
+def _base_inputs() -> list[tuple]:
+    """(quantized, raw, arch, provenance) of the version-4 base files."""
+    mlp = [
+        _layer("fc1.weight", (24, 16), 0.3, 4, 3, 1),
+        _layer("fc2.weight", (8, 24), 0.5, 3, 2, 2),
+    ]
+    biases = {"fc1.bias": torch.randn(24, generator=torch.Generator().manual_seed(5))}
+    arch = {"name": "tiny_mlp", "kwargs": {"hidden": 24, "scale": -1.5, "flags": [True, None]}}
+    provenance = {"git": "0" * 40, "params_sha256": "ab" * 32, "params": {"bits": [4, -3]}}
+    typed = {
+        "f16": torch.randn(3, 2, generator=torch.Generator().manual_seed(6)).half(),
+        "bn.num_batches_tracked": torch.tensor(12, dtype=torch.int64),
+        "flags": torch.tensor([True, False, True, True]),
+        "none": torch.zeros(0, 4, dtype=torch.bool),
+    }
+    return [
+        (mlp, biases, arch, provenance),
+        (mlp[:1], typed, {"name": "typed"}, {"\ud800": "\u00e9"}),
+        (_unit_layers(), biases, arch, provenance),
+        (mlp, {}, {}, {}),
+    ]
+
+
 def _base_files() -> list[bytes]:
     mlp = [
         _layer("fc1.weight", (24, 16), 0.3, 4, 3, 1),
@@ -73,13 +97,15 @@ def _base_files() -> list[bytes]:
         "none": torch.zeros(0, 4, dtype=torch.bool),
     }
     return [
-        encode_model(mlp, biases, arch, provenance),
+        encode_model(mlp, biases, arch, provenance, format_version=3),
         encode_model(mlp, biases, arch, provenance, compress_header=False, format_version=2),
-        encode_model(edge, {"s": torch.tensor(1.0)}, {"name": "edge"}, {}, compress_header=False),
-        encode_model(mlp[:1], typed, arch, provenance, compress_header=False),
+        encode_model(edge, {"s": torch.tensor(1.0)}, {"name": "edge"}, {}, compress_header=False,
+                     format_version=3),
+        encode_model(mlp[:1], typed, arch, provenance, compress_header=False, format_version=3),
         encode_model(mlp, biases, arch, provenance, format_version=1),
-        encode_model(_unit_layers(), biases, arch, provenance, compress_header=False),
-    ]
+        encode_model(_unit_layers(), biases, arch, provenance, compress_header=False,
+                     format_version=3),
+    ]  # fmt: skip
 
 
 def _unit_layers() -> list[QuantizedTensor]:
@@ -107,6 +133,11 @@ def _unit_layers() -> list[QuantizedTensor]:
 
 
 BASE_FILES = _base_files()
+V4_FILES = [
+    encode_model(*inputs, compress_header=compress)
+    for inputs, compress in zip(_base_inputs() * 2, (True,) * 4 + (False,) * 4, strict=True)
+]
+"""Version-4 files (binary header) of the same tensors: plain, typed dtypes and removed units."""
 
 
 def split(data: bytes) -> tuple[dict, bytes]:
@@ -449,7 +480,53 @@ def _header_bomb(data: bytes, rng: np.random.Generator) -> bytes:
     return out
 
 
+def split_v4(data: bytes) -> tuple[bytes, bytes]:
+    """The inflated binary header and the payload of a version-4 file."""
+    _, _, flags, header_len, _, _, _ = PREAMBLE.unpack_from(data)
+    stored = data[PREAMBLE.size : PREAMBLE.size + header_len]
+    return (zlib.decompress(stored) if flags & 1 else stored), data[PREAMBLE.size + header_len :]
+
+
+def _v4_header_edit(rng: np.random.Generator) -> bytes:
+    """A version-4 file whose binary header has 1-3 bytes replaced, nudged, inserted or deleted."""
+    header, payload = split_v4(V4_FILES[rng.integers(len(V4_FILES))])
+    body = bytearray(header)
+    for _ in range(int(rng.integers(1, 4))):
+        at, action = int(rng.integers(len(body))), int(rng.integers(5))
+        if action == 0:
+            body[at] = int(rng.integers(256))
+        elif action == 1:
+            body[at] = (body[at] + int(rng.choice([-1, 1]))) % 256
+        elif action == 2:
+            body.insert(at, int(rng.choice([0, 0x7F, 0x80, 0xFF, rng.integers(256)])))
+        elif action == 3:
+            del body[at]
+        else:
+            body[at] ^= 1 << int(rng.integers(8))
+    return build(bytes(body), payload, bool(rng.integers(2)), 4)
+
+
+def _v4_header_cut(rng: np.random.Generator) -> bytes:
+    """A version-4 file whose binary header is cut short or has bytes appended."""
+    header, payload = split_v4(V4_FILES[rng.integers(len(V4_FILES))])
+    if rng.integers(2):
+        header = header[: int(rng.integers(len(header)))]
+    else:
+        header += rng.bytes(int(rng.integers(1, 4)))
+    return build(header, payload, bool(rng.integers(2)), 4)
+
+
+def _v4_payload(rng: np.random.Generator) -> bytes:
+    """A version-4 file with payload bits flipped and the CRC repaired."""
+    header, payload = split_v4(V4_FILES[rng.integers(len(V4_FILES))])
+    return build(header, bytes(_flip_bits(payload, rng)), False, 4)
+
+
 MUTATORS: dict[str, Callable[[bytes, np.random.Generator], bytes]] = {
+    "v4_header_bytes": lambda d, r: _v4_header_edit(r),
+    "v4_header_cut": lambda d, r: _v4_header_cut(r),
+    "v4_payload_with_crc": lambda d, r: _v4_payload(r),
+    "v4_whole_file": lambda d, r: bytes(_flip_bits(V4_FILES[r.integers(len(V4_FILES))], r)),
     "truncate": lambda d, r: d[: r.integers(0, len(d))],
     "bit_flips": lambda d, r: bytes(_flip_bits(d, r)),
     "random_bytes": lambda d, r: r.bytes(int(r.integers(0, len(d) + 1))),

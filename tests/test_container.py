@@ -32,8 +32,10 @@ from deepcompression.format.container import (
     TruncatedFile,
     UnsupportedVersion,
     decode_model,
-    encode_model,
     read_info,
+)
+from deepcompression.format.container import (
+    encode_model as encode_any_version,
 )
 from deepcompression.format.sizes import (
     compression_ratio,
@@ -44,6 +46,12 @@ from deepcompression.format.sizes import (
     pqh_bits,
 )
 from deepcompression.format.sparse_index import constant_positions, decode_positions
+
+
+def encode_model(*args: object, **kwargs: object) -> bytes:
+    """The version-3 writer: these tests read and edit JSON headers (version 4's is binary)."""
+    return encode_any_version(*args, **{"format_version": 3, **kwargs})  # type: ignore[arg-type]
+
 
 PREAMBLE = struct.Struct("<8sHHIIII")
 
@@ -376,7 +384,7 @@ def test_encoder_rejects_invalid_model_inputs() -> None:
     with pytest.raises(InvalidArgument, match="supported: float32"):
         encode_model([], {"b": torch.zeros(2, dtype=torch.complex64)}, {}, {})
     with pytest.raises(InvalidArgument, match="format_version"):
-        encode_model([], {}, {}, {}, format_version=4)
+        encode_model([], {}, {}, {}, format_version=5)
     with pytest.raises(InvalidArgument, match="arch"):
         encode_model([], {}, ["not", "a", "dict"], {})  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument, match="JSON-able"):
@@ -420,7 +428,7 @@ def _set(path: list, value: object) -> object:
         (b"PK\x03\x04" + bytes(40), BadMagic, "magic"),
         (b"", TruncatedFile, "preamble"),
         (MAGIC + b"\x01\x00", TruncatedFile, "preamble"),
-        (repack(tiny_file(), version=4), UnsupportedVersion, "version 4"),
+        (repack(tiny_file(), version=5), UnsupportedVersion, "version 5"),
         (repack(tiny_file(), version=0), UnsupportedVersion, "version 0"),
         (repack(tiny_file(), flags=4), UnsupportedVersion, "flag"),
         (tiny_file()[:100], TruncatedFile, "header"),

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+from spec_binary_header import binary_document
 from test_container_v1 import TINY_V1_HEX, V1_FIXTURE_HEX
 
-from benchmarks.mutations import BASE_FILES, MUTATORS, SEED
+from benchmarks.mutations import BASE_FILES, MUTATORS, SEED, V4_FILES
 from deepcompression.format.container import FormatError, decode_model
 
 MAGIC = b"\x89DCZ\r\n\x1a\n"
@@ -471,6 +472,19 @@ def huffman_tensor(record: dict, payload: bytes) -> bytes:
 # --- the file (FORMAT.md "Reader checks") -------------------------------------------------
 
 
+def json_document(text: bytes, header_len: int) -> object:
+    """The header object of a version 1-3 JSON header (FORMAT.md "JSON rules")."""
+    try:
+        decoded_text = text.decode("utf-8")
+    except UnicodeDecodeError:
+        fail("MalformedHeader")
+    parser = JsonParser(decoded_text)
+    document = parser.document()
+    if parser.values > min(1 << 20, 8 * header_len):
+        fail("MalformedHeader")
+    return document
+
+
 def spec_decode(data: bytes, limit: int | None = None) -> tuple[dict, dict, list[tuple]]:
     """(arch, provenance, [(name, dtype, shape, item bytes)]), or Reject(kind)."""
     if data[: min(8, len(data))] != MAGIC[: min(8, len(data))]:
@@ -480,7 +494,7 @@ def spec_decode(data: bytes, limit: int | None = None) -> tuple[dict, dict, list
     version, flags, header_len, json_len, header_crc, payload_crc = struct.unpack_from(
         "<HHIIII", data, 8
     )
-    if version not in (1, 2, 3) or flags & ~1:
+    if version not in (1, 2, 3, 4) or flags & ~1:
         fail("UnsupportedVersion")
     if header_len > 16 * MIB or json_len > 16 * MIB:
         fail("HeaderTooLarge")
@@ -503,13 +517,8 @@ def spec_decode(data: bytes, limit: int | None = None) -> tuple[dict, dict, list
         if json_len != header_len:
             fail("MalformedHeader")
         text = stored
-    try:
-        decoded_text = text.decode("utf-8")
-    except UnicodeDecodeError:
-        fail("MalformedHeader")
-    parser = JsonParser(decoded_text)
-    document = parser.document()
-    if parser.values > min(1 << 20, 8 * header_len):
+    document = json_document(text, header_len) if version < 4 else binary_document(text)
+    if document is None:
         fail("MalformedHeader")
     arch, provenance, records = header_records(document, version)
     payload = data[28 + header_len :]
@@ -576,7 +585,7 @@ def assert_agree(data: bytes, limit: int | None = None) -> str:
 
 
 def test_pinned_and_base_files_agree() -> None:
-    files = [bytes.fromhex(TINY_V1_HEX), bytes.fromhex(V1_FIXTURE_HEX), *BASE_FILES]
+    files = [bytes.fromhex(TINY_V1_HEX), bytes.fromhex(V1_FIXTURE_HEX), *BASE_FILES, *V4_FILES]
     for data in files:
         assert assert_agree(data) == "decoded"
         assert assert_agree(data, limit=0) == "DecodedTooLarge"

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from deepcompression.format.binheader import dump_header, load_header
 from deepcompression.format.errors import InvalidArgument, MalformedHeader
 from deepcompression.format.framing import max_json_values
-from deepcompression.format.header import arch_problem
+from deepcompression.format.header import arch_problem, parse_header
 from deepcompression.format.huffman import (
     MAX_SYMBOL_BITS,
     HuffmanStream,
@@ -31,6 +32,7 @@ from deepcompression.format.records import Span
 from deepcompression.format.sparse_index import encode_positions
 from deepcompression.format.spec import (
     AUTO_INDEX_BITS,
+    BINARY_HEADER_VERSION,
     BIT_VIEWS,
     DTYPE_NAMES,
     FLAG_HEADER_ZLIB,
@@ -136,46 +138,69 @@ def encode_model(
     Raises InvalidArgument for inconsistent inputs.
     """
     _check_inputs(quantized, raw, arch, provenance, format_version)
-    _dump_json({"arch": arch, "provenance": provenance, "tensors": []})
+    binary = format_version >= BINARY_HEADER_VERSION
+    _header_bytes(arch, provenance, [], binary, check=True)
     options = [_quantized_options(q, format_version) for q in quantized]
     raws = [_encode_raw(name, t, format_version) for name, t in raw.items()]
 
     def file_bytes(layers: Sequence[_Encoded]) -> int:
-        stored = _stored_header(_fast_json(arch, provenance, [*layers, *raws]), compress_header)
+        header = _header_bytes(arch, provenance, _placed_records([*layers, *raws]), binary)
+        stored = _stored_header(header, compress_header, binary)
         return PREAMBLE_SIZE + len(stored[0]) + sum(len(e.sections) for e in (*layers, *raws))
 
     chosen = _choose_layers(options, file_bytes)
     encoded = [*chosen, *raws]
-    header_json = _dump_json(
-        {"arch": arch, "provenance": provenance, "tensors": _placed_records(encoded)}
-    )
-    if len(header_json) > MAX_HEADER_BYTES:
+    header = _header_bytes(arch, provenance, _placed_records(encoded), binary, check=True)
+    if len(header) > MAX_HEADER_BYTES:
         raise InvalidArgument(
-            f"header is {len(header_json)} bytes, over the {MAX_HEADER_BYTES}-byte cap; "
+            f"header is {len(header)} bytes, over the {MAX_HEADER_BYTES}-byte cap; "
             "shrink arch/provenance"
         )
-    stored, flags = _stored_header(header_json, compress_header)
+    stored, flags = _stored_header(header, compress_header, binary)
     payload = b"".join(e.sections for e in encoded)
     preamble = PREAMBLE.pack(
         MAGIC,
         format_version,
         flags,
         len(stored),
-        len(header_json),
+        len(header),
         zlib.crc32(stored),
         zlib.crc32(payload),
     )
     return preamble + stored + payload
 
 
-def _stored_header(header_json: bytes, compress: bool) -> tuple[bytes, int]:
+def _header_bytes(
+    arch: dict, provenance: dict, records: list[dict], binary: bool, *, check: bool = False
+) -> bytes:
+    """The header as written: binary (version 4) or JSON; ``check`` reads it back as the reader
+    would and turns any refusal into InvalidArgument."""
+    if not binary:
+        header = {"arch": arch, "provenance": provenance, "tensors": records}
+        return _dump_json(header) if check else _fast_json(header)
+    data = dump_header(arch, provenance, records)
+    if check:
+        try:
+            parse_header(load_header(data), BINARY_HEADER_VERSION)
+        except MalformedHeader as err:
+            raise InvalidArgument(f"arch/provenance or a tensor break a header rule: {err}") from (
+                err
+            )
+    return data
+
+
+def _stored_header(header: bytes, compress: bool, binary: bool) -> tuple[bytes, int]:
     """The header as stored and its flags: zlib level 9 when asked for, shorter, and within the
-    reader's inflation and value-count limits for that stored length."""
+    reader's inflation (and, for JSON, value-count) limits for that stored length."""
     if compress:
-        packed = zlib.compress(header_json, 9)
-        if len(packed) < len(header_json) and _within_limits(header_json, len(packed)):
+        packed = zlib.compress(header, 9)
+        if len(packed) < len(header) and (
+            len(header) <= MAX_HEADER_RATIO * len(packed)
+            if binary
+            else _within_limits(header, len(packed))
+        ):
             return packed, FLAG_HEADER_ZLIB
-    return header_json, 0
+    return header, 0
 
 
 def _within_limits(header_json: bytes, stored_len: int) -> bool:
@@ -188,9 +213,8 @@ def _within_limits(header_json: bytes, stored_len: int) -> bool:
     return marks <= limit or json_shape(header_json)[1] <= limit
 
 
-def _fast_json(arch: dict, provenance: dict, encoded: Sequence[_Encoded]) -> bytes:
+def _fast_json(header: dict) -> bytes:
     """The header JSON the writer would write, without re-validating it (size evaluation only)."""
-    header = {"arch": arch, "provenance": provenance, "tensors": _placed_records(encoded)}
     return json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
                       allow_nan=False).encode("ascii")  # fmt: skip
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import zlib
 
+from deepcompression.format.binheader import load_header
 from deepcompression.format.errors import (
     BadMagic,
     ChecksumMismatch,
@@ -21,6 +22,7 @@ from deepcompression.format.header import parse_header, quoted
 from deepcompression.format.jsontext import load_json
 from deepcompression.format.records import ParsedFile, Record
 from deepcompression.format.spec import (
+    BINARY_HEADER_VERSION,
     FLAG_HEADER_ZLIB,
     MAGIC,
     MAX_HEADER_BYTES,
@@ -74,7 +76,11 @@ def parse_file(data: bytes) -> ParsedFile:
     stored = view[PREAMBLE_SIZE:header_end]
     if zlib.crc32(stored) != header_crc:
         raise ChecksumMismatch("header CRC32 mismatch; the header bytes are corrupt")
-    header = load_json(_unpack_header(stored, flags, json_len), max_json_values(header_len))
+    text = _unpack_header(stored, flags, json_len)
+    if version >= BINARY_HEADER_VERSION:
+        header = load_header(text)
+    else:
+        header = load_json(text, max_json_values(header_len))
     arch, provenance, records = parse_header(header, version)
     payload = view[header_end:]
     _check_layout(records, len(payload))

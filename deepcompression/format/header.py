@@ -55,6 +55,7 @@ _RAW_KEYS = {
     1: frozenset({"kind", "name", "shape", "data"}),
     2: frozenset({"kind", "name", "shape", "dtype", "data"}),
     3: frozenset({"kind", "name", "shape", "dtype", "data"}),
+    4: frozenset({"kind", "name", "shape", "dtype", "data"}),
 }
 _HUFFMAN_KEYS = frozenset(
     {"kind", "name", "shape", "nnz", "weight_bits", "index_bits", "codebook", "index", "weight"}

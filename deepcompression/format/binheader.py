@@ -1,0 +1,377 @@
+"""The version-4 header: a binary layout of varints, one string table and typed values.
+
+``dump_header`` writes the header object (arch, provenance, tensor records with spans) as bytes;
+``load_header`` reads them back to the same object, spans rebuilt from the section lengths (the
+sections tile the payload, so no offset is stored), for ``header.parse_header`` to check. Every
+count is bounded by the bytes left before anything is built, so the parse costs what the header's
+bytes pay for (MalformedHeader otherwise).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+
+from deepcompression.format.errors import InvalidArgument, MalformedHeader
+from deepcompression.format.spec import (
+    DTYPES,
+    FLOAT_BYTES,
+    KIND_HUFFMAN,
+    KIND_RAW,
+    MAX_JSON_DEPTH,
+    MAX_JSON_INT,
+    MAX_NDIM,
+    RAW_DTYPES,
+    STATIC_STRINGS,
+)
+
+__all__ = ["dump_header", "load_header"]
+
+_ARG_VARINT = 31
+"""A tag's 5-bit argument of 31 means "a varint follows, holding the argument (>= 31)"."""
+_STRING, _UINT, _NEGINT, _ARRAY, _OBJECT, _SIMPLE = range(6)
+_NULL, _FALSE, _TRUE, _FLOAT, _DIGEST = range(5)
+_DIGEST_BYTES = 32
+_HEX = frozenset("0123456789abcdef")
+_DOUBLE = struct.Struct("<d")
+_RAW_TAG, _HUFFMAN_TAG, _UNITS_BIT = 0, 1, 0x04
+_MAX_VARINT_BYTES = 8
+_STATIC_INDEX = {text: i for i, text in enumerate(STATIC_STRINGS)}
+
+
+# Writing
+
+
+def dump_header(arch: dict, provenance: dict, records: list[dict]) -> bytes:
+    """The version-4 header bytes of arch, provenance and placed tensor records."""
+    table = _StringTable()
+    body = bytearray()
+    _put_value(body, arch, table, 1)
+    _put_value(body, provenance, table, 1)
+    _put_varint(body, len(records))
+    for record in records:
+        _put_record(body, record, table)
+    return table.encode() + bytes(body)
+
+
+class _StringTable:
+    """Strings of the header in first-use order, after the static ones."""
+
+    def __init__(self) -> None:
+        self._index: dict[str, int] = {}
+
+    def ref(self, text: str) -> int:
+        if text in _STATIC_INDEX:
+            return _STATIC_INDEX[text]
+        return self._index.setdefault(text, len(STATIC_STRINGS) + len(self._index))
+
+    def encode(self) -> bytes:
+        out = bytearray()
+        _put_varint(out, len(self._index))
+        for text in self._index:
+            data = _utf8(text)
+            _put_varint(out, len(data))
+            out += data
+        return bytes(out)
+
+
+def _utf8(text: str) -> bytes:
+    """Each code point as UTF-8, lone surrogates included (they are valid header strings)."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _put_varint(out: bytearray, value: int) -> None:
+    """Unsigned LEB128, at most 2**53 - 1."""
+    if not 0 <= value <= MAX_JSON_INT:
+        raise InvalidArgument(f"header integer {value} is outside [0, {MAX_JSON_INT}]")
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+
+
+def _put_tag(out: bytearray, major: int, arg: int) -> None:
+    if arg < _ARG_VARINT:
+        out.append(major << 5 | arg)
+    else:
+        out.append(major << 5 | _ARG_VARINT)
+        _put_varint(out, arg)
+
+
+def _put_value(out: bytearray, value: object, table: _StringTable, depth: int) -> None:
+    """One arch/provenance value: typed tag, then its content."""
+    if depth > MAX_JSON_DEPTH:
+        raise InvalidArgument(f"arch/provenance are nested more than {MAX_JSON_DEPTH} levels")
+    if value is None or isinstance(value, bool):
+        _put_tag(out, _SIMPLE, {None: _NULL, False: _FALSE, True: _TRUE}[value])
+    elif isinstance(value, int):
+        if abs(value) > MAX_JSON_INT:
+            raise InvalidArgument(f"arch/provenance integer {value} exceeds 2**53 - 1")
+        _put_tag(out, _UINT, value) if value >= 0 else _put_tag(out, _NEGINT, -1 - value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidArgument(f"arch/provenance numbers must be finite, got {value}")
+        _put_tag(out, _SIMPLE, _FLOAT)
+        out += _DOUBLE.pack(value)
+    elif isinstance(value, str):
+        if len(value) == 2 * _DIGEST_BYTES and set(value) <= _HEX:
+            _put_tag(out, _SIMPLE, _DIGEST)
+            out += bytes.fromhex(value)
+        else:
+            _put_tag(out, _STRING, table.ref(value))
+    elif isinstance(value, list | tuple):
+        _put_tag(out, _ARRAY, len(value))
+        for item in value:
+            _put_value(out, item, table, depth + 1)
+    elif isinstance(value, dict):
+        if not all(isinstance(key, str) for key in value):
+            raise InvalidArgument("arch/provenance objects must have str keys")
+        _put_tag(out, _OBJECT, len(value))
+        for key in sorted(value):
+            _put_varint(out, table.ref(key))
+            _put_value(out, value[key], table, depth + 1)
+    else:
+        raise InvalidArgument(
+            f"arch/provenance values must be JSON-like (None, bool, int, float, str, list, "
+            f"dict), got {type(value).__name__}"
+        )
+
+
+def _put_record(out: bytearray, record: dict, table: _StringTable) -> None:
+    """One tensor record: tag, name, shape, then the kind's counts (spans become lengths)."""
+    if record["kind"] == KIND_RAW:
+        out.append(RAW_DTYPES.index(record["dtype"]) << 4 | _RAW_TAG)
+    else:
+        out.append(_HUFFMAN_TAG | (_UNITS_BIT if "units" in record else 0))
+    parts = record["name"].split(".")
+    _put_varint(out, len(parts))
+    for part in parts:
+        _put_varint(out, table.ref(part))
+    _put_varint(out, len(record["shape"]))
+    for dim in record["shape"]:
+        _put_varint(out, dim)
+    if record["kind"] == KIND_HUFFMAN:
+        _put_varint(out, record["nnz"])
+        out.append((record["weight_bits"] - 1) << 4 | (record["index_bits"] - 1))
+        _put_varint(out, record["codebook"][1] // FLOAT_BYTES)
+        if "units" in record:
+            _put_varint(out, record["units"]["kept_rows"])
+            _put_varint(out, record["units"]["kept_cols"])
+        for key in ("index", "weight"):
+            _put_varint(out, record[key]["table"][1])
+            _put_varint(out, record[key]["bits"])
+        _put_varint(out, record["index"]["symbols"])
+
+
+# Reading
+
+
+def load_header(data: bytes) -> dict:
+    """The header object (arch, provenance, tensors with spans) of version-4 header bytes."""
+    reader = _Reader(data)
+    strings = reader.string_table()
+    arch = reader.value(strings, 1)
+    provenance = reader.value(strings, 1)
+    tensors = []
+    offset = 0
+    for _ in reader.counted(reader.varint("tensor count"), 3, "tensors"):
+        record, offset = reader.record(strings, offset)
+        tensors.append(record)
+    if reader.pos != len(data):
+        raise MalformedHeader(f"{len(data) - reader.pos} bytes follow the last tensor record")
+    if unused := [s for s, used in zip(strings.table, strings.used, strict=True) if not used]:
+        raise MalformedHeader(f"string table entry {unused[0][:60]!r} is never referenced")
+    return {"arch": arch, "provenance": provenance, "tensors": tensors}
+
+
+class _Strings:
+    """The static strings, the file's string table, and which table entries were referenced."""
+
+    def __init__(self, table: list[str]) -> None:
+        self.table = table
+        self.used = [False] * len(table)
+
+    def get(self, index: int, what: str) -> str:
+        if index < len(STATIC_STRINGS):
+            return STATIC_STRINGS[index]
+        index -= len(STATIC_STRINGS)
+        if index >= len(self.table):
+            raise MalformedHeader(
+                f"{what}: string reference {index + len(STATIC_STRINGS)} is past the "
+                f"{len(STATIC_STRINGS)} static and {len(self.table)} table strings"
+            )
+        self.used[index] = True
+        return self.table[index]
+
+
+class _Reader:
+    """A cursor over the header bytes; every read is checked against the bytes left."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, size: int, what: str) -> bytes:
+        if size > len(self.data) - self.pos:
+            raise MalformedHeader(f"header ends inside {what} (needs {size} more bytes)")
+        chunk = self.data[self.pos : self.pos + size]
+        self.pos += size
+        return chunk
+
+    def byte(self, what: str) -> int:
+        return self.take(1, what)[0]
+
+    def varint(self, what: str) -> int:
+        """Unsigned LEB128 in its shortest form, at most 8 bytes and 2**53 - 1."""
+        value = 0
+        for shift in range(0, 7 * _MAX_VARINT_BYTES, 7):
+            byte = self.byte(what)
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                if byte == 0 and shift:
+                    raise MalformedHeader(f"{what}: varint is not in its shortest form")
+                if value > MAX_JSON_INT:
+                    raise MalformedHeader(f"{what}: varint {value} exceeds 2**53 - 1")
+                return value
+        raise MalformedHeader(f"{what}: varint longer than {_MAX_VARINT_BYTES} bytes")
+
+    def counted(self, count: int, min_bytes: int, what: str) -> range:
+        """range(count), refused when ``count`` items of ``min_bytes`` each cannot fit."""
+        if count * min_bytes > len(self.data) - self.pos:
+            raise MalformedHeader(
+                f"{what}: {count} items cannot fit in the {len(self.data) - self.pos} bytes left"
+            )
+        return range(count)
+
+    def string_table(self) -> _Strings:
+        """Distinct UTF-8 strings (surrogates allowed), none of them a static string."""
+        table: list[str] = []
+        seen: set[str] = set()
+        for i in self.counted(self.varint("string count"), 1, "string table"):
+            raw = self.take(self.varint(f"string {i} length"), f"string {i}")
+            try:
+                text = raw.decode("utf-8", "surrogatepass")
+            except UnicodeDecodeError as err:
+                raise MalformedHeader(f"string {i} is not UTF-8: {err}") from err
+            if text in seen or text in _STATIC_INDEX:
+                raise MalformedHeader(f"string {i} {text[:60]!r} is already a header string")
+            seen.add(text)
+            table.append(text)
+        return _Strings(table)
+
+    def tag(self, what: str) -> tuple[int, int]:
+        byte = self.byte(what)
+        major, arg = byte >> 5, byte & 0x1F
+        if arg == _ARG_VARINT:
+            arg = self.varint(what)
+            if arg < _ARG_VARINT:
+                raise MalformedHeader(f"{what}: tag argument {arg} must be inline (below 31)")
+        return major, arg
+
+    def value(self, strings: _Strings, depth: int) -> object:
+        """One typed value; arch and provenance (depth 1) must be objects."""
+        if depth > MAX_JSON_DEPTH:
+            raise MalformedHeader(f"header values nest deeper than {MAX_JSON_DEPTH} levels")
+        major, arg = self.tag("value tag")
+        if depth == 1 and major != _OBJECT:
+            raise MalformedHeader("header 'arch' and 'provenance' must be objects")
+        if major == _STRING:
+            return strings.get(arg, "string value")
+        if major in (_UINT, _NEGINT):
+            if arg > MAX_JSON_INT or (major == _NEGINT and arg >= MAX_JSON_INT):
+                raise MalformedHeader("integer value exceeds 2**53 - 1 in magnitude")
+            return arg if major == _UINT else -1 - arg
+        if major == _ARRAY:
+            return [self.value(strings, depth + 1) for _ in self.counted(arg, 1, "array")]
+        if major == _OBJECT:
+            return self.members(arg, strings, depth)
+        if major == _SIMPLE and arg in (_NULL, _FALSE, _TRUE):
+            return (None, False, True)[arg]
+        if major == _SIMPLE and arg == _FLOAT:
+            number = _DOUBLE.unpack(self.take(_DOUBLE.size, "float value"))[0]
+            if not math.isfinite(number):
+                raise MalformedHeader("float value is not finite (NaN and infinities are invalid)")
+            return number
+        if major == _SIMPLE and arg == _DIGEST:
+            return self.take(_DIGEST_BYTES, "digest value").hex()
+        raise MalformedHeader(f"value tag 0x{major << 5 | min(arg, 31):02x} is not defined")
+
+    def members(self, count: int, strings: _Strings, depth: int) -> dict:
+        """An object's members: keys strictly increasing by code point, so none repeats."""
+        obj: dict = {}
+        previous = None
+        for _ in self.counted(count, 2, "object"):
+            key = strings.get(self.varint("object key"), "object key")
+            if previous is not None and key <= previous:
+                raise MalformedHeader(
+                    f"object key {key[:60]!r} is not after {previous[:60]!r} (keys are sorted "
+                    "by code point, each once)"
+                )
+            obj[key] = self.value(strings, depth + 1)
+            previous = key
+        return obj
+
+    def record(self, strings: _Strings, offset: int) -> tuple[dict, int]:
+        """One tensor record as the header object holds it, and the payload offset after it."""
+        tag = self.byte("tensor tag")
+        name = self.name(strings)
+        ndim = self.varint("ndim")
+        if ndim > MAX_NDIM:
+            raise MalformedHeader(f"tensor {name[:60]!r}: {ndim} dimensions, at most {MAX_NDIM}")
+        shape = [self.varint("dimension") for _ in self.counted(ndim, 1, "shape")]
+        if tag & 0x0F == _RAW_TAG and tag >> 4 < len(RAW_DTYPES):
+            dtype = RAW_DTYPES[tag >> 4]
+            length = DTYPES[dtype][1] * math.prod(shape)
+            record = {"kind": KIND_RAW, "name": name, "shape": shape, "dtype": dtype,
+                      "data": [offset, length]}  # fmt: skip
+            return record, offset + length
+        if tag not in (_HUFFMAN_TAG, _HUFFMAN_TAG | _UNITS_BIT):
+            raise MalformedHeader(f"tensor {name[:60]!r}: tag 0x{tag:02x} is not defined")
+        return self.huffman(name, shape, bool(tag & _UNITS_BIT), offset)
+
+    def name(self, strings: _Strings) -> str:
+        """Name parts joined by '.'; a part holds no '.' (each name has one encoding)."""
+        parts = [
+            strings.get(self.varint("name part"), "name part")
+            for _ in self.counted(self.varint("name parts"), 1, "name")
+        ]
+        if not parts or any("." in part for part in parts):
+            raise MalformedHeader("a tensor name is one or more parts, none containing '.'")
+        return ".".join(parts)
+
+    def huffman(self, name: str, shape: list[int], units: bool, offset: int) -> tuple[dict, int]:
+        """A Huffman record's counts, its spans laid out from ``offset`` in section order."""
+        nnz = self.varint("nnz")
+        widths = self.byte("bit widths")
+        k = self.varint("codebook size")
+        kept = (self.varint("kept rows"), self.varint("kept cols")) if units else None
+        counts = [(self.varint("table length"), self.varint("stream bits")) for _ in range(2)]
+        index_symbols = self.varint("index symbols")
+        record: dict = {
+            "kind": KIND_HUFFMAN,
+            "name": name,
+            "shape": shape,
+            "nnz": nnz,
+            "weight_bits": (widths >> 4) + 1,
+            "index_bits": (widths & 0x0F) + 1,
+        }
+        lengths = [FLOAT_BYTES * k]
+        if kept is not None:
+            if len(shape) < 2:
+                raise MalformedHeader(f"tensor {name[:60]!r}: removed units need 2+ dimensions")
+            lengths += [(shape[0] + 7) // 8, (shape[1] + 7) // 8]
+        lengths += [counts[0][0], counts[1][0], (counts[0][1] + 7) // 8, (counts[1][1] + 7) // 8]
+        spans = []
+        for length in lengths:
+            spans.append([offset, length])
+            offset += length
+        record["codebook"] = spans[0]
+        if kept is not None:
+            record["units"] = {"rows": spans[1], "cols": spans[2], "kept_rows": kept[0],
+                               "kept_cols": kept[1]}  # fmt: skip
+        for key, table, stream, (_, bits), symbols in (
+            ("index", spans[-4], spans[-2], counts[0], index_symbols),
+            ("weight", spans[-3], spans[-1], counts[1], nnz),
+        ):
+            record[key] = {"table": table, "stream": stream, "bits": bits, "symbols": symbols}
+        return record, offset

@@ -1,0 +1,212 @@
+"""The version-4 binary header read from docs/FORMAT.md ("Version 4: binary header") alone.
+
+``binary_document`` turns the header bytes into the same object a version-3 JSON header holds
+(spans laid out back to back), raising ``Reject("MalformedHeader")`` for any rule broken; the
+spec-only decoder in ``test_container_spec.py`` then applies the common schema rules to it.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+
+STATIC = [
+    "name",
+    "kwargs",
+    "model",
+    "params",
+    "params_sha256",
+    "code_sha256",
+    "git_revision",
+    "weight",
+    "bias",
+    "running_mean",
+    "running_var",
+    "num_batches_tracked",
+    "num_classes",
+    "in_channels",
+    "image_size",
+    "width",
+    "depth",
+    "features",
+    "classifier",
+    "layer1",
+    "layer2",
+    "layer3",
+    "layer4",
+    "downsample",
+    "conv1",
+    "conv2",
+    "conv3",
+    "bn1",
+    "bn2",
+    "bn3",
+    "fc",
+    "fc1",
+    "fc2",
+    "fc3",
+    "0",
+    "1",
+    "2",
+    "3",
+    "4",
+    "5",
+    "6",
+    "7",
+    "8",
+    "9",
+    "lenet_300_100",
+    "lenet5",
+]
+DTYPES = ["float32", "float16", "bfloat16", "float64", "int8", "int16", "int32", "int64"]
+DTYPES += ["uint8", "bool"]
+SIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int8": 1, "int16": 2}
+SIZE |= {"int32": 4, "int64": 8, "uint8": 1, "bool": 1}
+
+
+class Malformed(Exception):
+    """A rule of the binary header is broken."""
+
+
+class _Cursor:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.at = data, 0
+        self.table: list[str] = []
+        self.referenced: set[int] = set()
+
+    def bytes(self, n: int) -> bytes:
+        if self.at + n > len(self.data):
+            raise Malformed
+        self.at += n
+        return self.data[self.at - n : self.at]
+
+    def varint(self) -> int:
+        value = 0
+        for i in range(8):
+            byte = self.bytes(1)[0]
+            value += (byte & 0x7F) << (7 * i)
+            if byte < 0x80:
+                if (i > 0 and byte == 0) or value > 2**53 - 1:
+                    raise Malformed
+                return value
+        raise Malformed
+
+    def string(self, ref: int) -> str:
+        if ref < len(STATIC):
+            return STATIC[ref]
+        if ref - len(STATIC) >= len(self.table):
+            raise Malformed
+        self.referenced.add(ref - len(STATIC))
+        return self.table[ref - len(STATIC)]
+
+    def value(self, depth: int) -> object:
+        if depth > 64:
+            raise Malformed
+        tag = self.bytes(1)[0]
+        major, arg = tag >> 5, tag & 31
+        if arg == 31:
+            arg = self.varint()
+            if arg < 31:
+                raise Malformed
+        if depth == 1 and major != 4:
+            raise Malformed
+        if major == 0:
+            return self.string(arg)
+        if major == 1:
+            return arg
+        if major == 2:
+            if arg > 2**53 - 2:
+                raise Malformed
+            return -1 - arg
+        if major == 3:
+            return [self.value(depth + 1) for _ in range(arg)]
+        if major == 4:
+            obj: dict = {}
+            for _ in range(arg):
+                key = self.string(self.varint())
+                if obj and key <= list(obj)[-1]:
+                    raise Malformed
+                obj[key] = self.value(depth + 1)
+            return obj
+        if major == 5 and arg <= 2:
+            return [None, False, True][arg]
+        if major == 5 and arg == 3:
+            number = struct.unpack("<d", self.bytes(8))[0]
+            if math.isinf(number) or math.isnan(number):
+                raise Malformed
+            return number
+        if major == 5 and arg == 4:
+            return self.bytes(32).hex()
+        raise Malformed
+
+
+def _document(data: bytes) -> dict:
+    cur = _Cursor(data)
+    for _ in range(cur.varint()):
+        raw = cur.bytes(cur.varint())
+        text = raw.decode("utf-8", "surrogatepass")
+        if text in STATIC or text in cur.table:
+            raise Malformed
+        cur.table.append(text)
+    arch, provenance = cur.value(1), cur.value(1)
+    tensors, offset = [], 0
+    for _ in range(cur.varint()):
+        tag = cur.bytes(1)[0]
+        parts = [cur.string(cur.varint()) for _ in range(cur.varint())]
+        if not parts or any("." in part for part in parts):
+            raise Malformed
+        ndim = cur.varint()
+        if ndim > 16:
+            raise Malformed
+        shape = [cur.varint() for _ in range(ndim)]
+        record: dict = {"name": ".".join(parts), "shape": shape}
+        if tag & 15 == 0 and tag >> 4 < 10:
+            dtype = DTYPES[tag >> 4]
+            length = SIZE[dtype] * math.prod(shape)
+            record |= {"kind": "raw", "dtype": dtype, "data": [offset, length]}
+            offset += length
+        elif tag in (1, 5):
+            offset = _huffman(cur, record, tag == 5, offset)
+        else:
+            raise Malformed
+        tensors.append(record)
+    if cur.at != len(data) or len(cur.referenced) != len(cur.table):
+        raise Malformed
+    return {"arch": arch, "provenance": provenance, "tensors": tensors}
+
+
+def _huffman(cur: _Cursor, record: dict, units: bool, offset: int) -> int:
+    nnz, widths, k = cur.varint(), cur.bytes(1)[0], cur.varint()
+    kept = [cur.varint(), cur.varint()] if units else None
+    index_table, index_bits = cur.varint(), cur.varint()
+    weight_table, weight_bits = cur.varint(), cur.varint()
+    symbols = cur.varint()
+    shape = record["shape"]
+    if units and len(shape) < 2:
+        raise Malformed
+    lengths = [4 * k]
+    if units:
+        lengths += [-(-shape[0] // 8), -(-shape[1] // 8)]
+    lengths += [index_table, weight_table, -(-index_bits // 8), -(-weight_bits // 8)]
+    spans = []
+    for length in lengths:
+        spans.append([offset, length])
+        offset += length
+    record |= {"kind": "huffman", "nnz": nnz, "weight_bits": (widths >> 4) + 1}
+    record |= {"index_bits": (widths & 15) + 1, "codebook": spans[0]}
+    if kept is not None:
+        record["units"] = {"rows": spans[1], "cols": spans[2], "kept_rows": kept[0]}
+        record["units"]["kept_cols"] = kept[1]
+    record["index"] = {"table": spans[-4], "stream": spans[-2], "bits": index_bits}
+    record["index"]["symbols"] = symbols
+    record["weight"] = {"table": spans[-3], "stream": spans[-1], "bits": weight_bits}
+    record["weight"]["symbols"] = nnz
+    return offset
+
+
+def binary_document(data: bytes) -> dict | None:
+    """The header object of version-4 header bytes, or None if the bytes break a rule."""
+    try:
+        return _document(data)
+    except (Malformed, UnicodeDecodeError):
+        return None
