@@ -297,7 +297,8 @@ def test_inspect_lists_the_units_a_version_3_file_keeps(
     mask[:, 300:] = False
     quantized[0] = QuantizedTensor(fc1.name, mask, fc1.labels, fc1.centroids, 3, None)
     path = tmp_path / "units.dcz"
-    path.write_bytes(encode_model(quantized, raw, ARCH, {"git_revision": REVISION}))
+    provenance = {"git_revision": REVISION}
+    path.write_bytes(encode_model(quantized, raw, ARCH, provenance, format_version=3))
     assert main(["inspect", str(path), "--json"]) == EXIT_OK
     report = json.loads(capsys.readouterr().out)
     rows = {row["name"]: row for row in report["layers"]}
