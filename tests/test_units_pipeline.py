@@ -1,5 +1,5 @@
 """End to end on a small MNIST slice: unit pruning in the prune stage, float16 biases rounded by
-the quantize stage, auto index widths and removed units in the encoded (version 3) file."""
+the quantize stage, auto index widths and removed units in the encoded file (current version)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from deepcompression.format.container import read_info
+from deepcompression.format.spec import FORMAT_VERSION
 from tasks.io import load_checkpoint
 
 ROOT = Path(__file__).parents[1]
@@ -72,7 +73,7 @@ def test_biases_float16_index_auto_and_units_reach_the_file(units_run) -> None:
         assert torch.equal(bias.half().float(), bias)
     data = (workspace / "compressed" / f"{MODEL}.dcz").read_bytes()
     info = read_info(data)
-    assert info.version == 3
+    assert info.version == FORMAT_VERSION
     stored = {layer.name: layer for layer in info.layers}
     assert {stored[f"{n}.bias"].dtype for n in ("fc1", "fc2", "fc3")} == {"float16"}
     kept = metrics(workspace, "prune")["layers"]["fc1"]["units_kept"]
