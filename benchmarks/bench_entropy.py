@@ -1,0 +1,172 @@
+"""Where a LeNet file's bytes go: header (versions 3 and 4), each stream against its order-0
+entropy, and what general-purpose compressors still find (issue 18).
+
+The files are built here from the registry's LeNet-300-100 and LeNet-5 (seeded init, no
+training): magnitude-pruned to the paper's per-layer densities, a third of the hidden units
+removed (their biases zeroed, as unit pruning leaves them), k-means shared at the paper's bits,
+float32 biases, index widths chosen by the writer, provenance of two sha256 hashes as the
+pipeline writes it. Header and layout bytes are those of trained files of the same shapes;
+entropies of untrained weights are not.
+
+    .venv/bin/python -m benchmarks.bench_entropy
+"""
+
+from __future__ import annotations
+
+import hashlib
+import lzma
+import shutil
+import subprocess
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from deepcompression.compress.pruning import magnitude_mask
+from deepcompression.compress.quantization import cluster_model
+from deepcompression.format.container import QuantizedTensor, encode_model, read_info
+from deepcompression.format.info import LayerInfo
+from deepcompression.format.sparse_index import encode_positions
+from models import build_model, model_arch
+
+DENSITIES = {
+    "lenet_300_100": {"fc1": 0.08, "fc2": 0.09, "fc3": 0.26},
+    "lenet5": {"conv1": 0.66, "conv2": 0.12, "fc1": 0.08, "fc2": 0.19},
+}
+"""Per-layer kept fractions of the paper's Tables 2-3."""
+BITS = {"lenet_300_100": 6, "lenet5": 5}
+REMOVED = {"lenet_300_100": ("fc1", "fc2"), "lenet5": ("conv2", "fc1")}
+"""Layers a third of whose output units are removed (with the next layer's inputs from them)."""
+
+
+def lenet_inputs(name: str) -> tuple[list[QuantizedTensor], dict[str, torch.Tensor], dict, dict]:
+    """(quantized, raw, arch, provenance) of a pruned, shared LeNet, as ``encode_model`` takes."""
+    torch.manual_seed(0)
+    model = build_model(name)
+    state = model.state_dict()
+    layers = list(DENSITIES[name])
+    masks = {}
+    for i, layer in enumerate(layers):
+        weight = state[f"{layer}.weight"]
+        mask = magnitude_mask(weight, DENSITIES[name][layer])
+        if layer in REMOVED[name]:
+            state[f"{layer}.bias"][::3] = 0.0
+            mask[::3] = False
+        if i and layers[i - 1] in REMOVED[name]:
+            _drop_inputs(mask, masks[f"{layers[i - 1]}.weight"])
+        masks[f"{layer}.weight"] = mask
+        weight.mul_(mask)
+    bits = {layer: BITS[name] for layer in layers}
+    books = cluster_model(model, masks, bits)
+    quantized = [
+        QuantizedTensor(key, book.mask, book.labels, book.centroids, book.bits, None)
+        for key, book in books.items()
+    ]
+    raw = {key: value for key, value in model.state_dict().items() if key not in books}
+    provenance = {
+        "model": name,
+        "params_sha256": hashlib.sha256(b"params").hexdigest(),
+        "code_sha256": hashlib.sha256(b"code").hexdigest(),
+    }
+    return quantized, raw, model_arch(model), provenance
+
+
+def _drop_inputs(mask: torch.Tensor, previous: torch.Tensor) -> None:
+    """Clear the inputs of ``mask`` fed by the previous layer's removed (empty) outputs."""
+    empty = ~previous.reshape(previous.shape[0], -1).any(dim=1)
+    if mask.shape[1] == empty.numel():
+        mask[:, empty] = False
+    else:  # a flattened conv output: each channel feeds a block of inputs
+        per = mask.shape[1] // empty.numel()
+        mask[:, empty.repeat_interleave(per)] = False
+
+
+def entropy_bytes(symbols: np.ndarray) -> float:
+    """Order-0 entropy of a symbol sequence in bytes (its empirical distribution)."""
+    if symbols.size == 0:
+        return 0.0
+    counts = np.bincount(symbols).astype(np.float64)
+    counts = counts[counts > 0]
+    return float(-(counts * np.log2(counts / symbols.size)).sum() / 8)
+
+
+def stream_rows(quantized: list[QuantizedTensor], info: list[LayerInfo]) -> list[tuple]:
+    """(layer, stream, coded bytes incl. table, order-0 entropy bytes) of every Huffman stream."""
+    by_name = {layer.name: layer for layer in info}
+    rows = []
+    for q in quantized:
+        layer = by_name[q.name]
+        mask = q.mask.numpy()
+        if layer.units is not None:
+            kept_rows = mask.reshape(mask.shape[0], -1).any(axis=1)
+            kept_cols = np.moveaxis(mask, 1, 0).reshape(mask.shape[1], -1).any(axis=1)
+            mask = mask[np.ix_(kept_rows, kept_cols)]
+        index = encode_positions(mask.reshape(-1), layer.index_bits)
+        labels = q.labels.numpy().reshape(-1)[q.mask.numpy().reshape(-1)]
+        rows.append((q.name, "index", layer.index_table_bytes + layer.index_stream_bytes,
+                     entropy_bytes(index)))  # fmt: skip
+        rows.append((q.name, "weight", layer.weight_table_bytes + layer.weight_stream_bytes,
+                     entropy_bytes(labels)))  # fmt: skip
+    return rows
+
+
+def _zstd(data: bytes) -> int | None:
+    if shutil.which("zstd") is None:
+        return None
+    out = subprocess.run(["zstd", "-19", "--long", "-c", "-q"], input=data, capture_output=True,
+                         check=True)  # fmt: skip
+    return len(out.stdout)
+
+
+def _brotli(data: bytes) -> int | None:
+    try:
+        import brotli  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return len(brotli.compress(data, quality=11))
+
+
+COMPRESSORS: dict[str, Callable[[bytes], int | None]] = {
+    "xz -9e": lambda data: len(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)),
+    "zstd -19 --long": _zstd,
+    "brotli -q 11": _brotli,
+}
+
+
+def report(name: str) -> None:
+    """Print one LeNet's header, stream and compressor table."""
+    quantized, raw, arch, provenance = lenet_inputs(name)
+    print(f"## {name}")
+    for version in (3, 4):
+        data = encode_model(quantized, raw, arch, provenance, format_version=version)
+        info = read_info(data)
+        removed_bias = sum(
+            4 * (layer.shape[0] - layer.kept_rows) for layer in info.layers if layer.units
+        )
+        print(f"version {version}: file {len(data)} B, header {info.header_bytes} B "
+              f"({'zlib' if info.header_compressed else 'plain'}), payload "
+              f"{info.payload_bytes} B; rows removed from weights whose float32 biases are "
+              f"stored: {removed_bias // 4} ({removed_bias} B)")  # fmt: skip
+        for tool, compress in COMPRESSORS.items():
+            size = compress(data)
+            shown = "not installed" if size is None else f"{size} B ({size / len(data) - 1:+.1%})"
+            print(f"  {tool}: {shown}")
+    total_coded = total_entropy = 0.0
+    print("| layer | stream | coded B (table + bits) | order-0 entropy B | ratio |")
+    print("|---|---|---:|---:|---:|")
+    for layer, stream, coded, ideal in stream_rows(quantized, list(info.layers)):
+        total_coded += coded
+        total_entropy += ideal
+        ratio = coded / ideal if ideal else float("nan")
+        print(f"| {layer} | {stream} | {coded} | {ideal:.1f} | {ratio:.3f} |")
+    print(f"| all | streams | {total_coded:.0f} | {total_entropy:.1f} | "
+          f"{total_coded / total_entropy:.3f} |\n")  # fmt: skip
+
+
+def main() -> None:
+    for name in DENSITIES:
+        report(name)
+
+
+if __name__ == "__main__":
+    main()
