@@ -169,4 +169,3 @@ def resolve_plan(params: RunParams, layers: Mapping[str, NetworkLayer]) -> dict[
         )
         for name, layer in layers.items()
     }
-
