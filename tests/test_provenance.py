@@ -132,7 +132,7 @@ def test_code_hash_follows_the_library_and_model_code(no_git_above: Path):
     base = code_sha256(root)
     assert code_sha256(root) == base
 
-    data = root / "deepcompression" / "data.py"
+    data = root / "deepcompression" / "training.py"
     original = data.read_bytes()
     data.write_bytes(original + b"\n# a comment is a change\n")
     edited = code_sha256(root)
