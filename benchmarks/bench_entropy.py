@@ -110,6 +110,17 @@ def stream_rows(quantized: list[QuantizedTensor], info: list[LayerInfo]) -> list
     return rows
 
 
+def removed_bias_bytes(layers: list[LayerInfo]) -> int:
+    """Bytes a file spends on biases of rows its weight layers remove (stored as zeros)."""
+    by_name = {layer.name: layer for layer in layers}
+    total = 0
+    for layer in layers:
+        bias = by_name.get(layer.name.rpartition(".")[0] + ".bias")
+        if layer.units is not None and bias is not None and bias.kept_rows is None:
+            total += bias.raw_bytes // bias.numel * (layer.shape[0] - layer.units[0])
+    return total
+
+
 def _zstd(data: bytes) -> int | None:
     if shutil.which("zstd") is None:
         return None
@@ -140,13 +151,10 @@ def report(name: str) -> None:
     for version in (3, 4):
         data = encode_model(quantized, raw, arch, provenance, format_version=version)
         info = read_info(data)
-        removed_bias = sum(
-            4 * (layer.shape[0] - layer.kept_rows) for layer in info.layers if layer.units
-        )
         print(f"version {version}: file {len(data)} B, header {info.header_bytes} B "
               f"({'zlib' if info.header_compressed else 'plain'}), payload "
-              f"{info.payload_bytes} B; rows removed from weights whose float32 biases are "
-              f"stored: {removed_bias // 4} ({removed_bias} B)")  # fmt: skip
+              f"{info.payload_bytes} B; bias bytes of removed units stored: "
+              f"{removed_bias_bytes(list(info.layers))} B")  # fmt: skip
         for tool, compress in COMPRESSORS.items():
             size = compress(data)
             shown = "not installed" if size is None else f"{size} B ({size / len(data) - 1:+.1%})"

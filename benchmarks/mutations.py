@@ -61,10 +61,25 @@ def _base_inputs() -> list[tuple]:
     }
     return [
         (mlp, biases, arch, provenance),
+        _kept_rows_inputs(),
         (mlp[:1], typed, {"name": "typed"}, {"\ud800": "\u00e9"}),
         (_unit_layers(), biases, arch, provenance),
         (mlp, {}, {}, {}),
     ]
+
+
+def _kept_rows_inputs() -> tuple:
+    """Layers with removed units and their biases (float32, float16, bool), zero on the removed
+    rows, which version 4 stores over the kept rows only."""
+    gen = torch.Generator().manual_seed(7)
+    layers, biases = [], {}
+    for q, dtype in zip(_unit_layers(), (torch.float32, torch.float16, torch.bool), strict=True):
+        layers.append(QuantizedTensor(f"{q.name}.weight", q.mask, q.labels, q.centroids,
+                                      q.weight_bits, q.index_bits))  # fmt: skip
+        kept = q.mask.reshape(q.shape[0], -1).any(dim=1)
+        values = torch.randn(q.shape[0], generator=gen).to(dtype)
+        biases[f"{q.name}.bias"] = torch.where(kept, values, torch.zeros((), dtype=dtype))
+    return layers, biases, {"name": "units"}, {}
 
 
 def _base_files() -> list[bytes]:
@@ -135,7 +150,7 @@ def _unit_layers() -> list[QuantizedTensor]:
 BASE_FILES = _base_files()
 V4_FILES = [
     encode_model(*inputs, compress_header=compress)
-    for inputs, compress in zip(_base_inputs() * 2, (True,) * 4 + (False,) * 4, strict=True)
+    for inputs, compress in zip(_base_inputs() * 2, (True,) * 5 + (False,) * 5, strict=True)
 ]
 """Version-4 files (binary header) of the same tensors: plain, typed dtypes and removed units."""
 

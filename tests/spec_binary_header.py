@@ -155,6 +155,10 @@ def _document(data: bytes) -> dict:
         parts = [cur.string(cur.varint()) for _ in range(cur.varint())]
         if not parts or any("." in part for part in parts):
             raise Malformed
+        if tag & 15 == 4 and tag >> 4 < 10:  # a raw tensor over an earlier tensor's kept rows
+            tensors.append(_kept_rows(cur, ".".join(parts), DTYPES[tag >> 4], tensors, offset))
+            offset += tensors[-1]["data"][1]
+            continue
         ndim = cur.varint()
         if ndim > 16:
             raise Malformed
@@ -173,6 +177,16 @@ def _document(data: bytes) -> dict:
     if cur.at != len(data) or len(cur.referenced) != len(cur.table):
         raise Malformed
     return {"arch": arch, "provenance": provenance, "tensors": tensors}
+
+
+def _kept_rows(cur: _Cursor, name: str, dtype: str, tensors: list[dict], offset: int) -> dict:
+    owner = cur.varint()
+    if owner >= len(tensors) or "units" not in tensors[owner]:
+        raise Malformed
+    length = SIZE[dtype] * tensors[owner]["units"]["kept_rows"]
+    shape = tensors[owner]["shape"][:1]
+    return {"name": name, "shape": shape, "kind": "raw", "dtype": dtype, "rows_of": owner,
+            "data": [offset, length]}  # fmt: skip
 
 
 def _huffman(cur: _Cursor, record: dict, units: bool, offset: int) -> int:

@@ -232,10 +232,11 @@ def units_record(value: object, dims: list[int]) -> dict:
     return {"rows": rows, "cols": cols, "kept_rows": kept_rows, "kept_cols": kept_cols}
 
 
-def tensor_record(entry: object, version: int) -> dict:
+def tensor_record(entry: object, version: int, earlier: list[dict]) -> dict:
     if not isinstance(entry, dict) or entry.get("kind") not in ("raw", "huffman"):
         fail("MalformedHeader")
     raw_keys = {"kind", "name", "shape", "data"} | ({"dtype"} if version >= 2 else set())
+    raw_keys |= {"rows_of"} if version >= 4 and "rows_of" in entry else set()
     huffman_keys = {"kind", "name", "shape", "nnz", "weight_bits", "index_bits", "codebook"}
     huffman_keys |= {"units"} if version >= 3 and "units" in entry else set()
     keys = raw_keys if entry["kind"] == "raw" else huffman_keys | {"index", "weight"}
@@ -254,10 +255,11 @@ def tensor_record(entry: object, version: int) -> dict:
         dtype = obj.get("dtype", "float32") if version >= 2 else "float32"
         if not isinstance(dtype, str) or dtype not in SIZES:
             fail("MalformedHeader")
+        rows = kept_rows_of(obj, dims, earlier) if "rows_of" in obj else None
         data = span(obj["data"])
-        if data[1] != SIZES[dtype] * numel:
+        if data[1] != SIZES[dtype] * (numel if rows is None else rows["units"]["kept_rows"]):
             fail("MalformedHeader")
-        return record | {"dtype": dtype, "sections": [data]}
+        return record | {"dtype": dtype, "sections": [data], "rows": rows}
     units = units_record(obj["units"], dims) if "units" in obj else None
     stored = numel
     if units is not None:
@@ -286,6 +288,14 @@ def tensor_record(entry: object, version: int) -> dict:
     }
 
 
+def kept_rows_of(obj: dict, dims: list[int], earlier: list[dict]) -> dict:
+    """FORMAT.md version 4: the earlier tensor with units whose kept rows a raw tensor holds."""
+    owner = integer(obj["rows_of"], 0, len(earlier) - 1) if earlier else fail("MalformedHeader")
+    if earlier[owner].get("units") is None or dims != earlier[owner]["shape"][:1]:
+        fail("MalformedHeader")
+    return earlier[owner]
+
+
 def header_records(header: object, version: int) -> tuple[dict, dict, list[dict]]:
     top = exact_keys(header, {"arch", "provenance", "tensors"})
     arch, provenance, tensors = top["arch"], top["provenance"], top["tensors"]
@@ -300,7 +310,7 @@ def header_records(header: object, version: int) -> tuple[dict, dict, list[dict]
         fail("MalformedHeader")
     records, names, total = [], set(), 0
     for entry in tensors:
-        record = tensor_record(entry, version)
+        record = tensor_record(entry, version, records)
         if record["name"] in names:
             fail("MalformedHeader")
         names.add(record["name"])
@@ -543,6 +553,13 @@ def spec_decode(data: bytes, limit: int | None = None) -> tuple[dict, dict, list
             items = payload[offset : offset + length]
             if record["dtype"] == "bool" and any(byte > 1 for byte in items):
                 fail("InvalidValue")
+            if record["rows"] is not None:  # kept rows' items in place, zero bytes elsewhere
+                size = SIZES[record["dtype"]]
+                rows = kept_units(record["rows"], payload)[0]  # type: ignore[index]
+                out = bytearray(size * record["numel"])
+                for k, row in enumerate(rows):
+                    out[size * row : size * (row + 1)] = items[size * k : size * (k + 1)]
+                items = bytes(out)
         else:
             items = huffman_tensor(record, payload)
         tensors.append((record["name"], record["dtype"], record["shape"], items))

@@ -34,7 +34,7 @@ _NULL, _FALSE, _TRUE, _FLOAT, _DIGEST = range(5)
 _DIGEST_BYTES = 32
 _HEX = frozenset("0123456789abcdef")
 _DOUBLE = struct.Struct("<d")
-_RAW_TAG, _HUFFMAN_TAG, _UNITS_BIT = 0, 1, 0x04
+_RAW_TAG, _HUFFMAN_TAG, _UNITS_BIT, _ROWS_BIT = 0, 1, 0x04, 0x04
 _MAX_VARINT_BYTES = 8
 _STATIC_INDEX = {text: i for i, text in enumerate(STATIC_STRINGS)}
 
@@ -139,14 +139,20 @@ def _put_value(out: bytearray, value: object, table: _StringTable, depth: int) -
 
 def _put_record(out: bytearray, record: dict, table: _StringTable) -> None:
     """One tensor record: tag, name, shape, then the kind's counts (spans become lengths)."""
+    rows = record.get("rows_of")
     if record["kind"] == KIND_RAW:
-        out.append(RAW_DTYPES.index(record["dtype"]) << 4 | _RAW_TAG)
+        out.append(
+            RAW_DTYPES.index(record["dtype"]) << 4 | _RAW_TAG | (0 if rows is None else _ROWS_BIT)
+        )
     else:
         out.append(_HUFFMAN_TAG | (_UNITS_BIT if "units" in record else 0))
     parts = record["name"].split(".")
     _put_varint(out, len(parts))
     for part in parts:
         _put_varint(out, table.ref(part))
+    if rows is not None:
+        _put_varint(out, rows)
+        return
     _put_varint(out, len(record["shape"]))
     for dim in record["shape"]:
         _put_varint(out, dim)
@@ -175,7 +181,7 @@ def load_header(data: bytes) -> dict:
     tensors = []
     offset = 0
     for _ in reader.counted(reader.varint("tensor count"), 3, "tensors"):
-        record, offset = reader.record(strings, offset)
+        record, offset = reader.record(strings, offset, tensors)
         tensors.append(record)
     if reader.pos != len(data):
         raise MalformedHeader(f"{len(data) - reader.pos} bytes follow the last tensor record")
@@ -311,10 +317,12 @@ class _Reader:
             previous = key
         return obj
 
-    def record(self, strings: _Strings, offset: int) -> tuple[dict, int]:
+    def record(self, strings: _Strings, offset: int, earlier: list[dict]) -> tuple[dict, int]:
         """One tensor record as the header object holds it, and the payload offset after it."""
         tag = self.byte("tensor tag")
         name = self.name(strings)
+        if tag & 0x0F == _RAW_TAG | _ROWS_BIT and tag >> 4 < len(RAW_DTYPES):
+            return self.kept_rows(name, RAW_DTYPES[tag >> 4], earlier, offset)
         ndim = self.varint("ndim")
         if ndim > MAX_NDIM:
             raise MalformedHeader(f"tensor {name[:60]!r}: {ndim} dimensions, at most {MAX_NDIM}")
@@ -328,6 +336,22 @@ class _Reader:
         if tag not in (_HUFFMAN_TAG, _HUFFMAN_TAG | _UNITS_BIT):
             raise MalformedHeader(f"tensor {name[:60]!r}: tag 0x{tag:02x} is not defined")
         return self.huffman(name, shape, bool(tag & _UNITS_BIT), offset)
+
+    def kept_rows(
+        self, name: str, dtype: str, earlier: list[dict], offset: int
+    ) -> tuple[dict, int]:
+        """A raw record stored over the kept rows of earlier tensor ``t`` (which has units)."""
+        tensor = self.varint("rows tensor")
+        owner = earlier[tensor] if tensor < len(earlier) else {}
+        if "units" not in owner:
+            raise MalformedHeader(
+                f"tensor {name[:60]!r}: rows of tensor {tensor}, which is not an earlier tensor "
+                "with removed units"
+            )
+        length = DTYPES[dtype][1] * owner["units"]["kept_rows"]
+        record = {"kind": KIND_RAW, "name": name, "shape": owner["shape"][:1], "dtype": dtype,
+                  "rows_of": tensor, "data": [offset, length]}  # fmt: skip
+        return record, offset + length
 
     def name(self, strings: _Strings) -> str:
         """Name parts joined by '.'; a part holds no '.' (each name has one encoding)."""

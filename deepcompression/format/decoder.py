@@ -33,6 +33,7 @@ from deepcompression.format.huffman import (
 from deepcompression.format.info import DecodedModel, FileInfo
 from deepcompression.format.records import (
     HuffmanRecord,
+    KeptRows,
     RawRecord,
     Record,
     Span,
@@ -123,14 +124,29 @@ def _decode_raw(record: RawRecord, payload: memoryview) -> torch.Tensor:
     """The stored items bit for bit in the record's dtype; bool bytes must be 0 or 1."""
     torch_dtype, size = DTYPES[record.dtype]
     int_dtype, code = BIT_VIEWS[size]
-    items = _items(payload, record.data.offset, record.numel, code)
+    count = record.numel if record.rows is None else record.rows.kept
+    items = _items(payload, record.data.offset, count, code)
     if torch_dtype == torch.bool and items.size and int(items.max()) > 1:
         bad = int(np.flatnonzero(items > 1)[0])
         raise InvalidValue(
             f"bool item {bad} is byte 0x{int(items[bad]):02x}; bool bytes must be 0x00 or 0x01"
         )
+    if record.rows is not None:
+        items = _on_kept_rows(items, record.rows, record.numel, payload)
     tensor = torch.from_numpy(items).view(int_dtype).view(torch_dtype)
     return tensor.reshape(record.shape)
+
+
+def _on_kept_rows(
+    items: np.ndarray, rows: KeptRows, numel: int, payload: memoryview
+) -> np.ndarray:
+    """The kept rows' items in place, zero bytes elsewhere (the mask was checked with its
+    tensor, decoded before this one)."""
+    raw = np.frombuffer(payload, dtype=np.uint8, count=rows.mask.length, offset=rows.mask.offset)
+    kept = np.flatnonzero(np.unpackbits(raw, bitorder="big")[:numel])
+    out = np.zeros(numel, dtype=items.dtype)
+    out[kept] = items
+    return out
 
 
 def _items(payload: memoryview, offset: int, count: int, code: str) -> np.ndarray:

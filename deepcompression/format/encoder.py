@@ -28,7 +28,14 @@ from deepcompression.format.huffman import (
 )
 from deepcompression.format.info import QuantizedTensor
 from deepcompression.format.jsontext import json_shape, load_json
-from deepcompression.format.records import Span
+from deepcompression.format.placed import (
+    Encoded,
+    PayloadWriter,
+    RawTensor,
+    placed_records,
+    raw_tensor,
+    raws_for,
+)
 from deepcompression.format.sparse_index import encode_positions
 from deepcompression.format.spec import (
     AUTO_INDEX_BITS,
@@ -56,67 +63,6 @@ from deepcompression.format.spec import (
 __all__ = ["encode_model"]
 
 
-class _PayloadWriter:
-    """Appends sections back to back and hands out their (offset, length) spans."""
-
-    def __init__(self) -> None:
-        self._parts: list[bytes] = []
-        self._size = 0
-
-    def add(self, data: bytes) -> list[int]:
-        span = Span(self._size, len(data))
-        self._parts.append(data)
-        self._size += len(data)
-        return span.to_json()
-
-    def getvalue(self) -> bytes:
-        return b"".join(self._parts)
-
-
-_SPAN_KEYS = ("data", "codebook")
-_NESTED_SPANS = (("units", ("rows", "cols")), ("index", ("table", "stream")),
-                 ("weight", ("table", "stream")))  # fmt: skip
-
-
-@dataclass(frozen=True)
-class _Encoded:
-    """One tensor's header record (spans from its own first section) and its sections' bytes."""
-
-    record: dict
-    sections: bytes
-
-    @property
-    def index_bits(self) -> int:
-        return self.record.get("index_bits", 0)
-
-    @property
-    def has_units(self) -> bool:
-        return "units" in self.record
-
-    def placed(self, offset: int) -> dict:
-        """The record with every span moved to start at payload ``offset``."""
-        record = dict(self.record)
-        for key in _SPAN_KEYS:
-            if key in record:
-                record[key] = [record[key][0] + offset, record[key][1]]
-        for key, parts in _NESTED_SPANS:
-            if key in record:
-                inner = dict(record[key])
-                for part in parts:
-                    inner[part] = [inner[part][0] + offset, inner[part][1]]
-                record[key] = inner
-        return record
-
-
-def _placed_records(encoded: Sequence[_Encoded]) -> list[dict]:
-    """Header records of tensors written back to back in this order."""
-    records, offset = [], 0
-    for item in encoded:
-        records.append(item.placed(offset))
-        offset += len(item.sections)
-    return records
-
-
 def encode_model(
     quantized: Sequence[QuantizedTensor],
     raw: Mapping[str, torch.Tensor],
@@ -135,22 +81,29 @@ def encode_model(
     old format (float32 raw tensors only). From version 3 a layer whose mask leaves whole rows
     or columns empty stores them as removed units when that makes the file smaller; a layer with
     ``index_bits=None`` gets the width with the smallest file (``_choose_layers`` says how).
+    From version 4 a raw ``X.bias`` of a layer ``X.weight`` that removes rows is stored for the
+    kept rows only when its removed rows' items are zero (``placed.raws_for``).
     Raises InvalidArgument for inconsistent inputs.
     """
     _check_inputs(quantized, raw, arch, provenance, format_version)
     binary = format_version >= BINARY_HEADER_VERSION
     _header_bytes(arch, provenance, [], binary, check=True)
     options = [_quantized_options(q, format_version) for q in quantized]
-    raws = [_encode_raw(name, t, format_version) for name, t in raw.items()]
+    names, shapes = [q.name for q in quantized], [q.shape for q in quantized]
+    raws: list[RawTensor] = [
+        raw_tensor(_encode_raw(name, t, format_version), names, shapes, binary)
+        for name, t in raw.items()
+    ]
 
-    def file_bytes(layers: Sequence[_Encoded]) -> int:
-        header = _header_bytes(arch, provenance, _placed_records([*layers, *raws]), binary)
+    def file_bytes(layers: Sequence[Encoded]) -> int:
+        tensors = [*layers, *raws_for(raws, layers)]
+        header = _header_bytes(arch, provenance, placed_records(tensors), binary)
         stored = _stored_header(header, compress_header, binary)
-        return PREAMBLE_SIZE + len(stored[0]) + sum(len(e.sections) for e in (*layers, *raws))
+        return PREAMBLE_SIZE + len(stored[0]) + sum(len(e.sections) for e in tensors)
 
     chosen = _choose_layers(options, file_bytes)
-    encoded = [*chosen, *raws]
-    header = _header_bytes(arch, provenance, _placed_records(encoded), binary, check=True)
+    encoded = [*chosen, *raws_for(raws, chosen)]
+    header = _header_bytes(arch, provenance, placed_records(encoded), binary, check=True)
     if len(header) > MAX_HEADER_BYTES:
         raise InvalidArgument(
             f"header is {len(header)} bytes, over the {MAX_HEADER_BYTES}-byte cap; "
@@ -220,8 +173,8 @@ def _fast_json(header: dict) -> bytes:
 
 
 def _choose_layers(
-    options: Sequence[Sequence[_Encoded]], file_bytes: Callable[[Sequence[_Encoded]], int]
-) -> list[_Encoded]:
+    options: Sequence[Sequence[Encoded]], file_bytes: Callable[[Sequence[Encoded]], int]
+) -> list[Encoded]:
     """One encoding per layer (its index width and units form), the file as small as found.
 
     Starts: every single width for all layers (each without removed units) and each layer's
@@ -242,24 +195,24 @@ def _choose_layers(
     return _descend(best, options, file_bytes, same_width=False)
 
 
-def _pick_all(layer: Sequence[_Encoded]) -> list[_Encoded]:
+def _pick_all(layer: Sequence[Encoded]) -> list[Encoded]:
     """A layer's encodings without removed units."""
     return [e for e in layer if not e.has_units]
 
 
-def _pick(layer: Sequence[_Encoded], width: int) -> _Encoded:
+def _pick(layer: Sequence[Encoded], width: int) -> Encoded:
     """The layer's encoding at ``width`` without removed units (its only width if it is fixed)."""
     plain = _pick_all(layer)
     return next((e for e in plain if e.index_bits == width), plain[0])
 
 
 def _descend(
-    choice: list[_Encoded],
-    options: Sequence[Sequence[_Encoded]],
-    file_bytes: Callable[[Sequence[_Encoded]], int],
+    choice: list[Encoded],
+    options: Sequence[Sequence[Encoded]],
+    file_bytes: Callable[[Sequence[Encoded]], int],
     *,
     same_width: bool,
-) -> list[_Encoded]:
+) -> list[Encoded]:
     """Keep any one-layer change that makes the file smaller until none does (deterministic)."""
     best = file_bytes(choice)
     improved = True
@@ -400,7 +353,7 @@ def _check_raw(name: str, tensor: torch.Tensor, version: int) -> None:
     _check_shape(tuple(tensor.shape), f"raw tensor {name!r}")
 
 
-def _quantized_options(q: QuantizedTensor, version: int) -> list[_Encoded]:
+def _quantized_options(q: QuantizedTensor, version: int) -> list[Encoded]:
     """Every encoding the writer may choose for a layer: each candidate width, with and
     (version 3, when some row or column holds no surviving weight) without removed units."""
     name = q.name
@@ -459,9 +412,9 @@ def _encode_layer(
     mask: np.ndarray,
     index_bits: int,
     units: tuple[np.ndarray, np.ndarray] | None,
-) -> _Encoded:
+) -> Encoded:
     """A layer's sections and record at one index width, with or without removed units."""
-    writer = _PayloadWriter()
+    writer = PayloadWriter()
     record: dict = {
         "kind": KIND_HUFFMAN,
         "name": layer.name,
@@ -488,7 +441,7 @@ def _encode_layer(
     weight_stream = writer.add(layer.weight.stream_bytes())
     record["index"] = _stream_json(index, index_table, index_stream)
     record["weight"] = _stream_json(layer.weight, weight_table, weight_stream)
-    return _Encoded(record, writer.getvalue())
+    return Encoded(record, writer.getvalue(), None if units is None else units[0])
 
 
 def _stream_json(stream: HuffmanStream, table: list[int], data: list[int]) -> dict:
@@ -496,14 +449,14 @@ def _stream_json(stream: HuffmanStream, table: list[int], data: list[int]) -> di
     return {"table": table, "stream": data, "bits": stream.n_bits, "symbols": stream.n_symbols}
 
 
-def _encode_raw(name: str, tensor: torch.Tensor, version: int) -> _Encoded:
+def _encode_raw(name: str, tensor: torch.Tensor, version: int) -> Encoded:
     """A raw tensor's items and header record (with dtype from version 2)."""
     record = {"kind": KIND_RAW, "name": name, "shape": list(tensor.shape)}
     if version >= 2:
         record["dtype"] = DTYPE_NAMES[tensor.dtype]
     data = _tensor_bytes(tensor)
     record["data"] = [0, len(data)]
-    return _Encoded(record, data)
+    return Encoded(record, data)
 
 
 def _tensor_bytes(tensor: torch.Tensor) -> bytes:

@@ -12,6 +12,7 @@ from deepcompression.format.errors import MalformedHeader
 from deepcompression.format.huffman import MAX_SYMBOL_BITS
 from deepcompression.format.records import (
     HuffmanRecord,
+    KeptRows,
     RawRecord,
     Record,
     Span,
@@ -21,6 +22,7 @@ from deepcompression.format.records import (
 )
 from deepcompression.format.sparse_index import filler_symbol
 from deepcompression.format.spec import (
+    BINARY_HEADER_VERSION,
     DTYPES,
     FLOAT_BYTES,
     KIND_HUFFMAN,
@@ -57,6 +59,8 @@ _RAW_KEYS = {
     3: frozenset({"kind", "name", "shape", "dtype", "data"}),
     4: frozenset({"kind", "name", "shape", "dtype", "data"}),
 }
+_ROWS_KEY = "rows_of"
+"""Version 4: a 1-D raw tensor stored over the kept rows of an earlier tensor with units."""
 _HUFFMAN_KEYS = frozenset(
     {"kind", "name", "shape", "nnz", "weight_bits", "index_bits", "codebook", "index", "weight"}
 )
@@ -78,7 +82,7 @@ def parse_header(header: object, version: int) -> tuple[dict, dict, list[Record]
     names: set[str] = set()
     total = 0
     for position, entry in enumerate(tensors):
-        record = _parse_tensor(entry, f"tensors[{position}]", version)
+        record = _parse_tensor(entry, f"tensors[{position}]", version, records)
         if record.name in names:
             raise MalformedHeader(f"tensor name {quoted(record.name)} appears twice in the header")
         names.add(record.name)
@@ -89,11 +93,13 @@ def parse_header(header: object, version: int) -> tuple[dict, dict, list[Record]
     return arch, provenance, records
 
 
-def _parse_tensor(entry: object, where: str, version: int) -> Record:
+def _parse_tensor(entry: object, where: str, version: int, earlier: list[Record]) -> Record:
     """One tensor record: kind, keys, name and shape, then the kind's own fields."""
     kind = entry.get("kind") if isinstance(entry, dict) else None
     if kind == KIND_RAW:
-        obj = _object(entry, _RAW_KEYS[version], where)
+        with_rows = version >= BINARY_HEADER_VERSION and _ROWS_KEY in entry
+        obj = _object(entry, _RAW_KEYS[version] | {_ROWS_KEY} if with_rows else _RAW_KEYS[version],
+                      where)  # fmt: skip
     elif kind == KIND_HUFFMAN:
         with_units = version >= UNITS_VERSION and "units" in entry
         obj = _object(entry, _HUFFMAN_KEYS | {"units"} if with_units else _HUFFMAN_KEYS, where)
@@ -106,22 +112,49 @@ def _parse_tensor(entry: object, where: str, version: int) -> Record:
     shape = _shape(obj["shape"], where)
     numel = math.prod(shape)
     if kind == KIND_RAW:
-        return _parse_raw(obj, name, shape, numel, where)
+        rows = _kept_rows(obj[_ROWS_KEY], shape, earlier, where) if _ROWS_KEY in obj else None
+        return _parse_raw(obj, name, shape, numel, where, rows)
     return _parse_huffman(obj, name, shape, where)
 
 
-def _parse_raw(obj: dict, name: str, shape: tuple[int, ...], numel: int, where: str) -> RawRecord:
-    """A raw record: its dtype (float32 in version 1) and a data span of the matching length."""
+def _parse_raw(
+    obj: dict,
+    name: str,
+    shape: tuple[int, ...],
+    numel: int,
+    where: str,
+    rows: KeptRows | None,
+) -> RawRecord:
+    """A raw record: its dtype (float32 in version 1) and a data span of the matching length
+    (one item per kept row when it is stored over another tensor's kept rows)."""
     dtype = obj.get("dtype", "float32")  # version 1 has no dtype key: float32
     if type(dtype) is not str or dtype not in DTYPES:
         raise MalformedHeader(f"{where}.dtype must be one of {list(RAW_DTYPES)}, got {dtype!r:.60}")
     data = _span(obj["data"], f"{where}.data")
-    size = DTYPES[dtype][1] * numel
+    size = DTYPES[dtype][1] * (numel if rows is None else rows.kept)
     if data.length != size:
         raise MalformedHeader(
             f"{where}: raw data is {data.length} bytes but {dtype} shape {list(shape)} needs {size}"
         )
-    return RawRecord(name, shape, numel, data, dtype)
+    return RawRecord(name, shape, numel, data, dtype, rows)
+
+
+def _kept_rows(
+    value: object, shape: tuple[int, ...], earlier: list[Record], where: str
+) -> KeptRows:
+    """The earlier tensor with removed units whose kept rows a 1-D raw tensor is stored over."""
+    tensor = _int(value, f"{where}.{_ROWS_KEY}", 0, len(earlier) - 1) if earlier else None
+    owner = None if tensor is None else earlier[tensor]
+    if not isinstance(owner, HuffmanRecord) or owner.units is None:
+        raise MalformedHeader(
+            f"{where}.{_ROWS_KEY} must be the position of an earlier tensor with removed units"
+        )
+    if shape != owner.shape[:1]:
+        raise MalformedHeader(
+            f"{where}: shape {list(shape)} must be [{owner.shape[0]}], the rows of tensor "
+            f"{quoted(owner.name)}"
+        )
+    return KeptRows(tensor, owner.units.rows, owner.units.kept_rows)
 
 
 def _parse_huffman(obj: dict, name: str, shape: tuple[int, ...], where: str) -> HuffmanRecord:

@@ -36,14 +36,26 @@ class StreamRecord:
 
 
 @dataclass(frozen=True)
+class KeptRows:
+    """A version-4 raw tensor stored over an earlier tensor's kept rows: that tensor's position,
+    its rows mask and how many rows it keeps (the raw tensor stores one item per kept row)."""
+
+    tensor: int
+    mask: Span
+    kept: int
+
+
+@dataclass(frozen=True)
 class RawRecord:
-    """A raw tensor: shape, dtype and the span of its items."""
+    """A raw tensor: shape, dtype and the span of its items (of its kept rows only when
+    ``rows`` is set; the others decode to zero bytes)."""
 
     name: str
     shape: tuple[int, ...]
     numel: int
     data: Span
     dtype: str
+    rows: KeptRows | None = None
 
     @property
     def decoded_bytes(self) -> int:
@@ -72,6 +84,7 @@ class RawRecord:
             weight_stream_bytes=0,
             raw_bytes=self.data.length,
             dtype=self.dtype,
+            kept_rows=None if self.rows is None else self.rows.kept,
         )
 
 
