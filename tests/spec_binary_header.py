@@ -10,54 +10,10 @@ from __future__ import annotations
 import math
 import struct
 
-STATIC = [
-    "name",
-    "kwargs",
-    "model",
-    "params",
-    "params_sha256",
-    "code_sha256",
-    "git_revision",
-    "weight",
-    "bias",
-    "running_mean",
-    "running_var",
-    "num_batches_tracked",
-    "num_classes",
-    "in_channels",
-    "image_size",
-    "width",
-    "depth",
-    "features",
-    "classifier",
-    "layer1",
-    "layer2",
-    "layer3",
-    "layer4",
-    "downsample",
-    "conv1",
-    "conv2",
-    "conv3",
-    "bn1",
-    "bn2",
-    "bn3",
-    "fc",
-    "fc1",
-    "fc2",
-    "fc3",
-    "0",
-    "1",
-    "2",
-    "3",
-    "4",
-    "5",
-    "6",
-    "7",
-    "8",
-    "9",
-    "lenet_300_100",
-    "lenet5",
-]
+STATIC = """name kwargs model params params_sha256 code_sha256 git_revision lenet_300_100 lenet5
+weight bias running_mean running_var num_batches_tracked num_classes in_channels image_size width
+depth features classifier layer1 layer2 layer3 layer4 downsample conv1 conv2 conv3 bn1 bn2 bn3 fc
+fc1 fc2 fc3 0 1 2 3 4 5 6 7 8 9""".split()  # noqa: SIM905
 DTYPES = ["float32", "float16", "bfloat16", "float64", "int8", "int16", "int32", "int64"]
 DTYPES += ["uint8", "bool"]
 SIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int8": 1, "int16": 2}
@@ -111,7 +67,11 @@ class _Cursor:
         if depth == 1 and major != 4:
             raise Malformed
         if major == 0:
-            return self.string(arg)
+            if arg >= len(STATIC):
+                raise Malformed
+            return STATIC[arg]
+        if major == 6:
+            return self.string(len(STATIC) + arg)
         if major == 1:
             return arg
         if major == 2:

@@ -29,7 +29,7 @@ __all__ = ["dump_header", "load_header"]
 
 _ARG_VARINT = 31
 """A tag's 5-bit argument of 31 means "a varint follows, holding the argument (>= 31)"."""
-_STRING, _UINT, _NEGINT, _ARRAY, _OBJECT, _SIMPLE = range(6)
+_STATIC, _UINT, _NEGINT, _ARRAY, _OBJECT, _SIMPLE, _TABLE = range(7)
 _NULL, _FALSE, _TRUE, _FLOAT, _DIGEST = range(5)
 _DIGEST_BYTES = 32
 _HEX = frozenset("0123456789abcdef")
@@ -118,7 +118,11 @@ def _put_value(out: bytearray, value: object, table: _StringTable, depth: int) -
             _put_tag(out, _SIMPLE, _DIGEST)
             out += bytes.fromhex(value)
         else:
-            _put_tag(out, _STRING, table.ref(value))
+            ref = table.ref(value)
+            static = ref < len(STATIC_STRINGS)
+            _put_tag(
+                out, _STATIC if static else _TABLE, ref - (0 if static else len(STATIC_STRINGS))
+            )
     elif isinstance(value, list | tuple):
         _put_tag(out, _ARRAY, len(value))
         for item in value:
@@ -281,8 +285,10 @@ class _Reader:
         major, arg = self.tag("value tag")
         if depth == 1 and major != _OBJECT:
             raise MalformedHeader("header 'arch' and 'provenance' must be objects")
-        if major == _STRING:
-            return strings.get(arg, "string value")
+        if major == _STATIC and arg < len(STATIC_STRINGS):
+            return STATIC_STRINGS[arg]
+        if major == _TABLE:
+            return strings.get(len(STATIC_STRINGS) + arg, "string value")
         if major in (_UINT, _NEGINT):
             if arg > MAX_JSON_INT or (major == _NEGINT and arg >= MAX_JSON_INT):
                 raise MalformedHeader("integer value exceeds 2**53 - 1 in magnitude")

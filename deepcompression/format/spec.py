@@ -22,11 +22,11 @@ BINARY_HEADER_VERSION = 4
 """The first version whose header is binary (varints, a string table, typed values), not JSON."""
 STATIC_STRINGS = (
     "name", "kwargs", "model", "params", "params_sha256", "code_sha256", "git_revision",
-    "weight", "bias", "running_mean", "running_var", "num_batches_tracked",
-    "num_classes", "in_channels", "image_size", "width", "depth",
+    "lenet_300_100", "lenet5", "weight", "bias", "running_mean", "running_var",
+    "num_batches_tracked", "num_classes", "in_channels", "image_size", "width", "depth",
     "features", "classifier", "layer1", "layer2", "layer3", "layer4", "downsample",
     "conv1", "conv2", "conv3", "bn1", "bn2", "bn3", "fc", "fc1", "fc2", "fc3",
-    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "lenet_300_100", "lenet5",
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9",
 )  # fmt: skip
 """Strings every version-4 header knows without storing them: string references 0-45."""
 AUTO_INDEX_BITS = tuple(range(1, MAX_SYMBOL_BITS + 1))
