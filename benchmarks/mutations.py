@@ -24,6 +24,7 @@ from deepcompression.format.container import (
     MAX_TOTAL_NUMEL,
     RAW_DTYPES,
     FormatError,
+    InputMeta,
     QuantizedTensor,
     decode_model,
     encode_model,
@@ -151,7 +152,11 @@ BASE_FILES = _base_files()
 V4_FILES = [
     encode_model(*inputs, compress_header=compress)
     for inputs, compress in zip(_base_inputs() * 2, (True,) * 5 + (False,) * 5, strict=True)
-]
+] + [
+    encode_model(*_base_inputs()[0], input_spec=InputMeta(3, 32, (0.5, 0.25, -1.0),
+                 (0.5, 2.0, 1e-3), 4, ("cat", "dog", "fc1", "fc1"))),
+    encode_model(*_base_inputs()[3], input_spec=InputMeta(1, 28, (0.1307,), (0.3081,), 10)),
+]  # fmt: skip
 """Version-4 files (binary header) of the same tensors: plain, typed dtypes and removed units."""
 
 

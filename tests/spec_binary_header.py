@@ -100,7 +100,21 @@ class _Cursor:
         raise Malformed
 
 
-def _document(data: bytes) -> dict:
+def _input_spec(cur: _Cursor) -> tuple:
+    channels, side = cur.varint(), cur.varint()
+    if not (1 <= channels <= 1 << 16 and 1 <= side <= 1 << 16):
+        raise Malformed
+    values = [struct.unpack("<d", cur.bytes(8))[0] for _ in range(2 * channels)]
+    if any(math.isinf(v) or math.isnan(v) for v in values) or min(values[channels:]) <= 0:
+        raise Malformed
+    classes, named = cur.varint(), cur.bytes(1)[0]
+    if not 1 <= classes <= 1 << 20 or named > 1:
+        raise Malformed
+    names = tuple(cur.string(cur.varint()) for _ in range(classes)) if named else None
+    return channels, side, tuple(values[:channels]), tuple(values[channels:]), classes, names
+
+
+def _document(data: bytes, with_input: bool) -> dict:
     cur = _Cursor(data)
     for _ in range(cur.varint()):
         raw = cur.bytes(cur.varint())
@@ -109,6 +123,7 @@ def _document(data: bytes) -> dict:
             raise Malformed
         cur.table.append(text)
     arch, provenance = cur.value(1), cur.value(1)
+    spec = _input_spec(cur) if with_input else None
     tensors, offset = [], 0
     for _ in range(cur.varint()):
         tag = cur.bytes(1)[0]
@@ -136,7 +151,7 @@ def _document(data: bytes) -> dict:
         tensors.append(record)
     if cur.at != len(data) or len(cur.referenced) != len(cur.table):
         raise Malformed
-    return {"arch": arch, "provenance": provenance, "tensors": tensors}
+    return {"arch": arch, "provenance": provenance, "tensors": tensors, "input": spec}
 
 
 def _kept_rows(cur: _Cursor, name: str, dtype: str, tensors: list[dict], offset: int) -> dict:
@@ -178,9 +193,10 @@ def _huffman(cur: _Cursor, record: dict, units: bool, offset: int) -> int:
     return offset
 
 
-def binary_document(data: bytes) -> dict | None:
-    """The header object of version-4 header bytes, or None if the bytes break a rule."""
+def binary_document(data: bytes, with_input: bool) -> dict | None:
+    """The header object of version-4 header bytes (its input spec under "input" when the
+    preamble's flag bit 1 says there is one), or None if the bytes break a rule."""
     try:
-        return _document(data)
+        return _document(data, with_input)
     except (Malformed, UnicodeDecodeError):
         return None

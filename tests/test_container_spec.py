@@ -9,6 +9,7 @@ the same files, raise the same error class, and produce the same tensors bit for
 from __future__ import annotations
 
 import collections
+import dataclasses
 import re
 import struct
 import zlib
@@ -495,8 +496,10 @@ def json_document(text: bytes, header_len: int) -> object:
     return document
 
 
-def spec_decode(data: bytes, limit: int | None = None) -> tuple[dict, dict, list[tuple]]:
-    """(arch, provenance, [(name, dtype, shape, item bytes)]), or Reject(kind)."""
+def spec_decode(
+    data: bytes, limit: int | None = None
+) -> tuple[dict, dict, list[tuple], tuple | None]:
+    """(arch, provenance, [(name, dtype, shape, item bytes)], input spec), or Reject(kind)."""
     if data[: min(8, len(data))] != MAGIC[: min(8, len(data))]:
         fail("BadMagic")
     if len(data) < 28:
@@ -504,7 +507,7 @@ def spec_decode(data: bytes, limit: int | None = None) -> tuple[dict, dict, list
     version, flags, header_len, json_len, header_crc, payload_crc = struct.unpack_from(
         "<HHIIII", data, 8
     )
-    if version not in (1, 2, 3, 4) or flags & ~1:
+    if version not in (1, 2, 3, 4) or flags & ~(3 if version == 4 else 1):
         fail("UnsupportedVersion")
     if header_len > 16 * MIB or json_len > 16 * MIB:
         fail("HeaderTooLarge")
@@ -527,9 +530,10 @@ def spec_decode(data: bytes, limit: int | None = None) -> tuple[dict, dict, list
         if json_len != header_len:
             fail("MalformedHeader")
         text = stored
-    document = json_document(text, header_len) if version < 4 else binary_document(text)
+    document = json_document(text, header_len) if version < 4 else binary_document(text, flags & 2)
     if document is None:
         fail("MalformedHeader")
+    spec = document.pop("input", None)  # type: ignore[union-attr]
     arch, provenance, records = header_records(document, version)
     payload = data[28 + header_len :]
     expected = 0
@@ -563,7 +567,7 @@ def spec_decode(data: bytes, limit: int | None = None) -> tuple[dict, dict, list
         else:
             items = huffman_tensor(record, payload)
         tensors.append((record["name"], record["dtype"], record["shape"], items))
-    return arch, provenance, tensors
+    return arch, provenance, tensors, spec
 
 
 # --- agreement ------------------------------------------------------------------------------
@@ -585,7 +589,8 @@ def reference_outcome(data: bytes, limit: int | None) -> object:
         )
         for name, tensor in decoded.state_dict.items()
     ]
-    return decoded.arch, decoded.provenance, tensors
+    spec = None if decoded.input is None else dataclasses.astuple(decoded.input)
+    return decoded.arch, decoded.provenance, tensors, spec
 
 
 def spec_outcome(data: bytes, limit: int | None) -> object:

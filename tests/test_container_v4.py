@@ -3,8 +3,10 @@ kept rows, what it saves on the LeNets, and its malformed headers' errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
+import struct
 
 import pytest
 import torch
@@ -13,15 +15,18 @@ from benchmarks.bench_entropy import lenet_inputs, removed_bias_bytes
 from benchmarks.mutations import V4_FILES, _base_inputs, build, split_v4
 from deepcompression.format.container import (
     FORMAT_VERSION,
+    InputMeta,
     InvalidArgument,
     InvalidValue,
     MalformedHeader,
     QuantizedTensor,
+    UnsupportedVersion,
     decode_model,
     encode_model,
     read_info,
 )
 from deepcompression.format.spec import STATIC_STRINGS
+from deepcompression.inference import InputSpec
 
 BITS_OF = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
@@ -37,15 +42,22 @@ def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
         assert torch.equal(bits(a[name]), bits(b[name])), name
 
 
-def tiny_v4() -> bytes:
-    """FORMAT.md's worked example tensors (w, b) in version 4."""
+def _tiny_inputs() -> tuple:
+    """FORMAT.md's worked example tensors (w, b), arch and provenance."""
     mask = torch.zeros(2, 4, dtype=torch.bool)
     mask.view(-1)[[0, 5, 6]] = True
     labels = torch.zeros(2, 4, dtype=torch.int64)
     labels.view(-1)[[0, 5, 6]] = torch.tensor([1, 0, 1])
     layer = QuantizedTensor("w", mask, labels, torch.tensor([-0.5, 0.25]), 1, 2)
-    raw = {"b": torch.tensor([1.0, -2.0])}
-    return encode_model([layer], raw, {"name": "tiny"}, {}, compress_header=False)
+    return [layer], {"b": torch.tensor([1.0, -2.0])}, {"name": "tiny"}, {}
+
+
+TINY_INPUTS = _tiny_inputs()
+
+
+def tiny_v4() -> bytes:
+    """The worked example in version 4."""
+    return encode_model(*TINY_INPUTS, compress_header=False)
 
 
 def test_version_4_is_the_default_and_pinned() -> None:
@@ -191,3 +203,57 @@ def test_static_strings_are_the_documented_46() -> None:
     assert len(STATIC_STRINGS) == len(set(STATIC_STRINGS)) == 46
     assert STATIC_STRINGS[:3] == ("name", "kwargs", "model")
     assert STATIC_STRINGS[7:9] == ("lenet_300_100", "lenet5")
+
+
+SPEC = InputMeta(3, 32, (0.5, 0.25, -1.0), (0.5, 2.0, 1e-3), 4, ("cat", "dog", "fc1", "\ud800"))
+
+
+def test_an_input_spec_round_trips_and_feeds_inference() -> None:
+    plain = tiny_v4()
+    data = encode_model(*TINY_INPUTS, compress_header=False, input_spec=SPEC)
+    assert data[10:12] == b"\x02\x00" and read_info(plain).input is None
+    assert read_info(data).input == SPEC and decode_model(data).input == SPEC
+    unnamed = dataclasses.replace(SPEC, classes=None)
+    data = encode_model(*TINY_INPUTS, compress_header=False, input_spec=unnamed)
+    assert read_info(data).header_bytes == read_info(plain).header_bytes + 2 + 6 * 8 + 2
+    spec = InputSpec(**dataclasses.asdict(decode_model(data).input))
+    assert spec.shape == (3, 32, 32) and spec.classes is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (dataclasses.replace(SPEC, channels=0, mean=(), std=()), "channels"),
+        (dataclasses.replace(SPEC, std=(1.0, 0.0, 1.0)), "std > 0"),
+        (dataclasses.replace(SPEC, mean=(math.inf, 0.0, 0.0)), "finite"),
+        (dataclasses.replace(SPEC, classes=("a",)), "classes must be None or 4 strings"),
+        ({"channels": 1}, "InputMeta"),
+    ],
+)
+def test_the_writer_refuses_a_bad_input_spec(spec: object, message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        encode_model(*TINY_INPUTS, input_spec=spec)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="version 4"):
+        encode_model(*TINY_INPUTS, input_spec=SPEC, format_version=3)
+
+
+def test_malformed_input_specs_and_the_flag_outside_version_4() -> None:
+    one = bytes([1, 28]) + struct.pack("<dd", 0.5, 0.25)
+    for spec, message in (
+        (one + bytes([10, 0]), None),
+        (bytes([0, 28]) + bytes([10, 0]), "channels 0"),
+        (bytes([1, 28]) + struct.pack("<dd", 0.5, -0.25) + bytes([10, 0]), "std > 0"),
+        (one + bytes([10, 2]), "flag 0 or 1"),
+        (one + bytes([2, 1, 0]), "ends inside"),
+    ):
+        header = EMPTY[:-1] + spec + EMPTY[-1:]
+        data = build(header, b"", False, 4)
+        data = data[:10] + b"\x02\x00" + data[12:]
+        if message is None:
+            assert read_info(data).input == InputMeta(1, 28, (0.5,), (0.25,), 10)
+        else:
+            with pytest.raises(MalformedHeader, match=message):
+                read_info(data)
+    v3 = encode_model(*TINY_INPUTS, format_version=3, compress_header=False)
+    with pytest.raises(UnsupportedVersion, match="0x0002"):
+        read_info(v3[:10] + b"\x02\x00" + v3[12:])

@@ -13,11 +13,15 @@ import math
 import struct
 
 from deepcompression.format.errors import InvalidArgument, MalformedHeader
+from deepcompression.format.info import InputMeta
 from deepcompression.format.spec import (
     DTYPES,
     FLOAT_BYTES,
     KIND_HUFFMAN,
     KIND_RAW,
+    MAX_CLASSES,
+    MAX_IMAGE_SIZE,
+    MAX_INPUT_CHANNELS,
     MAX_JSON_DEPTH,
     MAX_JSON_INT,
     MAX_NDIM,
@@ -42,12 +46,17 @@ _STATIC_INDEX = {text: i for i, text in enumerate(STATIC_STRINGS)}
 # Writing
 
 
-def dump_header(arch: dict, provenance: dict, records: list[dict]) -> bytes:
-    """The version-4 header bytes of arch, provenance and placed tensor records."""
+def dump_header(
+    arch: dict, provenance: dict, records: list[dict], spec: InputMeta | None = None
+) -> bytes:
+    """The version-4 header bytes of arch, provenance, the input spec if any (the preamble's
+    FLAG_INPUT_SPEC says whether one is there) and placed tensor records."""
     table = _StringTable()
     body = bytearray()
     _put_value(body, arch, table, 1)
     _put_value(body, provenance, table, 1)
+    if spec is not None:
+        _put_input(body, spec, table)
     _put_varint(body, len(records))
     for record in records:
         _put_record(body, record, table)
@@ -141,6 +150,18 @@ def _put_value(out: bytearray, value: object, table: _StringTable, depth: int) -
         )
 
 
+def _put_input(out: bytearray, spec: InputMeta, table: _StringTable) -> None:
+    """channels, image size, mean and std (float64 each), class count, named flag, names."""
+    _put_varint(out, spec.channels)
+    _put_varint(out, spec.image_size)
+    for value in (*spec.mean, *spec.std):
+        out += _DOUBLE.pack(value)
+    _put_varint(out, spec.num_classes)
+    out.append(0 if spec.classes is None else 1)
+    for name in spec.classes or ():
+        _put_varint(out, table.ref(name))
+
+
 def _put_record(out: bytearray, record: dict, table: _StringTable) -> None:
     """One tensor record: tag, name, shape, then the kind's counts (spans become lengths)."""
     rows = record.get("rows_of")
@@ -176,12 +197,14 @@ def _put_record(out: bytearray, record: dict, table: _StringTable) -> None:
 # Reading
 
 
-def load_header(data: bytes) -> dict:
-    """The header object (arch, provenance, tensors with spans) of version-4 header bytes."""
+def load_header(data: bytes, with_input: bool = False) -> tuple[dict, InputMeta | None]:
+    """The header object (arch, provenance, tensors with spans) of version-4 header bytes, and
+    the input spec they hold when ``with_input`` (the preamble's FLAG_INPUT_SPEC)."""
     reader = _Reader(data)
     strings = reader.string_table()
     arch = reader.value(strings, 1)
     provenance = reader.value(strings, 1)
+    spec = reader.input_spec(strings) if with_input else None
     tensors = []
     offset = 0
     for _ in reader.counted(reader.varint("tensor count"), 3, "tensors"):
@@ -191,7 +214,7 @@ def load_header(data: bytes) -> dict:
         raise MalformedHeader(f"{len(data) - reader.pos} bytes follow the last tensor record")
     if unused := [s for s, used in zip(strings.table, strings.used, strict=True) if not used]:
         raise MalformedHeader(f"string table entry {unused[0][:60]!r} is never referenced")
-    return {"arch": arch, "provenance": provenance, "tensors": tensors}
+    return {"arch": arch, "provenance": provenance, "tensors": tensors}, spec
 
 
 class _Strings:
@@ -322,6 +345,36 @@ class _Reader:
             obj[key] = self.value(strings, depth + 1)
             previous = key
         return obj
+
+    def input_spec(self, strings: _Strings) -> InputMeta:
+        """The input spec: sizes in range, finite means, positive finite stds, class names."""
+        channels = self.varint("input channels")
+        image_size = self.varint("input image size")
+        if not 1 <= channels <= MAX_INPUT_CHANNELS or not 1 <= image_size <= MAX_IMAGE_SIZE:
+            raise MalformedHeader(
+                f"input spec: channels {channels} and image size {image_size} must be in "
+                f"[1, {MAX_INPUT_CHANNELS}] and [1, {MAX_IMAGE_SIZE}]"
+            )
+        self.counted(2 * channels, _DOUBLE.size, "input mean and std")
+        values = [_DOUBLE.unpack(self.take(_DOUBLE.size, "input mean/std"))[0]
+                  for _ in range(2 * channels)]  # fmt: skip
+        mean, std = tuple(values[:channels]), tuple(values[channels:])
+        if not all(map(math.isfinite, values)) or min(std) <= 0:
+            raise MalformedHeader("input spec: mean and std must be finite and std > 0")
+        num_classes = self.varint("input classes")
+        named = self.byte("input class names flag")
+        if not 1 <= num_classes <= MAX_CLASSES or named > 1:
+            raise MalformedHeader(
+                f"input spec: {num_classes} classes must be in [1, {MAX_CLASSES}] and the names "
+                f"flag 0 or 1, got {named}"
+            )
+        classes = None
+        if named:
+            classes = tuple(
+                strings.get(self.varint("class name"), "class name")
+                for _ in self.counted(num_classes, 1, "class names")
+            )
+        return InputMeta(channels, image_size, mean, std, num_classes, classes)
 
     def record(self, strings: _Strings, offset: int, earlier: list[dict]) -> tuple[dict, int]:
         """One tensor record as the header object holds it, and the payload offset after it."""

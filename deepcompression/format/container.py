@@ -28,7 +28,13 @@ from deepcompression.format.errors import (
     TruncatedFile,
     UnsupportedVersion,
 )
-from deepcompression.format.info import DecodedModel, FileInfo, LayerInfo, QuantizedTensor
+from deepcompression.format.info import (
+    DecodedModel,
+    FileInfo,
+    InputMeta,
+    LayerInfo,
+    QuantizedTensor,
+)
 from deepcompression.format.spec import (
     AUTO_INDEX_BITS,
     DEFAULT_MAX_DECODED_BYTES,
@@ -85,6 +91,7 @@ __all__ = [
     "CorruptStream",
     "InvalidArgument",
     "QuantizedTensor",
+    "InputMeta",
     "LayerInfo",
     "FileInfo",
     "DecodedModel",

@@ -77,7 +77,7 @@ def decode_model(
         except FormatError as err:
             raise type(err)(f"tensor {quoted(record.name)}: {err}") from err
     layers = [record.info() for record in parsed.records]
-    return DecodedModel(parsed.arch, parsed.provenance, state_dict, layers)
+    return DecodedModel(parsed.arch, parsed.provenance, state_dict, layers, parsed.input)
 
 
 def read_info(data: bytes) -> FileInfo:
@@ -94,6 +94,7 @@ def read_info(data: bytes) -> FileInfo:
         arch=parsed.arch,
         provenance=parsed.provenance,
         layers=tuple(record.info() for record in parsed.records),
+        input=parsed.input,
     )
 
 

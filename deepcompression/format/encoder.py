@@ -26,7 +26,7 @@ from deepcompression.format.huffman import (
     encode_symbols,
     encode_table,
 )
-from deepcompression.format.info import QuantizedTensor
+from deepcompression.format.info import InputMeta, QuantizedTensor
 from deepcompression.format.jsontext import json_shape, load_json
 from deepcompression.format.placed import (
     Encoded,
@@ -43,12 +43,16 @@ from deepcompression.format.spec import (
     BIT_VIEWS,
     DTYPE_NAMES,
     FLAG_HEADER_ZLIB,
+    FLAG_INPUT_SPEC,
     FORMAT_VERSION,
     KIND_HUFFMAN,
     KIND_RAW,
     MAGIC,
+    MAX_CLASSES,
     MAX_HEADER_BYTES,
     MAX_HEADER_RATIO,
+    MAX_IMAGE_SIZE,
+    MAX_INPUT_CHANNELS,
     MAX_JSON_VALUES,
     MAX_NDIM,
     MAX_NONZERO_PRODUCT,
@@ -71,6 +75,7 @@ def encode_model(
     *,
     compress_header: bool = True,
     format_version: int = FORMAT_VERSION,
+    input_spec: InputMeta | None = None,
 ) -> bytes:
     """Serialize quantized layers (then raw tensors) into one compressed-model file.
 
@@ -82,12 +87,18 @@ def encode_model(
     or columns empty stores them as removed units when that makes the file smaller; a layer with
     ``index_bits=None`` gets the width with the smallest file (``_choose_layers`` says how).
     From version 4 a raw ``X.bias`` of a layer ``X.weight`` that removes rows is stored for the
-    kept rows only when its removed rows' items are zero (``placed.raws_for``).
+    kept rows only when its removed rows' items are zero (``placed.raws_for``), and
+    ``input_spec`` (preprocessing and class names, for deployment) may be stored.
     Raises InvalidArgument for inconsistent inputs.
     """
     _check_inputs(quantized, raw, arch, provenance, format_version)
     binary = format_version >= BINARY_HEADER_VERSION
-    _header_bytes(arch, provenance, [], binary, check=True)
+    _check_input_spec(input_spec, binary)
+
+    def header_bytes(records: list[dict], check: bool = False) -> bytes:
+        return _header(arch, provenance, records, binary, input_spec, check=check)
+
+    header_bytes([], check=True)
     options = [_quantized_options(q, format_version) for q in quantized]
     names, shapes = [q.name for q in quantized], [q.shape for q in quantized]
     raws: list[RawTensor] = [
@@ -97,19 +108,20 @@ def encode_model(
 
     def file_bytes(layers: Sequence[Encoded]) -> int:
         tensors = [*layers, *raws_for(raws, layers)]
-        header = _header_bytes(arch, provenance, placed_records(tensors), binary)
+        header = header_bytes(placed_records(tensors))
         stored = _stored_header(header, compress_header, binary)
         return PREAMBLE_SIZE + len(stored[0]) + sum(len(e.sections) for e in tensors)
 
     chosen = _choose_layers(options, file_bytes)
     encoded = [*chosen, *raws_for(raws, chosen)]
-    header = _header_bytes(arch, provenance, placed_records(encoded), binary, check=True)
+    header = header_bytes(placed_records(encoded), check=True)
     if len(header) > MAX_HEADER_BYTES:
         raise InvalidArgument(
             f"header is {len(header)} bytes, over the {MAX_HEADER_BYTES}-byte cap; "
             "shrink arch/provenance"
         )
     stored, flags = _stored_header(header, compress_header, binary)
+    flags |= 0 if input_spec is None else FLAG_INPUT_SPEC
     payload = b"".join(e.sections for e in encoded)
     preamble = PREAMBLE.pack(
         MAGIC,
@@ -123,23 +135,66 @@ def encode_model(
     return preamble + stored + payload
 
 
-def _header_bytes(
-    arch: dict, provenance: dict, records: list[dict], binary: bool, *, check: bool = False
+def _header(
+    arch: dict,
+    provenance: dict,
+    records: list[dict],
+    binary: bool,
+    spec: InputMeta | None,
+    *,
+    check: bool = False,
 ) -> bytes:
     """The header as written: binary (version 4) or JSON; ``check`` reads it back as the reader
     would and turns any refusal into InvalidArgument."""
     if not binary:
         header = {"arch": arch, "provenance": provenance, "tensors": records}
         return _dump_json(header) if check else _fast_json(header)
-    data = dump_header(arch, provenance, records)
+    data = dump_header(arch, provenance, records, spec)
     if check:
         try:
-            parse_header(load_header(data), BINARY_HEADER_VERSION)
+            parse_header(load_header(data, spec is not None)[0], BINARY_HEADER_VERSION)
         except MalformedHeader as err:
             raise InvalidArgument(f"arch/provenance or a tensor break a header rule: {err}") from (
                 err
             )
     return data
+
+
+def _check_input_spec(spec: InputMeta | None, binary: bool) -> None:
+    """An input spec needs version 4 and must have the types and ranges the reader accepts."""
+    if spec is None:
+        return
+    if not binary:
+        raise InvalidArgument("an input spec needs format version 4; drop format_version")
+    if not isinstance(spec, InputMeta):
+        raise InvalidArgument(f"input_spec must be an InputMeta, got {type(spec).__name__}")
+    sizes_ok = (
+        type(spec.channels) is int
+        and type(spec.image_size) is int
+        and type(spec.num_classes) is int
+        and 1 <= spec.channels <= MAX_INPUT_CHANNELS
+        and 1 <= spec.image_size <= MAX_IMAGE_SIZE
+        and 1 <= spec.num_classes <= MAX_CLASSES
+    )
+    values = (*spec.mean, *spec.std)
+    if not sizes_ok or len(spec.mean) != spec.channels or len(spec.std) != spec.channels:
+        raise InvalidArgument(
+            f"input spec: channels, image_size and num_classes must be ints in [1, "
+            f"{MAX_INPUT_CHANNELS}], [1, {MAX_IMAGE_SIZE}] and [1, {MAX_CLASSES}], with one mean "
+            f"and std per channel; got {spec}"
+        )
+    if (
+        not all(isinstance(v, float | int) and math.isfinite(v) for v in values)
+        or min(spec.std) <= 0
+    ):
+        raise InvalidArgument(f"input spec: mean and std must be finite and std > 0, got {spec}")
+    names = spec.classes
+    if names is not None and (
+        len(names) != spec.num_classes or not all(isinstance(n, str) for n in names)
+    ):
+        raise InvalidArgument(
+            f"input spec: classes must be None or {spec.num_classes} strings, got {names!r:.80}"
+        )
 
 
 def _stored_header(header: bytes, compress: bool, binary: bool) -> tuple[bytes, int]:

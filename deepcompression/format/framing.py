@@ -24,6 +24,7 @@ from deepcompression.format.records import ParsedFile, Record
 from deepcompression.format.spec import (
     BINARY_HEADER_VERSION,
     FLAG_HEADER_ZLIB,
+    FLAG_INPUT_SPEC,
     MAGIC,
     MAX_HEADER_BYTES,
     MAX_HEADER_RATIO,
@@ -59,8 +60,9 @@ def parse_file(data: bytes) -> ParsedFile:
             f"format version {version} is not supported (this reader implements "
             f"{' and '.join(map(str, SUPPORTED_VERSIONS))})"
         )
-    if flags & ~FLAG_HEADER_ZLIB:
-        unknown = flags & ~FLAG_HEADER_ZLIB
+    known = FLAG_HEADER_ZLIB | (FLAG_INPUT_SPEC if version >= BINARY_HEADER_VERSION else 0)
+    if flags & ~known:
+        unknown = flags & ~known
         raise UnsupportedVersion(f"unknown flag bits 0x{unknown:04x} for format version {version}")
     for what, size in (("stored", header_len), ("decompressed", json_len)):
         if size > MAX_HEADER_BYTES:
@@ -77,8 +79,9 @@ def parse_file(data: bytes) -> ParsedFile:
     if zlib.crc32(stored) != header_crc:
         raise ChecksumMismatch("header CRC32 mismatch; the header bytes are corrupt")
     text = _unpack_header(stored, flags, json_len)
+    spec = None
     if version >= BINARY_HEADER_VERSION:
-        header = load_header(text)
+        header, spec = load_header(text, bool(flags & FLAG_INPUT_SPEC))
     else:
         header = load_json(text, max_json_values(header_len))
     arch, provenance, records = parse_header(header, version)
@@ -86,7 +89,9 @@ def parse_file(data: bytes) -> ParsedFile:
     _check_layout(records, len(payload))
     if zlib.crc32(payload) != payload_crc:
         raise ChecksumMismatch("payload CRC32 mismatch; the payload bytes are corrupt")
-    return ParsedFile(version, flags, header_len, json_len, payload, arch, provenance, records)
+    return ParsedFile(
+        version, flags, header_len, json_len, payload, arch, provenance, records, spec
+    )
 
 
 def _unpack_header(stored: memoryview, flags: int, json_len: int) -> bytes:

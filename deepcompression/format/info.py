@@ -12,7 +12,21 @@ import torch
 
 from deepcompression.format.spec import DTYPES, FLOAT_BYTES
 
-__all__ = ["QuantizedTensor", "LayerInfo", "FileInfo", "DecodedModel"]
+__all__ = ["QuantizedTensor", "LayerInfo", "FileInfo", "DecodedModel", "InputMeta"]
+
+
+@dataclass(frozen=True)
+class InputMeta:
+    """What the network reads, stored for deployment (version 4): (channels, image_size,
+    image_size) images normalised as ``(byte / 255 - mean) / std`` per channel, and its classes'
+    names (None: unnamed). The fields are ``deepcompression.inference.InputSpec``'s."""
+
+    channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    num_classes: int
+    classes: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +122,8 @@ class FileInfo:
     arch: dict
     provenance: dict
     layers: tuple[LayerInfo, ...]
+    input: InputMeta | None = None
+    """The stored input spec (version 4), None when the file has none."""
 
     @property
     def dense_bytes(self) -> int:
@@ -136,3 +152,5 @@ class DecodedModel:
     provenance: dict
     state_dict: dict[str, torch.Tensor]
     layers: list[LayerInfo] = field(default_factory=list)
+    input: InputMeta | None = None
+    """The stored input spec (version 4), None when the file has none."""

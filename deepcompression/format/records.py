@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from deepcompression.format.info import LayerInfo
+from deepcompression.format.info import InputMeta, LayerInfo
 from deepcompression.format.spec import DTYPES, FLOAT_BYTES, KIND_HUFFMAN, KIND_RAW
 
 
@@ -184,3 +184,4 @@ class ParsedFile:
     arch: dict
     provenance: dict
     records: list[Record]
+    input: InputMeta | None = None

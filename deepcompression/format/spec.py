@@ -32,6 +32,12 @@ STATIC_STRINGS = (
 AUTO_INDEX_BITS = tuple(range(1, MAX_SYMBOL_BITS + 1))
 """Widths the writer tries for a layer whose ``index_bits`` is None (auto)."""
 FLAG_HEADER_ZLIB = 0x0001
+FLAG_INPUT_SPEC = 0x0002
+"""Version 4: the header holds the network's input spec (preprocessing and class names)."""
+MAX_INPUT_CHANNELS = 1 << 16
+MAX_IMAGE_SIZE = 1 << 16
+MAX_CLASSES = 1 << 20
+"""Caps on an input spec's channels, image side and class count."""
 PREAMBLE = struct.Struct("<8sHHIIII")
 PREAMBLE_SIZE = PREAMBLE.size
 MAX_HEADER_BYTES = 16 * 1024 * 1024
