@@ -1,34 +1,54 @@
-"""DVC stage `check`: validate every stage's params before any stage touches its outputs.
+"""DVC stage `check`: validate the params and the input files before any stage touches outputs.
 
-Every other stage depends on this stage's output, whose bytes never change while the params are
-valid, so it reruns whenever params.yaml changes without forcing anything downstream to rerun.
-A typo fails here, before DVC removes the outputs of the stages the edit would have rerun.
+DVC removes a stage's outputs before running it, so every fault found here (a typo in
+params.yaml, a missing or corrupt data file, a checkpoint that does not fit its network) fails
+before the last good outputs are gone. The stage runs at every `dvc repro` (always_changed: input
+files are not DVC dependencies); its outputs are a constant marker every stage depends on, and per
+model a record of the external files it reads (`checks/inputs/<model>.json`, the sha256 of its
+`train.checkpoint`), which changes only when their content does: `train@<model>` depends on it.
 The `schedule:` section is the scheduled reruns' (no stage reads it): `python -m runtime.schedule`
 checks it when it serves or deploys.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 from deepcompression.config import ConfigError
+from flows.inputs import InputError, check_inputs
 from flows.params import read_params
 
 OK_FILE = Path("checks") / "params.ok"
 OK_TEXT = "params.yaml is valid\n"
+INPUTS_DIR = Path("checks") / "inputs"
+"""Per model, the sha256 of the external files its stages read (the `train` stage's dep)."""
+
+
+def write_records(folder: Path, records: dict[str, dict]) -> None:
+    """One JSON record per model in `folder`, rewritten only when its content changes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for model, record in records.items():
+        path = folder / f"{model}.json"
+        text = json.dumps(record, sort_keys=True, indent=1) + "\n"
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
 
 
 def check(params_path: str = "params.yaml", root: str = ".") -> int:
-    """Validate the params; write the constant marker on success, print the error and exit 2."""
+    """Validate the params and the inputs; write the marker and the records on success, else
+    print the error and return 2."""
     try:
-        read_params(params_path)
-    except ConfigError as err:
+        params = read_params(params_path)
+        records = check_inputs(params, Path(root) / "data" / params.data.name)
+    except (ConfigError, InputError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = Path(root) / OK_FILE
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(OK_TEXT)
+    write_records(Path(root) / INPUTS_DIR, records)
     return 0
 
 

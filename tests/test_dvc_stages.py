@@ -85,7 +85,7 @@ def test_every_model_stage_is_a_foreach_over_the_models_of_params():
 def test_the_params_check_runs_before_every_stage():
     """`check` is upstream of every other stage, so a bad params.yaml fails before any output
     is removed; its output is a constant marker (no forced reruns)."""
-    assert STAGES["check"]["outs"] == ["checks/params.ok"]
+    assert STAGES["check"]["outs"] == ["checks/params.ok", "checks/inputs"]
     for name, stage in STAGES.items():
         if name != "check":
             assert "checks/params.ok" in stage["deps"], name
