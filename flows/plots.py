@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,13 @@ from prefect.context import FlowRunContext
 from deepcompression.config import RunParams
 from deepcompression.plan import LayerPlan
 from flows.common import setup
+from flows.skipped import skipped_png
 from runtime.artifacts import artifact_key
 from runtime.log import run_logger
 from runtime.resilient import flow
 from runtime.workspace import Workspace
 from tasks.final_plots import plot_final_pareto
-from tasks.io import load_checkpoint
+from tasks.io import load_checkpoint, write_bytes_atomic
 from tasks.plots import (
     plot_error_vs_density,
     plot_training_curves,
@@ -86,6 +88,9 @@ def write_final_pareto(workspace: Workspace) -> Path | None:
         )  # fmt: skip
         return None
     out = workspace.plot(FINAL_PARETO)
+    if (reason := json.loads(front.read_text()).get("skipped")) is not None:
+        write_bytes_atomic(out, skipped_png(reason))  # allocation: params, no search front
+        return out
     return _call(plot_final_pareto, workspace.model, front, evaluation, out)
 
 

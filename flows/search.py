@@ -56,6 +56,7 @@ from flows.allocation import allocation_path
 from flows.common import data_dir, setup
 from flows.params import model_section
 from flows.provenance import numerics, provenance
+from flows.skipped import skip_reason, skipped_png, skipped_record
 from runtime.artifacts import artifact_key, publish_table
 from runtime.log import run_logger
 from runtime.monitor import api_url, is_api_error, is_offline
@@ -207,6 +208,8 @@ def trial_shaping(cfg: SearchConfig) -> dict:
 def search_flow(params_path: str, root: str, model: str) -> dict:
     """Run (or resume) the model's search study; write its front, figure and chosen allocation."""
     params, plan, workspace = setup(params_path, root, model)
+    if (reason := skip_reason(params, "search")) is not None:
+        return write_skipped(workspace, reason)
     cfg = model_section(params_path, model, "search").search
     logger = run_logger()
     dense_bytes_raw = workspace.checkpoint("dense").read_bytes()
@@ -263,6 +266,21 @@ def search_flow(params_path: str, root: str, model: str) -> dict:
         trials_flow.with_options(task_runner=dask_runner(cfg, threads))(*arguments)
     trial_numerics = numerics(params) | {"threads": threads}
     return write_outputs(workspace, completed(study), dense, cfg, name, defaults, trial_numerics)
+
+
+FRONT_HEADER = b"file_bytes,val_error\n"
+"""The front CSV of a search that did no work: the plot's axes, no point."""
+
+
+def write_skipped(workspace: Workspace, reason: str) -> dict:
+    """The stage's outputs when it does no work: records saying why, a front with no point."""
+    record = skipped_record(workspace.model, reason)
+    write_json(workspace.metrics("search_front"), record)
+    write_bytes_atomic(workspace.metrics("search_front").with_suffix(".csv"), FRONT_HEADER)
+    write_bytes_atomic(workspace.plot("pareto.png"), skipped_png(reason))
+    write_json(allocation_path(workspace.root, workspace.model), record)
+    run_logger().info("%s", reason)
+    return record
 
 
 def write_outputs(

@@ -10,9 +10,11 @@ from deepcompression.search.sensitivity import SensitivityPoint
 from flows.common import load_data, setup
 from flows.params import model_section
 from flows.provenance import numerics
+from flows.skipped import skip_reason, skipped_png, skipped_record
 from runtime.artifacts import artifact_key
 from runtime.log import run_logger
 from runtime.resilient import flow
+from runtime.workspace import Workspace
 from tasks.io import load_checkpoint, write_bytes_atomic, write_json
 from tasks.plots import publish_plots_report
 from tasks.sensitivity import dense_error, sensitivity_point
@@ -32,11 +34,22 @@ def sensitivity_metrics(model: str, dense: float, points: list[SensitivityPoint]
     }
 
 
+def write_skipped(workspace: Workspace, reason: str) -> dict:
+    """The stage's outputs when it does no work: a record saying why and a figure saying so."""
+    metrics = skipped_record(workspace.model, reason)
+    write_json(workspace.metrics("sensitivity"), metrics)
+    write_bytes_atomic(workspace.plot("sensitivity.png"), skipped_png(reason))
+    run_logger().info("%s", reason)
+    return metrics
+
+
 @flow(name="sensitivity", flow_run_name="sensitivity-{model}")
 def sensitivity_flow(params_path: str, root: str, model: str) -> dict:
     """Each layer alone pruned to every density, and shared at every bit width; writes
     metrics/<model>/sensitivity.json and plots/<model>/sensitivity.png."""
     params, plan, workspace = setup(params_path, root, model)
+    if (reason := skip_reason(params, "sensitivity")) is not None:
+        return write_skipped(workspace, reason)
     cfg = model_section(params_path, model, "sensitivity").sensitivity
     dense = load_checkpoint(workspace.checkpoint("dense"))
     dense.expect_model(model)

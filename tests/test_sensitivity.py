@@ -51,7 +51,7 @@ def small_workspace(root: Path, mnist_root: Path, **search: object) -> Path:
         source="local", local_dir=str(mnist_root / "MNIST" / "raw"), train_limit=400, val_limit=200
     )
     section = raw["models"][MODEL]
-    section["allocation"] = "params"  # the search sets it where a test needs it
+    section["allocation"] = "searched"  # with "params", sensitivity and search do no work
     section["sensitivity"].update(densities=[0.5, 0.05], bits=[6, 2])
     section["search"].update(search)
     params = root / "params.yaml"
