@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -12,10 +13,58 @@ from deepcompression.data.streaming import StreamedImages
 from deepcompression.data.tensors import DataShape, ImageTensors
 from deepcompression.plan import LayerPlan, plan_layers, shape_hint
 from flows.params import load_params
+from runtime.log import run_logger
 from runtime.workspace import PROJECT_ROOT, Workspace
 
 TORCHVISION_ROOT = PROJECT_ROOT / ".cache" / "torchvision"
 """Where source `torchvision` keeps its downloads when `data.local_dir` is null."""
+
+
+CHANCE_MARGIN = 0.02
+"""A dense model whose validation error is within this of chance (1 - 1/classes) is warned about:
+it learnt nothing usable, and compressing it measures nothing."""
+
+ERROR_JUMP_FACTOR = 3.0
+"""A compression stage whose validation error is over this multiple of the dense model's (and over
+it by at least ERROR_JUMP_MIN) is warned about: the stage lost what training learnt."""
+
+ERROR_JUMP_MIN = 0.01
+"""The smallest rise of validation error (1 point) warned about, whatever the factor says."""
+
+
+def chance_warning(model: str, val_error: float, num_classes: int) -> str | None:
+    """A warning when the dense model's validation error is no better than chance, else None."""
+    chance = 1.0 - 1.0 / num_classes
+    if val_error < chance - CHANCE_MARGIN:
+        return None
+    return (
+        f"the dense {model} is no better than chance: {100 * val_error:.1f}% validation error, "
+        f"chance is {100 * chance:.1f}% for {num_classes} classes; pruning and quantizing it "
+        f"measure nothing. Train longer or at another lr (models.{model}.train), or check the "
+        "data (labels, data.mean/std)."
+    )
+
+
+def error_jump_warning(stage: str, model: str, val_error: float, dense: float) -> str | None:
+    """A warning when a stage's validation error jumped past ERROR_JUMP_FACTOR x the dense
+    model's, else None."""
+    if val_error <= max(ERROR_JUMP_FACTOR * dense, dense + ERROR_JUMP_MIN):
+        return None
+    return (
+        f"{stage} of {model}: validation error {100 * val_error:.2f}% is over "
+        f"{ERROR_JUMP_FACTOR:g}x the dense model's {100 * dense:.2f}%; the stage's settings "
+        f"(models.{model}.{stage}) are too aggressive for this network or data."
+    )
+
+
+def warn_on_error_jump(stage: str, workspace: Workspace, val_error: float) -> None:
+    """Log `error_jump_warning` against metrics/<model>/train.json's error (when present)."""
+    dense_metrics = workspace.metrics("train")
+    if not dense_metrics.is_file():
+        return
+    dense = json.loads(dense_metrics.read_text()).get("val_error")
+    if dense is not None and (text := error_jump_warning(stage, workspace.model, val_error, dense)):
+        run_logger().warning("%s", text)
 
 
 def data_dir(params: RunParams, workspace: Workspace) -> Path:

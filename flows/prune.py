@@ -19,7 +19,7 @@ from deepcompression.config import RunParams
 from deepcompression.report import percent
 from deepcompression.schema import to_dict
 from flows.allocation import effective_params
-from flows.common import load_data, setup
+from flows.common import load_data, setup, warn_on_error_jump
 from flows.provenance import numerics
 from runtime.artifacts import artifact_key, publish_report, publish_table
 from runtime.log import run_logger
@@ -137,6 +137,7 @@ def prune_flow(params_path: str, root: str, model: str) -> dict:
     write_json(workspace.metrics("prune"), metrics | {"numerics": numerics(params)})
     write_csv(workspace.plot("prune.csv"), rows)
     shutil.rmtree(folder, ignore_errors=True)
+    warn_on_error_jump("prune", workspace, final.val_error)
     run_logger().info(
         "pruned %s to %.2f%% density: validation error %.2f%%",
         model,

@@ -6,7 +6,7 @@ from deepcompression.compress.pruning import densities
 from deepcompression.format.sizes import pq_layer_report
 from deepcompression.report import percent
 from flows.allocation import effective_params
-from flows.common import load_data, setup
+from flows.common import load_data, setup, warn_on_error_jump
 from flows.provenance import numerics
 from runtime.artifacts import artifact_key, publish_report
 from runtime.log import run_logger
@@ -72,6 +72,7 @@ def quantize_flow(params_path: str, root: str, model: str) -> dict:
         workspace.timing("quantize"),
         {"epoch_seconds": [round(r.seconds, 3) for r in result.history]},
     )
+    warn_on_error_jump("quantize", workspace, result.val_error)
     run_logger().info(
         "quantized %s: validation error %.2f%% (%.2f%% before fine-tuning), P+Q ratio %.1fx",
         model,

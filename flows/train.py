@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from deepcompression.training import resolve_device
-from flows.common import load_data, setup
+from flows.common import chance_warning, load_data, setup
 from flows.provenance import numerics
 from runtime.artifacts import artifact_key, publish_report
 from runtime.log import run_logger
@@ -41,6 +41,9 @@ def train_flow(params_path: str, root: str, model: str) -> dict:
             "epoch_seconds": [round(r.seconds, 3) for r in history],
         },
     )
+    classes = data.shape.num_classes
+    if final is not None and (warning := chance_warning(model, final.val_error, classes)):
+        run_logger().warning("%s", warning)
     run_logger().info(
         "dense %s: validation error %.2f%% after %d epochs",
         model,
