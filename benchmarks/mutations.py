@@ -171,9 +171,14 @@ def version(data: bytes) -> int:
     return PREAMBLE.unpack_from(data)[1]
 
 
-def build(header_json: bytes, payload: bytes, compress: bool, version: int) -> bytes:
+def build(
+    header_json: bytes, payload: bytes, compress: bool, version: int, flags: int = 0
+) -> bytes:
+    """A file around a header (JSON, or binary in version 4) with valid CRCs; ``flags`` adds
+    preamble flag bits (version 4's input spec bit) to the compression bit."""
     stored = zlib.compress(header_json) if compress else header_json
-    fields = (b"\x89DCZ\r\n\x1a\n", version, int(compress), len(stored), len(header_json))
+    fields = (b"\x89DCZ\r\n\x1a\n", version, int(compress) | flags, len(stored),
+              len(header_json))  # fmt: skip
     crcs = (zlib.crc32(stored), zlib.crc32(payload))
     return PREAMBLE.pack(*fields, *crcs) + stored + payload
 
@@ -507,9 +512,15 @@ def split_v4(data: bytes) -> tuple[bytes, bytes]:
     return (zlib.decompress(stored) if flags & 1 else stored), data[PREAMBLE.size + header_len :]
 
 
+def _v4_base(rng: np.random.Generator) -> tuple[bytes, bytes, int]:
+    """A random version-4 base file's header, payload and input-spec flag bit."""
+    data = V4_FILES[rng.integers(len(V4_FILES))]
+    return *split_v4(data), PREAMBLE.unpack_from(data)[2] & 2
+
+
 def _v4_header_edit(rng: np.random.Generator) -> bytes:
     """A version-4 file whose binary header has 1-3 bytes replaced, nudged, inserted or deleted."""
-    header, payload = split_v4(V4_FILES[rng.integers(len(V4_FILES))])
+    header, payload, flag = _v4_base(rng)
     body = bytearray(header)
     for _ in range(int(rng.integers(1, 4))):
         at, action = int(rng.integers(len(body))), int(rng.integers(5))
@@ -523,23 +534,23 @@ def _v4_header_edit(rng: np.random.Generator) -> bytes:
             del body[at]
         else:
             body[at] ^= 1 << int(rng.integers(8))
-    return build(bytes(body), payload, bool(rng.integers(2)), 4)
+    return build(bytes(body), payload, bool(rng.integers(2)), 4, flag)
 
 
 def _v4_header_cut(rng: np.random.Generator) -> bytes:
     """A version-4 file whose binary header is cut short or has bytes appended."""
-    header, payload = split_v4(V4_FILES[rng.integers(len(V4_FILES))])
+    header, payload, flag = _v4_base(rng)
     if rng.integers(2):
         header = header[: int(rng.integers(len(header)))]
     else:
         header += rng.bytes(int(rng.integers(1, 4)))
-    return build(header, payload, bool(rng.integers(2)), 4)
+    return build(header, payload, bool(rng.integers(2)), 4, flag)
 
 
 def _v4_payload(rng: np.random.Generator) -> bytes:
     """A version-4 file with payload bits flipped and the CRC repaired."""
-    header, payload = split_v4(V4_FILES[rng.integers(len(V4_FILES))])
-    return build(header, bytes(_flip_bits(payload, rng)), False, 4)
+    header, payload, flag = _v4_base(rng)
+    return build(header, bytes(_flip_bits(payload, rng)), False, 4, flag)
 
 
 MUTATORS: dict[str, Callable[[bytes, np.random.Generator], bytes]] = {
