@@ -12,13 +12,17 @@ checks it when it serves or deploys.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
+import yaml
+
 from deepcompression.config import ConfigError
-from flows.inputs import InputError, check_inputs
+from flows.inputs import InputError, check_data, check_inputs
 from flows.params import read_params
+from flows.template import new_model_text
 
 OK_FILE = Path("checks") / "params.ok"
 OK_TEXT = "params.yaml is valid\n"
@@ -52,5 +56,41 @@ def check(params_path: str = "params.yaml", root: str = ".") -> int:
     return 0
 
 
+def print_new_model(name: str, params_path: str = "params.yaml", root: str = ".") -> int:
+    """Print a commented `models:` entry for registered network `name`, sized for the data of
+    the params file; print the error and return 2 when it cannot be."""
+    try:
+        params = read_params(params_path)
+        shape = check_data(params.data, Path(root) / "data" / params.data.name)
+        if shape is None:
+            raise ConfigError(
+                f"--new-model {name}: the data's shape is known once it is prepared; run "
+                "`dvc repro data` first"
+            )
+        base = yaml.safe_load(Path(params_path).read_text())["models"]
+        print(new_model_text(name, next(iter(base.values())), shape), end="")
+    except (ConfigError, InputError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m flows.check [PARAMS [ROOT]] [--new-model NAME]`."""
+    parser = argparse.ArgumentParser(prog="python -m flows.check", description=__doc__)
+    parser.add_argument("params", nargs="?", default="params.yaml", help="the params file")
+    parser.add_argument("root", nargs="?", default=".", help="the project folder")
+    parser.add_argument(
+        "--new-model",
+        metavar="NAME",
+        help="print a commented models: entry for registered network NAME, sized from the data "
+        "and the network's layers (paste it under models: in params.yaml)",
+    )
+    args = parser.parse_args(argv)
+    if args.new_model:
+        return print_new_model(args.new_model, args.params, args.root)
+    return check(args.params, args.root)
+
+
 if __name__ == "__main__":
-    sys.exit(check(*sys.argv[1:]))
+    sys.exit(main())
