@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)  ## create .venv and install the project with its dev tools
 
 run: setup  ## the whole pipeline (both models; MODEL=name for one): params check, server and warm stage runner, dvc repro
-	$(PY) -m flows.check
+	$(PY) -m flows.check $(if $(MODEL),--model $(MODEL),)
 	$(PY) -m runtime.server start
 	PREFECT_API_URL=$(API) dvc repro $(TARGETS)
 

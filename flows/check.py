@@ -19,10 +19,11 @@ from pathlib import Path
 
 import yaml
 
-from deepcompression.config import ConfigError
+from deepcompression.config import ConfigError, Params
 from flows.inputs import InputError, check_data, check_inputs
 from flows.params import read_params
 from flows.template import new_model_text
+from models import model_names
 
 OK_FILE = Path("checks") / "params.ok"
 OK_TEXT = "params.yaml is valid\n"
@@ -40,11 +41,29 @@ def write_records(folder: Path, records: dict[str, dict]) -> None:
             path.write_text(text)
 
 
-def check(params_path: str = "params.yaml", root: str = ".") -> int:
-    """Validate the params and the inputs; write the marker and the records on success, else
-    print the error and return 2."""
+def check_model(params: Params, model: str) -> None:
+    """`model` must have a section under `models` (what `make run MODEL=...` reproduces)."""
+    if model in params.models:
+        return
+    hint = (
+        f"; {model} is a registered network: `python -m flows.check --new-model {model}` "
+        "prints a section to add"
+        if model in model_names()
+        else ""
+    )
+    raise ConfigError(
+        f"MODEL={model}: params.yaml has no section models.{model}; models there: "
+        f"{', '.join(params.models)}{hint}"
+    )
+
+
+def check(params_path: str = "params.yaml", root: str = ".", model: str | None = None) -> int:
+    """Validate the params (and that `model`, when given, is one of them) and the inputs; write
+    the marker and the records on success, else print the error and return 2."""
     try:
         params = read_params(params_path)
+        if model is not None:
+            check_model(params, model)
         records = check_inputs(params, Path(root) / "data" / params.data.name)
     except (ConfigError, InputError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -76,7 +95,7 @@ def print_new_model(name: str, params_path: str = "params.yaml", root: str = "."
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m flows.check [PARAMS [ROOT]] [--new-model NAME]`."""
+    """`python -m flows.check [PARAMS [ROOT]] [--model NAME] [--new-model NAME]`."""
     parser = argparse.ArgumentParser(prog="python -m flows.check", description=__doc__)
     parser.add_argument("params", nargs="?", default="params.yaml", help="the params file")
     parser.add_argument("root", nargs="?", default=".", help="the project folder")
@@ -86,10 +105,13 @@ def main(argv: list[str] | None = None) -> int:
         help="print a commented models: entry for registered network NAME, sized from the data "
         "and the network's layers (paste it under models: in params.yaml)",
     )
+    parser.add_argument(
+        "--model", metavar="NAME", help="also check that NAME is a section of models: (make run)"
+    )
     args = parser.parse_args(argv)
     if args.new_model:
         return print_new_model(args.new_model, args.params, args.root)
-    return check(args.params, args.root)
+    return check(args.params, args.root, args.model)
 
 
 if __name__ == "__main__":

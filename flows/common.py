@@ -11,8 +11,8 @@ from deepcompression.config import ConfigError, RunParams
 from deepcompression.data.load import folder_shape, load_test, load_training
 from deepcompression.data.streaming import StreamedImages
 from deepcompression.data.tensors import DataShape, ImageTensors
-from deepcompression.plan import LayerPlan, plan_layers, shape_hint
-from flows.params import load_params
+from deepcompression.plan import LayerPlan, shape_hint
+from flows.params import load_params, plan_model
 from runtime.log import run_logger
 from runtime.workspace import PROJECT_ROOT, Workspace
 
@@ -87,7 +87,7 @@ def setup(
     if model is not None and not params.data.is_mnist:
         shape = data_shape(params, workspace)
         if shape != shape_hint(params.data):
-            plan = plan_layers(params, shape)
+            plan = plan_model(params, shape)
     return params, plan, workspace
 
 

@@ -28,6 +28,7 @@ from deepcompression.data.load import folder_shape
 from deepcompression.data.mnist import MNIST_SHAPE
 from deepcompression.data.tensors import DataShape
 from deepcompression.pretrained import PretrainedError, load_pretrained_, state_dict_from_bytes
+from flows.params import plan_model
 
 SAMPLED_IMAGES = 2000
 """Images per split an `imagefolder` check decodes (all of a smaller split; evenly spaced over a
@@ -228,6 +229,8 @@ def check_inputs(params: Params, data_folder: Path) -> dict[str, dict[str, Any]]
     shape = check_data(params.data, data_folder)
     records: dict[str, dict[str, Any]] = {}
     for model, section in params.models.items():
+        if shape is not None:
+            plan_model(params.select(model), shape)  # the network built for the data's shape
         checkpoint = section.train.checkpoint
         digest = check_checkpoint(model, Path(checkpoint), shape) if checkpoint else None
         records[model] = {"train.checkpoint": digest}

@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 
 from deepcompression.config import ConfigError, ModelParams, Params, RunParams
-from deepcompression.plan import LayerPlan, plan_layers
+from deepcompression.data.tensors import DataShape
+from deepcompression.plan import LayerPlan, plan_layers, shape_hint
 from deepcompression.schema import from_dict, to_dict
 
 DEFAULT_PARAMS = Path("params.yaml")
@@ -33,7 +34,24 @@ def check_raw(raw: Any) -> tuple[Params, Plans]:
     if isinstance(raw, dict):
         raw = {k: v for k, v in raw.items() if k not in RUNTIME_SECTIONS}
     params = from_dict(Params, raw)
-    return params, {model: plan_layers(params.select(model)) for model in params.models}
+    return params, {model: plan_model(params.select(model)) for model in params.models}
+
+
+def plan_model(params: RunParams, shape: DataShape | None = None) -> dict[str, LayerPlan]:
+    """`plan_layers`, where a network that cannot be built for the data's shape (default: as
+    far as the params tell it) is a ConfigError naming the model, the data key and the fix."""
+    try:
+        return plan_layers(params, shape)
+    except ConfigError:
+        raise
+    except ValueError as err:
+        name, size = params.model.name, (shape or shape_hint(params.data))
+        raise ConfigError(
+            f"models.{name}: {err}; the data gives it {size.channels}x{size.image_size}x"
+            f"{size.image_size} inputs (data.image_size, else the images' own size). Set "
+            f"data.image_size to a size {name} takes, or remove models.{name} from params.yaml "
+            "(every model under `models` is run)"
+        ) from None
 
 
 @functools.lru_cache(maxsize=8)

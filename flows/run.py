@@ -16,9 +16,11 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import logging
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -139,9 +141,58 @@ def run_command(arguments: list[str], clock: StageClock, parent_pid: int | None 
     clock.mark("connect")
     from prefect import tags
 
-    with tags(*stage_tags(args, params_hash(params), parent_pid)):
-        run_timed(args.stage, args.model, clock, flow_kwargs(args), params.run.threads)
+    quiet_console_failures()
+    try:
+        with tags(*stage_tags(args, params_hash(params), parent_pid)):
+            run_timed(args.stage, args.model, clock, flow_kwargs(args), params.run.threads)
+    except Exception as exc:  # every failure of the stage: said once, its traceback to a file
+        return report_failure(args, exc)
     return 0
+
+
+class _NoFailureEcho(logging.Filter):
+    """Keeps Prefect's flow/task run failure records (traceback, 'Finished in state Failed')
+    off the console: the stage says the error once; the records still reach the Prefect API."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(("prefect.flow_runs", "prefect.task_runs")):
+            return True
+        return not (record.exc_info or str(record.msg).startswith("Finished in state Failed"))
+
+
+def quiet_console_failures() -> None:
+    """Add `_NoFailureEcho` to the console handlers Prefect's logging set up (once)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and not any(
+            isinstance(f, _NoFailureEcho) for f in handler.filters
+        ):
+            handler.addFilter(_NoFailureEcho())
+
+
+def error_log_path(root: str, stage: str, model: str | None) -> Path:
+    """`runs/<model>/<stage>-error.log` (`runs/shared/...` without a model): the last failure's
+    traceback."""
+    return Path(root) / "runs" / (model or "shared") / f"{stage}-error.log"
+
+
+def report_failure(args: argparse.Namespace, exc: Exception) -> int:
+    """Write the traceback to the error log; print the error once, where the traceback is and
+    how to get the stage's previous outputs back. Returns the exit status, 1."""
+    path = error_log_path(args.root, args.stage, args.model)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(traceback.format_exception(exc)))
+        where = f"traceback in {path}"
+    except OSError as err:
+        where = f"traceback not written to {path}: {err.strerror or err}"
+    text = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+    name = args.stage if args.model is None else f"{args.stage}@{args.model}"
+    print(
+        f"error: {name}: {text}\n  ({where}. DVC removes a stage's outputs before running it: "
+        f"`dvc checkout {name}` restores the previous ones from its cache.)",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def stage_tags(

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from input_faults import (
     MODEL,
+    ROOT,
     idx_folder,
     image_folder,
     small_params,
@@ -19,7 +20,7 @@ from input_faults import (
     with_fault,
 )
 
-from flows.check import INPUTS_DIR, check
+from flows.check import INPUTS_DIR, check, main
 
 
 def _check(tmp_path: Path, raw: dict, capsys) -> tuple[int, str]:
@@ -109,3 +110,26 @@ def test_a_good_checkpoint_is_recorded_by_its_sha256(tmp_path, good, capsys):
     assert _check(tmp_path, raw, capsys) == (0, "")
     record = json.loads((tmp_path / INPUTS_DIR / f"{MODEL}.json").read_text())
     assert record == {"train.checkpoint": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+def test_a_network_too_big_for_the_images_names_the_key_and_what_to_remove(tmp_path, capsys):
+    raw = small_params(image_folder(tmp_path / "good"))
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())["models"]
+    raw["models"]["lenet5"] = base["lenet5"]
+    raw["data"]["image_size"] = 8
+    status, err = _check(tmp_path, raw, capsys)
+    assert status == 2
+    assert "models.lenet5: lenet5 needs image_size >= 16" in err, err
+    assert "data.image_size" in err and "remove models.lenet5 from params.yaml" in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_a_model_without_a_section_lists_the_sections(tmp_path, good, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(small_params(good), sort_keys=False))
+    assert main([str(params), str(tmp_path), "--model", "mobilenetv2"]) == 2
+    err = capsys.readouterr().err
+    assert f"no section models.mobilenetv2; models there: {MODEL}" in err, err
+    assert main([str(params), str(tmp_path), "--model", "mobilenet_v2"]) == 2
+    assert "--new-model mobilenet_v2" in capsys.readouterr().err
+    assert main([str(params), str(tmp_path), "--model", MODEL]) == 0

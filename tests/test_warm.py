@@ -307,11 +307,12 @@ def test_warm_and_cold_stages_write_the_same_bytes_and_report_to_the_callers_ser
 
 @pytest.mark.slow
 def test_exit_status_of_a_failing_warm_stage_is_relayed(warm, tmp_path):
-    """A stage whose body fails: its traceback on the caller's stderr, exit status 1; a params
-    error: exit status 2 and the message."""
+    """A stage whose body fails: its error once on the caller's stderr (the traceback in the
+    error log), exit status 1; a params error: exit status 2 and the message."""
     shutil.copy(warm.repo / "params.yaml", tmp_path / "params.yaml")
     done, record = warm.run("prune", "--root", str(tmp_path), "--params", "params.yaml")
-    assert done.returncode == 1 and "Traceback" in done.stderr
+    assert done.returncode == 1 and done.stderr.count("error: prune@") == 1, done.stderr
+    assert "Traceback" not in done.stderr and "prune-error.log" in done.stderr
     assert record["runner"] == "warm" and not record["completed"]
     done, _ = warm.run("train", "--model", "nosuch")
     assert done.returncode == 2 and "nosuch" in done.stderr
