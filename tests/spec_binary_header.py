@@ -56,9 +56,9 @@ class _Cursor:
         return self.table[ref - len(STATIC)]
 
     def value(self, depth: int) -> object:
-        if depth > 64:
-            raise Malformed
         tag = self.bytes(1)[0]
+        if tag >> 5 in (3, 4) and depth > 64:
+            raise Malformed
         major, arg = tag >> 5, tag & 31
         if arg == 31:
             arg = self.varint()

@@ -257,3 +257,22 @@ def test_malformed_input_specs_and_the_flag_outside_version_4() -> None:
     v3 = encode_model(*TINY_INPUTS, format_version=3, compress_header=False)
     with pytest.raises(UnsupportedVersion, match="0x0002"):
         read_info(v3[:10] + b"\x02\x00" + v3[12:])
+
+
+def nested(levels: int) -> object:
+    value: object = 1
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def test_at_most_64_arrays_and_objects_are_open_at_once() -> None:
+    deepest = {"a": nested(63)}  # provenance and 63 arrays: 64 open around the scalar
+    data = encode_model([], {}, {}, deepest, compress_header=False)
+    assert decode_model(data).provenance == deepest
+    with pytest.raises(InvalidArgument, match="nest more than 64"):
+        encode_model([], {}, {}, {"a": nested(64)})
+    header, payload = split_v4(data)
+    deeper = header.replace(b"\x61" * 63 + b"\x21", b"\x61" * 64 + b"\x21")  # arrays of 1
+    with pytest.raises(MalformedHeader, match="nest deeper than 64"):
+        read_info(build(deeper, payload, False, 4))

@@ -109,8 +109,8 @@ def _put_tag(out: bytearray, major: int, arg: int) -> None:
 
 def _put_value(out: bytearray, value: object, table: _StringTable, depth: int) -> None:
     """One arch/provenance value: typed tag, then its content."""
-    if depth > MAX_JSON_DEPTH:
-        raise InvalidArgument(f"arch/provenance are nested more than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, list | tuple | dict) and depth > MAX_JSON_DEPTH:
+        raise InvalidArgument(f"arch/provenance nest more than {MAX_JSON_DEPTH} arrays/objects")
     if value is None or isinstance(value, bool):
         _put_tag(out, _SIMPLE, {None: _NULL, False: _FALSE, True: _TRUE}[value])
     elif isinstance(value, int):
@@ -302,10 +302,11 @@ class _Reader:
         return major, arg
 
     def value(self, strings: _Strings, depth: int) -> object:
-        """One typed value; arch and provenance (depth 1) must be objects."""
-        if depth > MAX_JSON_DEPTH:
-            raise MalformedHeader(f"header values nest deeper than {MAX_JSON_DEPTH} levels")
+        """One typed value at ``depth`` (arrays and objects at most 64 deep); arch and
+        provenance (depth 1) must be objects."""
         major, arg = self.tag("value tag")
+        if major in (_ARRAY, _OBJECT) and depth > MAX_JSON_DEPTH:
+            raise MalformedHeader(f"arrays/objects nest deeper than {MAX_JSON_DEPTH} levels")
         if depth == 1 and major != _OBJECT:
             raise MalformedHeader("header 'arch' and 'provenance' must be objects")
         if major == _STATIC and arg < len(STATIC_STRINGS):
