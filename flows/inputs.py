@@ -15,6 +15,7 @@ import io
 import os
 import pickle
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,14 @@ def check_data(cfg: DataConfig, data_folder: Path) -> DataShape | None:
     when only the prepared data would tell, and it is not there yet)."""
     if cfg.is_mnist:
         return MNIST_SHAPE
+    source_gone = cfg.source in ("imagefolder", "idx") and not Path(cfg.local_dir or "").exists()
+    if source_gone and (data_folder / "meta.json").is_file():
+        print(
+            f"warning: data.local_dir {cfg.local_dir} is gone; the prepared {data_folder} is used "
+            "as it is (the data stage fails if it has to run again)",
+            file=sys.stderr,
+        )
+        return folder_shape(data_folder, mnist=False)
     try:
         if cfg.source == "imagefolder":
             return check_image_folder(cfg)

@@ -21,6 +21,7 @@ from input_faults import (
 )
 
 from flows.check import INPUTS_DIR, check, main
+from flows.inputs import InputError
 
 
 def _check(tmp_path: Path, raw: dict, capsys) -> tuple[int, str]:
@@ -133,3 +134,25 @@ def test_a_model_without_a_section_lists_the_sections(tmp_path, good, capsys):
     assert main([str(params), str(tmp_path), "--model", "mobilenet_v2"]) == 2
     assert "--new-model mobilenet_v2" in capsys.readouterr().err
     assert main([str(params), str(tmp_path), "--model", MODEL]) == 0
+
+
+
+def test_a_source_folder_gone_after_preparing_uses_the_prepared_data(
+    tmp_path, capsys, monkeypatch
+):
+    import flows.inputs
+    from deepcompression.data.tensors import DataShape
+    from flows.params import read_params
+
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump(small_params(tmp_path / "deleted"), sort_keys=False))
+    cfg = read_params(params_path).data
+    prepared = tmp_path / "data" / "tiny"
+    with pytest.raises(InputError, match="is not a folder"):
+        flows.inputs.check_data(cfg, prepared)  # nothing prepared either: the error
+    prepared.mkdir(parents=True)
+    (prepared / "meta.json").write_text("{}")
+    shape = DataShape(channels=1, image_size=8, num_classes=2)
+    monkeypatch.setattr(flows.inputs, "folder_shape", lambda folder, mnist: shape)
+    assert flows.inputs.check_data(cfg, prepared) == shape
+    assert "is gone; the prepared" in capsys.readouterr().err
