@@ -144,8 +144,8 @@ def _document(data: bytes, with_input: bool) -> dict:
             length = SIZE[dtype] * math.prod(shape)
             record |= {"kind": "raw", "dtype": dtype, "data": [offset, length]}
             offset += length
-        elif tag in (1, 5):
-            offset = _huffman(cur, record, tag == 5, offset)
+        elif tag & 0xE3 == 1:  # Huffman: 0x01 plus units 0x04, arithmetic index 0x08, weight 0x10
+            offset = _huffman(cur, record, tag, offset)
         else:
             raise Malformed
         tensors.append(record)
@@ -164,11 +164,14 @@ def _kept_rows(cur: _Cursor, name: str, dtype: str, tensors: list[dict], offset:
             "data": [offset, length]}  # fmt: skip
 
 
-def _huffman(cur: _Cursor, record: dict, units: bool, offset: int) -> int:
+def _huffman(cur: _Cursor, record: dict, tag: int, offset: int) -> int:
+    units = bool(tag & 4)
     nnz, widths, k = cur.varint(), cur.bytes(1)[0], cur.varint()
     kept = [cur.varint(), cur.varint()] if units else None
-    index_table, index_bits = cur.varint(), cur.varint()
-    weight_table, weight_bits = cur.varint(), cur.varint()
+    index_table = 0 if tag & 8 else cur.varint()
+    index_bits = cur.varint()
+    weight_table = 0 if tag & 16 else cur.varint()
+    weight_bits = cur.varint()
     symbols = cur.varint()
     shape = record["shape"]
     if units and len(shape) < 2:
@@ -190,6 +193,9 @@ def _huffman(cur: _Cursor, record: dict, units: bool, offset: int) -> int:
     record["index"]["symbols"] = symbols
     record["weight"] = {"table": spans[-3], "stream": spans[-1], "bits": weight_bits}
     record["weight"]["symbols"] = nnz
+    for key, bit in (("index", 8), ("weight", 16)):
+        if tag & bit:
+            record[key]["coder"] = "arith"
     return offset
 
 

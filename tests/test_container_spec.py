@@ -209,15 +209,24 @@ class Stream:
     data: tuple[int, int]
     bits: int
     symbols: int
+    arith: bool = False
 
 
-def stream(value: object, low: int, high: int) -> Stream:
-    obj = exact_keys(value, {"table", "stream", "bits", "symbols"})
+def stream(value: object, low: int, high: int, version: int, alphabet: int) -> Stream:
+    arith = version >= 4 and isinstance(value, dict) and "coder" in value
+    obj = exact_keys(
+        value, {"table", "stream", "bits", "symbols"} | ({"coder"} if arith else set())
+    )
     table, data = span(obj["table"]), span(obj["stream"])
     bits = integer(obj["bits"], 0, 8 * data[1])
     if data[1] != (bits + 7) // 8:
         fail("MalformedHeader")
-    return Stream(table, data, bits, integer(obj["symbols"], low, high))
+    symbols = integer(obj["symbols"], low, high)
+    if arith and (
+        obj["coder"] != "arith" or table[1] or symbols > 4096 or not 1 <= alphabet <= 256
+    ):
+        fail("MalformedHeader")
+    return Stream(table, data, bits, symbols, arith)
 
 
 def units_record(value: object, dims: list[int]) -> dict:
@@ -272,8 +281,9 @@ def tensor_record(entry: object, version: int, earlier: list[dict]) -> dict:
     if codebook[1] % 4 or codebook[1] // 4 > 1 << weight_bits:
         fail("MalformedHeader")
     filler = (1 << index_bits) - 1
-    index = stream(obj["index"], nnz, nnz + stored // filler if nnz else 0)
-    weight = stream(obj["weight"], nnz, nnz)
+    index_max = nnz + stored // filler if nnz else 0
+    index = stream(obj["index"], nnz, index_max, version, 1 << index_bits)
+    weight = stream(obj["weight"], nnz, nnz, version, codebook[1] // 4)
     masks = [] if units is None else [units["rows"], units["cols"]]
     return record | {
         "dtype": "float32",
@@ -309,7 +319,7 @@ def header_records(header: object, version: int) -> tuple[dict, dict, list[dict]
         fail("MalformedHeader")
     if not isinstance(tensors, list):
         fail("MalformedHeader")
-    records, names, total = [], set(), 0
+    records, names, total, arith = [], set(), 0, 0
     for entry in tensors:
         record = tensor_record(entry, version, records)
         if record["name"] in names:
@@ -318,6 +328,10 @@ def header_records(header: object, version: int) -> tuple[dict, dict, list[dict]
         total += record["numel"]
         if total > CAP:
             fail("MalformedHeader")
+        if record["kind"] == "huffman":
+            arith += sum(s.symbols for s in (record["index"], record["weight"]) if s.arith)
+            if arith > 1 << 16:
+                fail("MalformedHeader")
         records.append(record)
     return arch, provenance, records
 
@@ -381,8 +395,60 @@ def stream_bits(payload: bytes, record: Stream) -> list[int]:
     return bits[: record.bits]
 
 
+def arith_coder(symbols: list[int], bits: list[int] | None, alphabet: int) -> list[int]:
+    """FORMAT.md "Adaptive arithmetic coding": with ``bits`` None, encode ``symbols`` to bits;
+    else decode ``len(symbols)`` symbols from ``bits`` (the list's values are ignored)."""
+    half, quarter = 1 << 31, 1 << 30
+    counts = [1] * alphabet
+    low, high, pending, out = 0, (1 << 32) - 1, 0, []
+    read = lambda i: bits[i] if bits is not None and i < len(bits) else 0  # noqa: E731
+    value, at = sum(read(i) << (31 - i) for i in range(32)), 32
+    decoded = []
+    for symbol in symbols:
+        r, total = high - low + 1, sum(counts)
+        if bits is not None:
+            t = ((value - low + 1) * total - 1) // r
+            if not 0 <= t < total:
+                fail("CorruptStream")
+            symbol, cum = 0, counts[0]
+            while cum <= t:
+                symbol += 1
+                cum += counts[symbol]
+            decoded.append(symbol)
+        below = sum(counts[:symbol])
+        high = low + (r * (below + counts[symbol])) // total - 1
+        low = low + (r * below) // total
+        while True:
+            if high < half:
+                out += [0] + [1] * pending
+                pending = 0
+            elif low >= half:
+                out += [1] + [0] * pending
+                pending, low, high, value = 0, low - half, high - half, value - half
+            elif low >= quarter and high < half + quarter:
+                pending, low, high, value = (
+                    pending + 1,
+                    low - quarter,
+                    high - quarter,
+                    value - quarter,
+                )
+            else:
+                break
+            low, high, value, at = 2 * low, 2 * high + 1, 2 * value + read(at), at + 1
+        counts[symbol] += 1
+    pending += 1
+    out += [0] + [1] * pending if low < quarter else [1] + [0] * pending
+    if bits is None:
+        return out
+    if arith_coder(decoded, None, alphabet) != bits:
+        fail("CorruptStream")
+    return decoded
+
+
 def decode_stream(code: tuple, bits: list[int], count: int) -> list[int]:
     """Exactly ``count`` symbols in exactly ``len(bits)`` bits, for a code that is not zero-bit."""
+    if code is not None and code[0] == "arith":
+        return arith_coder([0] * count, bits, code[1])
     if code is None:
         if count or bits:
             fail("CorruptStream")
@@ -457,6 +523,10 @@ def huffman_tensor(record: dict, payload: bytes) -> bytes:
     bits = record["index_bits"]
     index_code = code_table(table(record["index"]), bits, 1 << bits)
     weight_code = code_table(table(record["weight"]), record["weight_bits"], codebook.size)
+    if record["index"].arith:
+        index_code = ("arith", 1 << bits)
+    if record["weight"].arith:
+        weight_code = ("arith", codebook.size)
     index_bits = stream_bits(payload, record["index"])
     weight_bits = stream_bits(payload, record["weight"])
     placed = positions(record, index_code, index_bits)

@@ -7,14 +7,22 @@ import dataclasses
 import hashlib
 import math
 import struct
+from collections.abc import Callable
 
+import numpy as np
 import pytest
 import torch
+from bitarray import bitarray, frozenbitarray
 
 from benchmarks.bench_entropy import lenet_inputs, removed_bias_bytes
 from benchmarks.mutations import V4_FILES, _base_inputs, build, split_v4
+from deepcompression.format import coders
+from deepcompression.format import header as header_module
+from deepcompression.format.arith import arith_decode, arith_encode
+from deepcompression.format.binheader import dump_header, load_header
 from deepcompression.format.container import (
     FORMAT_VERSION,
+    CorruptStream,
     InputMeta,
     InvalidArgument,
     InvalidValue,
@@ -66,8 +74,16 @@ def test_version_4_is_the_default_and_pinned() -> None:
     header, _ = split_v4(data)
     # string table: "tiny", "w", "b"; arch {name: "tiny"}; provenance {}; two tensor records
     assert header[:10] == bytes([3, 4]) + b"tiny" + bytes([1]) + b"w" + bytes([1]) + b"b"
-    assert len(data) == 90 and read_info(data).header_bytes == 34
+    info = read_info(data)
+    assert len(data) == 79 and info.header_bytes == 32
+    assert (info.layers[0].index_coder, info.layers[0].weight_coder) == ("arith", "arith")
+    assert data[-11:-8].hex() == "378098"  # index: 9 coded bits, weights: 5
     assert hashlib.sha256(data).hexdigest() == (
+        "17db38b8b92e5891798f84bce1cd73f13a3400fab2bfb19fb8ad265679181252"
+    )
+    huffman = encode_model(*TINY_INPUTS, compress_header=False, arithmetic=False)
+    assert len(huffman) == 90 and read_info(huffman).layers[0].index_coder == "huffman"
+    assert hashlib.sha256(huffman).hexdigest() == (
         "1422b585bc6f962475972a01c813ce2fbc08383676577847497629556c9057cb"
     )
 
@@ -276,3 +292,66 @@ def test_at_most_64_arrays_and_objects_are_open_at_once() -> None:
     deeper = header.replace(b"\x61" * 63 + b"\x21", b"\x61" * 64 + b"\x21")  # arrays of 1
     with pytest.raises(MalformedHeader, match="nest deeper than 64"):
         read_info(build(deeper, payload, False, 4))
+
+
+def test_arithmetic_coding_is_chosen_by_file_size_and_decodes_the_same() -> None:
+    for name in ("lenet_300_100", "lenet5"):
+        inputs = lenet_inputs(name)
+        mixed, huffman = encode_model(*inputs), encode_model(*inputs, arithmetic=False)
+        pairs = {(layer.index_coder, layer.weight_coder) for layer in read_info(mixed).layers}
+        assert ("arith", "arith") in pairs and ("huffman", "huffman") in pairs  # fc1: large
+        assert len(mixed) < len(huffman) - 100
+        assert_same_tensors(decode_model(mixed).state_dict, decode_model(huffman).state_dict)
+
+
+def _edited(data: bytes, edit: Callable[[list[dict]], None]) -> bytes:
+    """A version-4 file whose header object was edited and written again (payload as it was)."""
+    header, payload = split_v4(data)
+    document, _ = load_header(header)
+    edit(document["tensors"])
+    return build(dump_header(document["arch"], document["provenance"], document["tensors"]),
+                 payload, False, 4)  # fmt: skip
+
+
+def test_arithmetic_stream_limits() -> None:
+    data = tiny_v4()
+
+    def widen(tensors: list[dict]) -> None:  # gaps 1, 5, 1 need no FILLER at 9 bits
+        tensors[0]["index_bits"] = 9
+        tensors[0]["index"]["symbols"] = 3
+
+    wide = _edited(data, widen)
+    with pytest.raises(MalformedHeader, match="alphabet of 1 to 256"):
+        read_info(wide)
+    assert read_info(_edited(data, lambda tensors: None)).file_bytes == len(data)
+
+
+def test_the_file_cap_on_arithmetic_symbols(monkeypatch: pytest.MonkeyPatch) -> None:
+    inputs = lenet_inputs("lenet5")
+    monkeypatch.setattr(coders, "MAX_FILE_ARITH_SYMBOLS", 1000)
+    capped = encode_model(*inputs)
+    used = sum(
+        layer.index_symbols * (layer.index_coder == "arith")
+        + layer.nnz * (layer.weight_coder == "arith")
+        for layer in read_info(capped).layers
+    )
+    assert 0 < used <= 1000
+    monkeypatch.setattr(header_module, "MAX_FILE_ARITH_SYMBOLS", used - 1)
+    with pytest.raises(MalformedHeader, match="arithmetic-coded symbols"):
+        read_info(capped)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_arithmetic_coder_round_trips_and_refuses_other_bits(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    alphabet = int(rng.integers(1, 257))
+    symbols = rng.choice(
+        alphabet, size=int(rng.integers(0, 2000)), p=rng.dirichlet([0.3] * alphabet)
+    )
+    bits = arith_encode(symbols, alphabet)
+    assert arith_decode(bits, symbols.size, alphabet).tolist() == symbols.tolist()
+    longer = frozenbitarray(bits + bitarray("0"))
+    shorter = frozenbitarray(bits[:-1])
+    for other in (longer, shorter):
+        with pytest.raises(CorruptStream):
+            arith_decode(other, symbols.size, alphabet)

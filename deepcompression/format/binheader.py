@@ -15,6 +15,7 @@ import struct
 from deepcompression.format.errors import InvalidArgument, MalformedHeader
 from deepcompression.format.info import InputMeta
 from deepcompression.format.spec import (
+    CODER_ARITH,
     DTYPES,
     FLOAT_BYTES,
     KIND_HUFFMAN,
@@ -39,6 +40,10 @@ _DIGEST_BYTES = 32
 _HEX = frozenset("0123456789abcdef")
 _DOUBLE = struct.Struct("<d")
 _RAW_TAG, _HUFFMAN_TAG, _UNITS_BIT, _ROWS_BIT = 0, 1, 0x04, 0x04
+_ARITH_BITS = {"index": 0x08, "weight": 0x10}
+"""Huffman-record tag bits: that stream is arithmetic-coded (no table)."""
+_HUFFMAN_TAGS = frozenset(_HUFFMAN_TAG | units | i | w for units in (0, 4) for i in (0, 8)
+                          for w in (0, 16))  # fmt: skip
 _MAX_VARINT_BYTES = 8
 _STATIC_INDEX = {text: i for i, text in enumerate(STATIC_STRINGS)}
 
@@ -170,7 +175,8 @@ def _put_record(out: bytearray, record: dict, table: _StringTable) -> None:
             RAW_DTYPES.index(record["dtype"]) << 4 | _RAW_TAG | (0 if rows is None else _ROWS_BIT)
         )
     else:
-        out.append(_HUFFMAN_TAG | (_UNITS_BIT if "units" in record else 0))
+        arith = sum(bit for key, bit in _ARITH_BITS.items() if record[key].get("coder"))
+        out.append(_HUFFMAN_TAG | (_UNITS_BIT if "units" in record else 0) | arith)
     parts = record["name"].split(".")
     _put_varint(out, len(parts))
     for part in parts:
@@ -189,7 +195,8 @@ def _put_record(out: bytearray, record: dict, table: _StringTable) -> None:
             _put_varint(out, record["units"]["kept_rows"])
             _put_varint(out, record["units"]["kept_cols"])
         for key in ("index", "weight"):
-            _put_varint(out, record[key]["table"][1])
+            if not record[key].get("coder"):
+                _put_varint(out, record[key]["table"][1])
             _put_varint(out, record[key]["bits"])
         _put_varint(out, record["index"]["symbols"])
 
@@ -393,9 +400,9 @@ class _Reader:
             record = {"kind": KIND_RAW, "name": name, "shape": shape, "dtype": dtype,
                       "data": [offset, length]}  # fmt: skip
             return record, offset + length
-        if tag not in (_HUFFMAN_TAG, _HUFFMAN_TAG | _UNITS_BIT):
+        if tag not in _HUFFMAN_TAGS:
             raise MalformedHeader(f"tensor {name[:60]!r}: tag 0x{tag:02x} is not defined")
-        return self.huffman(name, shape, bool(tag & _UNITS_BIT), offset)
+        return self.huffman(name, shape, tag, offset)
 
     def kept_rows(
         self, name: str, dtype: str, earlier: list[dict], offset: int
@@ -423,13 +430,18 @@ class _Reader:
             raise MalformedHeader("a tensor name is one or more parts, none containing '.'")
         return ".".join(parts)
 
-    def huffman(self, name: str, shape: list[int], units: bool, offset: int) -> tuple[dict, int]:
-        """A Huffman record's counts, its spans laid out from ``offset`` in section order."""
+    def huffman(self, name: str, shape: list[int], tag: int, offset: int) -> tuple[dict, int]:
+        """A Huffman record's counts, its spans laid out from ``offset`` in section order (an
+        arithmetic-coded stream has no table: length 0, not stored)."""
         nnz = self.varint("nnz")
         widths = self.byte("bit widths")
         k = self.varint("codebook size")
-        kept = (self.varint("kept rows"), self.varint("kept cols")) if units else None
-        counts = [(self.varint("table length"), self.varint("stream bits")) for _ in range(2)]
+        kept = (self.varint("kept rows"), self.varint("kept cols")) if tag & _UNITS_BIT else None
+        arith = [bool(tag & _ARITH_BITS[key]) for key in ("index", "weight")]
+        counts = [
+            (0 if coded else self.varint("table length"), self.varint("stream bits"))
+            for coded in arith
+        ]
         index_symbols = self.varint("index symbols")
         record: dict = {
             "kind": KIND_HUFFMAN,
@@ -453,9 +465,11 @@ class _Reader:
         if kept is not None:
             record["units"] = {"rows": spans[1], "cols": spans[2], "kept_rows": kept[0],
                                "kept_cols": kept[1]}  # fmt: skip
-        for key, table, stream, (_, bits), symbols in (
-            ("index", spans[-4], spans[-2], counts[0], index_symbols),
-            ("weight", spans[-3], spans[-1], counts[1], nnz),
+        for key, table, stream, (_, bits), symbols, coded in (
+            ("index", spans[-4], spans[-2], counts[0], index_symbols, arith[0]),
+            ("weight", spans[-3], spans[-1], counts[1], nnz, arith[1]),
         ):
             record[key] = {"table": table, "stream": stream, "bits": bits, "symbols": symbols}
+            if coded:
+                record[key]["coder"] = CODER_ARITH
         return record, offset

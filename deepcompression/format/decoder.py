@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from bitarray import bitarray, frozenbitarray
 
+from deepcompression.format.arith import arith_decode
 from deepcompression.format.errors import (
     CorruptStream,
     DecodedTooLarge,
@@ -173,8 +174,16 @@ def _decode_huffman(record: HuffmanRecord, payload: memoryview) -> torch.Tensor:
     )
     index = _labelled("index stream", _load_stream, record.index, payload, index_code)
     weight = _labelled("weights", _load_stream, record.weight, payload, weight_code)
-    positions = _positions(index, record)
-    values = _labelled("weights", _weight_values, weight, centroids)
+    if record.index.arith:
+        symbols = _labelled("index stream", arith_decode, index.bits, index.n_symbols, 1 << bits)
+        positions = _labelled("index stream", _arith_positions, symbols, record)
+    else:
+        positions = _positions(index, record)
+    if record.weight.arith:
+        labels = _labelled("weights", arith_decode, weight.bits, weight.n_symbols, centroids.size)
+        values = centroids[labels]
+    else:
+        values = _labelled("weights", _weight_values, weight, centroids)
     stored = np.zeros(record.stored_numel, dtype=np.float32)
     stored[positions] = values
     if kept is None:
@@ -232,6 +241,16 @@ def _positions(stream: HuffmanStream, record: HuffmanRecord) -> slice | np.ndarr
     return placed
 
 
+def _arith_positions(symbols: np.ndarray, record: HuffmanRecord) -> np.ndarray:
+    """Flat positions of an arithmetic-coded index stream's symbols; exactly nnz of them."""
+    placed = decode_positions(symbols, record.index_bits, record.stored_numel)
+    if placed.size != record.nnz:
+        raise CorruptStream(
+            f"index stream places {placed.size} weights but the header declares nnz={record.nnz}"
+        )
+    return placed
+
+
 def _weight_values(stream: HuffmanStream, centroids: np.ndarray) -> np.float32 | np.ndarray:
     """The centroid of each weight; one scalar for a zero-bit stream (its count equals nnz)."""
     repeated = zero_bit_symbol(stream, centroids.size)
@@ -256,7 +275,10 @@ def _labelled(what: str, function: Callable[..., _T], *args: object) -> _T:
 def _load_code(
     record: StreamRecord, payload: memoryview, symbol_bits: int, alphabet_size: int
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Parse and validate a stream's code table (InvalidCode); reads no stream bits."""
+    """Parse and validate a stream's code table (InvalidCode); reads no stream bits. An
+    arithmetic-coded stream has none (its empty code stands in)."""
+    if record.arith:
+        return (), ()
     table = payload[record.table.offset : record.table.offset + record.table.length]
     count, symbols = decode_table(bytes(table), symbol_bits)
     validate_code(count, symbols, alphabet_size)

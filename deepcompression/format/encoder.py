@@ -7,6 +7,7 @@ give the smallest whole file, measured in exact bytes.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import zlib
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from deepcompression.format.binheader import dump_header, load_header
+from deepcompression.format.coders import choose_coders, coded_stream
 from deepcompression.format.errors import InvalidArgument, MalformedHeader
 from deepcompression.format.framing import max_json_values
 from deepcompression.format.header import arch_problem, parse_header
@@ -24,7 +26,6 @@ from deepcompression.format.huffman import (
     MAX_SYMBOL_BITS,
     HuffmanStream,
     encode_symbols,
-    encode_table,
 )
 from deepcompression.format.info import InputMeta, QuantizedTensor
 from deepcompression.format.jsontext import json_shape, load_json
@@ -76,6 +77,7 @@ def encode_model(
     compress_header: bool = True,
     format_version: int = FORMAT_VERSION,
     input_spec: InputMeta | None = None,
+    arithmetic: bool = True,
 ) -> bytes:
     """Serialize quantized layers (then raw tensors) into one compressed-model file.
 
@@ -88,7 +90,9 @@ def encode_model(
     ``index_bits=None`` gets the width with the smallest file (``_choose_layers`` says how).
     From version 4 a raw ``X.bias`` of a layer ``X.weight`` that removes rows is stored for the
     kept rows only when its removed rows' items are zero (``placed.raws_for``), and
-    ``input_spec`` (preprocessing and class names, for deployment) may be stored.
+    ``input_spec`` (preprocessing and class names, for deployment) may be stored. With
+    ``arithmetic`` a small stream is arithmetic-coded when that makes the file smaller
+    (``coders.choose_coders``); without, every stream is Huffman-coded, the paper's method.
     Raises InvalidArgument for inconsistent inputs.
     """
     _check_inputs(quantized, raw, arch, provenance, format_version)
@@ -113,6 +117,8 @@ def encode_model(
         return PREAMBLE_SIZE + len(stored[0]) + sum(len(e.sections) for e in tensors)
 
     chosen = _choose_layers(options, file_bytes)
+    if binary and arithmetic:
+        chosen = choose_coders(chosen, file_bytes)
     encoded = [*chosen, *raws_for(raws, chosen)]
     header = header_bytes(placed_records(encoded), check=True)
     if len(header) > MAX_HEADER_BYTES:
@@ -422,14 +428,14 @@ def _quantized_options(q: QuantizedTensor, version: int) -> list[Encoded]:
             f"layer {name!r}: label {int(labels[bad])} at surviving position "
             f"{int(np.flatnonzero(flat)[bad])} is outside the codebook range [0, {k})"
         )
-    weight = encode_symbols(labels)
     common = _LayerCommon(
         name=name,
         shape=q.shape,
         weight_bits=q.weight_bits,
         codebook=_tensor_bytes(q.centroids),
-        weight=weight,
-        weight_table=encode_table(weight.count, weight.symbols, q.weight_bits),
+        weight=encode_symbols(labels),
+        labels=labels,
+        k=k,
     )
     widths = AUTO_INDEX_BITS if q.index_bits is None else (q.index_bits,)
     forms: list[tuple[np.ndarray, np.ndarray] | None] = [None]
@@ -459,7 +465,8 @@ class _LayerCommon:
     weight_bits: int
     codebook: bytes
     weight: HuffmanStream
-    weight_table: bytes
+    labels: np.ndarray
+    k: int
 
 
 def _encode_layer(
@@ -467,8 +474,10 @@ def _encode_layer(
     mask: np.ndarray,
     index_bits: int,
     units: tuple[np.ndarray, np.ndarray] | None,
+    coders: tuple[bool, bool] = (False, False),
 ) -> Encoded:
-    """A layer's sections and record at one index width, with or without removed units."""
+    """A layer's sections and record at one index width, with or without removed units, each
+    stream Huffman-coded or (``coders``: index, weight; version 4) arithmetic-coded."""
     writer = PayloadWriter()
     record: dict = {
         "kind": KIND_HUFFMAN,
@@ -489,19 +498,21 @@ def _encode_layer(
             "kept_cols": int(cols.sum()),
         }
         stored = mask[np.ix_(rows, cols)].reshape(-1)
-    index = encode_symbols(encode_positions(stored, index_bits))
-    index_table = writer.add(encode_table(index.count, index.symbols, index_bits))
-    weight_table = writer.add(layer.weight_table)
-    index_stream = writer.add(index.stream_bytes())
-    weight_stream = writer.add(layer.weight.stream_bytes())
-    record["index"] = _stream_json(index, index_table, index_stream)
-    record["weight"] = _stream_json(layer.weight, weight_table, weight_stream)
-    return Encoded(record, writer.getvalue(), None if units is None else units[0])
-
-
-def _stream_json(stream: HuffmanStream, table: list[int], data: list[int]) -> dict:
-    """The header's description of one coded stream."""
-    return {"table": table, "stream": data, "bits": stream.n_bits, "symbols": stream.n_symbols}
+    index_symbols = encode_positions(stored, index_bits)
+    index = encode_symbols(index_symbols)
+    streams = (
+        coded_stream(index, index_symbols, 1 << index_bits, index_bits, arith=coders[0]),
+        coded_stream(layer.weight, layer.labels, layer.k, layer.weight_bits, arith=coders[1]),
+    )
+    tables = [writer.add(table) for table, _, _ in streams]
+    for key, table, (_, bits, fields) in zip(("index", "weight"), tables, streams, strict=True):
+        record[key] = {"table": table, "stream": writer.add(bits.tobytes()), **fields}
+    return Encoded(
+        record,
+        writer.getvalue(),
+        None if units is None else units[0],
+        functools.partial(_encode_layer, layer, mask, index_bits, units),
+    )
 
 
 def _encode_raw(name: str, tensor: torch.Tensor, version: int) -> Encoded:

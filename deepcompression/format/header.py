@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from deepcompression.format.arith import MAX_ARITH_ALPHABET, MAX_ARITH_SYMBOLS
 from deepcompression.format.errors import MalformedHeader
 from deepcompression.format.huffman import MAX_SYMBOL_BITS
 from deepcompression.format.records import (
@@ -23,10 +24,12 @@ from deepcompression.format.records import (
 from deepcompression.format.sparse_index import filler_symbol
 from deepcompression.format.spec import (
     BINARY_HEADER_VERSION,
+    CODER_ARITH,
     DTYPES,
     FLOAT_BYTES,
     KIND_HUFFMAN,
     KIND_RAW,
+    MAX_FILE_ARITH_SYMBOLS,
     MAX_JSON_INT,
     MAX_NDIM,
     MAX_NONZERO_PRODUCT,
@@ -80,7 +83,7 @@ def parse_header(header: object, version: int) -> tuple[dict, dict, list[Record]
         raise MalformedHeader("header 'tensors' must be a JSON array")
     records: list[Record] = []
     names: set[str] = set()
-    total = 0
+    total = arith = 0
     for position, entry in enumerate(tensors):
         record = _parse_tensor(entry, f"tensors[{position}]", version, records)
         if record.name in names:
@@ -89,6 +92,11 @@ def parse_header(header: object, version: int) -> tuple[dict, dict, list[Record]
         total += record.numel
         if total > MAX_TOTAL_NUMEL:
             raise MalformedHeader(f"tensors hold more than {MAX_TOTAL_NUMEL} elements in total")
+        arith += record.arith_symbols if isinstance(record, HuffmanRecord) else 0
+        if arith > MAX_FILE_ARITH_SYMBOLS:
+            raise MalformedHeader(
+                f"streams hold more than {MAX_FILE_ARITH_SYMBOLS} arithmetic-coded symbols"
+            )
         records.append(record)
     return arch, provenance, records
 
@@ -114,7 +122,7 @@ def _parse_tensor(entry: object, where: str, version: int, earlier: list[Record]
     if kind == KIND_RAW:
         rows = _kept_rows(obj[_ROWS_KEY], shape, earlier, where) if _ROWS_KEY in obj else None
         return _parse_raw(obj, name, shape, numel, where, rows)
-    return _parse_huffman(obj, name, shape, where)
+    return _parse_huffman(obj, name, shape, where, version)
 
 
 def _parse_raw(
@@ -157,7 +165,9 @@ def _kept_rows(
     return KeptRows(tensor, owner.units.rows, owner.units.kept_rows)
 
 
-def _parse_huffman(obj: dict, name: str, shape: tuple[int, ...], where: str) -> HuffmanRecord:
+def _parse_huffman(
+    obj: dict, name: str, shape: tuple[int, ...], where: str, version: int
+) -> HuffmanRecord:
     """A Huffman record: units, nnz, bit widths, codebook size and both streams' declared counts.
 
     Counts are bounded by the stored (compacted, when units are removed) element count."""
@@ -172,8 +182,9 @@ def _parse_huffman(obj: dict, name: str, shape: tuple[int, ...], where: str) -> 
             f"{where}: codebook of {codebook.length} bytes is not 4*k with k <= 2**{weight_bits}"
         )
     max_index = nnz + numel // filler_symbol(index_bits) if nnz else 0
-    index = _stream(obj["index"], f"{where}.index", nnz, max_index)
-    weight = _stream(obj["weight"], f"{where}.weight", nnz, nnz)
+    k = codebook.length // FLOAT_BYTES
+    index = _stream(obj["index"], f"{where}.index", nnz, max_index, version, 1 << index_bits)
+    weight = _stream(obj["weight"], f"{where}.weight", nnz, nnz, version, k)
     return HuffmanRecord(
         name, shape, math.prod(shape), nnz, weight_bits, index_bits, codebook, index, weight, units
     )
@@ -197,9 +208,13 @@ def _units(value: object, shape: tuple[int, ...], where: str) -> UnitsRecord:
     return UnitsRecord(rows, cols, kept_rows, kept_cols)
 
 
-def _stream(value: object, where: str, min_symbols: int, max_symbols: int) -> StreamRecord:
-    """A stream object: spans, bit count backed by the stream bytes, symbol count in range."""
-    obj = _object(value, _STREAM_KEYS, where)
+def _stream(
+    value: object, where: str, min_symbols: int, max_symbols: int, version: int, alphabet: int
+) -> StreamRecord:
+    """A stream object: spans, bit count backed by the stream bytes, symbol count in range; an
+    arithmetic-coded one (version 4) has no table, few symbols and a small alphabet."""
+    arith = version >= BINARY_HEADER_VERSION and isinstance(value, dict) and "coder" in value
+    obj = _object(value, _STREAM_KEYS | {"coder"} if arith else _STREAM_KEYS, where)
     table = _span(obj["table"], f"{where}.table")
     stream = _span(obj["stream"], f"{where}.stream")
     bits = _int(obj["bits"], f"{where}.bits", 0, 8 * stream.length)
@@ -209,7 +224,18 @@ def _stream(value: object, where: str, min_symbols: int, max_symbols: int) -> St
             "plus < 8 padding bits"
         )
     symbols = _int(obj["symbols"], f"{where}.symbols", min_symbols, max_symbols)
-    return StreamRecord(table, stream, bits, symbols)
+    if arith and (
+        obj["coder"] != CODER_ARITH
+        or table.length
+        or symbols > MAX_ARITH_SYMBOLS
+        or not 1 <= alphabet <= MAX_ARITH_ALPHABET
+    ):
+        raise MalformedHeader(
+            f"{where}: an arithmetic-coded stream has no table, at most {MAX_ARITH_SYMBOLS} "
+            f"symbols and an alphabet of 1 to {MAX_ARITH_ALPHABET} (got coder "
+            f"{obj['coder']!r:.20}, table {table.length} B, {symbols} symbols, alphabet {alphabet})"
+        )
+    return StreamRecord(table, stream, bits, symbols, arith)
 
 
 def _object(value: object, keys: frozenset[str], where: str) -> dict:

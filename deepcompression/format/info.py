@@ -81,6 +81,9 @@ class LayerInfo:
     units_bytes: int = 0
     kept_rows: int | None = None
     kept_cols: int | None = None
+    index_coder: str = "huffman"
+    weight_coder: str = "huffman"
+    """Each stream's coder: "huffman" or (version 4) "arith", adaptive arithmetic coding."""
 
     @property
     def units(self) -> tuple[int, int] | None:

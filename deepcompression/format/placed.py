@@ -4,7 +4,7 @@ rows of the layer it belongs to (a bias of removed units costs no bytes)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,6 +46,8 @@ class Encoded:
     sections: bytes
     rows: np.ndarray | None = field(default=None, compare=False)
     """Version 4: the kept rows (bool per row) of a layer with removed units."""
+    remake: Callable[[tuple[bool, bool]], Encoded] | None = field(default=None, compare=False)
+    """A quantized layer's encoding with other stream coders (index, weight: arithmetic?)."""
 
     @property
     def index_bits(self) -> int:

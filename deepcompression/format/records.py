@@ -33,6 +33,8 @@ class StreamRecord:
     stream: Span
     bits: int
     symbols: int
+    arith: bool = False
+    """Version 4: adaptive arithmetic-coded (no table) instead of Huffman-coded."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,11 @@ class HuffmanRecord:
         return self.numel * FLOAT_BYTES
 
     @property
+    def arith_symbols(self) -> int:
+        """Symbols of this tensor's arithmetic-coded streams."""
+        return sum(s.symbols for s in (self.index, self.weight) if s.arith)
+
+    @property
     def stored_numel(self) -> int:
         """Elements the index stream runs over: the compacted sub-tensor's if units are removed."""
         return stored_numel(self.shape, self.units)
@@ -159,6 +166,8 @@ class HuffmanRecord:
             else self.units.rows.length + self.units.cols.length,
             kept_rows=None if self.units is None else self.units.kept_rows,
             kept_cols=None if self.units is None else self.units.kept_cols,
+            index_coder="arith" if self.index.arith else "huffman",
+            weight_coder="arith" if self.weight.arith else "huffman",
         )
 
 

@@ -38,6 +38,10 @@ MAX_INPUT_CHANNELS = 1 << 16
 MAX_IMAGE_SIZE = 1 << 16
 MAX_CLASSES = 1 << 20
 """Caps on an input spec's channels, image side and class count."""
+CODER_ARITH = "arith"
+"""The header's name (version 4) for an adaptive arithmetic-coded stream (Huffman otherwise)."""
+MAX_FILE_ARITH_SYMBOLS = 1 << 16
+"""Most arithmetic-coded symbols in one file: bounds the pure-Python decoding time."""
 PREAMBLE = struct.Struct("<8sHHIIII")
 PREAMBLE_SIZE = PREAMBLE.size
 MAX_HEADER_BYTES = 16 * 1024 * 1024
