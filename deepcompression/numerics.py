@@ -1,12 +1,12 @@
 """Pinned CPU numerics: the same inputs give the same bytes on every x86-64 CPU with AVX2.
 
 What a CPU offers changes torch's results: ATen's vector kernels follow the widest ISA (AVX-512
-sums in another order than AVX2), MKL picks a code path per CPU, oneDNN (convolutions) JITs for
-the widest ISA, and every parallel reduction splits by the thread count. The project fixes all
-of them: `PINNED_ENV` before torch is imported (the stage entry, the warm runner and every Dask
-worker set it), `pin_threads` at the start of each stage body, `numerics_record` for the
-metrics and the provenance hash. Other CPUs (no AVX2, ARM) and CUDA run the same pipeline with
-results that are not byte-identical.
+sums in another order than AVX2), MKL picks a code path per CPU and vendor, oneDNN
+(convolutions) JITs for the widest ISA, and every parallel reduction splits by the thread count.
+The project fixes all of them: `PINNED_ENV` before torch is imported (the stage entry, the warm
+runner and every Dask worker set it), `pin_threads` at the start of each stage body,
+`numerics_record` for the metrics and the provenance hash. Other CPUs (no AVX2, ARM) and CUDA
+run the same pipeline with results that are not byte-identical.
 """
 
 from __future__ import annotations
@@ -18,14 +18,16 @@ from typing import Any
 
 PINNED_ENV: dict[str, str] = {
     "ATEN_CPU_CAPABILITY": "avx2",
-    "MKL_CBWR": "AVX2",
+    "MKL_CBWR": "COMPATIBLE",
     "MKL_DYNAMIC": "FALSE",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
     "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
 }
 """Read once, when torch (ATen, MKL, oneDNN) loads: ATen's kernels at AVX2; MKL's conditional
-numerical reproducibility on its AVX2 path, with exactly the threads it is given; oneDNN's JIT
-at most AVX2; cuBLAS's deterministic workspace (CUDA runs with deterministic algorithms)."""
+numerical reproducibility on its COMPATIBLE branch (SSE2 without approximate instructions: MKL's
+only branch that runs alike on Intel and AMD; its AVX2 branch is Intel-only and falls back to
+AUTO elsewhere), with exactly the threads it is given; oneDNN's JIT at most AVX2; cuBLAS's
+deterministic workspace (CUDA runs with deterministic algorithms). BENCHMARKS.md: the cost."""
 
 CAPABILITY = "AVX2"
 """What torch.backends.cpu.get_cpu_capability() reports once ATen is pinned on an AVX2 CPU."""

@@ -1,0 +1,160 @@
+"""Identical bytes under different machine offers: a short pipeline (data, train, prune,
+quantize, encode, evaluate) of LeNet-5 on an MNIST slice, run as `python -m flows.run pipeline`
+in fresh processes that are offered another ISA, one core instead of all, or MKL limited to
+AVX2, writes the same checkpoints and file; without the pinning it does not. A warm-runner stage
+runs with the same settings as a cold one (read back from its metrics).
+
+`python tests/test_reproducible.py` prints the md5s of one pinned run under each offer: the check
+to repeat on another CPU (the device machine's, in BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).parents[1]
+MODEL = "lenet5"
+AVX2 = "avx2" in Path("/proc/cpuinfo").read_text()
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not AVX2, reason="identical bytes are promised on AVX2 CPUs"),
+]
+ONE_CORE = "one core"
+OFFERS: dict[str, dict[str, str]] = {
+    "all cores": {},
+    "ATen asked for AVX-512": {"ATEN_CPU_CAPABILITY": "avx512"},
+    ONE_CORE: {},
+    "MKL at most AVX2": {"MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+}
+"""What a machine offers, as far as this CPU can show it: each runs in a fresh process."""
+UNPINNED = (
+    "import runpy, sys\n"
+    "import deepcompression.numerics as numerics\n"
+    "numerics.PINNED_ENV.clear()\n"
+    "numerics.pin_threads = lambda threads: None\n"
+    "sys.argv = ['flows.run', *sys.argv[1:]]\n"
+    "runpy.run_module('flows.run', run_name='__main__')\n"
+)
+"""The same stage entry with the pinning taken out: torch's defaults, for the contrast."""
+OUTPUTS = (
+    f"checkpoints/{MODEL}/dense.pt",
+    f"checkpoints/{MODEL}/pruned.pt",
+    f"checkpoints/{MODEL}/quantized.pt",
+    f"compressed/{MODEL}.dcz",
+)
+
+
+def short_params(mnist_folder: Path) -> dict:
+    """The shipped params, cut to a short LeNet-5 run on 2,000 training images."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["data"].update(
+        source="local", local_dir=str(mnist_folder), train_limit=2000, val_limit=500,
+        test_limit=500,
+    )  # fmt: skip
+    section = raw["models"][MODEL]
+    section["allocation"] = "params"
+    section["train"]["epochs"] = 1
+    section["prune"]["iterations"] = 2
+    section["prune"]["retrain"]["epochs"] = 1
+    section["quantize"]["finetune"]["epochs"] = 1
+    raw["models"] = {MODEL: section}
+    return raw
+
+
+def run_pipeline(folder: Path, params: dict, offer: str, pinned: bool = True) -> dict[str, str]:
+    """Run the pipeline in a fresh process under `offer` in `folder`; md5 of each output."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = dict(os.environ, **OFFERS[offer], DC_WARM_STAGES="0")
+    env.pop("PYTHONPATH", None)
+    entry = ["-m", "flows.run"] if pinned else ["-c", UNPINNED]
+    command = [sys.executable, *entry, "pipeline", "--model", MODEL]
+    command += ["--params", str(folder / "params.yaml"), "--root", str(folder)]
+    if offer == ONE_CORE:
+        command = ["taskset", "-c", str(min(os.sched_getaffinity(0))), *command]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return {name: hashlib.md5((folder / name).read_bytes()).hexdigest() for name in OUTPUTS}
+
+
+def stage_numerics(folder: Path, stage: str, model: str = MODEL) -> dict:
+    """The numerics record a stage wrote into its metrics."""
+    return json.loads((folder / "metrics" / model / f"{stage}.json").read_text())["numerics"]
+
+
+@pytest.fixture(scope="module")
+def api(prefect_api: str) -> Iterator[str]:
+    """The session's Prefect server, for the stage processes."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PREFECT_API_URL", prefect_api)
+        yield prefect_api
+
+
+@pytest.mark.skipif(shutil.which("taskset") is None, reason="taskset (util-linux) is needed")
+def test_every_offer_writes_the_same_bytes_and_unpinned_runs_do_not(tmp_path, mnist_root, api):
+    params = short_params(mnist_root / "MNIST" / "raw")
+    pinned = {offer: run_pipeline(tmp_path / f"pinned-{i}", params, offer) for i, offer in
+              enumerate(OFFERS)}  # fmt: skip
+    first = next(iter(pinned.values()))
+    assert all(md5s == first for md5s in pinned.values()), json.dumps(pinned, indent=1)
+    records = [stage_numerics(tmp_path / f"pinned-{i}", "train") for i in range(len(OFFERS))]
+    assert all(r == records[0] for r in records), records
+    assert records[0]["cpu_capability"] == "AVX2" and records[0]["threads"] == 2
+    assert records[0]["deterministic"] is True
+    loose = {
+        offer: run_pipeline(tmp_path / f"unpinned-{i}", params, offer, pinned=False)
+        for i, offer in enumerate(("all cores", "MKL at most AVX2"))
+    }
+    print(json.dumps({"pinned": pinned, "unpinned": loose}, indent=1))  # for BENCHMARKS.md
+    dense = {md5s[OUTPUTS[0]] for md5s in loose.values()}
+    assert len(dense) > 1, f"without pinning the offers gave the same weights: {loose}"
+
+
+def test_a_warm_stage_runs_with_the_numerics_of_a_cold_one(tmp_path_factory, mnist_root, api):
+    from test_warm import MODEL as WARM_MODEL
+    from test_warm import Warm, project_copy, stage_env
+
+    repo = project_copy(tmp_path_factory.mktemp("warm"), mnist_root)
+    skip = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(ROOT / "runtime", repo / "runtime", ignore=skip)  # as the stages import it
+    runner = Warm(repo, stage_env(api))
+    runner.start()
+    try:
+        records = {}
+        for mode in ("warm", "cold"):
+            for stage in ("data", "train"):
+                done, timing = runner.run(stage, cold=mode == "cold")
+                assert done.returncode == 0, done.stderr[-3000:]
+                assert timing["runner"] == mode, timing.get("runner_note")
+            records[mode] = stage_numerics(runner.repo, "train", WARM_MODEL)
+    finally:
+        runner.stop()
+    assert records["warm"] == records["cold"]
+    assert records["warm"]["cpu_capability"] == "AVX2"
+    assert records["warm"]["threads"] == 2 and records["warm"]["deterministic"] is True
+
+
+def main() -> None:
+    """Run the pinned pipeline under every offer (MNIST from the tests' cache) and print md5s."""
+    import tempfile
+
+    mnist = ROOT / ".cache" / "mnist" / "MNIST" / "raw"
+    params = short_params(mnist)
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, offer in enumerate(OFFERS):
+            md5s = run_pipeline(Path(tmp) / str(i), params, offer)
+            print(json.dumps({"offer": offer, **md5s}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
