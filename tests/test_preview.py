@@ -1,0 +1,103 @@
+"""`make run`'s preview (runtime/preview.py): which stages `dvc repro` will run and about how long,
+from a fake `dvc status --json`, a fake `dvc dag --dot` and recorded or estimated times."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from runtime import preview
+from runtime.preview import ESTIMATES_S, Planned, dag_edges, plan, report
+from runtime.timing import timing_path
+
+DOT = """strict digraph {
+"data";
+"train@lenet5";
+"sensitivity@lenet5";
+"search@lenet5";
+"prune@lenet5";
+"train@lenet_300_100";
+"data" -> "train@lenet5";
+"data" -> "train@lenet_300_100";
+"train@lenet5" -> "sensitivity@lenet5";
+"sensitivity@lenet5" -> "search@lenet5";
+"search@lenet5" -> "prune@lenet5";
+"train@lenet5" -> "prune@lenet5";
+}
+"""
+STATUS = {
+    "train@lenet5": [{"changed deps": {"params.yaml": {"run": "modified"}}}],
+    "frozen@lenet5": ["frozen"],
+}
+
+
+def test_the_dag_edges_are_read_from_dvcs_dot_output():
+    edges = dag_edges(DOT)
+    assert ("data", "train@lenet5") in edges and ("search@lenet5", "prune@lenet5") in edges
+    assert len(edges) == 6
+
+
+def test_changed_stages_run_and_those_after_them_may(tmp_path: Path):
+    planned = plan(tmp_path, STATUS, DOT)
+    assert [(p.stage, p.certain) for p in planned] == [
+        ("train@lenet5", True),
+        ("sensitivity@lenet5", False),
+        ("prune@lenet5", False),
+        ("search@lenet5", False),
+    ]
+    assert planned[0].seconds == ESTIMATES_S["train@lenet5"]
+    assert planned[0].source == "estimate, 2 cores"
+    search = next(p for p in planned if p.stage == "search@lenet5")
+    assert search.seconds == ESTIMATES_S["search@lenet5"]
+
+
+def test_targets_keep_only_their_own_pipeline(tmp_path: Path):
+    status = {"data": [{"changed deps": {"tasks/data.py": "modified"}}]}
+    planned = plan(tmp_path, status, DOT, targets=["train@lenet_300_100"])
+    assert [(p.stage, p.certain) for p in planned] == [
+        ("data", True),
+        ("train@lenet_300_100", False),
+    ]
+
+
+def test_a_recorded_run_is_preferred_to_the_estimate(tmp_path: Path):
+    path = timing_path(tmp_path, "train", "lenet5")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"completed": True, "total_seconds": 42.5}))
+    first = plan(tmp_path, STATUS, DOT)[0]
+    assert (first.seconds, first.source) == (42.5, "last run here")
+    path.write_text(json.dumps({"completed": False, "total_seconds": 3.0}))
+    assert plan(tmp_path, STATUS, DOT)[0].source == "estimate, 2 cores"
+
+
+def test_the_report_names_long_stages_and_the_totals():
+    planned = [
+        Planned("train@lenet5", True, 160, "estimate, 2 cores"),
+        Planned("search@lenet5", False, 3600, "estimate, 2 cores"),
+    ]
+    text = "\n".join(report(planned))
+    assert "train@lenet5" in text and "3 min" in text
+    assert "about 3 min for the changed stages, up to 63 min in all" in text
+    assert "note: search@lenet5 is long (about 60 min)" in text
+    assert report([]) == ["dvc repro: every stage is up to date; nothing will run."]
+
+
+def test_main_asks_dvc_and_never_fails_the_run(monkeypatch, capsys):
+    answers = {"status": json.dumps(STATUS), "dag": DOT}
+    asked = []
+
+    def fake_dvc(*args: str) -> str:
+        asked.append(args)
+        return answers[args[0]]
+
+    monkeypatch.setattr(preview, "dvc", fake_dvc)
+    assert preview.main(["prune@lenet5"]) == 0
+    assert asked[0] == ("status", "--json", "--with-deps", "prune@lenet5")
+    assert "dvc repro will run" in capsys.readouterr().out
+
+    def broken(*args: str) -> str:
+        raise RuntimeError("`dvc status` failed: not a DVC repository")
+
+    monkeypatch.setattr(preview, "dvc", broken)
+    assert preview.main([]) == 0
+    assert "no preview of the stages: `dvc status` failed" in capsys.readouterr().out
