@@ -27,8 +27,9 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)  ## create .venv and install the project with its dev tools
 
-run: setup  ## the whole pipeline (both models; MODEL=name for one): params check, server and warm stage runner, dvc repro
+run: setup  ## the whole pipeline (both models; MODEL=name for one): params check, which stages will run and how long, server and warm stage runner, dvc repro
 	$(PY) -m flows.check $(if $(MODEL),--model $(MODEL),)
+	$(PY) -m runtime.preview $(TARGETS)
 	$(PY) -m runtime.server start
 	PREFECT_API_URL=$(API) dvc repro $(TARGETS)
 
