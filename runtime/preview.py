@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -37,7 +38,8 @@ ESTIMATES_S: dict[str, float] = {
 }
 """Seconds on 2 CPU cores when this checkout has no record of a stage: by its full name, else by
 its kind (the part before @): the full pipeline of 2026-11-28 (BENCHMARKS.md), the searches of
-README.md (64 LeNet-300-100 trials about 8.5 min, 192 LeNet-5 trials about an hour)."""
+README.md (64 LeNet-300-100 trials about 8.5 min, 192 LeNet-5 trials about an hour), measured
+before the pinned numerics, which take training about 1.5-1.8x as long (BENCHMARKS.md)."""
 UNKNOWN_S = 60.0
 """A stage of neither table (one added to dvc.yaml since)."""
 LONG_S = 600.0
@@ -155,8 +157,10 @@ def report(planned: list[Planned]) -> list[str]:
 
 
 def dvc(*args: str) -> str:
-    """stdout of `dvc ARGS` in the current folder; RuntimeError naming the command otherwise."""
-    done = subprocess.run(["dvc", *args], capture_output=True, text=True)
+    """stdout of `dvc ARGS` in the current folder (the dvc on PATH, else this interpreter's);
+    RuntimeError naming the command otherwise."""
+    program = shutil.which("dvc") or str(Path(sys.executable).with_name("dvc"))
+    done = subprocess.run([program, *args], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"`dvc {' '.join(args)}` failed: {done.stderr.strip()[-500:]}")
     return done.stdout
