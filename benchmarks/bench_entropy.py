@@ -91,7 +91,8 @@ def entropy_bytes(symbols: np.ndarray) -> float:
 
 
 def stream_rows(quantized: list[QuantizedTensor], info: list[LayerInfo]) -> list[tuple]:
-    """(layer, stream, coded bytes incl. table, order-0 entropy bytes) of every Huffman stream."""
+    """(layer, stream, coded bytes incl. table, order-0 entropy bytes, coder) of every stream
+    of the quantized layers."""
     by_name = {layer.name: layer for layer in info}
     rows = []
     for q in quantized:
@@ -104,9 +105,9 @@ def stream_rows(quantized: list[QuantizedTensor], info: list[LayerInfo]) -> list
         index = encode_positions(mask.reshape(-1), layer.index_bits)
         labels = q.labels.numpy().reshape(-1)[q.mask.numpy().reshape(-1)]
         rows.append((q.name, "index", layer.index_table_bytes + layer.index_stream_bytes,
-                     entropy_bytes(index)))  # fmt: skip
+                     entropy_bytes(index), layer.index_coder))  # fmt: skip
         rows.append((q.name, "weight", layer.weight_table_bytes + layer.weight_stream_bytes,
-                     entropy_bytes(labels)))  # fmt: skip
+                     entropy_bytes(labels), layer.weight_coder))  # fmt: skip
     return rows
 
 
@@ -148,10 +149,11 @@ def report(name: str) -> None:
     """Print one LeNet's header, stream and compressor table."""
     quantized, raw, arch, provenance = lenet_inputs(name)
     print(f"## {name}")
-    for version in (3, 4):
-        data = encode_model(quantized, raw, arch, provenance, format_version=version)
-        info = read_info(data)
-        print(f"version {version}: file {len(data)} B, header {info.header_bytes} B "
+    infos = {}
+    for label, options in VARIANTS.items():
+        data = encode_model(quantized, raw, arch, provenance, **options)
+        info = infos[label] = read_info(data)
+        print(f"{label}: file {len(data)} B, header {info.header_bytes} B "
               f"({'zlib' if info.header_compressed else 'plain'}), payload "
               f"{info.payload_bytes} B; bias bytes of removed units stored: "
               f"{removed_bias_bytes(list(info.layers))} B")  # fmt: skip
@@ -159,16 +161,26 @@ def report(name: str) -> None:
             size = compress(data)
             shown = "not installed" if size is None else f"{size} B ({size / len(data) - 1:+.1%})"
             print(f"  {tool}: {shown}")
-    total_coded = total_entropy = 0.0
-    print("| layer | stream | coded B (table + bits) | order-0 entropy B | ratio |")
-    print("|---|---|---:|---:|---:|")
-    for layer, stream, coded, ideal in stream_rows(quantized, list(info.layers)):
-        total_coded += coded
-        total_entropy += ideal
-        ratio = coded / ideal if ideal else float("nan")
-        print(f"| {layer} | {stream} | {coded} | {ideal:.1f} | {ratio:.3f} |")
-    print(f"| all | streams | {total_coded:.0f} | {total_entropy:.1f} | "
-          f"{total_coded / total_entropy:.3f} |\n")  # fmt: skip
+    huffman = stream_rows(quantized, list(infos["v4 Huffman only"].layers))
+    mixed = stream_rows(quantized, list(infos["v4"].layers))
+    print("| layer | stream | order-0 entropy B | Huffman B (table + bits) | v4 B | v4 coder |")
+    print("|---|---|---:|---:|---:|---|")
+    totals = [0.0, 0.0, 0.0]
+    for (layer, stream, coded, ideal, _), row in zip(huffman, mixed, strict=True):
+        chosen, coder = row[2], row[4]
+        totals = [totals[0] + ideal, totals[1] + coded, totals[2] + chosen]
+        print(f"| {layer} | {stream} | {ideal:.1f} | {coded} ({coded / ideal:.3f}) | {chosen} "
+              f"({chosen / ideal:.3f}) | {coder} |")  # fmt: skip
+    print(f"| all | streams | {totals[0]:.1f} | {totals[1]:.0f} ({totals[1] / totals[0]:.3f}) | "
+          f"{totals[2]:.0f} ({totals[2] / totals[0]:.3f}) | |\n")  # fmt: skip
+
+
+VARIANTS: dict[str, dict] = {
+    "v3": {"format_version": 3},
+    "v4 Huffman only": {"arithmetic": False},
+    "v4": {},
+}
+"""The files compared: version 3, version 4 with Huffman coding only, version 4 as written."""
 
 
 def main() -> None:
