@@ -8,10 +8,18 @@ import json
 import struct
 import zlib
 
+from deepcompression.format.container import encode_model as encode_any_version
+
 PREAMBLE = struct.Struct("<8sHHIIII")
 """magic, version, flags, header_len, json_len, header_crc32, payload_crc32 (little-endian)."""
 MAGIC = b"\x89DCZ\r\n\x1a\n"
 FLAG_HEADER_ZLIB = 1
+
+
+def encode_v3(*args: object, **kwargs: object) -> bytes:
+    """The version-3 writer (`encode_model` with `format_version=3` unless given): the format
+    tests read and edit JSON headers, and version 4's header is binary."""
+    return encode_any_version(*args, **{"format_version": 3, **kwargs})  # type: ignore[arg-type]
 
 
 def split(data: bytes) -> tuple[dict, bytes]:
@@ -32,10 +40,12 @@ def dump(header: object) -> bytes:
     return json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
 
 
-def pack(header_json: bytes, payload: bytes, version: int = 2, compress: bool = False) -> bytes:
-    """A file of `header_json` (zlib-compressed when `compress`) and `payload`, with a valid
-    preamble: lengths and both CRC-32s match what follows."""
-    stored = zlib.compress(header_json) if compress else header_json
+def pack(
+    header_json: bytes, payload: bytes = b"", version: int = 2, compress: bool = False
+) -> bytes:
+    """A file of `header_json` (zlib-compressed at level 9 when `compress`) and `payload`, with a
+    valid preamble: lengths and both CRC-32s match what follows."""
+    stored = zlib.compress(header_json, 9) if compress else header_json
     flags = FLAG_HEADER_ZLIB if compress else 0
     fields = (MAGIC, version, flags, len(stored), len(header_json))
     return PREAMBLE.pack(*fields, zlib.crc32(stored), zlib.crc32(payload)) + stored + payload

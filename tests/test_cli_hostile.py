@@ -5,14 +5,13 @@ from __future__ import annotations
 import collections
 import io
 import json
-import struct
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from container_bytes import PREAMBLE, pack, rebuild, split
 
 from cli.errors import EXIT_OK, EXIT_USAGE, MAX_ERROR_CHARS, error_line
 from cli.inspect import DEFAULT_MAX_ROWS
@@ -21,7 +20,6 @@ from cli.text import printable
 from deepcompression.format.container import QuantizedTensor, encode_model, read_info
 from models import build_model
 
-PREAMBLE = struct.Struct("<8sHHIIII")
 HOSTILE_NAMES = [
     "\ud800",
     "evil\x1b[31mred\nnext",
@@ -125,9 +123,7 @@ def _many_empty_tensors(count: int) -> bytes:
         f'{{"data":[0,0],"kind":"raw","name":"t{i:06d}","shape":[0]}}' for i in range(count)
     )
     text = '{"arch":{"kwargs":{},"name":"lenet_300_100"},"provenance":{},"tensors":[' + records
-    stored = zlib.compress((text + "]}").encode(), 9)
-    fields = (b"\x89DCZ\r\n\x1a\n", 1, 1, len(stored), len(text) + 2)
-    return PREAMBLE.pack(*fields, zlib.crc32(stored), zlib.crc32(b"")) + stored
+    return pack((text + "]}").encode(), version=1, compress=True)
 
 
 TENSORS = 5000
@@ -203,15 +199,11 @@ def _constant_layer(numel: int) -> bytes:
     data = encode_model(
         [layer], {}, {"name": "lenet_300_100"}, {}, compress_header=False, format_version=1
     )
-    _, version, _, header_len, _, _, _ = PREAMBLE.unpack_from(data)
-    header = json.loads(data[PREAMBLE.size : PREAMBLE.size + header_len])
+    header, payload = split(data)
     tensor = header["tensors"][0]
     tensor["shape"] = [numel]
     tensor["nnz"] = tensor["index"]["symbols"] = tensor["weight"]["symbols"] = numel
-    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    payload = data[PREAMBLE.size + header_len :]
-    fields = (b"\x89DCZ\r\n\x1a\n", version, 0, len(text), len(text))
-    return PREAMBLE.pack(*fields, zlib.crc32(text), zlib.crc32(payload)) + text + payload
+    return rebuild(header, payload, version=PREAMBLE.unpack_from(data)[1])
 
 
 def test_eval_refuses_a_tiny_file_that_decodes_to_a_gibibyte(

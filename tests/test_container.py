@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
 import time
 import tracemalloc
 import zlib
@@ -14,6 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from container_bytes import PREAMBLE, dump, encode_v3, header_of
 
 from deepcompression.format.container import (
     MAGIC,
@@ -34,9 +34,6 @@ from deepcompression.format.container import (
     decode_model,
     read_info,
 )
-from deepcompression.format.container import (
-    encode_model as encode_any_version,
-)
 from deepcompression.format.sizes import (
     compression_ratio,
     layer_sizes,
@@ -46,14 +43,6 @@ from deepcompression.format.sizes import (
     pqh_bits,
 )
 from deepcompression.format.sparse_index import constant_positions, decode_positions
-
-
-def encode_model(*args: object, **kwargs: object) -> bytes:
-    """The version-3 writer: these tests read and edit JSON headers (version 4's is binary)."""
-    return encode_any_version(*args, **{"format_version": 3, **kwargs})  # type: ignore[arg-type]
-
-
-PREAMBLE = struct.Struct("<8sHHIIII")
 
 
 def make_layer(
@@ -115,16 +104,6 @@ def repack(
     )
 
 
-def header_of(data: bytes) -> dict:
-    _, _, flags, header_len, _, _, _ = PREAMBLE.unpack_from(data)
-    stored = data[PREAMBLE.size : PREAMBLE.size + header_len]
-    return json.loads(zlib.decompress(stored) if flags & 1 else stored)
-
-
-def dump(header: dict) -> bytes:
-    return json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-
-
 def tiny_file(compress_header: bool = False, version: int = 2) -> bytes:
     """The worked example of docs/FORMAT.md (version 2; version 3 differs only in that field)."""
     mask = torch.zeros(2, 4, dtype=torch.bool)
@@ -132,7 +111,7 @@ def tiny_file(compress_header: bool = False, version: int = 2) -> bytes:
     labels = torch.zeros(2, 4, dtype=torch.int64)
     labels.view(-1)[[0, 5, 6]] = torch.tensor([1, 0, 1])
     layer = QuantizedTensor("w", mask, labels, torch.tensor([-0.5, 0.25]), 1, 2)
-    return encode_model(
+    return encode_v3(
         [layer],
         {"b": torch.tensor([1.0, -2.0])},
         {"name": "tiny"},
@@ -179,7 +158,7 @@ def test_round_trip_fc_and_conv_layers_bitwise() -> None:
         make_layer("fc2.weight", (10, 40), 0.3, weight_bits=2, index_bits=1, seed=3),
     ]
     raw = {"conv1.bias": torch.randn(6), "fc1.bias": torch.randn(40)}
-    decoded = decode_model(encode_model(layers, raw, {"name": "net"}, {"git": "abc"}))
+    decoded = decode_model(encode_v3(layers, raw, {"name": "net"}, {"git": "abc"}))
     assert list(decoded.state_dict) == [q.name for q in layers] + list(raw)
     for q in layers:
         assert_bitwise_equal(decoded.state_dict[q.name], expected_weight(q))
@@ -224,19 +203,19 @@ def _edge_layer(case: str) -> QuantizedTensor:
 )
 def test_edge_case_layers_round_trip(case: str) -> None:
     layer = _edge_layer(case)
-    data = encode_model([layer], {}, {}, {})
+    data = encode_v3([layer], {}, {}, {})
     assert_bitwise_equal(decode_model(data).state_dict[layer.name], expected_weight(layer))
 
 
 def test_zero_bit_streams_for_constant_layers() -> None:
-    info = read_info(encode_model([_edge_layer("all_zero")], {}, {}, {})).layers[0]
+    info = read_info(encode_v3([_edge_layer("all_zero")], {}, {}, {})).layers[0]
     assert (info.index_stream_bits, info.weight_stream_bits) == (0, 0)
     assert (info.index_stream_bytes, info.weight_stream_bytes) == (0, 0)
     assert info.index_symbols == info.nnz == 36
 
 
 def test_several_fillers_are_counted() -> None:
-    info = read_info(encode_model([_edge_layer("several_fillers")], {}, {}, {})).layers[0]
+    info = read_info(encode_v3([_edge_layer("several_fillers")], {}, {}, {})).layers[0]
     assert info.nnz == 2
     assert info.index_symbols == 2 + (299 - 0 - 1) // 3
 
@@ -248,7 +227,7 @@ def test_raw_tensor_shapes_round_trip() -> None:
         "conv": torch.randn(2, 3, 2, 2),
         "strided": torch.randn(4, 5).t(),
     }
-    decoded = decode_model(encode_model([], raw, {}, {})).state_dict
+    decoded = decode_model(encode_v3([], raw, {}, {})).state_dict
     assert list(decoded) == list(raw)
     for name, tensor in raw.items():
         assert_bitwise_equal(decoded[name], tensor.contiguous())
@@ -257,8 +236,8 @@ def test_raw_tensor_shapes_round_trip() -> None:
 def test_encoding_is_deterministic() -> None:
     layers = [make_layer("a.weight", (30, 20), 0.2, seed=5)]
     raw = {"a.bias": torch.randn(30)}
-    first = encode_model(layers, raw, {"name": "m", "kwargs": {"x": 1}}, {"p": [1, 2], "g": "x"})
-    second = encode_model(layers, raw, {"kwargs": {"x": 1}, "name": "m"}, {"g": "x", "p": [1, 2]})
+    first = encode_v3(layers, raw, {"name": "m", "kwargs": {"x": 1}}, {"p": [1, 2], "g": "x"})
+    second = encode_v3(layers, raw, {"kwargs": {"x": 1}, "name": "m"}, {"g": "x", "p": [1, 2]})
     assert first == second
 
 
@@ -273,7 +252,7 @@ def test_compressed_and_plain_headers_hold_the_same_json() -> None:
 
 def test_read_info_accounts_for_every_byte() -> None:
     layers = [make_layer("fc.weight", (50, 30), 0.15, seed=6), _edge_layer("all_zero")]
-    data = encode_model(layers, {"fc.bias": torch.randn(50)}, {"name": "m"}, {"run": 1})
+    data = encode_v3(layers, {"fc.bias": torch.randn(50)}, {"name": "m"}, {"run": 1})
     info = read_info(data)
     parts = sum(layer.total_bytes for layer in info.layers)
     assert info.preamble_bytes + info.header_bytes + parts == len(data) == info.file_bytes
@@ -330,7 +309,7 @@ def test_pq_layer_report_from_a_checkpoint() -> None:
         bits={"fc1.weight": 3},
     )
     report = pq_layer_report(checkpoint, {"fc1": 4})
-    data = encode_model([q], {"fc1.bias": torch.zeros(20)}, {}, {})
+    data = encode_v3([q], {"fc1.bias": torch.zeros(20)}, {}, {})
     from_file = model_sizes(read_info(data)).layers["fc1.weight"]
     assert report.layers["fc1"].pq_bits == from_file.pq_bits
     assert report.ratio == pytest.approx(600 * 32 / from_file.pq_bits)
@@ -371,38 +350,38 @@ def _bad(**changes: object) -> QuantizedTensor:
 )
 def test_encoder_rejects_invalid_layers(layer: QuantizedTensor, message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):
-        encode_model([layer], {}, {}, {})
+        encode_v3([layer], {}, {}, {})
 
 
 def test_encoder_rejects_invalid_model_inputs() -> None:
     with pytest.raises(InvalidArgument, match="more than once"):
-        encode_model([_bad()], {"w": torch.zeros(1)}, {}, {})
+        encode_v3([_bad()], {"w": torch.zeros(1)}, {}, {})
     with pytest.raises(InvalidArgument, match="more than once"):
-        encode_model([_bad(), _bad()], {}, {}, {})
+        encode_v3([_bad(), _bad()], {}, {}, {})
     with pytest.raises(InvalidArgument, match="float32"):
-        encode_model([], {"b": torch.zeros(2, dtype=torch.int64)}, {}, {}, format_version=1)
+        encode_v3([], {"b": torch.zeros(2, dtype=torch.int64)}, {}, {}, format_version=1)
     with pytest.raises(InvalidArgument, match="supported: float32"):
-        encode_model([], {"b": torch.zeros(2, dtype=torch.complex64)}, {}, {})
+        encode_v3([], {"b": torch.zeros(2, dtype=torch.complex64)}, {}, {})
     with pytest.raises(InvalidArgument, match="format_version"):
-        encode_model([], {}, {}, {}, format_version=5)
+        encode_v3([], {}, {}, {}, format_version=5)
     with pytest.raises(InvalidArgument, match="arch"):
-        encode_model([], {}, ["not", "a", "dict"], {})  # type: ignore[arg-type]
+        encode_v3([], {}, ["not", "a", "dict"], {})  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument, match="JSON-able"):
-        encode_model([], {}, {}, {"lr": float("nan")})
+        encode_v3([], {}, {}, {"lr": float("nan")})
     with pytest.raises(InvalidArgument, match="JSON-able"):
-        encode_model([], {}, {}, {"obj": object()})
+        encode_v3([], {}, {}, {"obj": object()})
     huge = torch.zeros(1, 1, dtype=torch.bool).expand(2, MAX_TOTAL_NUMEL // 2 + 1)
     with pytest.raises(InvalidArgument, match="at most"):
-        encode_model(
+        encode_v3(
             [_bad(mask=huge, labels=torch.zeros(1, 1).long().expand(huge.shape))], {}, {}, {}
         )
     long = torch.zeros(1, 1, dtype=torch.bool).expand(0, MAX_TOTAL_NUMEL + 1)
     with pytest.raises(InvalidArgument, match="dimension over"):
-        encode_model(
+        encode_v3(
             [_bad(mask=long, labels=torch.zeros(1, 1).long().expand(long.shape))], {}, {}, {}
         )
     with pytest.raises(InvalidArgument, match="dimension over"):
-        encode_model([], {"b": torch.zeros(0, MAX_TOTAL_NUMEL + 1, dtype=torch.int8)}, {}, {})
+        encode_v3([], {"b": torch.zeros(0, MAX_TOTAL_NUMEL + 1, dtype=torch.int8)}, {}, {})
 
 
 def _edit_header(edit: object) -> bytes:
@@ -559,7 +538,7 @@ def constant_layer_file(index_bits: int = 1) -> bytes:
     """A fully dense 3x3 layer with one cluster: both streams are zero-bit codes (0 coded bits)."""
     ones = torch.ones(3, 3, dtype=torch.bool)
     layer = QuantizedTensor("c", ones, ones.long() * 0, torch.ones(1), 1, index_bits)
-    return encode_model([layer], {}, {}, {}, compress_header=False)
+    return encode_v3([layer], {}, {}, {}, compress_header=False)
 
 
 def hostile(base: bytes, numel: int, fields: dict, index_symbol: int | None = None) -> bytes:
@@ -616,7 +595,7 @@ def test_tiny_file_declaring_a_huge_zero_bit_stream_fails_without_allocating(
 def test_declared_weight_count_beyond_the_coded_index_bits_fails_without_allocating(
     numel: int,
 ) -> None:
-    base = encode_model([_edge_layer("single_symbol")], {}, {}, {}, compress_header=False)
+    base = encode_v3([_edge_layer("single_symbol")], {}, {}, {}, compress_header=False)
     assert header_of(base)["tensors"][0]["weight"]["bits"] == 0  # zero-bit weight code
     half = numel // 2
     data = hostile(base, numel, {"nnz": half, "index": half, "weight": half})
@@ -629,7 +608,7 @@ def test_constant_dense_layer_decodes_into_its_output_and_nothing_more() -> None
     side = 1024
     ones = torch.ones(side, side, dtype=torch.bool)
     layer = QuantizedTensor("c", ones, ones.long() * 0, torch.tensor([0.75]), 1, 1)
-    data = encode_model([layer], {}, {}, {})
+    data = encode_v3([layer], {}, {}, {})
     assert len(data) < 400
     output = 4 * side * side
     assert traced_peak(lambda: decode_model(data)) < output + 2**18
@@ -642,7 +621,7 @@ def test_zero_bit_index_with_a_constant_stride_round_trips(stride: int) -> None:
     mask.view(-1)[stride - 1 :: stride] = True
     labels = torch.arange(105).reshape(5, 21) % 2
     layer = QuantizedTensor("s", mask, labels, torch.tensor([-1.0, 2.0]), 1, 3)
-    data = encode_model([layer], {}, {}, {})
+    data = encode_v3([layer], {}, {}, {})
     info = read_info(data).layers[0]
     assert (info.index_stream_bits, info.index_symbols) == (0, int(mask.sum()))
     assert_bitwise_equal(decode_model(data).state_dict["s"], expected_weight(layer))

@@ -7,15 +7,14 @@ tables, Reader checks); the files are built by hand so that exactly one rule is 
 from __future__ import annotations
 
 import json
-import struct
 import time
 import tracemalloc
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from container_bytes import PREAMBLE, dump, encode_v3, pack
 
 from cli.main import main
 from deepcompression.format.container import (
@@ -31,31 +30,10 @@ from deepcompression.format.container import (
     decode_model,
     read_info,
 )
-from deepcompression.format.container import (
-    encode_model as encode_any_version,
-)
 from deepcompression.format.jsontext import json_shape
 from models import build_model
 
-
-def encode_model(*args: object, **kwargs: object) -> bytes:
-    """The version-3 writer: these tests read and edit JSON headers (version 4's is binary)."""
-    return encode_any_version(*args, **{"format_version": 3, **kwargs})  # type: ignore[arg-type]
-
-
-PREAMBLE = struct.Struct("<8sHHIIII")
 CAP = 1 << 28
-
-
-def pack(text: bytes, payload: bytes = b"", version: int = 3, compress: bool = False) -> bytes:
-    """A file around ``text`` and ``payload`` with correct lengths and CRCs."""
-    stored = zlib.compress(text, 9) if compress else text
-    fields = (b"\x89DCZ\r\n\x1a\n", version, int(compress), len(stored), len(text))
-    return PREAMBLE.pack(*fields, zlib.crc32(stored), zlib.crc32(payload)) + stored + payload
-
-
-def dump(header: dict) -> bytes:
-    return json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
 
 
 def raw_file(shape: list[int], dtype: str = "float32", version: int = 3) -> bytes:
@@ -88,7 +66,7 @@ def test_empty_shapes_up_to_the_cap_decode_to_empty_tensors(shape: list[int]) ->
         tensor = decode_model(raw_file(shape, dtype)).state_dict["t"]
         assert list(tensor.shape) == shape and tensor.numel() == 0
     text = dump({"arch": {}, "provenance": {}, "tensors": [huffman_record(shape, EMPTY, EMPTY)]})
-    tensor = decode_model(pack(text)).state_dict["w"]
+    tensor = decode_model(pack(text, version=3)).state_dict["w"]
     assert list(tensor.shape) == shape and tensor.dtype == torch.float32
 
 
@@ -105,7 +83,7 @@ def test_empty_shapes_beyond_the_cap_are_malformed(shape: list[int]) -> None:
         read_info(raw_file(shape))
     text = dump({"arch": {}, "provenance": {}, "tensors": [huffman_record(shape, EMPTY, EMPTY)]})
     with pytest.raises(MalformedHeader, match=f"more than {MAX_NONZERO_PRODUCT}"):
-        decode_model(pack(text))
+        decode_model(pack(text, version=3))
 
 
 def test_an_empty_tensor_with_removed_units_decodes() -> None:
@@ -114,14 +92,14 @@ def test_an_empty_tensor_with_removed_units_decodes() -> None:
     record["index"] = stream([2, 0], [2, 0], 0, 0)
     record["weight"] = stream([2, 0], [2, 0], 0, 0)
     text = dump({"arch": {}, "provenance": {}, "tensors": [record]})
-    tensor = decode_model(pack(text, bytes([0b01000000, 0b00100100]))).state_dict["w"]
+    tensor = decode_model(pack(text, bytes([0b01000000, 0b00100100]), version=3)).state_dict["w"]
     assert tensor.shape == (5, 7, 0)
 
 
 def test_the_writer_refuses_an_empty_tensor_the_reader_would_refuse() -> None:
-    assert encode_model([], {"e": torch.zeros(0, *[16] * 14)}, {}, {})
+    assert encode_v3([], {"e": torch.zeros(0, *[16] * 14)}, {}, {})
     with pytest.raises(InvalidArgument, match="non-zero dimensions"):
-        encode_model([], {"e": torch.zeros(0, *[16] * 15)}, {}, {})
+        encode_v3([], {"e": torch.zeros(0, *[16] * 15)}, {}, {})
 
 
 def _eval(path: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> str:
@@ -135,7 +113,7 @@ def _eval(path: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> str:
 def test_eval_reports_empty_shapes_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     torch.manual_seed(0)
     state = build_model("lenet_300_100").state_dict()
-    data = encode_model([], state, {"name": "lenet_300_100"}, {}, compress_header=False)
+    data = encode_v3([], state, {"name": "lenet_300_100"}, {}, compress_header=False)
     _, _, _, header_len, _, _, _ = PREAMBLE.unpack_from(data)
     header = json.loads(data[PREAMBLE.size : PREAMBLE.size + header_len])
     payload = data[PREAMBLE.size + header_len :]
@@ -145,7 +123,7 @@ def test_eval_reports_empty_shapes_cleanly(tmp_path: Path, capsys: pytest.Captur
     for shape, expected in (([CAP, CAP, 256, 0], "has a 0"), ([CAP, CAP, 0], "do not fit")):
         header["tensors"][-1]["shape"] = shape
         path = tmp_path / "empty.dcz"
-        path.write_bytes(pack(dump(header), payload))
+        path.write_bytes(pack(dump(header), payload, version=3))
         assert expected in _eval(path, tmp_path, capsys)
 
 
@@ -153,7 +131,7 @@ def test_eval_reports_empty_shapes_cleanly(tmp_path: Path, capsys: pytest.Captur
 
 
 def test_the_inflation_cap_is_checked_before_inflating_and_inclusive() -> None:
-    data = pack(b'{"arch":{},"provenance":{},"tensors":[]}', compress=True)
+    data = pack(b'{"arch":{},"provenance":{},"tensors":[]}', compress=True, version=3)
     fields = list(PREAMBLE.unpack_from(data))
     fields[4] = MAX_HEADER_RATIO * fields[3]
     at_cap = PREAMBLE.pack(*fields) + data[PREAMBLE.size :]
@@ -167,7 +145,7 @@ def test_the_inflation_cap_is_checked_before_inflating_and_inclusive() -> None:
 def _values_file(count: int) -> bytes:
     """An uncompressed header of exactly ``count`` JSON values (five plus count - 5 zeros)."""
     zeros = b",".join([b"0"] * (count - 5))
-    return pack(b'{"arch":{},"provenance":{"z":[' + zeros + b']},"tensors":[]}')
+    return pack(b'{"arch":{},"provenance":{"z":[' + zeros + b']},"tensors":[]}', version=3)
 
 
 def test_the_value_cap_is_exact() -> None:
@@ -180,7 +158,7 @@ def test_values_per_stored_byte_are_capped_before_parsing() -> None:
     pad = np.random.default_rng(1).bytes(16384).hex().encode()
     bomb = b",".join([b"{}"] * 200_000)
     text = b'{"arch":{},"provenance":{"b":[' + bomb + b'],"p":"' + pad + b'"},"tensors":[]}'
-    data = pack(text, compress=True)
+    data = pack(text, compress=True, version=3)
     stored = PREAMBLE.unpack_from(data)[3]
     assert MAX_JSON_VALUES_PER_BYTE * stored < 200_000 and len(text) <= 64 * stored
     tracemalloc.start()
@@ -198,7 +176,7 @@ def test_a_bomb_at_the_limits_costs_a_stated_multiple_of_its_size() -> None:
     pad = np.random.default_rng(0).bytes(16384).hex().encode()
     bomb = b",".join([b"{}"] * (7 * 16384))
     text = b'{"arch":{},"provenance":{"b":[' + bomb + b'],"p":"' + pad + b'"},"tensors":[]}'
-    data = pack(text, compress=True)
+    data = pack(text, compress=True, version=3)
     tracemalloc.start()
     start = time.process_time()
     try:
@@ -212,13 +190,13 @@ def test_a_bomb_at_the_limits_costs_a_stated_multiple_of_its_size() -> None:
 
 def test_the_writer_stores_a_header_uncompressed_when_compressed_would_break_a_limit() -> None:
     provenance = {"b": [{}] * 100_000}
-    data = encode_model([], {"x": torch.ones(2)}, {}, provenance)
+    data = encode_v3([], {"x": torch.ones(2)}, {}, provenance)
     info = read_info(data)
     assert not info.header_compressed and info.provenance == provenance
-    plain = encode_model([], {"x": torch.ones(2)}, {}, {"b": [{"k": i} for i in range(500)]})
+    plain = encode_v3([], {"x": torch.ones(2)}, {}, {"b": [{"k": i} for i in range(500)]})
     assert read_info(plain).header_compressed
     with pytest.raises(InvalidArgument, match="values"):
-        encode_model([], {}, {}, {"b": [0] * MAX_JSON_VALUES})
+        encode_v3([], {}, {}, {"b": [0] * MAX_JSON_VALUES})
 
 
 def test_json_shape_counts_values_exactly() -> None:
@@ -264,7 +242,7 @@ def _code_file(index_table: bytes, index_bits: int, index_stream: bytes, bits: i
         nnz,
     )
     record["codebook"], record["index_bits"] = [0, 4], index_bits
-    return pack(dump({"arch": {}, "provenance": {}, "tensors": [record]}), payload)
+    return pack(dump({"arch": {}, "provenance": {}, "tensors": [record]}), payload, version=3)
 
 
 def test_codes_go_to_symbols_in_table_order_not_ascending() -> None:
@@ -292,16 +270,16 @@ def test_an_empty_tensor_list_is_a_valid_file() -> None:
     for version in (1, 2, 3):
         data = pack(b'{"arch":{},"provenance":{},"tensors":[]}', version=version)
         assert decode_model(data).state_dict == {} and read_info(data).layers == ()
-        assert decode_model(encode_model([], {}, {}, {}, format_version=version)).state_dict == {}
+        assert decode_model(encode_v3([], {}, {}, {}, format_version=version)).state_dict == {}
 
 
 def test_u_feff_is_a_character_inside_strings_and_invalid_elsewhere() -> None:
     inside = '{"arch":{},"provenance":{"s":"\ufeffa","t":"\\ufeff"},"tensors":[]}'.encode()
-    assert read_info(pack(inside)).provenance == {"s": "\ufeffa", "t": "\ufeff"}
+    assert read_info(pack(inside, version=3)).provenance == {"s": "\ufeffa", "t": "\ufeff"}
     for text in ('\ufeff{"arch":{},"provenance":{},"tensors":[]}',
                  '{"arch":{},\ufeff"provenance":{},"tensors":[]}'):  # fmt: skip
         with pytest.raises(MalformedHeader):
-            read_info(pack(text.encode()))
+            read_info(pack(text.encode(), version=3))
 
 
 def test_arch_must_be_an_object_in_every_version_but_v1_ignores_its_fields() -> None:
@@ -322,4 +300,4 @@ def test_every_offset_is_checked_before_the_payload_length() -> None:
     ]
     text = dump({"arch": {}, "provenance": {}, "tensors": records})
     with pytest.raises(InvalidOffset, match="tensor 'b' data starts at payload offset 401"):
-        read_info(pack(text, b"\x00" * 10))
+        read_info(pack(text, b"\x00" * 10, version=3))

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import struct
 import time
 import tracemalloc
-import zlib
 
 import pytest
 import torch
+from container_bytes import dump, encode_v3, pack, split
 
 from deepcompression.format.container import (
     DEFAULT_MAX_DECODED_BYTES,
@@ -33,40 +32,13 @@ from deepcompression.format.container import (
     decode_model,
     read_info,
 )
-from deepcompression.format.container import (
-    encode_model as encode_any_version,
-)
-
-
-def encode_model(*args: object, **kwargs: object) -> bytes:
-    """The version-3 writer: these tests read and edit JSON headers (version 4's is binary)."""
-    return encode_any_version(*args, **{"format_version": 3, **kwargs})  # type: ignore[arg-type]
-
-
-PREAMBLE = struct.Struct("<8sHHIIII")
-
-
-def split(data: bytes) -> tuple[dict, bytes]:
-    _, _, flags, header_len, _, _, _ = PREAMBLE.unpack_from(data)
-    stored = data[PREAMBLE.size : PREAMBLE.size + header_len]
-    header = json.loads(zlib.decompress(stored) if flags & 1 else stored)
-    return header, data[PREAMBLE.size + header_len :]
-
-
-def pack(text: bytes, payload: bytes, version: int = 2) -> bytes:
-    fields = (b"\x89DCZ\r\n\x1a\n", version, 0, len(text), len(text))
-    return PREAMBLE.pack(*fields, zlib.crc32(text), zlib.crc32(payload)) + text + payload
-
-
-def dump(header: dict) -> bytes:
-    return json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
 
 
 def constant_file(numel: int) -> bytes:
     """A fully dense one-cluster layer re-declared as ``numel`` elements: zero-bit streams."""
     ones = torch.ones(3, dtype=torch.bool)
     layer = QuantizedTensor("c", ones, ones.long() * 0, torch.tensor([0.5]), 1, 1)
-    header, payload = split(encode_model([layer], {}, {}, {}, compress_header=False))
+    header, payload = split(encode_v3([layer], {}, {}, {}, compress_header=False))
     tensor = header["tensors"][0]
     tensor["shape"] = [numel]
     tensor["nnz"] = tensor["index"]["symbols"] = tensor["weight"]["symbols"] = numel
@@ -106,7 +78,7 @@ def test_the_limit_is_inclusive_and_none_lifts_it() -> None:
 
 def test_the_limit_counts_each_raw_tensor_in_its_dtype() -> None:
     raw = {"i": torch.zeros(10, dtype=torch.int64), "b": torch.zeros(10, dtype=torch.bool)}
-    data = encode_model([], raw, {}, {})
+    data = encode_v3([], raw, {}, {})
     assert read_info(data).decoded_bytes == 90
     decode_model(data, max_decoded_bytes=90)
     with pytest.raises(DecodedTooLarge):
@@ -137,7 +109,7 @@ def test_json_depth_limit_is_exact() -> None:
     for _ in range(MAX_JSON_DEPTH):
         deep = {"a": deep}
     with pytest.raises(InvalidArgument, match="nested too deeply"):
-        encode_model([], {}, {}, deep)
+        encode_v3([], {}, {}, deep)
 
 
 @pytest.mark.parametrize(
@@ -165,9 +137,9 @@ def test_integer_literals_must_be_exact_in_a_double(literal: str, ok: bool) -> N
 
 
 def test_encoder_refuses_integers_the_reader_would_refuse() -> None:
-    assert decode_model(encode_model([], {}, {}, {"n": MAX_JSON_INT})).provenance["n"] > 0
+    assert decode_model(encode_v3([], {}, {}, {"n": MAX_JSON_INT})).provenance["n"] > 0
     with pytest.raises(InvalidArgument, match="beyond"):
-        encode_model([], {}, {}, {"n": MAX_JSON_INT + 1})
+        encode_v3([], {}, {}, {"n": MAX_JSON_INT + 1})
 
 
 @pytest.mark.parametrize(
@@ -221,7 +193,7 @@ def _two_layer_file() -> tuple[dict, bytes]:
         mask = torch.rand(8, 8, generator=gen) < 0.5
         labels = torch.randint(0, 4, (8, 8), generator=gen)
         layers.append(QuantizedTensor(name, mask, labels, torch.arange(4.0), 2, 2))
-    data = encode_model(layers, {"f": torch.tensor([True, False])}, {}, {}, compress_header=False)
+    data = encode_v3(layers, {"f": torch.tensor([True, False])}, {}, {}, compress_header=False)
     return split(data)
 
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
-import struct
-import zlib
 
 import numpy as np
 import pytest
 import torch
+from container_bytes import PREAMBLE, encode_v3, rebuild, split
 from torch import nn
 
 from deepcompression.format.container import (
@@ -21,17 +19,7 @@ from deepcompression.format.container import (
     decode_model,
     read_info,
 )
-from deepcompression.format.container import (
-    encode_model as encode_any_version,
-)
 
-
-def encode_model(*args: object, **kwargs: object) -> bytes:
-    """The version-3 writer: these tests read and edit JSON headers (version 4's is binary)."""
-    return encode_any_version(*args, **{"format_version": 3, **kwargs})  # type: ignore[arg-type]
-
-
-PREAMBLE = struct.Struct("<8sHHIIII")
 BITS_OF = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
@@ -57,20 +45,6 @@ def random_bits(dtype: torch.dtype, shape: tuple[int, ...], seed: int) -> torch.
     return torch.from_numpy(raw).view(dtype).reshape(shape)
 
 
-def split(data: bytes) -> tuple[dict, bytes]:
-    _, _, flags, header_len, _, _, _ = PREAMBLE.unpack_from(data)
-    stored = data[PREAMBLE.size : PREAMBLE.size + header_len]
-    return json.loads(zlib.decompress(stored) if flags & 1 else stored), data[
-        PREAMBLE.size + header_len :
-    ]
-
-
-def rebuild(header: dict, payload: bytes, version: int = 2) -> bytes:
-    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    fields = (b"\x89DCZ\r\n\x1a\n", version, 0, len(text), len(text))
-    return PREAMBLE.pack(*fields, zlib.crc32(text), zlib.crc32(payload)) + text + payload
-
-
 @pytest.mark.parametrize("dtype_name", RAW_DTYPES)
 def test_every_dtype_round_trips_bit_for_bit(dtype_name: str) -> None:
     dtype = getattr(torch, dtype_name)
@@ -80,7 +54,7 @@ def test_every_dtype_round_trips_bit_for_bit(dtype_name: str) -> None:
         "empty": random_bits(dtype, (0, 3), seed=3),
         "transposed": random_bits(dtype, (4, 6), seed=4).t(),
     }
-    data = encode_model([], raw, {"name": "m", "kwargs": {}}, {})
+    data = encode_v3([], raw, {"name": "m", "kwargs": {}}, {})
     decoded = decode_model(data).state_dict
     assert list(decoded) == list(raw)
     for name, tensor in raw.items():
@@ -105,7 +79,7 @@ def test_float_specials_keep_their_bits() -> None:
     for dtype, patterns in payloads.items():
         unsigned = np.array(patterns, dtype=f"<u{dtype.itemsize}")
         raw[str(dtype)] = torch.from_numpy(unsigned.view(np.uint8)).view(dtype)
-    decoded = decode_model(encode_model([], raw, {}, {})).state_dict
+    decoded = decode_model(encode_v3([], raw, {}, {})).state_dict
     for name, tensor in raw.items():
         assert_identical(decoded[name], tensor)
         assert torch.isnan(decoded[name][0])
@@ -128,7 +102,7 @@ PINNED = {
 
 def test_pinned_bytes_of_every_dtype() -> None:
     raw = {name: tensor for name, (tensor, _) in PINNED.items()}
-    data = encode_model([], raw, {"name": "dtypes"}, {}, compress_header=False, format_version=2)
+    data = encode_v3([], raw, {"name": "dtypes"}, {}, compress_header=False, format_version=2)
     header, payload = split(data)
     assert [record["dtype"] for record in header["tensors"]] == list(RAW_DTYPES)
     for record in header["tensors"]:
@@ -136,13 +110,13 @@ def test_pinned_bytes_of_every_dtype() -> None:
         assert payload[offset : offset + length].hex() == PINNED[record["name"]][1]
         assert record["shape"] == list(PINNED[record["name"]][0].shape)
     assert PREAMBLE.unpack_from(data)[1] == 2
-    again = encode_model([], raw, {"name": "dtypes"}, {}, compress_header=False, format_version=2)
+    again = encode_v3([], raw, {"name": "dtypes"}, {}, compress_header=False, format_version=2)
     assert again == data
 
 
 def test_bool_tensor_with_odd_bytes_is_written_as_0_and_1() -> None:
     odd = torch.tensor([0, 1, 2, 255], dtype=torch.uint8).view(torch.bool)
-    data = encode_model([], {"flags": odd}, {}, {}, compress_header=False)
+    data = encode_v3([], {"flags": odd}, {}, {}, compress_header=False)
     assert split(data)[1] == bytes([0, 1, 1, 1])
     assert decode_model(data).state_dict["flags"].tolist() == [False, True, True, True]
 
@@ -165,7 +139,7 @@ def test_whole_state_dict_with_batchnorm_buffers_round_trips() -> None:
         net(torch.randn(4, 1, 4, 4))  # running stats and num_batches_tracked move
     state = net.state_dict()
     assert state["bn.num_batches_tracked"].dtype == torch.int64
-    decoded = decode_model(encode_model([], state, {"name": "net"}, {})).state_dict
+    decoded = decode_model(encode_v3([], state, {"name": "net"}, {})).state_dict
     for name, tensor in state.items():
         assert_identical(decoded[name], tensor)
     fresh = _Net()
@@ -177,8 +151,8 @@ def test_whole_state_dict_with_batchnorm_buffers_round_trips() -> None:
 
 def test_caller_stores_biases_as_float16_by_passing_float16_tensors() -> None:
     bias = torch.randn(300)
-    full = encode_model([], {"fc.bias": bias}, {}, {})
-    half = encode_model([], {"fc.bias": bias.half()}, {}, {})
+    full = encode_v3([], {"fc.bias": bias}, {}, {})
+    half = encode_v3([], {"fc.bias": bias.half()}, {}, {})
     assert len(full) - len(half) >= 2 * 300 - 8
     decoded = decode_model(half).state_dict["fc.bias"]
     assert decoded.dtype == torch.float16 and torch.equal(decoded, bias.half())
@@ -190,7 +164,7 @@ def test_quantized_layers_stay_float32_next_to_typed_raw_tensors() -> None:
     mask = torch.tensor([[True, False], [False, True]])
     layer = QuantizedTensor("w", mask, mask.long(), torch.tensor([0.5, -1.0]), 1, 1)
     raw = {"b": torch.tensor([1, 2], dtype=torch.int8)}
-    decoded = decode_model(encode_model([layer], raw, {}, {})).state_dict
+    decoded = decode_model(encode_v3([layer], raw, {}, {})).state_dict
     assert decoded["w"].dtype == torch.float32
     assert decoded["w"].tolist() == [[-1.0, 0.0], [0.0, -1.0]]
     assert_identical(decoded["b"], raw["b"])
@@ -200,14 +174,14 @@ def test_encoding_is_deterministic_across_dtypes_and_key_order() -> None:
     raw = {name: random_bits(getattr(torch, name), (7,), seed=9) for name in RAW_DTYPES}
     arch_a = {"name": "m", "kwargs": {"b": 1, "a": [1, 2]}}
     arch_b = {"kwargs": {"a": [1, 2], "b": 1}, "name": "m"}
-    first = encode_model([], raw, arch_a, {"git": "x"})
-    assert first == encode_model([], dict(raw), arch_b, {"git": "x"})
-    assert first == encode_model([], {k: v.clone() for k, v in raw.items()}, arch_a, {"git": "x"})
+    first = encode_v3([], raw, arch_a, {"git": "x"})
+    assert first == encode_v3([], dict(raw), arch_b, {"git": "x"})
+    assert first == encode_v3([], {k: v.clone() for k, v in raw.items()}, arch_a, {"git": "x"})
 
 
 def _typed_file() -> bytes:
     raw = {"flags": torch.tensor([True, False]), "h": torch.tensor([1.0, 2.0]).half()}
-    return encode_model([], raw, {"name": "t", "kwargs": {}}, {}, compress_header=False)
+    return encode_v3([], raw, {"name": "t", "kwargs": {}}, {}, compress_header=False)
 
 
 def _edited(edit: object) -> bytes:

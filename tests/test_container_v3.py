@@ -4,13 +4,11 @@ sub-tensor) and the writer's per-layer choices by exact file bytes (units form, 
 from __future__ import annotations
 
 import hashlib
-import json
-import struct
-import zlib
 
 import numpy as np
 import pytest
 import torch
+from container_bytes import encode_v3, rebuild, split
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_container_spec import assert_agree
@@ -23,17 +21,6 @@ from deepcompression.format.container import (
     decode_model,
     read_info,
 )
-from deepcompression.format.container import (
-    encode_model as encode_any_version,
-)
-
-
-def encode_model(*args: object, **kwargs: object) -> bytes:
-    """The version-3 writer: these tests read and edit JSON headers (version 4's is binary)."""
-    return encode_any_version(*args, **{"format_version": 3, **kwargs})  # type: ignore[arg-type]
-
-
-PREAMBLE = struct.Struct("<8sHHIIII")
 
 
 def layer(
@@ -69,20 +56,6 @@ def unit_mask(
     return (torch.rand(shape, generator=gen) < density) & block
 
 
-def split(data: bytes) -> tuple[dict, bytes]:
-    _, _, flags, header_len, _, _, _ = PREAMBLE.unpack_from(data)
-    stored = data[PREAMBLE.size : PREAMBLE.size + header_len]
-    return json.loads(zlib.decompress(stored) if flags & 1 else stored), data[
-        PREAMBLE.size + header_len :
-    ]
-
-
-def build(header: dict, payload: bytes, version: int = 3) -> bytes:
-    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    fields = (b"\x89DCZ\r\n\x1a\n", version, 0, len(text), len(text))
-    return PREAMBLE.pack(*fields, zlib.crc32(text), zlib.crc32(payload)) + text + payload
-
-
 SHAPES = st.sampled_from([(40, 60), (24, 9, 3, 3), (64, 16), (7, 130)])
 
 
@@ -105,7 +78,7 @@ def test_decode_of_encode_is_the_layer_and_never_larger_than_version_2(
 ) -> None:
     q = layer("w", unit_mask(shape, rows, cols, density, seed), index_bits, seed=seed)
     raw = {"b": torch.randn(shape[0])}
-    v3 = encode_model([q], raw, {"name": "m"}, {})
+    v3 = encode_v3([q], raw, {"name": "m"}, {})
     decoded = decode_model(v3).state_dict
     assert torch.equal(decoded["w"], expected(q)) and torch.equal(decoded["b"], raw["b"])
     info = read_info(v3).layers[0]
@@ -115,7 +88,7 @@ def test_decode_of_encode_is_the_layer_and_never_larger_than_version_2(
         assert info.units[0] == shape[0] - removed_rows.sum()
         assert not decoded["w"][torch.from_numpy(removed_rows)].view(torch.int32).any()
     if index_bits is not None:
-        v2 = encode_model([q], raw, {"name": "m"}, {}, format_version=2)
+        v2 = encode_v3([q], raw, {"name": "m"}, {}, format_version=2)
         assert len(v3) <= len(v2)
         assert (len(v3) == len(v2)) == (info.units is None)
 
@@ -124,22 +97,22 @@ def test_a_dense_block_is_stored_with_no_index_bits() -> None:
     mask = torch.zeros(300, 784, dtype=torch.bool)
     mask[::3, ::2] = True  # a third of the neurons, half of the inputs, dense between them
     q = layer("fc1.weight", mask, 5)
-    data = encode_model([q], {}, {}, {})
+    data = encode_v3([q], {}, {}, {})
     info = read_info(data).layers[0]
     assert info.units == (100, 392)
     assert info.index_stream_bits == 0 and info.index_symbols == info.nnz == 100 * 392
     assert info.units_bytes == 38 + 98
     assert torch.equal(decode_model(data).state_dict["fc1.weight"], expected(q))
-    v2 = encode_model([q], {}, {}, {}, format_version=2)
+    v2 = encode_v3([q], {}, {}, {}, format_version=2)
     assert len(data) < len(v2) - 4_000  # v2 spends about 1 bit per weight on its positions
 
 
 def test_units_are_removed_only_when_the_file_shrinks() -> None:
     mask = torch.zeros(2, 4, dtype=torch.bool)
     mask.view(-1)[[0, 5, 6]] = True  # column 3 is empty: declaring it costs more than it saves
-    small = encode_model([layer("w", mask, 2)], {}, {}, {})
+    small = encode_v3([layer("w", mask, 2)], {}, {}, {})
     assert read_info(small).layers[0].units is None
-    assert small[10:] == encode_model([layer("w", mask, 2)], {}, {}, {}, format_version=2)[10:]
+    assert small[10:] == encode_v3([layer("w", mask, 2)], {}, {}, {}, format_version=2)[10:]
 
 
 def test_auto_width_is_never_larger_than_any_fixed_width() -> None:
@@ -149,12 +122,12 @@ def test_auto_width_is_never_larger_than_any_fixed_width() -> None:
         (unit_mask((50, 20, 5, 5), 0.8, 1.0, 0.12, seed=3), "conv2.weight"),
         (unit_mask((10, 100), 1.0, 1.0, 0.3, seed=4), "fc3.weight"),
     ]
-    auto = encode_model([layer(n, m, None, seed=i) for i, (m, n) in enumerate(layers)], {}, {}, {})
+    auto = encode_v3([layer(n, m, None, seed=i) for i, (m, n) in enumerate(layers)], {}, {}, {})
     for width in AUTO_INDEX_BITS:
         fixed = [layer(n, m, width, seed=i) for i, (m, n) in enumerate(layers)]
-        assert len(auto) <= len(encode_model(fixed, {}, {}, {})), width
+        assert len(auto) <= len(encode_v3(fixed, {}, {}, {})), width
     mixed = [layer(n, m, 8 if m.dim() == 4 else 5, seed=i) for i, (m, n) in enumerate(layers)]
-    assert len(auto) <= len(encode_model(mixed, {}, {}, {}))
+    assert len(auto) <= len(encode_v3(mixed, {}, {}, {}))
     decoded = decode_model(auto).state_dict
     for i, (m, n) in enumerate(layers):
         assert torch.equal(decoded[n], expected(layer(n, m, None, seed=i)))
@@ -165,7 +138,7 @@ def test_older_versions_never_declare_units_and_still_read_back() -> None:
     mask[::3, ::2] = True
     q = layer("fc1.weight", mask, None)
     for version in (1, 2):
-        data = encode_model([q], {}, {}, {}, format_version=version)
+        data = encode_v3([q], {}, {}, {}, format_version=version)
         info = read_info(data)
         assert info.version == version and info.layers[0].units is None
         assert torch.equal(decode_model(data).state_dict["fc1.weight"], expected(q))
@@ -174,7 +147,7 @@ def test_older_versions_never_declare_units_and_still_read_back() -> None:
 def units_file() -> bytes:
     mask = torch.zeros(36, 80, dtype=torch.bool)
     mask[::2, 1::2] = True
-    return encode_model([layer("w", mask, 2)], {}, {}, {}, compress_header=False)
+    return encode_v3([layer("w", mask, 2)], {}, {}, {}, compress_header=False)
 
 
 def test_units_file_fixture_removes_units() -> None:
@@ -198,7 +171,7 @@ def test_inconsistent_units_are_rejected(edit, error, message) -> None:
     header, payload = split(units_file())
     edit(header["tensors"][0])
     with pytest.raises(error, match=message):
-        decode_model(build(header, payload))
+        decode_model(rebuild(header, payload, version=3))
 
 
 def test_units_mask_padding_and_version_2_key_are_rejected() -> None:
@@ -207,9 +180,9 @@ def test_units_mask_padding_and_version_2_key_are_rejected() -> None:
     body = bytearray(payload)
     body[offset + 4] |= 0x01  # bit 39 of a 36-unit mask: padding
     with pytest.raises(CorruptStream, match="padding"):
-        decode_model(build(header, bytes(body)))
+        decode_model(rebuild(header, bytes(body), version=3))
     with pytest.raises(MalformedHeader, match="unknown fields \\['units'\\]"):
-        read_info(build(header, payload, version=2))
+        read_info(rebuild(header, payload, version=2))
 
 
 def test_a_file_declaring_huge_units_allocates_only_its_output() -> None:
@@ -221,7 +194,7 @@ def test_a_file_declaring_huge_units_allocates_only_its_output() -> None:
         "w", torch.from_numpy(mask), torch.zeros(4096, 4096, dtype=torch.int64),
         torch.tensor([0.5]), 1, 1,
     )  # fmt: skip
-    data = encode_model([q], {}, {}, {})
+    data = encode_v3([q], {}, {}, {})
     assert len(data) < 2000 and read_info(data).layers[0].units == (2048, 2048)
     decoded = decode_model(data).state_dict["w"]
     assert float(decoded.sum()) == 0.5 * 2048 * 2048 and decoded[1::2].abs().sum() == 0
