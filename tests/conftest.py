@@ -7,6 +7,7 @@ import fcntl
 import logging
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -98,6 +99,22 @@ def prefect_api() -> str:
             temporary_settings({"flows.heartbeat_frequency": None}),
         ):
             yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="module")
+def stage_env(prefect_api: str) -> dict[str, str]:
+    """Environment for stage processes that `dvc repro` starts: the venv first on PATH, the
+    session's Prefect server, no analytics, one OpenMP thread."""
+    env = dict(os.environ)
+    env.update(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        PREFECT_API_URL=prefect_api,
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DVC_NO_ANALYTICS="1",
+        OMP_NUM_THREADS="1",
+    )
+    env.pop("PYTHONPATH", None)
+    return env
 
 
 def _local_server(home: Path, prepare: bool) -> Iterator[LocalServer]:

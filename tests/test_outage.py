@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
 
@@ -123,24 +121,6 @@ FLAKY_STAGE = textwrap.dedent(
 )
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    """A real local server (services on, no UI) in a temporary home; stopped at the end."""
-    home = tmp_path_factory.mktemp("outage") / ".prefect"
-    local = LocalServer(port=free_port(), home=home, ui=False)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    start(timeout_s=120, server=local, prepare=False)
-    yield local
-    stop(local, grace_s=1)
-
-
 def run_stage(local: LocalServer, workdir: Path, kill_at: int) -> tuple[subprocess.Popen, str]:
     """Run the stage script against `local`; returns the finished process and its output."""
     script = workdir / "stage.py"
@@ -161,9 +141,9 @@ def run_stage(local: LocalServer, workdir: Path, kill_at: int) -> tuple[subproce
 
 
 def test_killed_server_mid_flow_loses_no_work_and_is_caught_up(
-    server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    unprepared_server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    process, output = run_stage(server, tmp_path, kill_at=2)
+    process, output = run_stage(unprepared_server, tmp_path, kill_at=2)
     exited = time.time()
     killed = float((tmp_path / "squares.json.killed").read_text())
     print(f"{output}\n(exited {exited - killed:.1f} s after the server was killed)")  # -rP
@@ -176,18 +156,18 @@ def test_killed_server_mid_flow_loses_no_work_and_is_caught_up(
     assert "Traceback" not in output and len(output.splitlines()) < 40, output
     assert "not recorded in Prefect" in output
 
-    (pending,) = server.pending_dir.glob("*-*-*-*-*.json")
+    (pending,) = unprepared_server.pending_dir.glob("*-*-*-*-*.json")
     record = PendingRecord.load(pending)
     assert record.state == "COMPLETED"
     assert record.unrecorded_tasks == ["square-3", "square-4"]
     assert {a["key"] for a in record.artifacts} == {"outage-report", "outage-metrics"}
 
-    stop(server, grace_s=1)
-    monkeypatch.setenv("PREFECT_API_URL", server.api_url)
-    ensure_api_url(server)  # the next stage restarts the configured local server, which catches up
+    stop(unprepared_server, grace_s=1)
+    monkeypatch.setenv("PREFECT_API_URL", unprepared_server.api_url)
+    ensure_api_url(unprepared_server)  # the next stage restarts the server, which catches up
 
-    assert list(server.pending_dir.glob("*.json")) == []
-    with api_client(server.api_url) as client:
+    assert list(unprepared_server.pending_dir.glob("*.json")) == []
+    with api_client(unprepared_server.api_url) as client:
         state = client.read_flow_run(UUID(record.flow_run_id)).state
         artifacts = client.read_artifacts()
         logs = client.read_logs(
@@ -201,15 +181,17 @@ def test_killed_server_mid_flow_loses_no_work_and_is_caught_up(
 
 
 def test_a_transient_api_error_finishes_the_task_run_and_says_what_happened(
-    server: LocalServer, tmp_path: Path
+    unprepared_server: LocalServer, tmp_path: Path
 ) -> None:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    start(timeout_s=120, server=server, prepare=False)  # the other test stopped it
+    start(timeout_s=120, server=unprepared_server, prepare=False)  # the other test stopped it
     script = tmp_path / "flaky.py"
     script.write_text(FLAKY_STAGE)
-    env = dict(os.environ, PYTHONPATH=str(REPO), PREFECT_API_URL=server.api_url)
-    env.update(DC_PENDING_DIR=str(server.pending_dir), PREFECT_HOME=str(tmp_path / "home"))
+    env = dict(os.environ, PYTHONPATH=str(REPO), PREFECT_API_URL=unprepared_server.api_url)
+    env.update(
+        DC_PENDING_DIR=str(unprepared_server.pending_dir), PREFECT_HOME=str(tmp_path / "home")
+    )
     out = tmp_path / "squares.json"
     done = subprocess.run(
         [sys.executable, str(script), str(out)],
@@ -224,11 +206,11 @@ def test_a_transient_api_error_finishes_the_task_run_and_says_what_happened(
     result = json.loads(out.read_text())
     assert result["squares"] == [1, 4, 9] and out.with_suffix(".failed").exists()
     assert "is unreachable" not in output, output
-    assert list(server.pending_dir.glob("*.json")) == [], "the stage caught itself up"
+    assert list(unprepared_server.pending_dir.glob("*.json")) == [], "the stage caught itself up"
 
     run_id = UUID(result["run"])
     runs = FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
-    with api_client(server.api_url) as client:
+    with api_client(unprepared_server.api_url) as client:
         deadline = time.monotonic() + 20
         while True:
             states = {t.name: t.state for t in client.read_task_runs(flow_run_filter=runs)}

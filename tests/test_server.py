@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
@@ -61,24 +59,6 @@ STAGE = textwrap.dedent(
 )
 TEST_WINDOW = timedelta(seconds=10)
 """The shortest window Prefect allows, so that the tests take seconds."""
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    """A real local server (services on, no UI) started like `python -m runtime.server start`."""
-    home = tmp_path_factory.mktemp("zombies") / ".prefect"
-    local = LocalServer(port=free_port(), home=home, ui=False)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    start(timeout_s=120, server=local)
-    yield local
-    stop(local, grace_s=1)
 
 
 def test_start_creates_the_zombie_automation_once(server: LocalServer) -> None:
@@ -154,11 +134,11 @@ def test_a_flow_run_without_a_stage_tag_outlives_the_window(
     assert "CRASHED" not in {s.type.value for s in states}, "only the project's runs are watched"
 
 
-def test_the_ui_talks_to_the_api_on_its_own_port(tmp_path: Path) -> None:
+def test_the_ui_talks_to_the_api_on_its_own_port(tmp_path: Path, free_port: int) -> None:
     import json
     import urllib.request
 
-    local = LocalServer(port=free_port(), home=tmp_path / ".prefect")
+    local = LocalServer(port=free_port, home=tmp_path / ".prefect")
     start(timeout_s=120, server=local, prepare=False)
     try:
         with urllib.request.urlopen(f"{local.ui_url}/ui-settings", timeout=10) as reply:
