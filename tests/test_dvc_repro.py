@@ -5,7 +5,6 @@ resumes after its last completed iteration with the same bytes as an uninterrupt
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -15,69 +14,20 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny_project import DVC, ROOT, mnist_slice_params, project_copy, run
 
-ROOT = Path(__file__).parents[1]
-BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
 MODEL = "lenet_300_100"
 CODE = ("deepcompression", "models", "tasks", "flows")
 
 
-def _run(cmd: list[str], cwd: Path, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
 def _small_params(mnist_root: Path, iterations: int = 2) -> dict:
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["data"].update(
-        source="local",
-        local_dir=str(mnist_root / "MNIST" / "raw"),
-        train_limit=1000,
-        val_limit=300,
-        test_limit=300,
-    )
+    """One model on 1,000 training images, quantized by the sorted engine in one epoch."""
+    raw = mnist_slice_params(mnist_root, MODEL, (1000, 300, 300), iterations)
     section = raw["models"][MODEL]
-    section["allocation"] = "params"  # the hand tables: no search run here
-    section["train"]["epochs"] = 1
-    section["prune"]["iterations"] = iterations
-    section["prune"]["retrain"]["epochs"] = 1
     section["quantize"]["finetune"]["epochs"] = 1
     section["quantize"]["engine"] = "sorted"
-    raw["models"] = {MODEL: section}
     return raw
-
-
-@pytest.fixture(scope="module")
-def stage_env(prefect_api) -> dict:
-    """Environment for stage processes: the venv first on PATH, the test Prefect server."""
-    env = dict(os.environ)
-    env.update(
-        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-        PREFECT_API_URL=prefect_api,
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        DVC_NO_ANALYTICS="1",
-        OMP_NUM_THREADS="1",
-    )
-    env.pop("PYTHONPATH", None)
-    return env
-
-
-def _project_copy(dest: Path, params: dict, env: dict) -> Path:
-    """A git + DVC repo holding the project's code, dvc.yaml and the given params."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for folder in CODE:
-        shutil.copytree(ROOT / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", dest / "dvc.yaml")
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for cmd in (
-        ["git", "init", "-q"],
-        [str(BIN / "dvc"), "init", "-q"],
-        ["git", "add", "-A"],
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"],
-    ):
-        result = _run(cmd, dest, env)
-        assert result.returncode == 0, result.stderr
-    return dest
 
 
 def _outputs(repo: Path) -> dict[str, bytes]:
@@ -105,23 +55,22 @@ def _set(repo: Path, path: str, value) -> None:
 def test_bad_params_touch_nothing_and_old_params_restore_from_the_run_cache(
     tmp_path, mnist_root, stage_env
 ):
-    repo = _project_copy(tmp_path / "repo", _small_params(mnist_root), stage_env)
-    dvc = str(BIN / "dvc")
+    repo = project_copy(tmp_path / "repo", CODE, _small_params(mnist_root), stage_env)
     target = f"encode@{MODEL}"  # check, data, train, prune, quantize, encode: what matters here
-    first = _run([dvc, "repro", target], repo, stage_env, timeout=600)
+    first = run([DVC, "repro", target], repo, stage_env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     original = _outputs(repo)
     original_params = (repo / "params.yaml").read_text()
 
     _set(repo, f"models.{MODEL}.prune.retrain.epochs", -1)
-    typo = _run([dvc, "repro", target], repo, stage_env)
+    typo = run([DVC, "repro", target], repo, stage_env, timeout=300)
     assert typo.returncode != 0
     assert "retrain.epochs" in typo.stdout + typo.stderr
     assert _outputs(repo) == original, "a typo in params must not remove or change any output"
 
     _set(repo, f"models.{MODEL}.prune.retrain.epochs", 1)
     _set(repo, f"models.{MODEL}.prune.retrain.lr", 0.03)
-    changed = _run([dvc, "repro", target], repo, stage_env, timeout=600)
+    changed = run([DVC, "repro", target], repo, stage_env)
     assert changed.returncode == 0, changed.stderr[-3000:]
     assert (
         _outputs(repo)[f"checkpoints/{MODEL}/pruned.pt"]
@@ -130,7 +79,7 @@ def test_bad_params_touch_nothing_and_old_params_restore_from_the_run_cache(
 
     (repo / "params.yaml").write_text(original_params)
     start = time.perf_counter()
-    back = _run([dvc, "repro", target], repo, stage_env)
+    back = run([DVC, "repro", target], repo, stage_env, timeout=300)
     seconds = time.perf_counter() - start
     assert back.returncode == 0, back.stderr[-3000:]
     assert f"Stage 'prune@{MODEL}' is cached" in back.stdout, back.stdout[-3000:]

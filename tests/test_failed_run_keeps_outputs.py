@@ -7,42 +7,18 @@ overwritten in place is seen by `dvc status` once `check` has run, and reruns tr
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from input_faults import MODEL, idx_folder, image_folder, small_params, state_dict_file, with_fault
+from test_input_checks import CHECKPOINT_FAULTS
+from tiny_project import DVC, ROOT, project_copy, run
 
-ROOT = Path(__file__).parents[1]
-BIN = Path(sys.executable).parent
-DVC = str(BIN / "dvc")
 pytestmark = pytest.mark.slow
 CODE = ("deepcompression", "models", "tasks", "flows", "runtime")
 TARGET = f"train@{MODEL}"
-
-
-def _run(cmd: list[str], cwd: Path, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def stage_env(prefect_api) -> dict:
-    """Environment for stage processes: the venv first on PATH, the test Prefect server."""
-    env = dict(os.environ)
-    env.update(
-        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-        PREFECT_API_URL=prefect_api,
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        DVC_NO_ANALYTICS="1",
-        OMP_NUM_THREADS="1",
-    )
-    env.pop("PYTHONPATH", None)
-    return env
 
 
 def _outputs(repo: Path) -> dict[str, bytes]:
@@ -73,21 +49,9 @@ def project(tmp_path_factory, stage_env) -> Iterator[tuple[Path, dict, dict[str,
     """A git+DVC copy of the project after a good `dvc repro train@<model>` on tiny images: the
     repo, its params and its outputs' bytes."""
     base = tmp_path_factory.mktemp("failed_run")
-    repo = base / "repo"
-    repo.mkdir()
-    for folder in CODE:
-        shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    (repo / "dvc.yaml").write_text(_dvc_yaml(repo))
     params = small_params(image_folder(base / "images"))
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for cmd in (
-        ["git", "init", "-q"],
-        [DVC, "init", "-q"],
-        ["git", "add", "-A"],
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"],
-    ):
-        assert _run(cmd, repo, stage_env).returncode == 0
-    first = _run([DVC, "repro", TARGET], repo, stage_env)
+    repo = project_copy(base / "repo", CODE, params, stage_env, _dvc_yaml)
+    first = run([DVC, "repro", TARGET], repo, stage_env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     yield repo, params, _outputs(repo)
 
@@ -97,7 +61,7 @@ def _fails_keeping_outputs(project, stage_env, params: dict, expected: str) -> N
     repo, good, before = project
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        result = _run([DVC, "repro", TARGET], repo, stage_env)
+        result = run([DVC, "repro", TARGET], repo, stage_env)
         said = result.stdout + result.stderr
         assert result.returncode != 0, said[-3000:]
         assert expected in said, said[-3000:]
@@ -136,14 +100,7 @@ def test_a_wrong_sha256_keeps_the_data(project, stage_env, tmp_path):
     _fails_keeping_outputs(project, stage_env, params, "data.sha256.train-images-idx3-ubyte")
 
 
-@pytest.mark.parametrize(
-    ("arch", "classes", "whole", "expected"),
-    [
-        ("lenet5", 10, False, "unexpected keys: conv1.weight"),
-        (MODEL, 3, False, "wrong shapes: fc3.weight"),
-        (MODEL, 2, True, "a whole model"),
-    ],
-)
+@pytest.mark.parametrize(("arch", "classes", "whole", "expected"), CHECKPOINT_FAULTS)
 def test_a_bad_checkpoint_keeps_the_dense_model(
     project, stage_env, tmp_path, arch, classes, whole, expected
 ):
@@ -163,16 +120,16 @@ def test_an_overwritten_checkpoint_reruns_training(project, stage_env, tmp_path)
     path = state_dict_file(tmp_path / "w.pt", MODEL)
     params["models"][MODEL]["train"]["checkpoint"] = str(path)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert _run([DVC, "repro", TARGET], repo, stage_env).returncode == 0
+    assert run([DVC, "repro", TARGET], repo, stage_env).returncode == 0
     dense = (repo / f"checkpoints/{MODEL}/dense.pt").read_bytes()
-    status = _run([DVC, "status", TARGET], repo, stage_env)
+    status = run([DVC, "status", TARGET], repo, stage_env)
     assert "checks/inputs" not in status.stdout, status.stdout
 
     torch.manual_seed(1)
     state_dict_file(path, MODEL)  # the same file name, other weights
-    assert _run([DVC, "repro", "check"], repo, stage_env).returncode == 0
-    status = _run([DVC, "status", TARGET], repo, stage_env)
+    assert run([DVC, "repro", "check"], repo, stage_env).returncode == 0
+    status = run([DVC, "status", TARGET], repo, stage_env)
     assert f"checks/inputs/{MODEL}.json" in status.stdout, status.stdout
-    rerun = _run([DVC, "repro", TARGET], repo, stage_env)
+    rerun = run([DVC, "repro", TARGET], repo, stage_env)
     assert f"Running stage '{TARGET}'" in rerun.stdout, rerun.stdout[-3000:]
     assert (repo / f"checkpoints/{MODEL}/dense.pt").read_bytes() != dense

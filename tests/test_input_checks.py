@@ -23,6 +23,14 @@ from input_faults import (
 from flows.check import INPUTS_DIR, check, main
 from flows.inputs import InputError
 
+CHECKPOINT_FAULTS = [
+    ("lenet5", 10, False, "unexpected keys: conv1.weight"),
+    (MODEL, 3, False, "wrong shapes: fc3.weight (3, 100) (network: (2, 100))"),
+    (MODEL, 2, True, "holds pickled Python objects (a whole model"),
+]
+"""Checkpoints that do not fit the 2-class network (architecture, classes, pickled whole model)
+and what the check says of each; tests/test_failed_run_keeps_outputs.py sees it from DVC."""
+
 
 def _check(tmp_path: Path, raw: dict, capsys) -> tuple[int, str]:
     """Run the check stage on `raw` as params.yaml in `tmp_path`; its exit status and stderr."""
@@ -76,14 +84,7 @@ def test_a_wrong_pinned_sha256_names_the_key_and_both_sides(tmp_path, good, caps
     assert _check(tmp_path, raw, capsys) == (0, "")
 
 
-@pytest.mark.parametrize(
-    ("arch", "classes", "whole", "expected"),
-    [
-        ("lenet5", 10, False, "unexpected keys: conv1.weight"),
-        (MODEL, 3, False, "wrong shapes: fc3.weight (3, 100) (network: (2, 100))"),
-        (MODEL, 2, True, "holds pickled Python objects (a whole model"),
-    ],
-)
+@pytest.mark.parametrize(("arch", "classes", "whole", "expected"), CHECKPOINT_FAULTS)
 def test_a_checkpoint_that_does_not_fit_is_refused(
     tmp_path, good, capsys, arch, classes, whole, expected
 ):

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny_project import mnist_slice_params
 
 from runtime.server import LocalServer, stop
 
-ROOT = Path(__file__).parents[1]
 MODEL = "lenet5"
 OUTPUTS = (
     "checkpoints/lenet5/dense.pt",
@@ -31,25 +31,6 @@ OUTPUTS = (
     "plots/lenet5/prune.csv",
 )
 pytestmark = pytest.mark.slow
-
-
-def _tiny_params(mnist_root: Path) -> dict:
-    """params.yaml on a 600-image slice: one epoch, two pruning iterations of one epoch."""
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["data"].update(
-        source="local",
-        local_dir=str(mnist_root / "MNIST" / "raw"),
-        train_limit=600,
-        val_limit=200,
-        test_limit=200,
-    )
-    section = raw["models"][MODEL]
-    section["allocation"] = "params"
-    section["train"]["epochs"] = 1
-    section["prune"]["iterations"] = 2
-    section["prune"]["retrain"]["epochs"] = 1
-    raw["models"] = {MODEL: section}
-    return raw
 
 
 def _stage_env(**overrides: str) -> dict[str, str]:
@@ -79,7 +60,8 @@ def _digests(workspace: Path) -> dict[str, str]:
 def prepared(tmp_path_factory, mnist_root) -> Path:
     """A workspace with params and the data stage's output, copied by each case."""
     workspace = tmp_path_factory.mktemp("prepared")
-    (workspace / "params.yaml").write_text(yaml.safe_dump(_tiny_params(mnist_root)))
+    params = mnist_slice_params(mnist_root, MODEL, (600, 200, 200))
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
     _run(workspace, "data", _stage_env(PREFECT_API_URL="http://127.0.0.1:9/api"))
     return workspace
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tiny_project import mnist_slice_params
 
 from deepcompression.format.container import read_info
 from deepcompression.format.spec import FORMAT_VERSION
 from tasks.io import load_checkpoint
 
-ROOT = Path(__file__).parents[1]
 MODEL = "lenet_300_100"
 pytestmark = pytest.mark.slow
 
@@ -24,20 +24,9 @@ def units_run(tmp_path_factory, mnist_root, prefect_api):
     """One model through every stage with prune.units < 1, quantize.bias float16, index auto."""
     from flows.pipeline import pipeline_flow
 
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["data"].update(
-        source="local",
-        local_dir=str(mnist_root / "MNIST" / "raw"),
-        train_limit=600,
-        val_limit=200,
-        test_limit=200,
-    )
+    raw = mnist_slice_params(mnist_root, MODEL, (600, 200, 200))
     section = raw["models"][MODEL]
-    raw["models"] = {MODEL: section}
-    section["allocation"] = "params"  # the hand tables: no search run here
-    section["train"]["epochs"] = 1
-    section["prune"].update(iterations=2, units={"fc1": 0.5, "fc2": 0.6, "fc3": 1.0})
-    section["prune"]["retrain"]["epochs"] = 1
+    section["prune"]["units"] = {"fc1": 0.5, "fc2": 0.6, "fc3": 1.0}
     section["quantize"]["finetune"]["epochs"] = 1
     section["quantize"]["bias"] = "float16"
     section["encode"]["index_bits"] = {"fc": "auto"}
