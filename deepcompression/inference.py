@@ -1,22 +1,26 @@
 """Predicting with a decoded network: the input spec it needs (shape, normalisation, class names),
 raw uint8 images turned into its input exactly as in training, and class probabilities out.
 
-Where the spec comes from is the caller's choice, first known wins: the compressed file once it
-stores one, the prepared data folder's ``meta.json`` (``InputSpec.from_meta``), else MNIST's
-(``MNIST_INPUT``, every model's default shape). Without class names, classes are their indices.
+Where the spec comes from is the caller's choice, first known wins: the compressed file's stored
+one (format version 4, ``InputSpec.from_stored``), the prepared data folder's ``meta.json``
+(``InputSpec.from_meta``), else MNIST's (``MNIST_INPUT``, every model's default shape). Without
+class names, classes are their indices. ``stored_input`` is what the encode stage stores.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from deepcompression.data.files import stage_reader
 from deepcompression.data.mnist import IMAGE_SIDE, MNIST_MEAN, MNIST_STD, NUM_CLASSES
-from deepcompression.data.prepared import DatasetMeta
+from deepcompression.data.prepared import DatasetMeta, read_meta
 from deepcompression.data.tensors import normalise
+from deepcompression.format.info import InputMeta
 from deepcompression.training import predict_logits
 
 
@@ -49,9 +53,22 @@ class InputSpec:
     def from_meta(cls, meta: DatasetMeta) -> InputSpec:
         """The spec a prepared data folder's meta.json describes (its networks were trained so);
         classes named by their own indices ("0", "1"...) count as unnamed."""
-        digits = tuple(str(index) for index in range(meta.num_classes))
-        classes = None if meta.classes == digits else meta.classes
+        classes = _named(meta.classes, meta.num_classes)
         return cls(meta.channels, meta.image_size, meta.mean, meta.std, meta.num_classes, classes)
+
+    @classmethod
+    def from_stored(cls, meta: InputMeta) -> InputSpec:
+        """The spec a compressed file stores (``read_info(data).input``); digit names count as
+        unnamed, as in ``from_meta``."""
+        classes = _named(meta.classes, meta.num_classes)
+        return cls(meta.channels, meta.image_size, meta.mean, meta.std, meta.num_classes, classes)
+
+    def to_stored(self, classes: tuple[str, ...] | None = None) -> InputMeta:
+        """This spec as the format stores it, with `classes` (default: this spec's names)."""
+        names = self.classes if classes is None else classes
+        return InputMeta(
+            self.channels, self.image_size, self.mean, self.std, self.num_classes, names
+        )
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -82,6 +99,22 @@ class InputSpec:
 
 MNIST_INPUT = InputSpec(1, IMAGE_SIDE, (MNIST_MEAN,), (MNIST_STD,), NUM_CLASSES)
 """MNIST's input: 28x28 grey digits, normalised with MNIST's mean and std; classes are digits."""
+
+
+def _named(classes: tuple[str, ...] | None, count: int) -> tuple[str, ...] | None:
+    """`classes`, or None when absent or just the indices ("0", "1"...) as names."""
+    digits = tuple(str(index) for index in range(count))
+    return None if classes is None or classes == digits else classes
+
+
+def stored_input(folder: Path, *, mnist: bool) -> InputMeta:
+    """The input spec a compressed file of the data in `folder` stores: its meta.json's shape,
+    normalisation and class names; MNIST's with classes "0".."9" for MNIST."""
+    if mnist:
+        return MNIST_INPUT.to_stored(tuple(str(index) for index in range(NUM_CLASSES)))
+    meta = read_meta(stage_reader(Path(folder)), str(folder))
+    return InputSpec(meta.channels, meta.image_size, meta.mean, meta.std, meta.num_classes,
+                     meta.classes).to_stored()  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from deepcompression.format.container import read_info
 from deepcompression.format.sizes import model_sizes
+from deepcompression.inference import stored_input
 from flows.allocation import effective_params
-from flows.common import setup
+from flows.common import data_dir, setup
 from flows.provenance import git_revision, numerics, provenance
 from runtime.artifacts import artifact_key, publish_report
 from runtime.log import run_logger
@@ -43,7 +44,8 @@ def encode_flow(params_path: str, root: str, model: str) -> dict:
     checkpoint = load_checkpoint(workspace.checkpoint("quantized"))
     checkpoint.expect_model(model)
     index_bits = {name: p.index_bits for name, p in plan.items()}
-    data = encode_checkpoint(checkpoint, index_bits, provenance(params), params.quantize.bias)
+    spec = stored_input(data_dir(params, workspace), mnist=params.data.is_mnist)
+    data = encode_checkpoint(checkpoint, index_bits, provenance(params), params.quantize.bias, spec)
     write_bytes_atomic(workspace.compressed, data)
     sizes = model_sizes(read_info(data))
     metrics = {

@@ -7,7 +7,7 @@ from prefect.cache_policies import NO_CACHE
 from deepcompression.checkpoint import Checkpoint
 from deepcompression.config import BiasMode
 from deepcompression.format.allocation import encoder_inputs
-from deepcompression.format.container import encode_model
+from deepcompression.format.container import InputMeta, encode_model
 from runtime.resilient import task
 
 
@@ -17,9 +17,10 @@ def encode_checkpoint(
     index_bits: dict[str, int | None],
     provenance: dict,
     bias: BiasMode = "float32",
+    input_spec: InputMeta | None = None,
 ) -> bytes:
     """Encode shared weights (relative indices + cluster indices, Huffman-coded; removed units
     and auto index widths where they shrink the file) and biases as the quantize stage stored
-    them (``allocation.encoder_inputs``)."""
+    them (``allocation.encoder_inputs``), storing ``input_spec`` (what the network reads)."""
     quantized, raw = encoder_inputs(checkpoint, index_bits, bias)
-    return encode_model(quantized, raw, checkpoint.arch, provenance)
+    return encode_model(quantized, raw, checkpoint.arch, provenance, input_spec=input_spec)

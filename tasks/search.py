@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from deepcompression.checkpoint import Checkpoint
 from deepcompression.data.load import load_training
 from deepcompression.data.tensors import ImageTensors
+from deepcompression.inference import stored_input
 from deepcompression.numerics import pin_threads
 from deepcompression.search.space import Allocation
 from deepcompression.search.trial import TrialSettings, run_trial
@@ -66,7 +67,7 @@ def compress_trial(
     data = worker_data(source).as_tuple(target)
     outcome = run_trial(
         Checkpoint.from_bytes(dense), Allocation.from_dict(allocation), settings, data,
-        provenance, target,
+        provenance, target, stored_input(Path(source.folder), mnist=source.mnist),
     )  # fmt: skip
     run_logger().info(
         "trial %d: %d bytes, validation error %.2f%%",

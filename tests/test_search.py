@@ -15,6 +15,7 @@ import yaml
 
 from deepcompression.checkpoint import Checkpoint
 from deepcompression.config import ConfigError, OptimConfig, SearchConfig
+from deepcompression.inference import stored_input
 from deepcompression.schema import from_dict, to_dict
 from deepcompression.search.reference import (
     chosen_record,
@@ -269,8 +270,9 @@ def test_the_objective_is_the_length_of_the_file_the_encode_stage_writes(bias):
         bias,
     )
     provenance = {"model": "lenet_300_100", "params": {"note": "test"}}
-    outcome = run_trial(_dense(), allocation, SETTINGS, _splits(), provenance)
-    written = encode_checkpoint.fn(outcome.checkpoint, outcome.index_bits, provenance, bias)
+    spec = stored_input(Path("."), mnist=True)
+    outcome = run_trial(_dense(), allocation, SETTINGS, _splits(), provenance, input_spec=spec)
+    written = encode_checkpoint.fn(outcome.checkpoint, outcome.index_bits, provenance, bias, spec)
     assert outcome.file_bytes == len(written)
     assert outcome.index_bits == {"fc1": None, "fc2": 5, "fc3": None}
     assert outcome.units_kept["fc1"] <= 150  # half of fc1's 300 units dropped

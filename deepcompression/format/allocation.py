@@ -18,7 +18,7 @@ import torch
 from deepcompression.checkpoint import Checkpoint
 from deepcompression.compress.pruning import layer_name
 from deepcompression.config import MAX_BIAS_BITS, BiasMode
-from deepcompression.format.container import QuantizedTensor, encode_model
+from deepcompression.format.container import InputMeta, QuantizedTensor, encode_model
 from deepcompression.format.huffman import InvalidArgument, encode_symbols, encode_table
 from deepcompression.format.sparse_index import encode_positions
 
@@ -179,8 +179,12 @@ def checkpoint_file_bytes(
     index_bits: Mapping[str, int | None],
     bias: BiasMode = "float32",
     provenance: dict | None = None,
+    input_spec: InputMeta | None = None,
 ) -> int:
     """Exact bytes of the file the encode stage writes for ``checkpoint`` (see
-    ``encoder_inputs``) with this ``provenance`` (the stage records the run's; ``{}`` here)."""
+    ``encoder_inputs``) with this ``provenance`` (the stage records the run's; ``{}`` here) and
+    ``input_spec`` (the stage stores its data's, ``inference.stored_input``)."""
     quantized, raw = encoder_inputs(checkpoint, index_bits, bias)
-    return encoded_file_bytes(quantized, raw, checkpoint.arch, provenance or {})
+    return encoded_file_bytes(
+        quantized, raw, checkpoint.arch, provenance or {}, input_spec=input_spec
+    )

@@ -38,6 +38,7 @@ from deepcompression.compress.unit_pruning import (
 )
 from deepcompression.config import CentroidInit, KMeansEngine, OptimConfig, ScheduleKind
 from deepcompression.format.allocation import encoded_file_bytes, encoder_inputs
+from deepcompression.format.info import InputMeta
 from deepcompression.search.space import Allocation
 from deepcompression.training import Splits, evaluate, fit, seed_everything
 
@@ -110,8 +111,10 @@ def run_trial(
     data: Splits,
     provenance: dict,
     device: torch.device | str = "cpu",
+    input_spec: InputMeta | None = None,
 ) -> TrialOutcome:
-    """Compress the dense checkpoint to `allocation`; measure validation error and file bytes."""
+    """Compress the dense checkpoint to `allocation`; measure validation error and the bytes of
+    the file the encode stage would write (with its `provenance` and `input_spec`)."""
     model = dense.build(device)
     masks = prune_to(model, allocation, settings, data)
     bits = {layer: choice.weight_bits for layer, choice in allocation.layers.items()}
@@ -136,7 +139,7 @@ def run_trial(
     )
     index_bits = {layer: a.index_bits for layer, a in allocation.layers.items()}
     quantized, raw = encoder_inputs(checkpoint, index_bits, allocation.bias)
-    file_bytes = encoded_file_bytes(quantized, raw, dense.arch, provenance)
+    file_bytes = encoded_file_bytes(quantized, raw, dense.arch, provenance, input_spec=input_spec)
     return TrialOutcome(
         file_bytes=file_bytes,
         val_error=val_error,
