@@ -2,9 +2,10 @@
 test set. ``--data DIR`` finds the test set in ``DIR``: a prepared ``data/<name>`` folder
 (``DIR/meta.json``, any image data), else MNIST's four IDX files in ``DIR/raw`` (the data stage's
 ``data/MNIST``) or in ``DIR/MNIST/raw`` (the default ``--data data``). A test set whose images take
-over ``--max-preload-bytes`` as float32 is streamed from its file in batches. Models, training and
-data readers are imported here, lazily (library code only, never Prefect), so that ``inspect``
-and ``--version`` start quickly."""
+over ``--max-preload-bytes`` as float32 is streamed from its file in batches. A file that stores
+its input spec (format version 4) is measured only on data of that spec: the same shape, mean and
+std, and class names. Models, training and data readers are imported here, lazily (library code
+only, never Prefect), so that ``inspect`` and ``--version`` start quickly."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from cli.network import (
     load_network,
 )
 from cli.text import key_values, print_json, printable, shown, write_line
+from deepcompression.format.container import InputMeta
 
 DEFAULT_BATCH_SIZE = 1000
 
@@ -52,12 +54,14 @@ def format_eval(result: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class _TestSet:
-    """A located test set: its name, folder, data shape (as model kwargs) and its loader."""
+    """A located test set: its name, folder, data shape (as model kwargs), its loader and its
+    input spec as a file stores it (class names included)."""
 
     name: str
     folder: Path
     kwargs: dict[str, int]
     load: Callable[[], tuple[Any, Any]]
+    spec: InputMeta
 
 
 def _data_problem(where: Path, err: Exception, what: str = "test set") -> CliError:
@@ -112,7 +116,9 @@ def _locate_test_set(root: Path, max_preload_bytes: int) -> _TestSet:
         except (OSError, DataError) as err:
             raise _data_problem(root, err) from None
         load = _loader(root, False, max_preload_bytes, "test set")
-        return _TestSet(meta.name, root, meta.shape.model_kwargs(), load)
+        spec = InputMeta(meta.channels, meta.image_size, meta.mean, meta.std, meta.num_classes,
+                         meta.classes)  # fmt: skip
+        return _TestSet(meta.name, root, meta.shape.model_kwargs(), load, spec)
     folder = root if _mnist_files_in(root / MNIST_RAW) else root / "MNIST"
     raw = folder / MNIST_RAW
     missing = [name for name in (TEST_IMAGES, TEST_LABELS) if not (raw / name).is_file()]
@@ -124,7 +130,39 @@ def _locate_test_set(root: Path, max_preload_bytes: int) -> _TestSet:
             f"pass --data DIR ({DATA_HELP})."
         )
     load = _loader(folder, True, max_preload_bytes, "MNIST test set")
-    return _TestSet("MNIST", raw, MNIST_SHAPE.model_kwargs(), load)
+    return _TestSet("MNIST", raw, MNIST_SHAPE.model_kwargs(), load, _mnist_meta())
+
+
+def _mnist_meta() -> InputMeta:
+    """MNIST's input spec as the encode stage stores it (classes "0".."9")."""
+    from deepcompression.inference import stored_input
+
+    return stored_input(Path("."), mnist=True)
+
+
+def _check_spec(path: Path, stored: InputMeta | None, test_set: _TestSet) -> None:
+    """Refuse data whose class names, mean or std differ from the input spec the file stores."""
+    if stored is None:
+        return
+    data = test_set.spec
+    where = f"{path_text(test_set.folder)} ({shown(test_set.name, 64)})"
+    if stored.classes is not None and tuple(stored.classes) != tuple(data.classes or ()):
+        raise CliError(
+            f"{path_text(path)} was made for classes {_names(stored.classes)}, but {where} "
+            f"holds classes {_names(data.classes)}; pass --data with the folder of the data the "
+            "file was made for."
+        )
+    if (tuple(stored.mean), tuple(stored.std)) != (tuple(data.mean), tuple(data.std)):
+        raise CliError(
+            f"{path_text(path)} was made for inputs normalised with mean {list(stored.mean)} and "
+            f"std {list(stored.std)}, but {where} is normalised with mean {list(data.mean)} and "
+            f"std {list(data.std)}; pass --data with the folder of the data the file was made for."
+        )
+
+
+def _names(classes: tuple[str, ...] | None) -> str:
+    """Class names for an error: ``['cat', 'dog']``, cut to 200 characters."""
+    return "unnamed" if classes is None else shown(repr(list(classes)), 200)
 
 
 def _check_fits(path: Path, kwargs: dict[str, Any], test_set: _TestSet) -> None:
@@ -166,6 +204,7 @@ def run_eval(args: argparse.Namespace) -> int:
         DEFAULT_DATA if args.data is None else args.data, _max_preload_bytes(args)
     )
     _check_fits(args.file, kwargs, test_set)
+    _check_spec(args.file, decoded.input, test_set)
     test_x, test_y = test_set.load()
     start = time.perf_counter()
     result = evaluate(model, test_x.to(device), test_y.to(device), args.batch_size)

@@ -1,5 +1,6 @@
-"""``deepcompression inspect``: per-layer sizes and compression ratios of a compressed-model file,
-read from its header alone, as an aligned table or one JSON object."""
+"""``deepcompression inspect``: per-layer sizes, compression ratios and stream coders (Huffman or
+arithmetic) of a compressed-model file, and the input spec it stores (format version 4), read
+from its header alone, as an aligned table or one JSON object."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from deepcompression.format.container import (
     KIND_HUFFMAN,
     FileInfo,
     FormatError,
+    InputMeta,
     LayerInfo,
     read_info,
 )
@@ -43,14 +45,31 @@ def _layer_row(layer: LayerInfo, sizes: ModelSizes) -> dict[str, Any]:
         "index_bits": layer.index_bits,
         "codebook_size": layer.codebook_size,
         "kept_units": None if layer.units is None else list(layer.units),
+        "index_coder": layer.index_coder if layer.kind == KIND_HUFFMAN else None,
+        "weight_coder": layer.weight_coder if layer.kind == KIND_HUFFMAN else None,
         "bytes": layer.total_bytes,
         "pq_ratio": None if coded is None else coded.pq_ratio,
         "pqh_ratio": None if coded is None else coded.pqh_ratio,
     }
 
 
+def _input_report(spec: InputMeta | None) -> dict[str, Any] | None:
+    """The stored input spec as JSON (None when the file stores none)."""
+    if spec is None:
+        return None
+    return {
+        "channels": spec.channels,
+        "image_size": spec.image_size,
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "num_classes": spec.num_classes,
+        "classes": None if spec.classes is None else list(spec.classes),
+    }
+
+
 def inspect_report(info: FileInfo, max_rows: int | None = None) -> dict[str, Any]:
-    """JSON-able description of a compressed file: arch, revision, layer rows and totals.
+    """JSON-able description of a compressed file: arch, revision, input spec, layer rows and
+    totals.
 
     Lists the first ``max_rows`` tensors (all if None); ``tensor_count`` and
     ``omitted_tensors`` say how many there are and how many were left out.
@@ -61,6 +80,7 @@ def inspect_report(info: FileInfo, max_rows: int | None = None) -> dict[str, Any
         "arch": info.arch.get("name"),
         "git_revision": info.provenance.get("git_revision"),
         "format_version": info.version,
+        "input": _input_report(info.input),
         "tensor_count": len(info.layers),
         "omitted_tensors": len(info.layers) - len(shown),
         "layers": [_layer_row(layer, sizes) for layer in shown],
@@ -95,6 +115,7 @@ _COLUMNS: tuple[tuple[str, bool], ...] = (
     ("idx bits", True),
     ("k", True),
     ("units kept", True),
+    ("coders", False),
     ("bytes", True),
     ("P+Q", True),
     ("P+Q+H", True),
@@ -115,6 +136,7 @@ def _table_cells(row: dict[str, Any]) -> list[str]:
         str(row["index_bits"]) if coded else "-",
         str(row["codebook_size"]) if coded else "-",
         "-" if row["kept_units"] is None else "x".join(map(str, row["kept_units"])),
+        f"{row['index_coder']}/{row['weight_coder']}" if coded else "-",
         str(row["bytes"]),
         _ratio_text(row["pq_ratio"]),
         _ratio_text(row["pqh_ratio"]),
@@ -142,8 +164,24 @@ def _omitted_line(report: dict[str, Any]) -> list[str]:
     return [f"... and {omitted} more tensors (use --all to list them)"]
 
 
+def _input_lines(spec: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The header block's input-spec lines: shape, normalisation and class names."""
+    if spec is None:
+        return [("input", "not stored")]
+    classes = spec["classes"]
+    names = "unnamed" if classes is None else ", ".join(shown(name, 40) for name in classes)
+    side = spec["image_size"]
+    return [
+        ("input", f"{spec['channels']}x{side}x{side}"),
+        ("  mean", ", ".join(f"{value:g}" for value in spec["mean"])),
+        ("  std", ", ".join(f"{value:g}" for value in spec["std"])),
+        (f"  classes ({spec['num_classes']})", shown(names, 400)),
+    ]
+
+
 def format_inspect(report: dict[str, Any], file: str) -> str:
-    """Human-readable inspect output: a header block, the aligned layer table and totals.
+    """Human-readable inspect output: a header block (input spec included), the aligned layer
+    table (each coded tensor's index/weight coder: huffman or arith) and totals.
 
     Values from the file are escaped and cut (names to 64 characters; ``--json`` has them whole).
     """
@@ -154,6 +192,7 @@ def format_inspect(report: dict[str, Any], file: str) -> str:
             ("arch", shown(report["arch"] or "unknown")),
             ("git revision", shown(report["git_revision"] or "unknown")),
             ("format version", str(report["format_version"])),
+            *_input_lines(report.get("input")),
         ]
     )
     table = _align(

@@ -169,8 +169,8 @@ def _add_predict(commands: Subcommands) -> None:
         type=Path,
         default=None,
         metavar="DIR",
-        help=f"{DATA_HELP}, giving the inputs' normalisation and class names (default: MNIST's, "
-        "for a file made for MNIST)",
+        help=f"{DATA_HELP}, giving the inputs' normalisation and class names when the file stores "
+        "none (default: the file's own, else MNIST's for a file made for MNIST)",
     )
     predict.add_argument(
         "--top",

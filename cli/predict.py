@@ -2,11 +2,11 @@
 print, per input image, the most probable class and the top probabilities.
 
 Inputs are image files, uint8 IDX image files or folders of either (``cli.inputs``). How images
-become the network's input (channels, side, mean and std) and the class names come from
-``--data DIR``'s ``meta.json`` (a prepared ``data/<name>`` folder); without ``--data`` the file
-must be an MNIST network and MNIST's normalisation is used. The format stores neither today: once
-it does, the file's own spec comes first (``deepcompression.inference``). Classes without names
-print as their indices.
+become the network's input (channels, side, mean and std) and the class names come from the
+file's stored input spec (format version 4) first, else ``--data DIR``'s ``meta.json`` (a
+prepared ``data/<name>`` folder); without either the file must be an MNIST network and MNIST's
+normalisation is used (``deepcompression.inference``). Classes without names print as their
+indices.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from cli.network import (
     load_network,
 )
 from cli.text import print_json, shown, write_line
+from deepcompression.format.container import InputMeta
 from deepcompression.inference import MNIST_INPUT, InputSpec, Prediction, mismatches, predict
 
 DEFAULT_TOP = 3
@@ -55,11 +56,18 @@ def spec_of_folder(root: Path) -> InputSpec:
 
 
 def input_spec(
-    path: Path, data: Path | None, kwargs: dict[str, Any], provenance: dict
+    path: Path,
+    data: Path | None,
+    kwargs: dict[str, Any],
+    provenance: dict,
+    stored: InputMeta | None = None,
 ) -> InputSpec:
-    """The spec to predict with: --data's, else MNIST's for an MNIST network; a network built for
-    another shape or class count than the spec's is a CliError."""
-    if data is None:
+    """The spec to predict with: the file's `stored` one, else --data's, else MNIST's for an
+    MNIST network; a network built for another shape or class count than the spec's is a
+    CliError."""
+    if stored is not None:
+        spec = InputSpec.from_stored(stored)
+    elif data is None:
         check_default_data(path, kwargs, provenance)
         spec = MNIST_INPUT
     else:
@@ -108,7 +116,8 @@ def run_predict(args: argparse.Namespace) -> int:
     """``predict``: the file's network on every input image, one line (or JSON entry) each."""
     device = device_of(args.device)
     model, decoded = load_network(args.file, device, args.max_decoded_bytes)
-    spec = input_spec(args.file, args.data, data_kwargs(model, decoded.arch), decoded.provenance)
+    kwargs = data_kwargs(model, decoded.arch)
+    spec = input_spec(args.file, args.data, kwargs, decoded.provenance, decoded.input)
     inputs = read_inputs(args.inputs, spec)
     predictions = predict(model, inputs.images, spec, args.batch_size)
     pairs = list(zip(inputs.names, predictions, strict=True))
