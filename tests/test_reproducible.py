@@ -37,6 +37,8 @@ OFFERS: dict[str, dict[str, str]] = {
     "MKL at most AVX2": {"MKL_ENABLE_INSTRUCTIONS": "AVX2"},
 }
 """What a machine offers, as far as this CPU can show it: each runs in a fresh process."""
+UNPINNED_OFFERS = ("all cores", ONE_CORE)
+"""The contrast: unpinned, torch's thread count follows the cores, and the weights with it."""
 UNPINNED = (
     "import runpy, sys\n"
     "import deepcompression.numerics as numerics\n"
@@ -113,7 +115,7 @@ def test_every_offer_writes_the_same_bytes_and_unpinned_runs_do_not(tmp_path, mn
     assert records[0]["deterministic"] is True
     loose = {
         offer: run_pipeline(tmp_path / f"unpinned-{i}", params, offer, pinned=False)
-        for i, offer in enumerate(("all cores", "MKL at most AVX2"))
+        for i, offer in enumerate(UNPINNED_OFFERS)
     }
     print(json.dumps({"pinned": pinned, "unpinned": loose}, indent=1))  # for BENCHMARKS.md
     dense = {md5s[OUTPUTS[0]] for md5s in loose.values()}
