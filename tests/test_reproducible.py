@@ -22,7 +22,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from deepcompression.numerics import PINNED_ENV
+
 ROOT = Path(__file__).parents[1]
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 MODEL = "lenet5"
 AVX2 = "avx2" in Path("/proc/cpuinfo").read_text()
 pytestmark = [
@@ -79,6 +82,9 @@ def run_pipeline(folder: Path, params: dict, offer: str, pinned: bool = True) ->
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = dict(os.environ, **OFFERS[offer], DC_WARM_STAGES="0")
     env.pop("PYTHONPATH", None)
+    if not pinned:  # torch's defaults: nothing pinned inherited from this test process either
+        for key in (*PINNED_ENV, *THREAD_ENV):
+            env.pop(key, None)
     entry = ["-m", "flows.run"] if pinned else ["-c", UNPINNED]
     command = [sys.executable, *entry, "pipeline", "--model", MODEL]
     command += ["--params", str(folder / "params.yaml"), "--root", str(folder)]
