@@ -90,11 +90,15 @@ class ScheduleError(ValueError):
 
 
 def rerun_name() -> str:
-    """`rerun-<branch>-<UTC date and time>`: how a rerun is found on the runs page."""
+    """`rerun-<branch>-<UTC date and time of its tick>`: how a rerun is found on the runs page.
+
+    The tick's scheduled time, not the clock: a runner picks a run up a few seconds early, and
+    two ticks must not share a name."""
     from prefect.runtime import flow_run
 
     branch = flow_run.parameters.get("branch") or "checked-out-branch"
-    return f"rerun-{branch}-{datetime.now(UTC):%Y-%m-%d-%H%M}"
+    when = flow_run.scheduled_start_time or datetime.now(UTC)
+    return f"rerun-{branch}-{when.astimezone(UTC):%Y-%m-%d-%H%M}"
 
 
 @flow(name=FLOW_NAME, flow_run_name=rerun_name)
