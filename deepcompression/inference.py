@@ -25,16 +25,9 @@ from deepcompression.training import predict_logits
 
 
 @dataclass(frozen=True)
-class InputSpec:
-    """What a network reads: (channels, image_size, image_size) images normalised as
-    ``(byte / 255 - mean) / std`` per channel, and its classes' names (None: unnamed)."""
-
-    channels: int
-    image_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    num_classes: int
-    classes: tuple[str, ...] | None = None
+class InputSpec(InputMeta):
+    """What a network reads: the fields a version-4 file stores (``InputMeta``), checked for
+    consistency before any image is normalised with them."""
 
     def __post_init__(self) -> None:
         if len(self.mean) != self.channels or len(self.std) != self.channels:
