@@ -8,6 +8,8 @@ import json
 import struct
 import zlib
 
+import torch
+
 from deepcompression.format.container import encode_model as encode_any_version
 
 PREAMBLE = struct.Struct("<8sHHIIII")
@@ -54,3 +56,11 @@ def pack(
 def rebuild(header: dict, payload: bytes, version: int = 2) -> bytes:
     """`pack` of a header dict, stored plain."""
     return pack(dump(header), payload, version)
+
+
+BITS_OF = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def bits(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor's raw bits as integers of the same width (NaN payloads compare exactly)."""
+    return tensor.contiguous().view(BITS_OF[tensor.element_size()])

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from container_bytes import PREAMBLE, encode_v3, rebuild, split
+from container_bytes import PREAMBLE, bits, encode_v3, rebuild, split
 from torch import nn
 
 from deepcompression.format.container import (
@@ -19,13 +19,6 @@ from deepcompression.format.container import (
     decode_model,
     read_info,
 )
-
-BITS_OF = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-
-
-def bits(tensor: torch.Tensor) -> torch.Tensor:
-    """The tensor's raw bits as integers of the same width (NaN payloads compare exactly)."""
-    return tensor.contiguous().view(BITS_OF[tensor.element_size()])
 
 
 def assert_identical(got: torch.Tensor, want: torch.Tensor) -> None:

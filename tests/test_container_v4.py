@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from bitarray import bitarray, frozenbitarray
+from container_bytes import bits
 
 from benchmarks.bench_entropy import lenet_inputs, removed_bias_bytes
 from benchmarks.mutations import V4_FILES, _base_inputs, build, split_v4
@@ -35,12 +36,6 @@ from deepcompression.format.container import (
 )
 from deepcompression.format.spec import STATIC_STRINGS
 from deepcompression.inference import InputSpec
-
-BITS_OF = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-
-
-def bits(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.contiguous().view(BITS_OF[tensor.element_size()])
 
 
 def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:

@@ -9,20 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from compressed_files import compressed
 from PIL import Image
 from test_allocation import quantized_checkpoint
 
 from cli.errors import EXIT_OK
 from cli.main import main
-from deepcompression.compress.pruning import full_masks, prune_
-from deepcompression.compress.quantization import cluster_model
 from deepcompression.data.tensors import normalise
 from deepcompression.data.writer import RawDataset, Split, prepare
 from deepcompression.format.allocation import checkpoint_file_bytes
-from deepcompression.format.container import InputMeta, QuantizedTensor, encode_model, read_info
+from deepcompression.format.container import InputMeta, read_info
 from deepcompression.format.loader import load
 from deepcompression.inference import MNIST_INPUT, InputSpec, stored_input
-from models import build_model, model_arch
 from tasks.encode import encode_checkpoint
 
 CLASSES = ("ankle boot", "bag", "coat")
@@ -45,18 +43,8 @@ def _prepared(root: Path, name: str, classes: tuple[str, ...]) -> Path:
 
 def _model_file(path: Path, spec: InputMeta) -> bytes:
     """A real small_bn_cnn file for `spec`'s data, storing `spec`, written to `path`."""
-    torch.manual_seed(0)
     kwargs = {"in_channels": spec.channels, "image_size": spec.image_size}
-    model = build_model("small_bn_cnn", **kwargs, num_classes=spec.num_classes)
-    masks = full_masks(model)
-    prune_(model, masks, {key.removesuffix(".weight"): 0.5 for key in masks}, "magnitude")
-    books = cluster_model(model, masks, {key.removesuffix(".weight"): 3 for key in masks})
-    quantized = [
-        QuantizedTensor(key, book.mask, book.labels, book.centroids, book.bits, 4)
-        for key, book in books.items()
-    ]
-    raw = {key: value for key, value in model.state_dict().items() if key not in books}
-    data = encode_model(quantized, raw, model_arch(model), {}, input_spec=spec)
+    data = compressed("small_bn_cnn", input_spec=spec, **kwargs, num_classes=spec.num_classes)
     path.write_bytes(data)
     return data
 
