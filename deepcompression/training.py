@@ -9,15 +9,18 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from deepcompression.compress.distill import Teacher
-from deepcompression.compress.pruning import MaskGuard, Masks
 from deepcompression.config import Device, OptimConfig
 from deepcompression.data.augment import random_shift
 from deepcompression.data.streaming import StreamedImages, batches
+
+if TYPE_CHECKING:  # dense training (the train stage) neither prunes nor distills
+    from deepcompression.compress.distill import Teacher
+    from deepcompression.compress.pruning import MaskGuard, Masks
 
 Images = torch.Tensor | StreamedImages
 """A split's images: a preloaded float32 tensor, or streamed in batches."""
@@ -148,6 +151,13 @@ def train_epoch(
     return total.item() / max(len(x), 1)
 
 
+def _mask_guard(model: nn.Module, masks: Masks) -> MaskGuard:
+    """`masks` bound to `model` for retraining (pruning's module, imported by masked fits only)."""
+    from deepcompression.compress.pruning import MaskGuard
+
+    return MaskGuard(model, masks)
+
+
 def fit(
     model: nn.Module,
     data: tuple[Images, torch.Tensor, Images, torch.Tensor],
@@ -165,7 +175,7 @@ def fit(
     """
     train_x, train_y, val_x, val_y = data
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
-    guard = MaskGuard(model, masks) if masks is not None else None
+    guard = _mask_guard(model, masks) if masks is not None else None
     history = []
     for epoch in range(cfg.epochs):
         lr = learning_rate(cfg, epoch)

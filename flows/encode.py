@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deepcompression.format.container import read_info
+from deepcompression.format.decoder import read_info
 from deepcompression.format.sizes import model_sizes
 from deepcompression.inference import stored_input
 from flows.allocation import effective_params

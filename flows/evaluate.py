@@ -7,7 +7,7 @@ stage sit side by side so a reader sees the gap.
 
 from __future__ import annotations
 
-from deepcompression.format.container import read_info
+from deepcompression.format.decoder import read_info
 from deepcompression.training import resolve_device
 from flows.common import load_data, load_test_data, setup
 from flows.provenance import numerics

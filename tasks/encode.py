@@ -7,7 +7,8 @@ from prefect.cache_policies import NO_CACHE
 from deepcompression.checkpoint import Checkpoint
 from deepcompression.config import BiasMode
 from deepcompression.format.allocation import encoder_inputs
-from deepcompression.format.container import InputMeta, encode_model
+from deepcompression.format.encoder import encode_model
+from deepcompression.format.info import InputMeta
 from runtime.resilient import task
 
 

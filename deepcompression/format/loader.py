@@ -2,7 +2,7 @@
 
 ``load(path or bytes)`` is the one call for inference: the network in eval mode, on the device
 asked for. ``load_with_info`` also returns the decoded file (arch, provenance, tensors), and
-``deepcompression.format.container.read_info`` describes a file without decoding it. The network
+``deepcompression.format.decoder.read_info`` describes a file without decoding it. The network
 classes come from the project's registry whatever the caller's sys.path holds
 (``deepcompression.networks``).
 """
@@ -15,7 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from deepcompression.format.container import DEFAULT_MAX_DECODED_BYTES, DecodedModel, decode_model
+from deepcompression.format.decoder import decode_model
+from deepcompression.format.info import DecodedModel
+from deepcompression.format.spec import DEFAULT_MAX_DECODED_BYTES
 from deepcompression.networks import UnknownModelError, build_model
 
 Source = bytes | bytearray | memoryview | str | os.PathLike[str]

@@ -20,7 +20,7 @@ from deepcompression.format.huffman import InvalidArgument
 from deepcompression.format.sparse_index import encode_positions
 
 if TYPE_CHECKING:  # the file format is imported by the functions that read files' sizes only
-    from deepcompression.format.container import FileInfo, LayerInfo
+    from deepcompression.format.info import FileInfo, LayerInfo
 
 __all__ = [
     "FLOAT_BITS",
@@ -241,7 +241,7 @@ class ModelSizes(_Ratios):
 
 def layer_sizes(layer: LayerInfo) -> LayerSizes:
     """Sizes of one Huffman-coded layer as recorded in a file (see ``read_info``)."""
-    from deepcompression.format.container import KIND_HUFFMAN
+    from deepcompression.format.spec import KIND_HUFFMAN
 
     if layer.kind != KIND_HUFFMAN:
         raise InvalidArgument(
@@ -266,7 +266,7 @@ def layer_sizes(layer: LayerInfo) -> LayerSizes:
 
 def model_sizes(info: FileInfo) -> ModelSizes:
     """Per-layer and total sizes of a compressed file, including the honest file ratio."""
-    from deepcompression.format.container import KIND_HUFFMAN
+    from deepcompression.format.spec import KIND_HUFFMAN
 
     layers = {layer.name: layer_sizes(layer) for layer in info.layers if layer.kind == KIND_HUFFMAN}
     raw_numel = sum(layer.numel for layer in info.layers if layer.kind != KIND_HUFFMAN)
