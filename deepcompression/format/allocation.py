@@ -19,8 +19,8 @@ from deepcompression.checkpoint import Checkpoint
 from deepcompression.compress.pruning import layer_name
 from deepcompression.config import MAX_BIAS_BITS, BiasMode
 from deepcompression.format.encoder import encode_model
-from deepcompression.format.info import InputMeta, QuantizedTensor
 from deepcompression.format.huffman import InvalidArgument, encode_symbols, encode_table
+from deepcompression.format.info import InputMeta, QuantizedTensor
 from deepcompression.format.sparse_index import encode_positions
 
 __all__ = [
