@@ -1,5 +1,8 @@
 """Confirm search trials with full-length runs, on the validation split only.
 
+The pipeline's confirm stage does this for the search's pick and the front points after it; this
+script runs any trials you name (and params overrides), side by side, to compare them.
+
 A search trial retrains briefly, so its error overstates what the full-length stages reach. This
 runs the real `prune -> quantize -> encode` stages for chosen trials of the model's finished study,
 each on a scratch root (the project's params.yaml with `allocation: searched` and the trial's
@@ -25,6 +28,7 @@ from pathlib import Path
 import optuna
 
 from deepcompression.search.study import TrialRecord, completed
+from flows.allocation import confirmed_path
 from flows.params import read_params, write_overridden_params
 from runtime.workspace import Workspace
 
@@ -48,7 +52,7 @@ def scratch_root(base: Path, model: str, record: TrialRecord, overrides: list[st
     assignments = [f"models.{model}.allocation=searched", *overrides]
     write_overridden_params("params.yaml", assignments, root)
     allocation = {"model": model, "trial": record.number, "allocation": record.allocation.to_dict()}
-    (root / "search" / model / "allocation.json").write_text(json.dumps(allocation, indent=2))
+    confirmed_path(root, model).write_text(json.dumps(allocation, indent=2))
     dense = Workspace(root, model).checkpoint("dense")
     dense.parent.mkdir(parents=True)
     shutil.copyfile(Workspace(Path("."), model).checkpoint("dense"), dense)

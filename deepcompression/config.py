@@ -473,6 +473,21 @@ class SearchConfig:
         self.finetune.validate(f"{path}.finetune")
 
 
+@dataclass(frozen=True, kw_only=True)
+class ConfirmConfig:
+    """The confirmation of a search's pick: full-length prune, quantize and encode of the front
+    points from the pick towards lower error, until one file's validation error is at most
+    `target_error`; at most `max_points` are run."""
+
+    target_error: float
+    max_points: int
+
+    def validate(self, path: str = "") -> None:
+        """A target error in [0, 1] and 1..64 points."""
+        _check_range(f"{path}.target_error", self.target_error, 0.0, 1.0)
+        _check_range(f"{path}.max_points", self.max_points, 1, 64)
+
+
 @dataclass(frozen=True)
 class ModelParams:
     """One model's section: how it is trained, pruned, quantized and encoded."""
@@ -483,9 +498,11 @@ class ModelParams:
     encode: EncodeConfig
     allocation: AllocationSource | None = None
     """Where prune/quantize/encode take their per-layer choices: `params` (the tables above;
-    also when absent) or `searched` (search/<model>/allocation.json, the search stage's choice)."""
+    also when absent) or `searched` (search/<model>/confirmed.json: the search's pick, confirmed
+    at full length by the confirm stage)."""
     sensitivity: SensitivityConfig | None = None
     search: SearchConfig | None = None
+    confirm: ConfirmConfig | None = None
     distill: DistillConfig | None = None
     """The dense model teaches prune retraining and centroid fine-tuning; null: plain labels."""
 

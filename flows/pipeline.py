@@ -7,20 +7,28 @@ data stage once, then every model's stages; pruning iterations show as task runs
 
 from __future__ import annotations
 
+from flows.confirm import confirm_flow
 from flows.data import data_flow
 from flows.encode import encode_flow
 from flows.evaluate import evaluate_flow
-from flows.params import read_params
+from flows.params import load_params, read_params
 from flows.plots import plots_flow
 from flows.prune import prune_flow
 from flows.quantize import quantize_flow
+from flows.search import search_flow
+from flows.sensitivity import sensitivity_flow
 from flows.train import train_flow
 from runtime.resilient import flow
 
 
 def model_pipeline(params_path: str, root: str, model: str) -> dict:
-    """train -> prune -> quantize -> encode -> evaluate -> plots for one model; its headlines."""
+    """train -> [sensitivity -> search -> confirm] -> prune -> quantize -> encode -> evaluate ->
+    plots for one model (the bracket with `allocation: searched` only); its headlines."""
     train = train_flow(params_path, root, model)
+    if load_params(params_path, model)[0].allocation == "searched":
+        sensitivity_flow(params_path, root, model)
+        search_flow(params_path, root, model)
+        confirm_flow(params_path, root, model)
     prune = prune_flow(params_path, root, model)
     quantize = quantize_flow(params_path, root, model)
     encode = encode_flow(params_path, root, model)

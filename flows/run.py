@@ -45,6 +45,7 @@ STAGES = {
     "plots": "flows.plots:plots_flow",
     "sensitivity": "flows.sensitivity:sensitivity_flow",
     "search": "flows.search:search_flow",
+    "confirm": "flows.confirm:confirm_flow",
     "pipeline": "flows.pipeline:pipeline_flow",
 }
 SHARED_STAGES = ("data", "pipeline")

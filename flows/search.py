@@ -4,7 +4,8 @@ Trials are Prefect task runs submitted through prefect-dask's DaskTaskRunner: to
 of `search.workers` processes (each told the Prefect API URL, and torch threads so that workers x
 threads fit the cores), or to the scheduler at `search.address`. Batches of `workers` trials are
 asked, run together and told in ask order. Writes the Pareto front (CSV, JSON), its figure, and
-the chosen allocation, search/<model>/allocation.json.
+the chosen allocation with the front points after it (the confirm stage's candidates),
+search/<model>/allocation.json.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from deepcompression.config import SearchConfig, SearchSampler
 from deepcompression.numerics import PINNED_ENV
 from deepcompression.plots.search import PUBLISHED, pareto_figure
 from deepcompression.schema import to_dict
+from deepcompression.search.confirm import candidates
 from deepcompression.search.reference import (
     chosen_record,
     default_allocation,
@@ -337,6 +339,7 @@ def write_outputs(
         "within_budget": within,
         "allocation": chosen.allocation.to_dict(),
         "units_kept": chosen.details.get("units_kept", {}),
+        "candidates": [c.to_dict() for c in candidates(front, chosen)],
     }
     write_json(allocation_path(workspace.root, model), allocation)
     logger = run_logger()

@@ -35,10 +35,13 @@ ESTIMATES_S: dict[str, float] = {
     "search@lenet_300_100": 510,
     "search@lenet5": 3600,
     "search": 1800,
+    "confirm@lenet_300_100": 240,
+    "confirm": 300,
 }
 """Seconds on 2 CPU cores when this checkout has no record of a stage: by its full name, else by
 its kind (the part before @): the full pipeline of 2026-11-28 (BENCHMARKS.md), the searches of
-README.md (64 LeNet-300-100 trials about 8.5 min, 192 LeNet-5 trials about an hour), measured
+README.md (64 LeNet-300-100 trials about 8.5 min, 192 LeNet-5 trials about an hour), a confirm
+stage as one full-length prune, quantize and encode (more when its first point misses), measured
 before the pinned numerics, which take training about 1.5-1.8x as long (BENCHMARKS.md)."""
 UNKNOWN_S = 60.0
 """A stage of neither table (one added to dvc.yaml since)."""

@@ -1,4 +1,4 @@
-"""With `allocation: params` the sensitivity and search stages do no work: no data, no dense
+"""With `allocation: params` the sensitivity, search and confirm stages do no work: no data, no dense
 checkpoint, no training; they write small constant records and figures saying why (DVC needs
 every declared output), and the final plots stage draws the same note for the missing front."""
 
@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+import flows.confirm
 import flows.search
 import flows.sensitivity
-from flows.allocation import allocation_path
+from flows.allocation import allocation_path, confirmed_path
 from flows.plots import FINAL_PARETO, write_final_pareto
 from flows.skipped import skipped_png
 from runtime.workspace import Workspace
@@ -46,6 +47,7 @@ def _run_both(root: Path) -> Workspace:
     params = str(root / "params.yaml")
     flows.sensitivity.sensitivity_flow.fn(params, str(root), MODEL)
     flows.search.search_flow.fn(params, str(root), MODEL)
+    flows.confirm.confirm_flow.fn(params, str(root), MODEL)
     return Workspace(root, MODEL)
 
 
@@ -55,8 +57,9 @@ def test_sensitivity_and_search_write_why_they_did_nothing(params_root):
         record = json.loads(path.read_text())
         assert record["model"] == MODEL
         assert f"models.{MODEL}.allocation is 'params'" in record["skipped"]
-    chosen = json.loads(allocation_path(params_root, MODEL).read_text())
-    assert "allocation" not in chosen and "skipped" in chosen
+    for path in (allocation_path(params_root, MODEL), confirmed_path(params_root, MODEL)):
+        chosen = json.loads(path.read_text())
+        assert "allocation" not in chosen and "skipped" in chosen
     csv = workspace.metrics("search_front").with_suffix(".csv").read_text()
     assert csv == "file_bytes,val_error\n"
     for png in ("sensitivity.png", "pareto.png"):

@@ -96,11 +96,15 @@ def test_shipped_params_plan_every_layer_of_every_model(model):
     density = section["prune"]["density"]
     assert {name: p.prune_target for name, p in plan.items()} == density
     assert list(plan) == list(density)
+    def value(key: str, p) -> object:
+        table = section[key.split(".")[0]][key.split(".")[1]]
+        return table.get(p.name, table.get(p.kind))
+
     for p in plan.values():
-        assert p.weight_bits == section["quantize"]["bits"][p.kind]
-        width = section["encode"]["index_bits"][p.kind]
+        assert p.weight_bits == value("quantize.bits", p)
+        width = value("encode.index_bits", p)
         assert p.index_bits == (None if width == "auto" else width)
-        assert p.units_kept == section["prune"]["units"][p.kind]
+        assert p.units_kept == value("prune.units", p)
 
 
 def test_load_params_without_a_model_takes_the_first_listed():
@@ -109,11 +113,12 @@ def test_load_params_without_a_model_takes_the_first_listed():
     assert list(plan) == ["fc1", "fc2", "fc3"]
 
 
-def test_lenet5_resolves_kind_defaults():
-    _, plan = load_params(SHIPPED, "lenet5")
+def test_lenet5_resolves_kind_defaults(tmp_path):
+    _read(tmp_path, {"models.lenet5.quantize.bits": {"conv": 8, "fc": 5, "fc2": 6}})
+    _, plan = load_params(tmp_path / "params.yaml", "lenet5")
     assert plan["conv1"].weight_bits == 8 and plan["fc1"].weight_bits == 5
+    assert plan["fc2"].weight_bits == 6, "a layer's own entry wins over its kind's"
     assert plan["conv2"].index_bits is None and plan["fc2"].index_bits is None  # auto
-    assert plan["conv1"].prune_target == 0.66
 
 
 def test_each_model_sees_only_its_own_section(tmp_path):

@@ -42,7 +42,7 @@ def test_scratch_root_holds_the_trial_params_checkpoint_and_data(project: Path) 
     params = yaml.safe_load((root / "params.yaml").read_text())["models"][MODEL]
     assert params["allocation"] == "searched"
     assert params["prune"]["iterations"] == 2
-    written = json.loads((root / "search" / MODEL / "allocation.json").read_text())
+    written = json.loads((root / "search" / MODEL / "confirmed.json").read_text())
     assert written["trial"] == 7
     assert Allocation.from_dict(written["allocation"]) == record.allocation
     dense = root / "checkpoints" / MODEL / "dense.pt"

@@ -19,7 +19,9 @@ CODE_DIRS = ("deepcompression", "models", "tasks", "flows")
 RAW_STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 STAGES = {name: stage.get("do", stage) for name, stage in RAW_STAGES.items()}
 """Each stage's definition; per-model stages are a `foreach` over params.yaml's models."""
-PER_MODEL = ("train", "prune", "quantize", "encode", "evaluate", "plots", "sensitivity", "search")
+PER_MODEL = (
+    "train", "prune", "quantize", "encode", "evaluate", "plots", "sensitivity", "search", "confirm",
+)  # fmt: skip
 
 PROBE = """
 import importlib, json, sys

@@ -48,7 +48,7 @@ from deepcompression.search.study import (
     study_name,
 )
 from deepcompression.search.trial import TrialSettings, run_trial
-from flows.allocation import allocation_path, effective_params
+from flows.allocation import confirmed_path, effective_params
 from flows.params import load_params
 from models import build_model
 from tasks.encode import encode_checkpoint
@@ -297,7 +297,7 @@ def test_searched_allocation_replaces_the_hand_tables(tmp_path):
     params_path = tmp_path / "params.yaml"
     params_path.write_text(yaml.safe_dump(raw))
     params, plan = load_params(params_path, "lenet_300_100")
-    with pytest.raises(ConfigError, match=r"allocation: 'searched' needs .*allocation\.json"):
+    with pytest.raises(ConfigError, match=r"allocation: 'searched' needs .*confirmed\.json"):
         effective_params(params, plan, tmp_path)
     chosen = Allocation(
         {
@@ -307,8 +307,11 @@ def test_searched_allocation_replaces_the_hand_tables(tmp_path):
         },
         "float16",
     )
-    path = allocation_path(tmp_path, "lenet_300_100")
+    path = confirmed_path(tmp_path, "lenet_300_100")
     path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"skipped": "allocation: params"}))
+    with pytest.raises(ConfigError, match=r"holds no allocation .*dvc repro confirm@lenet_300_100"):
+        effective_params(params, plan, tmp_path)
     path.write_text(json.dumps({"allocation": chosen.to_dict()}))
     new, new_plan = effective_params(params, plan, tmp_path)
     assert new.prune.density == {"fc1": 0.031, "fc2": 0.052, "fc3": 0.2}

@@ -1,6 +1,6 @@
 """The search stage on a real dask.distributed local cluster (2 worker processes) through
 prefect-dask's DaskTaskRunner, recorded in the session's Prefect server; then the prune stage
-taking its chosen allocation."""
+taking its chosen allocation once the confirm stage has kept it."""
 
 from __future__ import annotations
 
@@ -96,6 +96,7 @@ def test_a_rerun_resumes_the_finished_study_without_new_trials(searched):
 
 
 def test_the_prune_stage_uses_the_searched_densities(searched):
+    from flows.confirm import confirm_flow
     from flows.prune import prune_flow
 
     root, params, _ = searched
@@ -106,7 +107,11 @@ def test_the_prune_stage_uses_the_searched_densities(searched):
     section["allocation"] = "searched"
     section["prune"].update(iterations=1)
     section["prune"]["retrain"]["epochs"] = 1
+    section["quantize"]["finetune"]["epochs"] = 1
+    section["confirm"] = {"target_error": 1.0, "max_points": 1}
     params.write_text(yaml.safe_dump(raw))
+    confirmed = confirm_flow(str(params), str(root), MODEL)
+    assert confirmed["trial"] == chosen["trial"] and confirmed["meets_target"]
     state = prune_flow(str(params), str(root), MODEL, return_state=True)
     assert state.is_completed(), state.message
     metrics = json.loads((root / "metrics" / MODEL / "prune.json").read_text())
