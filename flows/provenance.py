@@ -15,7 +15,9 @@ import subprocess
 from pathlib import Path
 
 from deepcompression.config import RunParams
+from deepcompression.numerics import numerics_record
 from deepcompression.schema import to_dict
+from deepcompression.training import resolve_device
 from runtime.workspace import PROJECT_ROOT
 
 CODE_DIRS = ("deepcompression", "models")
@@ -35,9 +37,6 @@ def code_sha256(root: Path = PROJECT_ROOT) -> str:
 def numerics(params: RunParams) -> dict:
     """The numeric settings in force and the library versions, for `params.run.device`: what
     each stage's metrics record (deepcompression/numerics.py)."""
-    from deepcompression.numerics import numerics_record
-    from deepcompression.training import resolve_device
-
     return numerics_record(resolve_device(params.run.device).type)
 
 
