@@ -21,6 +21,7 @@ from deepcompression.data.mnist import IMAGE_SIDE, MNIST_MEAN, MNIST_STD, NUM_CL
 from deepcompression.data.prepared import DatasetMeta, read_meta
 from deepcompression.data.tensors import normalise
 from deepcompression.format.info import InputMeta
+from deepcompression.training import predict_logits
 
 
 @dataclass(frozen=True)
@@ -131,8 +132,6 @@ def predict(
     model: nn.Module, images: torch.Tensor, spec: InputSpec, batch_size: int = 256
 ) -> list[Prediction]:
     """Class probabilities of `model` (set to eval mode) for uint8 (N, C, S, S) `images`."""
-    from deepcompression.training import predict_logits  # off the encode stage's imports
-
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     logits = predict_logits(model, spec.prepare(images).to(device), batch_size)
     probabilities = torch.softmax(logits.double(), dim=1).cpu()
