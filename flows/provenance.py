@@ -1,10 +1,13 @@
 """Provenance written into the compressed file's header, derived from the inputs alone.
 
-The same params and the same library code give the same bytes, whatever the git history: the
-header records a hash of the params and of the code that shapes the file (`deepcompression/`
-and `models/`, and the numeric stack it ran on: the pinned settings in force, torch's, MKL's and
-oneDNN's versions, the device), never a commit. The git revision goes to the untracked timing
-file instead. Runs whose numerics could differ never share a hash (or a DVC cache entry).
+The same params and the same code give the same bytes, whatever the git history: the header
+records a hash of the params and of the code that writes the file (the encode stage's code deps
+in dvc.yaml, i.e. its import closure; the code upstream acts through the weights it hands on),
+and of the numeric stack it ran on (the pinned settings in force, torch's, MKL's and oneDNN's
+versions, the device), never a commit. So an edit to code the encode stage does not import
+changes no file, and DVC's deps of encode are all the code its bytes depend on. The git
+revision goes to the untracked timing file instead. Runs whose numerics could differ never
+share a hash (or a DVC cache entry).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import yaml
+
 from deepcompression.config import RunParams
 from deepcompression.numerics import numerics_record
 from deepcompression.schema import to_dict
@@ -21,16 +26,29 @@ from deepcompression.training import resolve_device
 from runtime.workspace import PROJECT_ROOT
 
 CODE_DIRS = ("deepcompression", "models")
-"""The code whose every byte can change the file: the library and the network definitions."""
+"""Without a dvc.yaml (an installed copy), the code hashed: the library and the networks."""
+FILE_STAGE = "encode"
+"""The stage that writes the file, whose code deps the hash covers."""
+
+
+def file_code(root: Path = PROJECT_ROOT) -> list[str]:
+    """The .py files that write the file, relative to `root`, sorted: the code deps dvc.yaml
+    lists for the encode stage (tests/test_dvc_stages.py holds them to its import closure), or
+    without a dvc.yaml every .py file under CODE_DIRS."""
+    stages = root / "dvc.yaml"
+    if stages.is_file():
+        stage = yaml.safe_load(stages.read_text())["stages"][FILE_STAGE]
+        return sorted(d for d in stage.get("do", stage)["deps"] if d.endswith(".py"))
+    found = (p for folder in CODE_DIRS for p in (root / folder).rglob("*.py"))
+    return sorted(p.relative_to(root).as_posix() for p in found)
 
 
 def code_sha256(root: Path = PROJECT_ROOT) -> str:
-    """sha256 over the relative path and content of every .py file under CODE_DIRS, sorted."""
+    """sha256 over the relative path and content of each file of `file_code`."""
     digest = hashlib.sha256()
-    for folder in CODE_DIRS:
-        for path in sorted((root / folder).rglob("*.py")):
-            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    for name in file_code(root):
+        digest.update(name.encode() + b"\0")
+        digest.update(hashlib.sha256((root / name).read_bytes()).digest())
     return digest.hexdigest()
 
 

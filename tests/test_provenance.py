@@ -12,11 +12,19 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 import flows.provenance
 from deepcompression.config import RunParams
 from flows.params import load_params
-from flows.provenance import CODE_DIRS, code_sha256, file_params, git_revision, provenance
+from flows.provenance import (
+    CODE_DIRS,
+    code_sha256,
+    file_code,
+    file_params,
+    git_revision,
+    provenance,
+)
 from runtime.workspace import PROJECT_ROOT
 
 SHIPPED = PROJECT_ROOT / "params.yaml"
@@ -202,3 +210,28 @@ def test_git_revision_is_heads_short_hash_without_a_dirty_mark():
 def test_git_revision_outside_git_is_unknown(no_git_above: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(flows.provenance, "PROJECT_ROOT", no_git_above)
     assert git_revision() == "unknown"
+
+
+def test_with_a_dvc_yaml_the_hash_covers_the_encode_stage_code_only(no_git_above: Path):
+    root = _code_copy(no_git_above / "code")
+    listed = ["deepcompression/format/encoder.py", "flows/encode.py", "models/lenet.py"]
+    stages = {"stages": {"encode": {"foreach": "${models}", "do": {"deps": ["x.pt", *listed]}}}}
+    (root / "dvc.yaml").write_text(yaml.safe_dump(stages))
+    assert file_code(root) == sorted(listed)
+    base = code_sha256(root)
+    unlisted = root / "deepcompression" / "training.py"
+    unlisted.write_bytes(unlisted.read_bytes() + b"\n# not code the encoder imports\n")
+    assert code_sha256(root) == base, "code outside the encode stage's closure changes no file"
+    for name in listed:
+        path = root / name
+        original = path.read_bytes()
+        path.write_bytes(original + b"\n")
+        assert code_sha256(root) != base, name
+        path.write_bytes(original)
+    assert code_sha256(root) == base
+
+
+def test_the_project_hash_is_over_the_encode_deps_of_its_dvc_yaml():
+    deps = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]["encode"]["do"]
+    assert file_code() == sorted(d for d in deps["deps"] if d.endswith(".py"))
+    assert "flows/encode.py" in file_code() and "deepcompression/format/encoder.py" in file_code()
