@@ -18,6 +18,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from runtime.timing import timing_path
 
 ESTIMATES_S: dict[str, float] = {
@@ -43,6 +45,9 @@ its kind (the part before @): the full pipeline of 2026-11-28 (BENCHMARKS.md), t
 README.md (64 LeNet-300-100 trials about 8.5 min, 192 LeNet-5 trials about an hour), a confirm
 stage as one full-length prune, quantize and encode (more when its first point misses), measured
 before the pinned numerics, which take training about 1.5-1.8x as long (BENCHMARKS.md)."""
+NOTE_ONLY = ("sensitivity", "search", "confirm")
+"""Stages that do no work for a model whose `allocation` is `params` (they write a note)."""
+NOTE_S = 5.0
 UNKNOWN_S = 60.0
 """A stage of neither table (one added to dvc.yaml since)."""
 LONG_S = 600.0
@@ -112,11 +117,22 @@ def recorded_seconds(root: Path, stage: str) -> float | None:
     return float(seconds) if record.get("completed") and seconds is not None else None
 
 
+def allocation_of(root: Path, model: str) -> str | None:
+    """The model's `allocation` in root/params.yaml, if it can be read."""
+    try:
+        raw = yaml.safe_load((root / "params.yaml").read_text())
+        return raw["models"][model].get("allocation")
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def estimate(root: Path, stage: str) -> tuple[float, str]:
     """(seconds, where the figure comes from) for one stage."""
+    kind, _, model = stage.partition("@")
+    if kind in NOTE_ONLY and model and allocation_of(root, model) == "params":
+        return NOTE_S, "allocation: params, writes a note"
     if (seconds := recorded_seconds(root, stage)) is not None:
         return seconds, "last run here"
-    kind = stage.partition("@")[0]
     for key in (stage, kind):
         if key in ESTIMATES_S:
             return ESTIMATES_S[key], "estimate, 2 cores"

@@ -101,3 +101,18 @@ def test_main_asks_dvc_and_never_fails_the_run(monkeypatch, capsys):
     monkeypatch.setattr(preview, "dvc", broken)
     assert preview.main([]) == 0
     assert "no preview of the stages: `dvc status` failed" in capsys.readouterr().out
+
+
+def test_a_model_with_params_tables_has_note_only_search_stages(tmp_path: Path):
+    (tmp_path / "params.yaml").write_text(
+        "models:\n  a: {allocation: params}\n  b: {allocation: searched}\n"
+    )
+    timing_path(tmp_path, "search", "a").parent.mkdir(parents=True)
+    timing_path(tmp_path, "search", "a").write_text(
+        json.dumps({"completed": True, "total_seconds": 3600})
+    )
+    assert preview.estimate(tmp_path, "search@a") == (5.0, "allocation: params, writes a note")
+    assert preview.estimate(tmp_path, "confirm@a")[0] == 5.0
+    assert preview.estimate(tmp_path, "search@b") == (ESTIMATES_S["search"], "estimate, 2 cores")
+    (tmp_path / "params.yaml").write_text("not: [valid")
+    assert preview.estimate(tmp_path, "search@a")[1] == "last run here"
