@@ -27,8 +27,8 @@ ESTIMATES_S: dict[str, float] = {
     "data": 10,
     "train@lenet_300_100": 200,
     "train@lenet5": 160,
-    "prune@lenet_300_100": 200,
-    "prune@lenet5": 180,
+    "prune@lenet_300_100": 90,
+    "prune@lenet5": 260,
     "quantize": 30,
     "encode": 10,
     "evaluate": 20,
@@ -65,9 +65,32 @@ class Planned:
     source: str
 
 
+def must_run(changes: list) -> bool:
+    """Whether a stage's `dvc status --json` entry makes it run whatever its upstream writes: it
+    always runs, its command changed, an output is missing or changed, or a dep or param changed.
+    Deps that are only missing (upstream outputs a fresh clone has not made yet) leave it to the
+    bytes the upstream writes: the same as dvc.lock records, and DVC skips it."""
+    if "frozen" in changes:
+        return False
+    for change in changes:
+        if isinstance(change, str):
+            return True
+        for kind, detail in change.items():
+            only_missing = kind == "changed deps" and all(v == "deleted" for v in detail.values())
+            if not only_missing:
+                return True
+    return False
+
+
 def changed_stages(status: dict) -> list[str]:
-    """The stages `dvc status --json` reports changed, in its order (frozen ones never run)."""
-    return [name for name, changes in status.items() if changes and "frozen" not in changes]
+    """The stages `dvc status --json` reports changed so that they run, in its order."""
+    return [name for name, changes in status.items() if changes and must_run(changes)]
+
+
+def pending_stages(status: dict) -> list[str]:
+    """The stages whose only change is missing deps: they run if their upstream's bytes differ."""
+    return [name for name, changes in status.items() if changes and not must_run(changes)
+            and "frozen" not in changes]  # fmt: skip
 
 
 def dag_edges(dot: str) -> list[tuple[str, str]]:
@@ -144,7 +167,9 @@ def plan(root: Path, status: dict, dot: str, targets: list[str] | None = None) -
     each with its time."""
     edges = dag_edges(dot)
     changed = changed_stages(status)
-    stages = [(s, True) for s in changed] + [(s, False) for s in downstream(changed, edges)]
+    after = downstream(changed, edges)
+    pending = [s for s in pending_stages(status) if s not in after]
+    stages = [(s, True) for s in changed] + [(s, False) for s in after + pending]
     if targets:
         allowed = upstream(targets, edges)
         stages = [(s, certain) for s, certain in stages if s in allowed]
@@ -168,7 +193,10 @@ def report(planned: list[Planned]) -> list[str]:
     every = sum(p.seconds for p in planned)
     lines.append(f"  about {minutes(sure)} for the changed stages, up to {minutes(every)} in all")
     if any(not p.certain for p in planned):
-        lines.append("  ? runs only if an input it reads changes (its upstream writes new bytes)")
+        lines.append(
+            "  ? runs only if an input it reads changes (its upstream writes other bytes than "
+            "dvc.lock records)"
+        )
     lines += [f"  note: {p.stage} is long (about {minutes(p.seconds)})" for p in planned
               if p.seconds >= LONG_S]  # fmt: skip
     lines.append("  (a stage whose inputs DVC ran before is restored from its run cache instead)")

@@ -116,3 +116,23 @@ def test_a_model_with_params_tables_has_note_only_search_stages(tmp_path: Path):
     assert preview.estimate(tmp_path, "search@b") == (ESTIMATES_S["search"], "estimate, 2 cores")
     (tmp_path / "params.yaml").write_text("not: [valid")
     assert preview.estimate(tmp_path, "search@a")[1] == "last run here"
+
+
+def test_in_a_fresh_clone_stages_with_only_missing_deps_may_run():
+    """A fresh clone: outputs not in the cache must be made, but a stage whose deps are only
+    missing (upstream outputs to come) runs only if those come out with other bytes."""
+    status = {
+        "data": [{"changed outs": {"data/MNIST": "not in cache"}}],
+        "train@lenet5": [
+            {"changed deps": {"data/MNIST": "deleted"}},
+            {"changed outs": {"checkpoints/lenet5/dense.pt": "not in cache"}},
+        ],
+        "sensitivity@lenet5": [{"changed deps": {"checkpoints/lenet5/dense.pt": "deleted"}}],
+        "search@lenet5": [{"changed deps": {"checkpoints/lenet5/dense.pt": "deleted"}}],
+        "prune@lenet5": [{"changed deps": {"params.yaml": {"models.lenet5.prune": "modified"}}}],
+    }
+    planned = {p.stage: p.certain for p in plan(Path("."), status, DOT)}
+    assert planned["data"] and planned["train@lenet5"] and planned["prune@lenet5"]
+    assert planned["sensitivity@lenet5"] is False and planned["search@lenet5"] is False
+    assert list(planned)[:3] == ["data", "train@lenet5", "prune@lenet5"]
+    assert not preview.must_run(["frozen"]) and preview.must_run(["always changed"])
