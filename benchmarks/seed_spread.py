@@ -4,7 +4,8 @@ Each seed runs the real `train -> prune -> quantize -> encode -> evaluate` stage
 on a scratch root: the project's params.yaml with `run.seed` set, the committed per-layer choice
 (search/<model>/confirmed.json when the model's allocation is `searched`, else params.yaml's
 tables) and the prepared data linked in. Run after `dvc repro`; it reports what the committed run
-chose, it chooses nothing (the test split is read by each seed's evaluate stage, for the spread):
+chose, it chooses nothing (the test split is read by each seed's evaluate stage, for the spread);
+a seed whose stages fail (a training that diverges) is listed with its error, not averaged:
 
     .venv/bin/python -m benchmarks.seed_spread --model lenet5 --seeds 1 2
 """
@@ -51,7 +52,9 @@ def run_seed(base: Path, model: str, seed: int) -> dict:
         for stage in STAGES:
             command = [sys.executable, "-m", "flows.run", stage, "--model", model,
                        "--root", str(root), "--params", str(root / "params.yaml")]  # fmt: skip
-            subprocess.run(command, check=True, env=os.environ, stdout=log, stderr=log)
+            done = subprocess.run(command, env=os.environ, stdout=log, stderr=log)
+            if done.returncode != 0:
+                return {"seed": seed, "failed": f"{stage}: {failure(root / 'run.log')}"}
     metrics = Workspace(root, model)
     evaluate = json.loads(metrics.metrics("evaluate").read_text())
     return {
@@ -63,6 +66,12 @@ def run_seed(base: Path, model: str, seed: int) -> dict:
         "test_error": evaluate["test_error"],
         "seconds": time.perf_counter() - start,
     }
+
+
+def failure(log: Path) -> str:
+    """The stage's `error:` line from its log (flows.run prints one), else a pointer to the log."""
+    lines = [line for line in log.read_text().splitlines() if line.startswith("error:")]
+    return lines[-1].removeprefix("error:").strip() if lines else f"see {log}"
 
 
 def committed_row(model: str) -> dict:
@@ -102,11 +111,15 @@ def main(argv: list[str] | None = None) -> int:
     print("| seed | dense val | file bytes | ratio | file val | file test | s |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
+        if "failed" in r:
+            print(f"| {r['seed']} | failed: {r['failed']} | | | | | |")
+            continue
         print(f"| {r['seed']} | {100 * r['dense_val_error']:.2f}% | {r['file_bytes']:,} | "
               f"{r['file_ratio']:.1f}x | {100 * r['val_error']:.2f}% | "
               f"{100 * r['test_error']:.2f}% | {r['seconds']:.0f} |")  # fmt: skip
+    finished = [r for r in rows if "failed" not in r]
     for key in ("file_ratio", "val_error", "test_error"):
-        print(f"{key}: {spread(rows, key)}")
+        print(f"{key}: {spread(finished, key)} over {len(finished)} seeds")
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2))
     return 0

@@ -48,3 +48,13 @@ def test_the_spread_line_gives_range_mean_and_deviation() -> None:
     rows = [{"val_error": 0.007}, {"val_error": 0.008}, {"val_error": 0.009}]
     assert spread(rows, "val_error") == "0.70% - 0.90% (mean 0.80%, sd 0.10)"
     assert spread([{"file_ratio": 200.0}], "file_ratio") == "200.00 - 200.00 (mean 200.00, sd 0.00)"
+
+
+def test_a_failed_seed_is_reported_by_its_error_line(tmp_path: Path) -> None:
+    from benchmarks.seed_spread import failure
+
+    log = tmp_path / "run.log"
+    log.write_text("INFO training\nerror: train@lenet5: training lenet5 diverged in epoch 1\n")
+    assert failure(log) == "train@lenet5: training lenet5 diverged in epoch 1"
+    log.write_text("Traceback\n")
+    assert failure(log) == f"see {log}"
