@@ -1,5 +1,5 @@
-"""With `allocation: params` the sensitivity, search and confirm stages do no work: no data, no dense
-checkpoint, no training; they write small constant records and figures saying why (DVC needs
+"""With `allocation: params` the sensitivity, search and confirm stages do no work: no data, no
+dense checkpoint, no training; they write small constant records and figures saying why (DVC needs
 every declared output), and the final plots stage draws the same note for the missing front."""
 
 from __future__ import annotations

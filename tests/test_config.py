@@ -96,6 +96,7 @@ def test_shipped_params_plan_every_layer_of_every_model(model):
     density = section["prune"]["density"]
     assert {name: p.prune_target for name, p in plan.items()} == density
     assert list(plan) == list(density)
+
     def value(key: str, p) -> object:
         table = section[key.split(".")[0]][key.split(".")[1]]
         return table.get(p.name, table.get(p.kind))

@@ -21,7 +21,9 @@ LAYERS = ("fc1", "fc2", "fc3")
 
 def allocation(density: float, bits: int) -> Allocation:
     """The same density and bits for every layer of LeNet-300-100, all units kept."""
-    return Allocation({layer: LayerAllocation(density, 1.0, bits, None) for layer in LAYERS}, "float32")
+    return Allocation(
+        {layer: LayerAllocation(density, 1.0, bits, None) for layer in LAYERS}, "float32"
+    )
 
 
 def record(number: int, file_bytes: int, val_error: float) -> TrialRecord:
