@@ -55,16 +55,20 @@ def run_seed(base: Path, model: str, seed: int) -> dict:
             done = subprocess.run(command, env=os.environ, stdout=log, stderr=log)
             if done.returncode != 0:
                 return {"seed": seed, "failed": f"{stage}: {failure(root / 'run.log')}"}
-    metrics = Workspace(root, model)
-    evaluate = json.loads(metrics.metrics("evaluate").read_text())
+    return headline(Workspace(root, model), seed, time.perf_counter() - start)
+
+
+def headline(workspace: Workspace, seed: int, seconds: float) -> dict:
+    """One row: the dense model's validation error and the file's bytes, ratio and errors."""
+    evaluate = json.loads(workspace.metrics("evaluate").read_text())
     return {
         "seed": seed,
-        "dense_val_error": json.loads(metrics.metrics("train").read_text())["val_error"],
+        "dense_val_error": json.loads(workspace.metrics("train").read_text())["val_error"],
         "file_bytes": evaluate["file_bytes"],
         "file_ratio": evaluate["file_ratio"],
         "val_error": evaluate["val_error"],
         "test_error": evaluate["test_error"],
-        "seconds": time.perf_counter() - start,
+        "seconds": seconds,
     }
 
 
@@ -76,17 +80,8 @@ def failure(log: Path) -> str:
 
 def committed_row(model: str) -> dict:
     """The committed run's figures (seed of params.yaml) from metrics/."""
-    workspace = Workspace(Path("."), model)
-    evaluate = json.loads(workspace.metrics("evaluate").read_text())
-    return {
-        "seed": read_params("params.yaml").run.seed,
-        "dense_val_error": json.loads(workspace.metrics("train").read_text())["val_error"],
-        "file_bytes": evaluate["file_bytes"],
-        "file_ratio": evaluate["file_ratio"],
-        "val_error": evaluate["val_error"],
-        "test_error": evaluate["test_error"],
-        "seconds": float("nan"),
-    }
+    seed = read_params("params.yaml").run.seed
+    return headline(Workspace(Path("."), model), seed, float("nan"))
 
 
 def spread(rows: list[dict], key: str) -> str:
