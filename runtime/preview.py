@@ -48,6 +48,12 @@ before the pinned numerics, which take training about 1.5-1.8x as long (BENCHMAR
 NOTE_ONLY = ("sensitivity", "search", "confirm")
 """Stages that do no work for a model whose `allocation` is `params` (they write a note)."""
 NOTE_S = 5.0
+NOTE_RECORDS = {
+    "sensitivity": "metrics/{model}/sensitivity.json",
+    "search": "search/{model}/allocation.json",
+    "confirm": "search/{model}/confirmed.json",
+}
+"""The record each note-only stage writes: it holds `skipped` when the last run wrote a note."""
 UNKNOWN_S = 60.0
 """A stage of neither table (one added to dvc.yaml since)."""
 LONG_S = 600.0
@@ -149,12 +155,23 @@ def allocation_of(root: Path, model: str) -> str | None:
         return None
 
 
+def last_run_was_note(root: Path, kind: str, model: str) -> bool:
+    """Whether the note-only stage's record in this checkout says it did no work (then its
+    recorded time is a note's, not what a searched run costs)."""
+    try:
+        record = json.loads((root / NOTE_RECORDS[kind].format(model=model)).read_text())
+    except (KeyError, OSError, ValueError):
+        return False
+    return isinstance(record, dict) and "skipped" in record
+
+
 def estimate(root: Path, stage: str) -> tuple[float, str]:
     """(seconds, where the figure comes from) for one stage."""
     kind, _, model = stage.partition("@")
     if kind in NOTE_ONLY and model and allocation_of(root, model) == "params":
         return NOTE_S, "allocation: params, writes a note"
-    if (seconds := recorded_seconds(root, stage)) is not None:
+    noted = kind in NOTE_ONLY and bool(model) and last_run_was_note(root, kind, model)
+    if not noted and (seconds := recorded_seconds(root, stage)) is not None:
         return seconds, "last run here"
     for key in (stage, kind):
         if key in ESTIMATES_S:

@@ -118,6 +118,23 @@ def test_a_model_with_params_tables_has_note_only_search_stages(tmp_path: Path):
     assert preview.estimate(tmp_path, "search@a")[1] == "last run here"
 
 
+def test_a_note_s_recorded_time_is_not_a_searched_run_s(tmp_path: Path):
+    """Switching a model from params to searched: its last search wrote a note in 2 s, so the
+    preview shows what a search costs, not those 2 s."""
+    (tmp_path / "params.yaml").write_text("models:\n  a: {allocation: searched}\n")
+    timing_path(tmp_path, "search", "a").parent.mkdir(parents=True)
+    timing_path(tmp_path, "search", "a").write_text(
+        json.dumps({"completed": True, "total_seconds": 2})
+    )
+    assert preview.estimate(tmp_path, "search@a") == (2.0, "last run here")
+    (tmp_path / "search" / "a").mkdir(parents=True)
+    note = tmp_path / "search" / "a" / "allocation.json"
+    note.write_text(json.dumps({"model": "a", "skipped": "search not run: ..."}))
+    assert preview.estimate(tmp_path, "search@a") == (ESTIMATES_S["search"], "estimate, 2 cores")
+    note.write_text(json.dumps({"model": "a", "front": []}))
+    assert preview.estimate(tmp_path, "search@a") == (2.0, "last run here")
+
+
 def test_in_a_fresh_clone_stages_with_only_missing_deps_may_run():
     """A fresh clone: outputs not in the cache must be made, but a stage whose deps are only
     missing (upstream outputs to come) runs only if those come out with other bytes."""
