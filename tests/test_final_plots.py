@@ -11,6 +11,8 @@ from test_plots import assert_png, lenet_params, synthetic_workspace
 
 from deepcompression.plots.figures import PlotError
 from deepcompression.plots.final import (
+    FINAL_ANCHORS,
+    GUIDES,
     FinalFile,
     final_file,
     final_pareto_figure,
@@ -75,6 +77,19 @@ def test_final_pareto_figure_is_a_deterministic_png_that_moves_with_the_final_fi
     assert first == final_pareto_figure(summary, final_file(evaluation()), anchors)
     assert first != final_pareto_figure(summary, final_file(evaluation(test=0.03)), anchors)
     assert first != final_pareto_figure(summary, final_file(evaluation()), ())
+    guided = final_pareto_figure(summary, final_file(evaluation()), anchors, guides=(0.016,))
+    assert_png(guided)
+    assert guided != first
+
+
+def test_every_model_s_final_anchors_and_guides_are_errors_and_ratios() -> None:
+    """The final figure's extra published points and error guides: ratios above 1, errors as
+    fractions (a percent typed as 1.0 would draw a line at 100%)."""
+    for anchors in FINAL_ANCHORS.values():
+        assert all(a.ratio > 1 and 0 < a.error < 0.1 for a in anchors)
+    for levels in GUIDES.values():
+        assert levels and all(0 < level < 0.1 for level in levels)
+    assert "Bayesian" in FINAL_ANCHORS["lenet5"][0].label
 
 
 def test_parsing_names_the_missing_key() -> None:

@@ -14,6 +14,17 @@ from typing import Any
 from deepcompression.plots.figures import PlotError, _figure, _png
 from deepcompression.plots.search import Anchor, finish_ratio_axes
 
+FINAL_ANCHORS: dict[str, tuple[Anchor, ...]] = {
+    "lenet5": (Anchor("Bayesian Compression, from bit counts", 771.0, 0.010),),
+}
+"""Published points drawn on the final figure besides search.PUBLISHED (kept apart: that table is
+an input of the search stage, this one of the plots stage only)."""
+GUIDES: dict[str, tuple[float, ...]] = {
+    "lenet_300_100": (0.016,),
+    "lenet5": (0.007, 0.008, 0.010),
+}
+"""Error levels drawn across the final figure, so a reader sees every point against them."""
+
 
 @dataclass(frozen=True)
 class Point:
@@ -90,12 +101,18 @@ def final_pareto_figure(
     final: FinalFile,
     anchors: Sequence[Anchor],
     title: str = "Compression search and the final file",
+    guides: Sequence[float] = (),
 ) -> bytes:
     """File ratio (log) against error: the search's front, today's defaults and the chosen point
     (validation errors), the final file at its test and validation errors joined by a line, the
-    dense test error, and published anchors (test errors)."""
+    dense test error, published anchors (test errors) and a thin line at each `guides` error."""
     with _figure(8.0, 5.5) as figure:
         ax = figure.subplots()
+        for level in guides:
+            ax.axhline(100 * level, color="0.6", linewidth=0.6)
+            ax.annotate(f"{100 * level:.2f}%", (0, 100 * level), fontsize=7, color="0.4",
+                        xycoords=("axes fraction", "data"), xytext=(2, 2),
+                        textcoords="offset points")  # fmt: skip
         ax.plot(
             [p.ratio for p in search.front], [100 * p.error for p in search.front],
             color="#4c72b0", marker="o", ms=4,
