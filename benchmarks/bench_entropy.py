@@ -1,23 +1,31 @@
 """Where a LeNet file's bytes go: header (versions 3 and 4), each stream against its order-0
 entropy, and what general-purpose compressors still find (issue 18).
 
-The files are built here from the registry's LeNet-300-100 and LeNet-5 (seeded init, no
-training): magnitude-pruned to the paper's per-layer densities, a third of the hidden units
+Without arguments the files are built here from the registry's LeNet-300-100 and LeNet-5 (seeded
+init, no training): magnitude-pruned to the paper's per-layer densities, a third of the hidden units
 removed (their biases zeroed, as unit pruning leaves them), k-means shared at the paper's bits,
 float32 biases, index widths chosen by the writer, provenance of two sha256 hashes as the
 pipeline writes it. Header and layout bytes are those of trained files of the same shapes;
 entropies of untrained weights are not.
 
     .venv/bin/python -m benchmarks.bench_entropy
+    .venv/bin/python -m benchmarks.bench_entropy --files compressed/*.dcz   # files on disk
+
+With `--files`, each file is decoded and measured as written: its bytes against the order-0
+ideal of its streams (each coded tensor's positions and cluster indices), its header, and the
+general-purpose compressors (brotli: `pip install '.[bench]'`).
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import lzma
 import shutil
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,6 +33,7 @@ import torch
 from deepcompression.compress.pruning import magnitude_mask
 from deepcompression.compress.quantization import cluster_model
 from deepcompression.format.container import QuantizedTensor, encode_model, read_info
+from deepcompression.format.decoder import decode_model
 from deepcompression.format.info import LayerInfo
 from deepcompression.format.sparse_index import encode_positions
 from models import build_model, model_arch
@@ -175,6 +184,60 @@ def report(name: str) -> None:
           f"{totals[2]:.0f} ({totals[2] / totals[0]:.3f}) | |\n")  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Shared:
+    """A decoded coded tensor as ``stream_rows`` reads it: kept positions and cluster labels (the
+    labels are numbered by value, not as in the file: entropies do not depend on the numbering)."""
+
+    name: str
+    mask: torch.Tensor
+    labels: torch.Tensor
+
+
+def decoded_shared(data: bytes) -> tuple[list[Shared], list[LayerInfo]]:
+    """Every Huffman-record tensor of a file as kept positions and labels, and the file's layers."""
+    decoded = decode_model(data)
+    shared = []
+    for layer in decoded.layers:
+        if layer.kind != "huffman":
+            continue
+        values = decoded.state_dict[layer.name].numpy()
+        mask = values != 0
+        labels = np.zeros(values.shape, dtype=np.int64)
+        labels[mask] = np.unique(values[mask], return_inverse=True)[1]
+        shared.append(Shared(layer.name, torch.from_numpy(mask), torch.from_numpy(labels)))
+    return shared, list(decoded.layers)
+
+
+def report_file(path: str) -> None:
+    """Print a file's bytes against the order-0 ideal of its streams, and the compressors."""
+    data = Path(path).read_bytes()
+    shared, layers = decoded_shared(data)
+    rows = stream_rows(shared, layers)
+    info = read_info(data)
+    ideal = sum(row[3] for row in rows)
+    coded = sum(row[2] for row in rows)
+    books = sum(layer.codebook_bytes for layer in layers)
+    raw = sum(layer.raw_bytes for layer in layers)
+    print(f"## {path}: {len(data)} B")
+    print(f"  header {info.header_bytes} B, codebooks {books} B, raw tensors {raw} B, "
+          f"unit masks {sum(layer.units_bytes for layer in layers)} B")  # fmt: skip
+    whole = len(data) / (len(data) - coded + ideal)
+    print(f"  streams: {coded} B coded (tables included) against an order-0 ideal of "
+          f"{ideal:.1f} B ({coded / ideal:.3f}); the file against its streams' ideal plus the "
+          f"rest as stored (header, codebooks, raw tensors, unit masks): {whole:.3f}")  # fmt: skip
+    for tool, compress in COMPRESSORS.items():
+        size = compress(data)
+        shown = "not installed" if size is None else f"{size} B ({size / len(data) - 1:+.1%})"
+        print(f"  {tool}: {shown}")
+    print("| layer | stream | order-0 entropy B | coded B (table + bits) | coder |")
+    print("|---|---|---:|---:|---|")
+    for layer, stream, size, entropy, coder in rows:
+        print(f"| {layer} | {stream} | {entropy:.1f} | {size} ({size / max(entropy, 1e-9):.3f}) "
+              f"| {coder} |")  # fmt: skip
+    print()
+
+
 VARIANTS: dict[str, dict] = {
     "v3": {"format_version": 3},
     "v4 Huffman only": {"arithmetic": False},
@@ -183,7 +246,14 @@ VARIANTS: dict[str, dict] = {
 """The files compared: version 3, version 4 with Huffman coding only, version 4 as written."""
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", nargs="+", help=".dcz files to measure as written")
+    args = parser.parse_args(argv)
+    if args.files:
+        for path in args.files:
+            report_file(path)
+        return
     for name in DENSITIES:
         report(name)
 
