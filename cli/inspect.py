@@ -87,6 +87,8 @@ def inspect_report(info: FileInfo, max_rows: int | None = None) -> dict[str, Any
         "totals": {
             "file_bytes": info.file_bytes,
             "overhead_bytes": info.overhead_bytes,
+            "preamble_bytes": info.preamble_bytes,
+            "header_bytes": info.header_bytes,
             "payload_bytes": info.payload_bytes,
             "dense_bytes": info.dense_bytes,
             "decoded_bytes": info.decoded_bytes,
@@ -201,7 +203,8 @@ def format_inspect(report: dict[str, Any], file: str) -> str:
     summary = key_values(
         [
             ("file bytes", str(totals["file_bytes"])),
-            ("  header bytes", str(totals["overhead_bytes"])),
+            ("  preamble bytes", str(totals["preamble_bytes"])),
+            ("  header bytes", str(totals["header_bytes"])),
             ("  payload bytes", str(totals["payload_bytes"])),
             ("dense float32 bytes", str(totals["dense_bytes"])),
             ("decoded bytes", str(totals["decoded_bytes"])),

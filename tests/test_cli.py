@@ -88,6 +88,7 @@ def test_inspect_json_matches_read_info(model_file: Path, capsys: pytest.Capture
     assert totals["ratio"] == pytest.approx(info.dense_bytes / info.file_bytes)
     assert sum(row["bytes"] for row in report["layers"]) == info.payload_bytes
     assert totals["overhead_bytes"] + totals["payload_bytes"] == totals["file_bytes"]
+    assert totals["preamble_bytes"] + totals["header_bytes"] == totals["overhead_bytes"]
     assert report["arch"] == ARCH["name"]
     assert report["git_revision"] == REVISION
     assert [row["name"] for row in report["layers"]] == [layer.name for layer in info.layers]
