@@ -96,7 +96,7 @@ def entropy_bytes(symbols: np.ndarray) -> float:
         return 0.0
     counts = np.bincount(symbols).astype(np.float64)
     counts = counts[counts > 0]
-    return float(-(counts * np.log2(counts / symbols.size)).sum() / 8)
+    return abs(float((counts * np.log2(counts / symbols.size)).sum() / 8))
 
 
 def stream_rows(quantized: list[QuantizedTensor], info: list[LayerInfo]) -> list[tuple]:
@@ -233,8 +233,8 @@ def report_file(path: str) -> None:
     print("| layer | stream | order-0 entropy B | coded B (table + bits) | coder |")
     print("|---|---|---:|---:|---|")
     for layer, stream, size, entropy, coder in rows:
-        print(f"| {layer} | {stream} | {entropy:.1f} | {size} ({size / max(entropy, 1e-9):.3f}) "
-              f"| {coder} |")  # fmt: skip
+        ratio = f"{size / entropy:.3f}" if entropy else "a single symbol: 0 bits"
+        print(f"| {layer} | {stream} | {entropy:.1f} | {size} ({ratio}) | {coder} |")
     print()
 
 
