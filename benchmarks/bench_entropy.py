@@ -154,6 +154,14 @@ COMPRESSORS: dict[str, Callable[[bytes], int | None]] = {
 }
 
 
+def print_compressors(data: bytes) -> None:
+    """One line per general-purpose compressor: its output size and change against `data`."""
+    for tool, compress in COMPRESSORS.items():
+        size = compress(data)
+        shown = "not installed" if size is None else f"{size} B ({size / len(data) - 1:+.1%})"
+        print(f"  {tool}: {shown}")
+
+
 def report(name: str) -> None:
     """Print one LeNet's header, stream and compressor table."""
     quantized, raw, arch, provenance = lenet_inputs(name)
@@ -166,10 +174,7 @@ def report(name: str) -> None:
               f"({'zlib' if info.header_compressed else 'plain'}), payload "
               f"{info.payload_bytes} B; bias bytes of removed units stored: "
               f"{removed_bias_bytes(list(info.layers))} B")  # fmt: skip
-        for tool, compress in COMPRESSORS.items():
-            size = compress(data)
-            shown = "not installed" if size is None else f"{size} B ({size / len(data) - 1:+.1%})"
-            print(f"  {tool}: {shown}")
+        print_compressors(data)
     huffman = stream_rows(quantized, list(infos["v4 Huffman only"].layers))
     mixed = stream_rows(quantized, list(infos["v4"].layers))
     print("| layer | stream | order-0 entropy B | Huffman B (table + bits) | v4 B | v4 coder |")
@@ -226,10 +231,7 @@ def report_file(path: str) -> None:
     print(f"  streams: {coded} B coded (tables included) against an order-0 ideal of "
           f"{ideal:.1f} B ({coded / ideal:.3f}); the file against its streams' ideal plus the "
           f"rest as stored (header, codebooks, raw tensors, unit masks): {whole:.3f}")  # fmt: skip
-    for tool, compress in COMPRESSORS.items():
-        size = compress(data)
-        shown = "not installed" if size is None else f"{size} B ({size / len(data) - 1:+.1%})"
-        print(f"  {tool}: {shown}")
+    print_compressors(data)
     print("| layer | stream | order-0 entropy B | coded B (table + bits) | coder |")
     print("|---|---|---:|---:|---|")
     for layer, stream, size, entropy, coder in rows:
