@@ -82,6 +82,18 @@ def test_final_pareto_figure_is_a_deterministic_png_that_moves_with_the_final_fi
     assert guided != first
 
 
+def test_guides_zoom_the_error_axis_and_count_the_front_points_above_it() -> None:
+    from matplotlib.figure import Figure
+
+    from deepcompression.plots.final import _zoom_to_guides
+
+    summary = search_summary(front_summary([10_000, 25_000, 50_000], [0.08, 0.02, 0.018]))
+    ax = Figure().subplots()
+    _zoom_to_guides(ax, summary, final_file(evaluation()), (0.016,))
+    assert ax.get_ylim() == pytest.approx((0.0, 4.8))
+    assert [t.get_text() for t in ax.texts] == ["1 front point above 4.8% not shown"]
+
+
 def test_every_model_s_final_anchors_and_guides_are_errors_and_ratios() -> None:
     """The final figure's extra published points and error guides: ratios above 1, errors as
     fractions (a percent typed as 1.0 would draw a line at 100%)."""

@@ -132,7 +132,22 @@ def final_pareto_figure(
         _scatter(ax, [Point(final.ratio, final.val_error)], facecolors="none",
                  edgecolors="#8172b3", marker="D", s=60, label="final file (val)")  # fmt: skip
         finish_ratio_axes(ax, anchors, title)
+        if guides:
+            _zoom_to_guides(ax, search, final, guides)
         return _png(figure)
+
+
+def _zoom_to_guides(ax, search: SearchSummary, final: FinalFile, guides: Sequence[float]) -> None:
+    """Error axis up to three times the highest guide (and above the final file), so the levels
+    the guides mark are readable; says how many front points lie above it."""
+    top = 100 * max(3 * max(guides), 1.5 * max(final.val_error, final.test_error))
+    ax.set_ylim(0, top)
+    hidden = sum(100 * p.error > top for p in search.front)
+    if hidden:
+        points = "point" if hidden == 1 else "points"
+        ax.annotate(f"{hidden} front {points} above {top:.1f}% not shown", (0.99, 0.99),
+                    xycoords="axes fraction", ha="right", va="top", fontsize=7,
+                    color="#4c72b0")  # fmt: skip
 
 
 def _scatter(ax, points: Sequence[Point], **style: Any) -> None:
