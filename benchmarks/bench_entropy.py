@@ -199,8 +199,8 @@ class Shared:
     labels: torch.Tensor
 
 
-def decoded_shared(data: bytes) -> tuple[list[Shared], list[LayerInfo]]:
-    """Every Huffman-record tensor of a file as kept positions and labels, and the file's layers."""
+def decoded_shared(data: bytes) -> list[Shared]:
+    """Every Huffman-record tensor of a file as kept positions and labels."""
     decoded = decode_model(data)
     shared = []
     for layer in decoded.layers:
@@ -211,15 +211,15 @@ def decoded_shared(data: bytes) -> tuple[list[Shared], list[LayerInfo]]:
         labels = np.zeros(values.shape, dtype=np.int64)
         labels[mask] = np.unique(values[mask], return_inverse=True)[1]
         shared.append(Shared(layer.name, torch.from_numpy(mask), torch.from_numpy(labels)))
-    return shared, list(decoded.layers)
+    return shared
 
 
 def report_file(path: str) -> None:
     """Print a file's bytes against the order-0 ideal of its streams, and the compressors."""
     data = Path(path).read_bytes()
-    shared, layers = decoded_shared(data)
-    rows = stream_rows(shared, layers)
     info = read_info(data)
+    layers = list(info.layers)
+    rows = stream_rows(decoded_shared(data), layers)
     ideal = sum(row[3] for row in rows)
     coded = sum(row[2] for row in rows)
     books = sum(layer.codebook_bytes for layer in layers)
