@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from benchmarks.mutations import BASE_FILES, MUTATORS, SEED, outcome
+from benchmarks.mutation_bases import BASE_FILES
+from benchmarks.mutations import MUTATORS, SEED, outcome
 from deepcompression.format.container import FormatError, read_info
 
 HANG_SECONDS = 10

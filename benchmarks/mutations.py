@@ -4,185 +4,38 @@ Mutations with repaired CRCs (edited header fields, replaced code tables and str
 bool bytes, shapes, empty shapes with huge dimensions, header bombs) get past the checksums so
 that the schema, limits, layout, code-table, stream and value checks are exercised, not just
 CRC32. Base files are of format versions 1, 2 and 3 (one with removed units); the ``v4_``
-mutators edit version-4 files (binary header) byte by byte. Used by
+mutators edit binary-header files (versions 4 and 5) byte by byte. Used by
 ``tests/test_container_fuzz.py`` (a sample) and ``benchmarks/bench_mutations.py`` (the full run).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import math
-import struct
-import zlib
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from benchmarks.mutation_bases import (
+    BASE_FILES,
+    BINARY_FILES,
+    PREAMBLE,
+    build,
+    dump,
+    split,
+    split_v4,
+    version,
+)
 from deepcompression.format.container import (
     MAX_TOTAL_NUMEL,
     RAW_DTYPES,
     FormatError,
-    InputMeta,
-    QuantizedTensor,
     decode_model,
-    encode_model,
     read_info,
 )
 
-PREAMBLE = struct.Struct("<8sHHIIII")
 SEED = 20160201
-
-
-def _layer(
-    name: str, shape: tuple[int, ...], density: float, bits: int, index_bits: int, seed: int
-) -> QuantizedTensor:
-    gen = torch.Generator().manual_seed(seed)
-    mask = torch.rand(shape, generator=gen) < density
-    k = 1 << bits
-    labels = (torch.randn(shape, generator=gen) * k / 5 + k / 2).long().clamp(0, k - 1)
-    return QuantizedTensor(name, mask, labels, torch.randn(k, generator=gen), bits, index_bits)
-
-
-def _base_inputs() -> list[tuple]:
-    """(quantized, raw, arch, provenance) of the version-4 base files."""
-    mlp = [
-        _layer("fc1.weight", (24, 16), 0.3, 4, 3, 1),
-        _layer("fc2.weight", (8, 24), 0.5, 3, 2, 2),
-    ]
-    biases = {"fc1.bias": torch.randn(24, generator=torch.Generator().manual_seed(5))}
-    arch = {"name": "tiny_mlp", "kwargs": {"hidden": 24, "scale": -1.5, "flags": [True, None]}}
-    provenance = {"git": "0" * 40, "params_sha256": "ab" * 32, "params": {"bits": [4, -3]}}
-    typed = {
-        "f16": torch.randn(3, 2, generator=torch.Generator().manual_seed(6)).half(),
-        "bn.num_batches_tracked": torch.tensor(12, dtype=torch.int64),
-        "flags": torch.tensor([True, False, True, True]),
-        "none": torch.zeros(0, 4, dtype=torch.bool),
-    }
-    return [
-        (mlp, biases, arch, provenance),
-        _kept_rows_inputs(),
-        (mlp[:1], typed, {"name": "typed"}, {"\ud800": "\u00e9"}),
-        (_unit_layers(), biases, arch, provenance),
-        (mlp, {}, {}, {}),
-    ]
-
-
-def _kept_rows_inputs() -> tuple:
-    """Layers with removed units and their biases (float32, float16, bool), zero on the removed
-    rows, which version 4 stores over the kept rows only."""
-    gen = torch.Generator().manual_seed(7)
-    layers, biases = [], {}
-    for q, dtype in zip(_unit_layers(), (torch.float32, torch.float16, torch.bool), strict=True):
-        layers.append(QuantizedTensor(f"{q.name}.weight", q.mask, q.labels, q.centroids,
-                                      q.weight_bits, q.index_bits))  # fmt: skip
-        kept = q.mask.reshape(q.shape[0], -1).any(dim=1)
-        values = torch.randn(q.shape[0], generator=gen).to(dtype)
-        biases[f"{q.name}.bias"] = torch.where(kept, values, torch.zeros((), dtype=dtype))
-    return layers, biases, {"name": "units"}, {}
-
-
-def _base_files() -> list[bytes]:
-    mlp = [
-        _layer("fc1.weight", (24, 16), 0.3, 4, 3, 1),
-        _layer("fc2.weight", (8, 24), 0.5, 3, 2, 2),
-    ]
-    biases = {"fc1.bias": torch.randn(24), "fc2.bias": torch.randn(8)}
-    arch = {"name": "tiny_mlp", "kwargs": {"hidden": 24}}
-    provenance = {"git": "0" * 40, "params": {"bits": [4, 3]}}
-    ones = torch.ones(4, 5, dtype=torch.bool)
-    sparse = torch.zeros(3, 40, dtype=torch.bool)
-    sparse[0, 1] = sparse[2, 39] = True
-    edge = [
-        QuantizedTensor("empty", ~ones, ones.long() * 0, torch.ones(2), 1, 2),
-        QuantizedTensor("const", ones[:3, :3], ones[:3, :3].long() * 0, torch.ones(1), 1, 4),
-        QuantizedTensor("gaps", sparse, sparse.long(), torch.tensor([0.5, -0.5]), 1, 2),
-        _layer("conv.weight", (4, 2, 3, 3), 0.4, 2, 8, 3),
-    ]
-    typed = {
-        "f16": torch.randn(3, 2).half(),
-        "bf16": torch.randn(5).bfloat16(),
-        "f64": torch.randn(2, 2).double(),
-        "i8": torch.tensor([-128, 0, 127], dtype=torch.int8),
-        "i16": torch.tensor([-1, 300], dtype=torch.int16),
-        "i32": torch.tensor([[7]], dtype=torch.int32),
-        "bn.num_batches_tracked": torch.tensor(12, dtype=torch.int64),
-        "u8": torch.arange(6, dtype=torch.uint8),
-        "flags": torch.tensor([True, False, True, True]),
-        "none": torch.zeros(0, 4, dtype=torch.bool),
-    }
-    return [
-        encode_model(mlp, biases, arch, provenance, format_version=3),
-        encode_model(mlp, biases, arch, provenance, compress_header=False, format_version=2),
-        encode_model(edge, {"s": torch.tensor(1.0)}, {"name": "edge"}, {}, compress_header=False,
-                     format_version=3),
-        encode_model(mlp[:1], typed, arch, provenance, compress_header=False, format_version=3),
-        encode_model(mlp, biases, arch, provenance, format_version=1),
-        encode_model(_unit_layers(), biases, arch, provenance, compress_header=False,
-                     format_version=3),
-    ]  # fmt: skip
-
-
-def _unit_layers() -> list[QuantizedTensor]:
-    """Layers whose empty rows and columns the version-3 writer stores as removed units."""
-    gen = torch.Generator().manual_seed(4)
-    rows = torch.arange(60) % 2 != 0
-    cols = torch.arange(40) % 4 != 1
-    sparse = (torch.rand(60, 40, generator=gen) < 0.6) & rows[:, None] & cols[None, :]
-    dense = torch.zeros(24, 50, dtype=torch.bool)
-    dense[3:15] = True
-    filters = (
-        (torch.rand(32, 16, 3, 3, generator=gen) < 0.7)
-        & (torch.arange(32) % 4 == 0).view(32, 1, 1, 1)
-        & (torch.arange(16) % 2 == 0).view(1, 16, 1, 1)
-    )
-    layers = []
-    for name, mask, bits, index_bits in (
-        ("sparse", sparse, 3, 4),
-        ("dense", dense, 2, None),
-        ("filters", filters, 2, 2),
-    ):
-        labels = torch.randint(0, 1 << bits, mask.shape, generator=gen)
-        layers.append(QuantizedTensor(name, mask, labels, torch.randn(1 << bits), bits, index_bits))
-    return layers
-
-
-BASE_FILES = _base_files()
-V4_FILES = [
-    encode_model(*inputs, compress_header=compress)
-    for inputs, compress in zip(_base_inputs() * 2, (True,) * 5 + (False,) * 5, strict=True)
-] + [
-    encode_model(*_base_inputs()[0], input_spec=InputMeta(3, 32, (0.5, 0.25, -1.0),
-                 (0.5, 2.0, 1e-3), 4, ("cat", "dog", "fc1", "fc1"))),
-    encode_model(*_base_inputs()[3], input_spec=InputMeta(1, 28, (0.1307,), (0.3081,), 10)),
-    encode_model(*_base_inputs()[0], arithmetic=False),
-    encode_model(*_base_inputs()[1], arithmetic=False, compress_header=False),
-]  # fmt: skip
-"""Version-4 files (binary header) of the same tensors: plain, typed dtypes and removed units."""
-
-
-def split(data: bytes) -> tuple[dict, bytes]:
-    _, _, flags, header_len, _, _, _ = PREAMBLE.unpack_from(data)
-    stored = data[PREAMBLE.size : PREAMBLE.size + header_len]
-    header = json.loads(zlib.decompress(stored) if flags & 1 else stored)
-    return header, data[PREAMBLE.size + header_len :]
-
-
-def version(data: bytes) -> int:
-    return PREAMBLE.unpack_from(data)[1]
-
-
-def build(header: bytes, payload: bytes, compress: bool, version: int, flags: int = 0) -> bytes:
-    """A file around a header with valid CRCs; ``flags`` adds to the compression bit."""
-    stored = zlib.compress(header) if compress else header
-    fields = (b"\x89DCZ\r\n\x1a\n", version, int(compress) | flags, len(stored), len(header))
-    crcs = (zlib.crc32(stored), zlib.crc32(payload))
-    return PREAMBLE.pack(*fields, *crcs) + stored + payload
-
-
-def dump(header: object) -> bytes:
-    return json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
 
 
 def sections(header: dict) -> list[tuple[dict | list, object]]:
@@ -503,22 +356,15 @@ def _header_bomb(data: bytes, rng: np.random.Generator) -> bytes:
     return out
 
 
-def split_v4(data: bytes) -> tuple[bytes, bytes]:
-    """The inflated binary header and the payload of a version-4 file."""
-    _, _, flags, header_len, _, _, _ = PREAMBLE.unpack_from(data)
-    stored = data[PREAMBLE.size : PREAMBLE.size + header_len]
-    return (zlib.decompress(stored) if flags & 1 else stored), data[PREAMBLE.size + header_len :]
-
-
-def _v4_base(rng: np.random.Generator) -> tuple[bytes, bytes, int]:
-    """A random version-4 base file's header, payload and input-spec flag bit."""
-    data = V4_FILES[rng.integers(len(V4_FILES))]
-    return *split_v4(data), PREAMBLE.unpack_from(data)[2] & 2
+def _v4_base(rng: np.random.Generator) -> tuple[bytes, bytes, int, int]:
+    """A random binary-header base file's header, payload, input-spec flag bit and version."""
+    data = BINARY_FILES[rng.integers(len(BINARY_FILES))]
+    return *split_v4(data), PREAMBLE.unpack_from(data)[2] & 2, version(data)
 
 
 def _v4_header_edit(rng: np.random.Generator) -> bytes:
-    """A version-4 file whose binary header has 1-3 bytes replaced, nudged, inserted or deleted."""
-    header, payload, flag = _v4_base(rng)
+    """A binary-header file whose header has 1-3 bytes replaced, nudged, inserted or deleted."""
+    header, payload, flag, number = _v4_base(rng)
     body = bytearray(header)
     for _ in range(int(rng.integers(1, 4))):
         at, action = int(rng.integers(len(body))), int(rng.integers(4))
@@ -530,30 +376,32 @@ def _v4_header_edit(rng: np.random.Generator) -> bytes:
             body.insert(at, int(rng.choice([0, 0x7F, 0x80, 0xFF, rng.integers(256)])))
         else:
             del body[at]
-    return build(bytes(body), payload, bool(rng.integers(2)), 4, flag)
+    return build(bytes(body), payload, bool(rng.integers(2)), number, flag)
+
+
+def _v4_payload(rng: np.random.Generator) -> bytes:
+    """A binary-header file with payload bits flipped and the CRC repaired."""
+    header, payload, flag, number = _v4_base(rng)
+    return build(header, bytes(_flip_bits(payload, rng)), False, number, flag)
 
 
 def _v4_header_cut(rng: np.random.Generator) -> bytes:
-    """A version-4 file whose binary header is cut short or has bytes appended."""
-    header, payload, flag = _v4_base(rng)
+    """A binary-header file whose header is cut short or has bytes appended."""
+    header, payload, flag, number = _v4_base(rng)
     if rng.integers(2):
         header = header[: int(rng.integers(len(header)))]
     else:
         header += rng.bytes(int(rng.integers(1, 4)))
-    return build(header, payload, bool(rng.integers(2)), 4, flag)
-
-
-def _v4_payload(rng: np.random.Generator) -> bytes:
-    """A version-4 file with payload bits flipped and the CRC repaired."""
-    header, payload, flag = _v4_base(rng)
-    return build(header, bytes(_flip_bits(payload, rng)), False, 4, flag)
+    return build(header, payload, bool(rng.integers(2)), number, flag)
 
 
 MUTATORS: dict[str, Callable[[bytes, np.random.Generator], bytes]] = {
     "v4_header_bytes": lambda d, r: _v4_header_edit(r),
     "v4_header_cut": lambda d, r: _v4_header_cut(r),
     "v4_payload_with_crc": lambda d, r: _v4_payload(r),
-    "v4_whole_file": lambda d, r: bytes(_flip_bits(V4_FILES[r.integers(len(V4_FILES))], r)),
+    "v4_whole_file": lambda d, r: bytes(
+        _flip_bits(BINARY_FILES[r.integers(len(BINARY_FILES))], r)
+    ),
     "truncate": lambda d, r: d[: r.integers(0, len(d))],
     "bit_flips": lambda d, r: bytes(_flip_bits(d, r)),
     "random_bytes": lambda d, r: r.bytes(int(r.integers(0, len(d) + 1))),

@@ -1,4 +1,5 @@
-"""The version-4 binary header read from docs/FORMAT.md ("Version 4: binary header") alone.
+"""The version-4 and -5 binary headers read from docs/FORMAT.md ("Version 4: binary header",
+"Version 5: shorter values") alone.
 
 ``binary_document`` turns the header bytes into the same object a version-3 JSON header holds
 (spans laid out back to back), raising ``Reject("MalformedHeader")`` for any rule broken; the
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import math
 import struct
+from fractions import Fraction
 
 STATIC = """name kwargs model params params_sha256 code_sha256 git_revision lenet_300_100 lenet5
 weight bias running_mean running_var num_batches_tracked num_classes in_channels image_size width
@@ -25,8 +27,8 @@ class Malformed(Exception):
 
 
 class _Cursor:
-    def __init__(self, data: bytes) -> None:
-        self.data, self.at = data, 0
+    def __init__(self, data: bytes, version: int) -> None:
+        self.data, self.at, self.v5 = data, 0, version >= 5
         self.table: list[str] = []
         self.referenced: set[int] = set()
 
@@ -90,32 +92,60 @@ class _Cursor:
             return obj
         if major == 5 and arg <= 2:
             return [None, False, True][arg]
-        if major == 5 and arg == 3:
-            number = struct.unpack("<d", self.bytes(8))[0]
-            if math.isinf(number) or math.isnan(number):
-                raise Malformed
-            return number
+        if major == 5 and (arg == 3 or (arg == 7 and self.v5)):
+            return self.number(arg)
         if major == 5 and arg == 4:
             return self.bytes(32).hex()
+        if major == 5 and arg in (5, 6) and self.v5:
+            return self.bytes(16 if arg == 5 else 8).hex()
         raise Malformed
+
+    def number(self, arg: int) -> float:
+        if arg == 3:
+            number = struct.unpack("<d", self.bytes(8))[0]
+        else:
+            m, e = (unzigzag(self.varint()) for _ in range(2))
+            if abs(e) > 400:
+                raise Malformed
+            number = float(Fraction(m) * Fraction(10) ** e)
+        if math.isinf(number) or math.isnan(number):
+            raise Malformed
+        return number
+
+
+def unzigzag(n: int) -> int:
+    return -(n + 1) // 2 if n & 1 else n // 2
+
+
+def _spec_number(cur: _Cursor) -> float:
+    if not cur.v5:
+        return struct.unpack("<d", cur.bytes(8))[0]
+    tag = cur.bytes(1)[0]
+    if tag not in (0xA3, 0xA7):
+        raise Malformed
+    return cur.number(tag & 31)
 
 
 def _input_spec(cur: _Cursor) -> tuple:
     channels, side = cur.varint(), cur.varint()
     if not (1 <= channels <= 1 << 16 and 1 <= side <= 1 << 16):
         raise Malformed
-    values = [struct.unpack("<d", cur.bytes(8))[0] for _ in range(2 * channels)]
+    values = [_spec_number(cur) for _ in range(2 * channels)]
     if any(math.isinf(v) or math.isnan(v) for v in values) or min(values[channels:]) <= 0:
         raise Malformed
     classes, named = cur.varint(), cur.bytes(1)[0]
-    if not 1 <= classes <= 1 << 20 or named > 1:
+    if not 1 <= classes <= 1 << 20 or named > (2 if cur.v5 else 1):
         raise Malformed
-    names = tuple(cur.string(cur.varint()) for _ in range(classes)) if named else None
+    names = None
+    if named == 2:
+        names = tuple(str(i) for i in range(classes))
+    elif named == 1:
+        names = tuple(cur.string(cur.varint()) for _ in range(classes))
     return channels, side, tuple(values[:channels]), tuple(values[channels:]), classes, names
 
 
-def _document(data: bytes, with_input: bool) -> dict:
-    cur = _Cursor(data)
+def _document(data: bytes, with_input: bool, version: int) -> dict:
+    cur = _Cursor(data, version)
     for _ in range(cur.varint()):
         raw = cur.bytes(cur.varint())
         text = raw.decode("utf-8", "surrogatepass")
@@ -199,10 +229,10 @@ def _huffman(cur: _Cursor, record: dict, tag: int, offset: int) -> int:
     return offset
 
 
-def binary_document(data: bytes, with_input: bool) -> dict | None:
-    """The header object of version-4 header bytes (its input spec under "input" when the
+def binary_document(data: bytes, with_input: bool, version: int) -> dict | None:
+    """The header object of version-4 or -5 header bytes (its input spec under "input" when the
     preamble's flag bit 1 says there is one), or None if the bytes break a rule."""
     try:
-        return _document(data, with_input)
+        return _document(data, with_input, version)
     except (Malformed, UnicodeDecodeError):
         return None

@@ -1,7 +1,8 @@
 """Corruption suite (a sample): seeded mutations of real encoded files decode or raise FormatError.
 
-The mutators and base files live in ``benchmarks/mutations.py``; this suite runs a few hundred of
-their files (every mutator, zero-dimension shapes and header bombs included) in seconds, and
+The mutators live in ``benchmarks/mutations.py``, their base files in ``mutation_bases.py``; this
+suite runs a few hundred of their files (every mutator, zero-dimension shapes and header bombs
+included) in seconds, and
 ``benchmarks/bench_mutations.py`` runs 10,000 (BENCHMARKS.md records the result).
 """
 
@@ -16,18 +17,8 @@ import numpy as np
 import pytest
 
 from benchmarks.bench_mutations import main as bench_main
-from benchmarks.mutations import (
-    BASE_FILES,
-    MUTATORS,
-    SEED,
-    UNITS,
-    build,
-    dump,
-    outcome,
-    reported_bomb,
-    split,
-    version,
-)
+from benchmarks.mutation_bases import BASE_FILES, build, dump, split, version
+from benchmarks.mutations import MUTATORS, SEED, UNITS, outcome, reported_bomb
 from deepcompression.format.container import (
     CorruptStream,
     HeaderTooLarge,

@@ -21,7 +21,8 @@ import torch
 from spec_binary_header import binary_document
 from test_container_v1 import TINY_V1_HEX, V1_FIXTURE_HEX
 
-from benchmarks.mutations import BASE_FILES, MUTATORS, SEED, V4_FILES
+from benchmarks.mutation_bases import BASE_FILES, BINARY_FILES
+from benchmarks.mutations import MUTATORS, SEED
 from deepcompression.format.container import FormatError, decode_model
 
 MAGIC = b"\x89DCZ\r\n\x1a\n"
@@ -577,7 +578,7 @@ def spec_decode(
     version, flags, header_len, json_len, header_crc, payload_crc = struct.unpack_from(
         "<HHIIII", data, 8
     )
-    if version not in (1, 2, 3, 4) or flags & ~(3 if version == 4 else 1):
+    if version not in (1, 2, 3, 4, 5) or flags & ~(3 if version >= 4 else 1):
         fail("UnsupportedVersion")
     if header_len > 16 * MIB or json_len > 16 * MIB:
         fail("HeaderTooLarge")
@@ -600,7 +601,10 @@ def spec_decode(
         if json_len != header_len:
             fail("MalformedHeader")
         text = stored
-    document = json_document(text, header_len) if version < 4 else binary_document(text, flags & 2)
+    if version < 4:
+        document = json_document(text, header_len)
+    else:
+        document = binary_document(text, flags & 2, version)
     if document is None:
         fail("MalformedHeader")
     spec = document.pop("input", None)  # type: ignore[union-attr]
@@ -677,7 +681,7 @@ def assert_agree(data: bytes, limit: int | None = None) -> str:
 
 
 def test_pinned_and_base_files_agree() -> None:
-    files = [bytes.fromhex(TINY_V1_HEX), bytes.fromhex(V1_FIXTURE_HEX), *BASE_FILES, *V4_FILES]
+    files = [bytes.fromhex(TINY_V1_HEX), bytes.fromhex(V1_FIXTURE_HEX), *BASE_FILES, *BINARY_FILES]
     for data in files:
         assert assert_agree(data) == "decoded"
         assert assert_agree(data, limit=0) == "DecodedTooLarge"

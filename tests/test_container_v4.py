@@ -16,7 +16,7 @@ from bitarray import bitarray, frozenbitarray
 from container_bytes import bits
 
 from benchmarks.bench_entropy import lenet_inputs, removed_bias_bytes
-from benchmarks.mutations import V4_FILES, _base_inputs, build, split_v4
+from benchmarks.mutation_bases import V4_FILES, _base_inputs, build, split_v4
 from deepcompression.format import coders
 from deepcompression.format import header as header_module
 from deepcompression.format.arith import arith_decode, arith_encode
@@ -60,12 +60,12 @@ TINY_INPUTS = _tiny_inputs()
 
 def tiny_v4() -> bytes:
     """The worked example in version 4."""
-    return encode_model(*TINY_INPUTS, compress_header=False)
+    return encode_model(*TINY_INPUTS, compress_header=False, format_version=4)
 
 
-def test_version_4_is_the_default_and_pinned() -> None:
+def test_version_4_is_pinned() -> None:
     data = tiny_v4()
-    assert FORMAT_VERSION == 4 and data[8:10] == b"\x04\x00"
+    assert FORMAT_VERSION == 5 and data[8:10] == b"\x04\x00"
     header, _ = split_v4(data)
     # string table: "tiny", "w", "b"; arch {name: "tiny"}; provenance {}; two tensor records
     assert header[:10] == bytes([3, 4]) + b"tiny" + bytes([1]) + b"w" + bytes([1]) + b"b"
@@ -76,7 +76,7 @@ def test_version_4_is_the_default_and_pinned() -> None:
     assert hashlib.sha256(data).hexdigest() == (
         "17db38b8b92e5891798f84bce1cd73f13a3400fab2bfb19fb8ad265679181252"
     )
-    huffman = encode_model(*TINY_INPUTS, compress_header=False, arithmetic=False)
+    huffman = encode_model(*TINY_INPUTS, compress_header=False, arithmetic=False, format_version=4)
     assert len(huffman) == 90 and read_info(huffman).layers[0].index_coder == "huffman"
     assert hashlib.sha256(huffman).hexdigest() == (
         "1422b585bc6f962475972a01c813ce2fbc08383676577847497629556c9057cb"
@@ -85,7 +85,7 @@ def test_version_4_is_the_default_and_pinned() -> None:
 
 @pytest.mark.parametrize("inputs", _base_inputs(), ids=lambda inputs: str(len(inputs[1])))
 def test_v4_files_decode_to_the_tensors_of_their_v3_twins(inputs: tuple) -> None:
-    v4 = encode_model(*inputs)
+    v4 = encode_model(*inputs, format_version=4)
     header, _ = split_v4(v4)
     info = read_info(v4)
     assert info.version == 4 and info.header_json_bytes == len(header)
@@ -221,11 +221,11 @@ SPEC = InputMeta(3, 32, (0.5, 0.25, -1.0), (0.5, 2.0, 1e-3), 4, ("cat", "dog", "
 
 def test_an_input_spec_round_trips_and_feeds_inference() -> None:
     plain = tiny_v4()
-    data = encode_model(*TINY_INPUTS, compress_header=False, input_spec=SPEC)
+    data = encode_model(*TINY_INPUTS, compress_header=False, input_spec=SPEC, format_version=4)
     assert data[10:12] == b"\x02\x00" and read_info(plain).input is None
     assert read_info(data).input == SPEC and decode_model(data).input == SPEC
     unnamed = dataclasses.replace(SPEC, classes=None)
-    data = encode_model(*TINY_INPUTS, compress_header=False, input_spec=unnamed)
+    data = encode_model(*TINY_INPUTS, compress_header=False, input_spec=unnamed, format_version=4)
     assert read_info(data).header_bytes == read_info(plain).header_bytes + 2 + 6 * 8 + 2
     spec = InputSpec(**dataclasses.asdict(decode_model(data).input))
     assert spec.shape == (3, 32, 32) and spec.classes is None

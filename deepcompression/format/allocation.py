@@ -92,7 +92,7 @@ def encoded_file_bytes(
     **options: Any,
 ) -> int:
     """Exact size of the file ``encode_model(quantized, raw, arch, provenance, **options)``
-    writes: version 4 by default, so removed units and ``index_bits=None`` (auto) widths are
+    writes: version 5 by default, so removed units and ``index_bits=None`` (auto) widths are
     chosen as the writer chooses them."""
     data = encode_model(quantized, raw or {}, arch or {}, provenance or {}, **options)
     return len(data)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import math
 import struct
+from decimal import Decimal
 
 from deepcompression.format.errors import InvalidArgument, MalformedHeader
 from deepcompression.format.info import InputMeta
 from deepcompression.format.spec import (
+    BINARY_HEADER_VERSION,
     CODER_ARITH,
     DTYPES,
     FLOAT_BYTES,
@@ -27,6 +29,7 @@ from deepcompression.format.spec import (
     MAX_JSON_INT,
     MAX_NDIM,
     RAW_DTYPES,
+    SHORT_VALUES_VERSION,
     STATIC_STRINGS,
 )
 
@@ -35,8 +38,15 @@ __all__ = ["dump_header", "load_header"]
 _ARG_VARINT = 31
 """A tag's 5-bit argument of 31 means "a varint follows, holding the argument (>= 31)"."""
 _STATIC, _UINT, _NEGINT, _ARRAY, _OBJECT, _SIMPLE, _TABLE = range(7)
-_NULL, _FALSE, _TRUE, _FLOAT, _DIGEST = range(5)
-_DIGEST_BYTES = 32
+_NULL, _FALSE, _TRUE, _FLOAT, _DIGEST, _DIGEST16, _DIGEST8, _DECIMAL = range(8)
+_DIGESTS = {_DIGEST: 32, _DIGEST16: 16, _DIGEST8: 8}
+"""Digest tags and their byte counts: the 8- and 16-byte ones from version 5."""
+_DIGEST_TAG = {2 * size: arg for arg, size in _DIGESTS.items()}
+MAX_DECIMAL_EXPONENT = 400
+"""Largest magnitude of a decimal number's exponent (version 5): past +-400 no finite, non-zero
+binary64 has a shorter decimal form than its 8 bytes."""
+_NAMES_NONE, _NAMES_LISTED, _NAMES_DIGITS = range(3)
+"""Input spec class-name flags; digits (version 5): class i is named str(i)."""
 _HEX = frozenset("0123456789abcdef")
 _DOUBLE = struct.Struct("<d")
 _RAW_TAG, _HUFFMAN_TAG, _UNITS_BIT, _ROWS_BIT = 0, 1, 0x04, 0x04
@@ -52,16 +62,22 @@ _STATIC_INDEX = {text: i for i, text in enumerate(STATIC_STRINGS)}
 
 
 def dump_header(
-    arch: dict, provenance: dict, records: list[dict], spec: InputMeta | None = None
+    arch: dict,
+    provenance: dict,
+    records: list[dict],
+    spec: InputMeta | None = None,
+    version: int = BINARY_HEADER_VERSION,
 ) -> bytes:
-    """The version-4 header bytes of arch, provenance, the input spec if any (the preamble's
-    FLAG_INPUT_SPEC says whether one is there) and placed tensor records."""
+    """The binary header bytes (version 4 or 5) of arch, provenance, the input spec if any (the
+    preamble's FLAG_INPUT_SPEC says whether one is there) and placed tensor records. Version 5
+    writes short digests, decimal numbers and digit class names where they apply."""
     table = _StringTable()
     body = bytearray()
-    _put_value(body, arch, table, 1)
-    _put_value(body, provenance, table, 1)
+    short = version >= SHORT_VALUES_VERSION
+    _put_value(body, arch, table, 1, short)
+    _put_value(body, provenance, table, 1, short)
     if spec is not None:
-        _put_input(body, spec, table)
+        _put_input(body, spec, table, short)
     _put_varint(body, len(records))
     for record in records:
         _put_record(body, record, table)
@@ -112,8 +128,8 @@ def _put_tag(out: bytearray, major: int, arg: int) -> None:
         _put_varint(out, arg)
 
 
-def _put_value(out: bytearray, value: object, table: _StringTable, depth: int) -> None:
-    """One arch/provenance value: typed tag, then its content."""
+def _put_value(out: bytearray, value: object, table: _StringTable, depth: int, short: bool) -> None:
+    """One arch/provenance value: typed tag, then its content (``short``: version 5's forms)."""
     if isinstance(value, list | tuple | dict) and depth > MAX_JSON_DEPTH:
         raise InvalidArgument(f"arch/provenance nest more than {MAX_JSON_DEPTH} arrays/objects")
     if value is None or isinstance(value, bool):
@@ -123,13 +139,11 @@ def _put_value(out: bytearray, value: object, table: _StringTable, depth: int) -
             raise InvalidArgument(f"arch/provenance integer {value} exceeds 2**53 - 1")
         _put_tag(out, _UINT, value) if value >= 0 else _put_tag(out, _NEGINT, -1 - value)
     elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidArgument(f"arch/provenance numbers must be finite, got {value}")
-        _put_tag(out, _SIMPLE, _FLOAT)
-        out += _DOUBLE.pack(value)
+        _put_float(out, value, short)
     elif isinstance(value, str):
-        if len(value) == 2 * _DIGEST_BYTES and set(value) <= _HEX:
-            _put_tag(out, _SIMPLE, _DIGEST)
+        digest = _DIGEST_TAG.get(len(value)) if set(value) <= _HEX else None
+        if digest is not None and (short or digest == _DIGEST):
+            _put_tag(out, _SIMPLE, digest)
             out += bytes.fromhex(value)
         else:
             ref = table.ref(value)
@@ -140,14 +154,14 @@ def _put_value(out: bytearray, value: object, table: _StringTable, depth: int) -
     elif isinstance(value, list | tuple):
         _put_tag(out, _ARRAY, len(value))
         for item in value:
-            _put_value(out, item, table, depth + 1)
+            _put_value(out, item, table, depth + 1, short)
     elif isinstance(value, dict):
         if not all(isinstance(key, str) for key in value):
             raise InvalidArgument("arch/provenance objects must have str keys")
         _put_tag(out, _OBJECT, len(value))
         for key in sorted(value):
             _put_varint(out, table.ref(key))
-            _put_value(out, value[key], table, depth + 1)
+            _put_value(out, value[key], table, depth + 1, short)
     else:
         raise InvalidArgument(
             f"arch/provenance values must be JSON-like (None, bool, int, float, str, list, "
@@ -155,14 +169,61 @@ def _put_value(out: bytearray, value: object, table: _StringTable, depth: int) -
         )
 
 
-def _put_input(out: bytearray, spec: InputMeta, table: _StringTable) -> None:
-    """channels, image size, mean and std (float64 each), class count, named flag, names."""
+def _put_float(out: bytearray, value: float, short: bool) -> None:
+    """A finite float: as a decimal (version 5) when its shortest round-trip digits take fewer
+    bytes than the 8 of a binary64, else as the binary64."""
+    if not math.isfinite(value):
+        raise InvalidArgument(f"arch/provenance numbers must be finite, got {value}")
+    decimal = _decimal_bytes(value) if short else None
+    if decimal is not None and len(decimal) < _DOUBLE.size:
+        _put_tag(out, _SIMPLE, _DECIMAL)
+        out += decimal
+    else:
+        _put_tag(out, _SIMPLE, _FLOAT)
+        out += _DOUBLE.pack(value)
+
+
+def _decimal_bytes(value: float) -> bytes | None:
+    """Zigzag varints of m and e with m * 10**e == value in Python's shortest round-trip form
+    (repr); None for -0.0 or a zigzag mantissa past 2**53 - 1."""
+    if value == 0 and math.copysign(1.0, value) < 0:
+        return None
+    sign, digits, exponent = Decimal(repr(value)).as_tuple()
+    mantissa = int("".join(map(str, digits)))
+    while mantissa and mantissa % 10 == 0:
+        mantissa, exponent = mantissa // 10, exponent + 1
+    if mantissa == 0:
+        exponent = 0
+    if 2 * mantissa > MAX_JSON_INT or abs(exponent) > MAX_DECIMAL_EXPONENT:
+        return None
+    out = bytearray()
+    _put_varint(out, _zigzag(-mantissa if sign else mantissa))
+    _put_varint(out, _zigzag(int(exponent)))
+    return bytes(out)
+
+
+def _zigzag(value: int) -> int:
+    """0, -1, 1, -2, ... as 0, 1, 2, 3, ..."""
+    return 2 * value if value >= 0 else -2 * value - 1
+
+
+def _unzigzag(value: int) -> int:
+    return value // 2 if value % 2 == 0 else -(value + 1) // 2
+
+
+def _put_input(out: bytearray, spec: InputMeta, table: _StringTable, short: bool) -> None:
+    """channels, image size, mean and std (binary64 each; version 5: typed numbers), class
+    count, names flag, names."""
     _put_varint(out, spec.channels)
     _put_varint(out, spec.image_size)
     for value in (*spec.mean, *spec.std):
-        out += _DOUBLE.pack(value)
+        _put_float(out, value, True) if short else out.extend(_DOUBLE.pack(value))
     _put_varint(out, spec.num_classes)
-    out.append(0 if spec.classes is None else 1)
+    digits = tuple(map(str, range(spec.num_classes)))
+    if short and spec.classes == digits:
+        out.append(_NAMES_DIGITS)
+        return
+    out.append(_NAMES_NONE if spec.classes is None else _NAMES_LISTED)
     for name in spec.classes or ():
         _put_varint(out, table.ref(name))
 
@@ -204,10 +265,13 @@ def _put_record(out: bytearray, record: dict, table: _StringTable) -> None:
 # Reading
 
 
-def load_header(data: bytes, with_input: bool = False) -> tuple[dict, InputMeta | None]:
-    """The header object (arch, provenance, tensors with spans) of version-4 header bytes, and
-    the input spec they hold when ``with_input`` (the preamble's FLAG_INPUT_SPEC)."""
-    reader = _Reader(data)
+def load_header(
+    data: bytes, with_input: bool = False, version: int = BINARY_HEADER_VERSION
+) -> tuple[dict, InputMeta | None]:
+    """The header object (arch, provenance, tensors with spans) of binary header bytes of
+    ``version`` (4 or 5), and the input spec they hold when ``with_input`` (the preamble's
+    FLAG_INPUT_SPEC)."""
+    reader = _Reader(data, version >= SHORT_VALUES_VERSION)
     strings = reader.string_table()
     arch = reader.value(strings, 1)
     provenance = reader.value(strings, 1)
@@ -247,9 +311,11 @@ class _Strings:
 class _Reader:
     """A cursor over the header bytes; every read is checked against the bytes left."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, short: bool) -> None:
         self.data = data
         self.pos = 0
+        self.short = short
+        """Version 5: short digests, decimal numbers and digit class names are defined."""
 
     def take(self, size: int, what: str) -> bytes:
         if size > len(self.data) - self.pos:
@@ -330,14 +396,40 @@ class _Reader:
             return self.members(arg, strings, depth)
         if major == _SIMPLE and arg in (_NULL, _FALSE, _TRUE):
             return (None, False, True)[arg]
-        if major == _SIMPLE and arg == _FLOAT:
-            number = _DOUBLE.unpack(self.take(_DOUBLE.size, "float value"))[0]
-            if not math.isfinite(number):
-                raise MalformedHeader("float value is not finite (NaN and infinities are invalid)")
-            return number
-        if major == _SIMPLE and arg == _DIGEST:
-            return self.take(_DIGEST_BYTES, "digest value").hex()
+        if major == _SIMPLE and arg in (_FLOAT, _DECIMAL):
+            return self.number(arg)
+        if major == _SIMPLE and arg in _DIGESTS and (self.short or arg == _DIGEST):
+            return self.take(_DIGESTS[arg], "digest value").hex()
         raise MalformedHeader(f"value tag 0x{major << 5 | min(arg, 31):02x} is not defined")
+
+    def number(self, arg: int) -> float:
+        """A float value's content: a finite binary64, or (version 5) a decimal m * 10**e
+        rounded to the nearest binary64."""
+        if arg == _FLOAT:
+            number = _DOUBLE.unpack(self.take(_DOUBLE.size, "float value"))[0]
+        elif self.short:
+            mantissa = _unzigzag(self.varint("decimal mantissa"))
+            exponent = _unzigzag(self.varint("decimal exponent"))
+            if abs(exponent) > MAX_DECIMAL_EXPONENT:
+                raise MalformedHeader(
+                    f"decimal exponent {exponent} is outside [-{MAX_DECIMAL_EXPONENT}, "
+                    f"{MAX_DECIMAL_EXPONENT}]"
+                )
+            number = float(f"{mantissa}e{exponent}")
+        else:
+            raise MalformedHeader(f"value tag 0x{_SIMPLE << 5 | arg:02x} is not defined")
+        if not math.isfinite(number):
+            raise MalformedHeader("float value is not finite (NaN and infinities are invalid)")
+        return number
+
+    def spec_number(self) -> float:
+        """One input mean/std: a binary64 (version 4), or a float or decimal value (version 5)."""
+        if not self.short:
+            return _DOUBLE.unpack(self.take(_DOUBLE.size, "input mean/std"))[0]
+        major, arg = self.tag("input mean/std")
+        if major != _SIMPLE or arg not in (_FLOAT, _DECIMAL):
+            raise MalformedHeader("input spec: a mean or std is not a float or decimal value")
+        return self.number(arg)
 
     def members(self, count: int, strings: _Strings, depth: int) -> dict:
         """An object's members: keys strictly increasing by code point, so none repeats."""
@@ -363,21 +455,23 @@ class _Reader:
                 f"input spec: channels {channels} and image size {image_size} must be in "
                 f"[1, {MAX_INPUT_CHANNELS}] and [1, {MAX_IMAGE_SIZE}]"
             )
-        self.counted(2 * channels, _DOUBLE.size, "input mean and std")
-        values = [_DOUBLE.unpack(self.take(_DOUBLE.size, "input mean/std"))[0]
-                  for _ in range(2 * channels)]  # fmt: skip
+        self.counted(2 * channels, 3 if self.short else _DOUBLE.size, "input mean and std")
+        values = [self.spec_number() for _ in range(2 * channels)]
         mean, std = tuple(values[:channels]), tuple(values[channels:])
         if not all(map(math.isfinite, values)) or min(std) <= 0:
             raise MalformedHeader("input spec: mean and std must be finite and std > 0")
         num_classes = self.varint("input classes")
         named = self.byte("input class names flag")
-        if not 1 <= num_classes <= MAX_CLASSES or named > 1:
+        top = _NAMES_DIGITS if self.short else _NAMES_LISTED
+        if not 1 <= num_classes <= MAX_CLASSES or named > top:
             raise MalformedHeader(
                 f"input spec: {num_classes} classes must be in [1, {MAX_CLASSES}] and the names "
-                f"flag 0 or 1, got {named}"
+                f"flag 0 or 1{' or 2' if self.short else ''}, got {named}"
             )
         classes = None
-        if named:
+        if named == _NAMES_DIGITS:
+            classes = tuple(map(str, range(num_classes)))
+        elif named:
             classes = tuple(
                 strings.get(self.varint("class name"), "class name")
                 for _ in self.counted(num_classes, 1, "class names")

@@ -100,7 +100,7 @@ def encode_model(
     _check_input_spec(input_spec, binary)
 
     def header_bytes(records: list[dict], check: bool = False) -> bytes:
-        return _header(arch, provenance, records, binary, input_spec, check=check)
+        return _header(arch, provenance, records, format_version, input_spec, check=check)
 
     header_bytes([], check=True)
     options = [_quantized_options(q, format_version) for q in quantized]
@@ -145,20 +145,20 @@ def _header(
     arch: dict,
     provenance: dict,
     records: list[dict],
-    binary: bool,
+    version: int,
     spec: InputMeta | None,
     *,
     check: bool = False,
 ) -> bytes:
-    """The header as written: binary (version 4) or JSON; ``check`` reads it back as the reader
-    would and turns any refusal into InvalidArgument."""
-    if not binary:
+    """The header as written: binary (version 4 on) or JSON; ``check`` reads it back as the
+    reader would and turns any refusal into InvalidArgument."""
+    if version < BINARY_HEADER_VERSION:
         header = {"arch": arch, "provenance": provenance, "tensors": records}
         return _dump_json(header) if check else _fast_json(header)
-    data = dump_header(arch, provenance, records, spec)
+    data = dump_header(arch, provenance, records, spec, version)
     if check:
         try:
-            parse_header(load_header(data, spec is not None)[0], BINARY_HEADER_VERSION)
+            parse_header(load_header(data, spec is not None, version)[0], version)
         except MalformedHeader as err:
             raise InvalidArgument(f"arch/provenance or a tensor break a header rule: {err}") from (
                 err
@@ -167,11 +167,11 @@ def _header(
 
 
 def _check_input_spec(spec: InputMeta | None, binary: bool) -> None:
-    """An input spec needs version 4 and must have the types and ranges the reader accepts."""
+    """An input spec needs version 4 or later and the types and ranges the reader accepts."""
     if spec is None:
         return
     if not binary:
-        raise InvalidArgument("an input spec needs format version 4; drop format_version")
+        raise InvalidArgument("an input spec needs format version 4 or later; drop format_version")
     if not isinstance(spec, InputMeta):
         raise InvalidArgument(f"input_spec must be an InputMeta, got {type(spec).__name__}")
     sizes_ok = (

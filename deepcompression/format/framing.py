@@ -81,7 +81,7 @@ def parse_file(data: bytes) -> ParsedFile:
     text = _unpack_header(stored, flags, json_len)
     spec = None
     if version >= BINARY_HEADER_VERSION:
-        header, spec = load_header(text, bool(flags & FLAG_INPUT_SPEC))
+        header, spec = load_header(text, bool(flags & FLAG_INPUT_SPEC), version)
     else:
         header = load_json(text, max_json_values(header_len))
     arch, provenance, records = parse_header(header, version)

@@ -61,6 +61,7 @@ _RAW_KEYS = {
     2: frozenset({"kind", "name", "shape", "dtype", "data"}),
     3: frozenset({"kind", "name", "shape", "dtype", "data"}),
     4: frozenset({"kind", "name", "shape", "dtype", "data"}),
+    5: frozenset({"kind", "name", "shape", "dtype", "data"}),
 }
 _ROWS_KEY = "rows_of"
 """Version 4: a 1-D raw tensor stored over the kept rows of an earlier tensor with units."""

@@ -13,13 +13,15 @@ import torch
 from deepcompression.format.huffman import MAX_SYMBOL_BITS
 
 MAGIC = b"\x89DCZ\r\n\x1a\n"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 """The version ``encode_model`` writes by default."""
-SUPPORTED_VERSIONS = (1, 2, 3, 4)
+SUPPORTED_VERSIONS = (1, 2, 3, 4, 5)
 UNITS_VERSION = 3
 """The first version whose Huffman tensors may declare removed units."""
 BINARY_HEADER_VERSION = 4
 """The first version whose header is binary (varints, a string table, typed values), not JSON."""
+SHORT_VALUES_VERSION = 5
+"""The first version with 8- and 16-byte digests, decimal numbers and digit class names."""
 STATIC_STRINGS = (
     "name", "kwargs", "model", "params", "params_sha256", "code_sha256", "git_revision",
     "lenet_300_100", "lenet5", "weight", "bias", "running_mean", "running_var",
