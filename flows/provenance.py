@@ -29,6 +29,10 @@ CODE_DIRS = ("deepcompression", "models")
 """Without a dvc.yaml (an installed copy), the code hashed: the library and the networks."""
 FILE_STAGE = "encode"
 """The stage that writes the file, whose code deps the hash covers."""
+DIGEST_HEX = 16
+"""Hex digits of each hash the file records: sha256's first 8 bytes, as a git short hash names a
+commit (a run identifier, not an integrity check: the file has its CRC32s); version 5 of the
+format stores them in 8 bytes each."""
 
 
 def file_code(root: Path = PROJECT_ROOT) -> list[str]:
@@ -73,13 +77,13 @@ def file_params(params: RunParams) -> dict:
 
 def provenance(params: RunParams) -> dict:
     """The params that produced a file (unless `encode.provenance` is `hashes`), their hash and
-    the hash of the library code with its numerics (`code_sha256`, from build_sha256)."""
+    the hash of the library code with its numerics (`code_sha256`, from build_sha256), each
+    cut to DIGEST_HEX digits. The model is the header's arch, so it is not repeated here."""
     values = file_params(params)
     digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
     record = {
-        "model": params.model.name,
-        "params_sha256": digest,
-        "code_sha256": build_sha256(params),
+        "params_sha256": digest[:DIGEST_HEX],
+        "code_sha256": build_sha256(params)[:DIGEST_HEX],
     }
     if params.encode.provenance != "hashes":
         record["params"] = values
