@@ -158,6 +158,18 @@ def _mask_guard(model: nn.Module, masks: Masks) -> MaskGuard:
     return MaskGuard(model, masks)
 
 
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite: the weights are lost, so training stops.
+    ``what`` names the training and ``fix`` what to change (the stage that ran it knows)."""
+
+    def __init__(
+        self, epoch: int, loss: float, lr: float, what: str = "training", fix: str = ""
+    ) -> None:
+        message = f"{what} diverged in epoch {epoch}: the training loss is {loss} (lr {lr:g})"
+        super().__init__(f"{message}; {fix}" if fix else message)
+        self.epoch, self.loss, self.lr = epoch, loss, lr
+
+
 def fit(
     model: nn.Module,
     data: tuple[Images, torch.Tensor, Images, torch.Tensor],
@@ -171,7 +183,9 @@ def fit(
     """Train for `cfg.epochs` epochs, evaluating on the validation split after each.
 
     `data` is (train_x, train_y, val_x, val_y), on the model's device (streamed images: sent
-    there batch by batch). A `teacher` (on the same device) distills into the model.
+    there batch by batch). A `teacher` (on the same device) distills into the model. An epoch
+    whose training loss is not finite is reported, then raises TrainingDiverged: nothing after
+    it can recover, and every later stage would compress noise.
     """
     train_x, train_y, val_x, val_y = data
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
@@ -192,4 +206,6 @@ def fit(
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
+        if not math.isfinite(train_loss):
+            raise TrainingDiverged(record.epoch, train_loss, lr)
     return history

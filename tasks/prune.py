@@ -21,6 +21,7 @@ from deepcompression.training import (
 )
 from runtime.log import epoch_reporter, run_logger
 from runtime.resilient import task
+from tasks.diverged import name_the_fix
 
 
 @dataclass(frozen=True)
@@ -88,16 +89,19 @@ def prune_iteration(
         100 * overall_density(masks),
         100 * pruned.error,
     )
-    history = fit(
-        model,
-        tensors,
-        retrain,
-        generator,
-        masks=masks,
-        on_epoch=epoch_reporter(f"retrain {iteration}", retrain.epochs),
-        eval_batch_size=run.eval_batch_size,
-        teacher=teacher_from(teacher, distill, device),
-    )
+    name = checkpoint.arch["name"]
+    with name_the_fix(f"retraining {name} in iteration {iteration}",
+                      f"models.{name}.prune.retrain.lr", run):  # fmt: skip
+        history = fit(
+            model,
+            tensors,
+            retrain,
+            generator,
+            masks=masks,
+            on_epoch=epoch_reporter(f"retrain {iteration}", retrain.epochs),
+            eval_batch_size=run.eval_batch_size,
+            teacher=teacher_from(teacher, distill, device),
+        )
     if kept_units is not None:
         apply_unit_masks_(model, kept_units)  # retraining moved the removed units' biases
     final = evaluate(model, tensors[2], tensors[3], run.eval_batch_size)

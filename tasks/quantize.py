@@ -5,22 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from prefect.cache_policies import NO_CACHE
-from torch import nn
 
 from deepcompression.checkpoint import Checkpoint
 from deepcompression.compress.distill import teacher_from
-from deepcompression.compress.quantization import (
-    cluster_model,
-    drop_unused_centroids,
-    round_biases_,
-    share_weights_,
-    strip_,
-)
-from deepcompression.compress.unit_pruning import (
-    UnitPruningError,
-    trace_consumers,
-    zero_unread_biases_,
-)
+from deepcompression.compress.finish import PROBE_INPUTS, finish_quantized_
+from deepcompression.compress.quantization import cluster_model, share_weights_
 from deepcompression.config import DistillConfig, QuantizeConfig, RunConfig
 from deepcompression.data.tensors import ImageTensors
 from deepcompression.training import (
@@ -32,6 +21,7 @@ from deepcompression.training import (
 )
 from runtime.log import epoch_reporter, run_logger
 from runtime.resilient import task
+from tasks.diverged import name_the_fix
 
 
 @dataclass(frozen=True)
@@ -54,8 +44,9 @@ def quantize(
     distill: DistillConfig | None = None,
 ) -> tuple[Checkpoint, QuantizeResult]:
     """Cluster each layer's surviving weights into 2^bits values and fine-tune the centroids
-    (distilling from `teacher` with `distill`, when given), then round the layers' biases to
-    their storage (`cfg.bias`); the validation error is the rounded model's, the file's."""
+    (distilling from `teacher` with `distill`, when given), then finish the model as the file
+    holds it (`finish_quantized_`: constant units folded, biases rounded to `cfg.bias`); the
+    validation error is the finished model's, the file's."""
     logger = run_logger()
     if not checkpoint.masks:
         raise ValueError("the checkpoint has no pruning masks: quantize a pruned checkpoint")
@@ -73,34 +64,30 @@ def quantize(
         cfg.engine,
         100 * clustered.error,
     )
-    history = fit(
-        model,
-        tensors,
-        cfg.finetune,
-        generator,
-        on_epoch=epoch_reporter("fine-tune", cfg.finetune.epochs),
-        eval_batch_size=run.eval_batch_size,
-        teacher=teacher_from(teacher, distill, device),
-    )
-    final_books = {k: drop_unused_centroids(b) for k, b in strip_(model).items()}
-    zero_unread_biases_(model, masks, _consumers(model))
-    round_biases_(model, bits, cfg.bias, init=cfg.init, seed=run.seed, engine=cfg.engine)
+    name = checkpoint.arch["name"]
+    with name_the_fix(f"fine-tuning {name}'s centroids", f"models.{name}.quantize.finetune.lr",
+                      run):  # fmt: skip
+        history = fit(
+            model,
+            tensors,
+            cfg.finetune,
+            generator,
+            on_epoch=epoch_reporter("fine-tune", cfg.finetune.epochs),
+            eval_batch_size=run.eval_batch_size,
+            teacher=teacher_from(teacher, distill, device),
+        )
+    final_books, masks = finish_quantized_(
+        model, masks, bits, cfg.bias, tensors[2][:PROBE_INPUTS],
+        init=cfg.init, seed=run.seed, engine=cfg.engine,
+    )  # fmt: skip
     final = evaluate(model, tensors[2], tensors[3], run.eval_batch_size)
     result = QuantizeResult(clustered.error, final.error, history)
     quantized = Checkpoint.of(
         model,
         checkpoint.arch,
-        masks={k: v.cpu() for k, v in checkpoint.masks.items()},
+        masks={k: v.cpu() for k, v in masks.items()},
         centroids={k: b.centroids.detach().cpu() for k, b in final_books.items()},
         labels={k: b.labels.cpu() for k, b in final_books.items()},
         bits={k: bits[k.rsplit(".", 1)[0]] for k in final_books},
     )
     return quantized, result
-
-
-def _consumers(model: nn.Module) -> dict[str, str | None]:
-    """Each layer's consumer (``trace_consumers``); none for a network that is not a chain."""
-    try:
-        return trace_consumers(model)
-    except UnitPruningError:
-        return {}

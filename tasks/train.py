@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from deepcompression.training import (
 from models import build_model, model_arch
 from runtime.log import epoch_reporter, run_logger
 from runtime.resilient import task
+from tasks.diverged import name_the_fix
 
 
 def dense_arch(model: nn.Module, shape: DataShape) -> dict[str, Any]:
@@ -83,34 +82,15 @@ def train_dense(
         record = import_weights(model, Path(cfg.checkpoint), tensors, run.eval_batch_size)
         return Checkpoint.of(model, arch), [record]
     logger.info("training %s on %s for %d epochs", model_name, device, cfg.epochs)
-    history = fit(
-        model,
-        tensors,
-        cfg,
-        generator,
-        on_epoch=stop_if_diverged(epoch_reporter("train", cfg.epochs), model_name, cfg, run),
-        eval_batch_size=run.eval_batch_size,
-    )
+    with name_the_fix(f"training {model_name}", f"models.{model_name}.train.lr", run):
+        history = fit(
+            model,
+            tensors,
+            cfg,
+            generator,
+            on_epoch=epoch_reporter("train", cfg.epochs),
+            eval_batch_size=run.eval_batch_size,
+        )
     return Checkpoint.of(model, arch), history
 
 
-class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite: the weights are lost, so the stage stops."""
-
-
-def stop_if_diverged(
-    report: Callable[[EpochRecord], None], model_name: str, cfg: TrainConfig, run: RunConfig
-) -> Callable[[EpochRecord], None]:
-    """`report`, then a TrainingDiverged error at the first epoch whose training loss is not
-    finite (nothing after it can recover, and every later stage would compress noise)."""
-
-    def checked(record: EpochRecord) -> None:
-        report(record)
-        if not math.isfinite(record.train_loss):
-            raise TrainingDiverged(
-                f"training {model_name} diverged in epoch {record.epoch}: the training loss is "
-                f"{record.train_loss} (lr {cfg.lr}, run.seed {run.seed}); no checkpoint was "
-                f"written. Lower models.{model_name}.train.lr (or try another run.seed)"
-            )
-
-    return checked

@@ -39,6 +39,8 @@ __all__ = [
     "dead_units",
     "units_to_keep",
     "zero_unread_biases_",
+    "consumers_or_none",
+    "fold_constant_units_",
 ]
 
 Consumers = dict[str, str | None]
@@ -366,3 +368,105 @@ def zero_unread_biases_(
             with torch.no_grad():
                 module.bias.masked_fill_(unread.to(module.bias.device), 0.0)
     return zeroed
+
+
+def consumers_or_none(model: nn.Module) -> Consumers:
+    """Each layer's consumer (``trace_consumers``); empty for a network that is not a chain."""
+    try:
+        return trace_consumers(model)
+    except UnitPruningError:
+        return {}
+
+
+def fold_constant_units_(
+    model: nn.Module, masks: Masks, consumers: Mapping[str, str | None], probe: torch.Tensor
+) -> tuple[Masks, dict[str, int]]:
+    """Fold each unit with every input weight pruned, whose output its Linear consumer still
+    reads, into that consumer's bias, and prune those reads.
+
+    Such a unit outputs a constant (its bias through channel-wise ops), so the consumer's bias
+    absorbs ``W[:, block] @ constant`` and the unit becomes removable (its bias unread, zeroed
+    by ``zero_unread_biases_``, no bytes in the file). The constant is read from the consumer's
+    input on the ``probe`` batch (eval mode), and a unit is folded only where it is the same for
+    every probe row. Returns the new masks (the given tensors are not changed) and the units
+    folded per producer layer.
+    """
+    if probe.shape[0] < 2:
+        raise UnitPruningError("fold_constant_units_ needs a probe batch of at least 2 inputs")
+    modules = _prunable_modules(model)
+    todo = _constant_units(modules, masks, consumers)
+    if not todo:
+        return dict(masks), {}
+    inputs = _consumer_inputs(model, {consumer for consumer, _ in todo.values()}, probe)
+    masks = dict(masks)
+    folded: dict[str, int] = {}
+    for producer, (consumer, units) in todo.items():
+        module, x = modules[weight_name(consumer)], inputs[consumer]
+        per = x.shape[1] // modules[weight_name(producer)].weight.shape[0]
+        mask = masks[weight_name(consumer)].clone()
+        count = 0
+        for unit in units.tolist():
+            block = slice(unit * per, (unit + 1) * per)
+            if not torch.equal(x[:, block], x[:1, block].expand(x.shape[0], -1)):
+                continue
+            with torch.no_grad():
+                delta = module.weight[:, block].double() @ x[0, block].double()
+                module.bias.add_(delta.to(module.bias.dtype))
+                module.weight[:, block] = 0.0
+            mask[:, block] = False
+            count += 1
+        masks[weight_name(consumer)] = mask
+        folded[producer] = count
+    return masks, folded
+
+
+def _constant_units(
+    modules: Mapping[str, nn.Module], masks: Masks, consumers: Mapping[str, str | None]
+) -> dict[str, tuple[str, torch.Tensor]]:
+    """Producer layer -> (its Linear consumer with a bias, the producer's units whose inputs are
+    all pruned but whose outputs the consumer reads)."""
+    found: dict[str, tuple[str, torch.Tensor]] = {}
+    for name, module in modules.items():
+        consumer = consumers.get(layer_name(name))
+        target = None if consumer is None else modules.get(weight_name(consumer))
+        if (
+            name not in masks
+            or not isinstance(target, nn.Linear)
+            or target.bias is None
+            or weight_name(consumer) not in masks
+            or not _reads_units(target, module)
+        ):
+            continue
+        mask = masks[name]
+        empty = ~mask.reshape(mask.shape[0], -1).any(dim=1)
+        read = _outgoing_alive(masks[weight_name(consumer)], mask.shape[0]).to(empty.device)
+        units = torch.nonzero(empty & read).flatten()
+        if units.numel():
+            found[layer_name(name)] = (consumer, units)
+    return found
+
+
+def _consumer_inputs(
+    model: nn.Module, layers: set[str], probe: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Each named Linear's input on ``probe`` in eval mode, as (batch, in_features)."""
+    seen: dict[str, torch.Tensor] = {}
+    modules = dict(model.named_modules())
+    hooks = [
+        modules[layer].register_forward_hook(
+            lambda _m, args, _out, layer=layer: seen.__setitem__(
+                layer, args[0].detach().reshape(args[0].shape[0], -1)
+            )
+        )
+        for layer in layers
+    ]
+    training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(probe)
+    finally:
+        model.train(training)
+        for hook in hooks:
+            hook.remove()
+    return seen

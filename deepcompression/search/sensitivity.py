@@ -14,11 +14,11 @@ from typing import Literal
 import torch
 
 from deepcompression.checkpoint import Checkpoint
-from deepcompression.compress.pruning import full_masks, prune_, weight_name
+from deepcompression.compress.pruning import full_masks, prune_
 from deepcompression.compress.quantization import cluster_model, share_weights_
 from deepcompression.config import CentroidInit, KMeansEngine, OptimConfig
 from deepcompression.search.space import Allocation, LayerAllocation
-from deepcompression.training import Splits, evaluate, fit, seed_everything
+from deepcompression.training import Splits, TrainingDiverged, evaluate, fit, seed_everything
 
 Axis = Literal["density", "bits"]
 
@@ -51,11 +51,12 @@ def prune_layer_alone(
     mask held when `retrain.epochs` > 0), every other layer dense."""
     model = dense.build(device)
     masks = prune_(model, full_masks(model), {layer: density})
-    if retrain.epochs > 0:
-        only = {weight_name(layer): masks[weight_name(layer)]}
-        fit(
-            model, data, retrain, seed_everything(seed), masks=only, eval_batch_size=eval_batch_size
-        )
+    if retrain.epochs > 0:  # every other layer's mask is full: held, it holds nothing
+        try:
+            fit(model, data, retrain, seed_everything(seed), masks=masks,
+                eval_batch_size=eval_batch_size)  # fmt: skip
+        except TrainingDiverged:
+            return 1.0  # a layer whose retraining diverges at this density is unusable there
     return evaluate(model, data[2], data[3], eval_batch_size).error
 
 

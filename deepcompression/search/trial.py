@@ -2,9 +2,9 @@
 
 A trial starts from the dense checkpoint (never from the prune stage it may feed), keeps the
 strongest output units where the allocation drops some, prunes by magnitude over a short schedule
-with brief masked retraining, shares weights by k-means, fine-tunes the centroids, rounds biases
-to their storage, and measures the validation error and the exact bytes of the file the encoder
-writes for it (`allocation.encoded_file_bytes`).
+with brief masked retraining, shares weights by k-means, fine-tunes the centroids, finishes the
+model as the file holds it (`compress.finish`), and measures the validation error and the exact
+bytes of the file the encoder writes for it (`allocation.encoded_file_bytes`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from deepcompression.checkpoint import Checkpoint
+from deepcompression.compress.finish import PROBE_INPUTS, finish_quantized_
 from deepcompression.compress.pruning import (
     Masks,
     densities,
@@ -23,13 +24,7 @@ from deepcompression.compress.pruning import (
     layer_name,
     prune_,
 )
-from deepcompression.compress.quantization import (
-    cluster_model,
-    drop_unused_centroids,
-    round_biases_,
-    share_weights_,
-    strip_,
-)
+from deepcompression.compress.quantization import cluster_model, share_weights_
 from deepcompression.compress.unit_pruning import (
     apply_unit_masks_,
     trace_consumers,
@@ -124,9 +119,10 @@ def run_trial(
     share_weights_(model, codebooks)
     fit(model, data, settings.finetune, seed_everything(settings.seed),
         eval_batch_size=settings.eval_batch_size)  # fmt: skip
-    books = {k: drop_unused_centroids(b) for k, b in strip_(model).items()}
-    round_biases_(model, list(allocation.layers), allocation.bias, init=settings.init,
-                  seed=settings.seed, engine=settings.engine)  # fmt: skip
+    books, masks = finish_quantized_(
+        model, masks, list(allocation.layers), allocation.bias, data[2][:PROBE_INPUTS],
+        init=settings.init, seed=settings.seed, engine=settings.engine,
+    )  # fmt: skip
     val_error = evaluate(model, data[2], data[3], settings.eval_batch_size).error
     cpu_masks = {k: v.cpu() for k, v in masks.items()}
     checkpoint = Checkpoint.of(
