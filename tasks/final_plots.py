@@ -12,7 +12,6 @@ from pathlib import Path
 from prefect.cache_policies import NO_CACHE
 
 from deepcompression.plots.final import (
-    FINAL_ANCHORS,
     GUIDES,
     final_file,
     final_pareto_figure,
@@ -30,7 +29,7 @@ def plot_final_pareto(model: str, search_front: Path, evaluation: Path, out: Pat
     figure = final_pareto_figure(
         search_summary(json.loads(search_front.read_text())),
         final_file(json.loads(evaluation.read_text())),
-        PUBLISHED.get(model, ()) + FINAL_ANCHORS.get(model, ()),
+        PUBLISHED.get(model, ()),
         f"Compression search and the final file: {model}",
         GUIDES.get(model, ()),
     )

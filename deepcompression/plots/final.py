@@ -14,11 +14,6 @@ from typing import Any
 from deepcompression.plots.figures import PlotError, _figure, _png
 from deepcompression.plots.search import Anchor, finish_ratio_axes
 
-FINAL_ANCHORS: dict[str, tuple[Anchor, ...]] = {
-    "lenet5": (Anchor("Bayesian Compression, from bit counts", 771.0, 0.010),),
-}
-"""Published points drawn on the final figure besides search.PUBLISHED (kept apart: that table is
-an input of the search stage, this one of the plots stage only)."""
 GUIDES: dict[str, tuple[float, ...]] = {
     "lenet_300_100": (0.016,),
     "lenet5": (0.007, 0.008, 0.010),

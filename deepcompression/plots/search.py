@@ -38,6 +38,7 @@ PUBLISHED: dict[str, tuple[Anchor, ...]] = {
         Anchor("Dynamic Network Surgery", 108.0, 0.0091),
         Anchor("Soft weight-sharing", 162.0, 0.0097),
         Anchor("Sparse Variational Dropout", 280.0, 0.0075),
+        Anchor("Bayesian Compression, from bit counts", 771.0, 0.010),
     ),
 }
 """The issue's anchors: Deep Compression's file sizes; the others' ratios are parameter counts,
