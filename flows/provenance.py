@@ -35,22 +35,22 @@ commit (a run identifier, not an integrity check: the file has its CRC32s); vers
 format stores them in 8 bytes each."""
 
 
-def file_code(root: Path = PROJECT_ROOT) -> list[str]:
-    """The .py files that write the file, relative to `root`, sorted: the code deps dvc.yaml
-    lists for the encode stage (tests/test_dvc_stages.py holds them to its import closure), or
-    without a dvc.yaml every .py file under CODE_DIRS."""
+def file_code(root: Path = PROJECT_ROOT, stage: str = FILE_STAGE) -> list[str]:
+    """The .py files of a stage (by default the one that writes the file), relative to `root`,
+    sorted: the code deps dvc.yaml lists for it (tests/test_dvc_stages.py holds them to its
+    import closure), or without a dvc.yaml every .py file under CODE_DIRS."""
     stages = root / "dvc.yaml"
     if stages.is_file():
-        stage = yaml.safe_load(stages.read_text())["stages"][FILE_STAGE]
-        return sorted(d for d in stage.get("do", stage)["deps"] if d.endswith(".py"))
+        entry = yaml.safe_load(stages.read_text())["stages"][stage]
+        return sorted(d for d in entry.get("do", entry)["deps"] if d.endswith(".py"))
     found = (p for folder in CODE_DIRS for p in (root / folder).rglob("*.py"))
     return sorted(p.relative_to(root).as_posix() for p in found)
 
 
-def code_sha256(root: Path = PROJECT_ROOT) -> str:
+def code_sha256(root: Path = PROJECT_ROOT, stage: str = FILE_STAGE) -> str:
     """sha256 over the relative path and content of each file of `file_code`."""
     digest = hashlib.sha256()
-    for name in file_code(root):
+    for name in file_code(root, stage):
         digest.update(name.encode() + b"\0")
         digest.update(hashlib.sha256((root / name).read_bytes()).digest())
     return digest.hexdigest()
@@ -62,10 +62,10 @@ def numerics(params: RunParams) -> dict:
     return numerics_record(resolve_device(params.run.device).type)
 
 
-def build_sha256(params: RunParams) -> str:
-    """sha256 of the library code (code_sha256) and the numerics it runs with."""
+def build_sha256(params: RunParams, stage: str = FILE_STAGE) -> str:
+    """sha256 of a stage's code (code_sha256) and the numerics it runs with."""
     record = json.dumps(numerics(params), sort_keys=True).encode()
-    return hashlib.sha256(code_sha256().encode() + b"\0" + record).hexdigest()
+    return hashlib.sha256(code_sha256(stage=stage).encode() + b"\0" + record).hexdigest()
 
 
 def file_params(params: RunParams) -> dict:

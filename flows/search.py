@@ -57,7 +57,7 @@ from deepcompression.search.trial import TrialSettings
 from flows.allocation import allocation_path
 from flows.common import data_dir, setup
 from flows.params import model_section
-from flows.provenance import numerics, provenance
+from flows.provenance import build_sha256, numerics, provenance
 from flows.skipped import skip_reason, skipped_png, skipped_record
 from runtime.artifacts import artifact_key, publish_table
 from runtime.log import run_logger
@@ -240,6 +240,7 @@ def search_flow(params_path: str, root: str, model: str) -> dict:
         "data": to_dict(source) | {"folder": None},
         "seeds": [s.to_dict() for s in seeds],
         "device": params.run.device,
+        "code": build_sha256(params, "search"),  # trials of other code or numerics are stale
     }
     name = study_name(model, dense_bytes_raw, inputs)
     folder = Path(root) / "runs" / model / "search"

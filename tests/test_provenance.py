@@ -19,6 +19,7 @@ from deepcompression.config import RunParams
 from flows.params import load_params
 from flows.provenance import (
     CODE_DIRS,
+    build_sha256,
     code_sha256,
     file_code,
     file_params,
@@ -237,3 +238,23 @@ def test_the_project_hash_is_over_the_encode_deps_of_its_dvc_yaml():
     deps = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]["encode"]["do"]
     assert file_code() == sorted(d for d in deps["deps"] if d.endswith(".py"))
     assert "flows/encode.py" in file_code() and "deepcompression/format/encoder.py" in file_code()
+
+
+def test_a_stage_s_hash_covers_that_stage_s_code(no_git_above: Path):
+    """The search names its study by its own code's hash (flows/search.py), so trials measured
+    by other trial code are never resumed as if they were this code's."""
+    root = _code_copy(no_git_above / "code")
+    search = ["deepcompression/training.py", "flows/encode.py"]
+    looped = {"foreach": "${models}", "do": {"deps": ["d.pt", *search]}}
+    stages = {"stages": {"encode": {"deps": ["flows/encode.py"]}, "search": looped}}
+    (root / "dvc.yaml").write_text(yaml.safe_dump(stages))
+    assert file_code(root, "search") == sorted(search)
+    base, encode = code_sha256(root, "search"), code_sha256(root)
+    trial = root / "deepcompression" / "training.py"
+    trial.write_bytes(trial.read_bytes() + b"\n")
+    assert code_sha256(root, "search") != base and code_sha256(root) == encode
+
+
+def test_the_search_and_the_file_hash_different_code():
+    assert build_sha256(_params(), "search") != build_sha256(_params())
+    assert "deepcompression/search/trial.py" in file_code(stage="search")
