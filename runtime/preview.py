@@ -34,18 +34,18 @@ ESTIMATES_S: dict[str, float] = {
     "evaluate": 20,
     "plots": 15,
     "sensitivity": 60,
-    "search@lenet_300_100": 1140,
-    "search@lenet5": 3000,
+    "search@lenet_300_100": 1090,
+    "search@lenet5": 2270,
     "search": 1800,
-    "confirm@lenet_300_100": 240,
-    "confirm@lenet5": 280,
+    "confirm@lenet_300_100": 165,
+    "confirm@lenet5": 715,
     "confirm": 300,
 }
 """Seconds on 2 CPU cores when this checkout has no record of a stage: by its full name, else by
 its kind (the part before @): the full pipeline of 2026-11-28 (BENCHMARKS.md), the searches of
-README.md (128 LeNet-300-100 trials about 19 min, 192 LeNet-5 trials about 50 min on the pinned
-numerics), a confirm stage as one full-length prune, quantize and encode (more when its first
-point misses); stages measured before the pinned numerics take about 1.5-1.8x as long now."""
+README.md (128 LeNet-300-100 trials 18 min, 192 LeNet-5 trials 38 min in the committed run), its
+confirm stages (LeNet-300-100 two points, LeNet-5 three: about 80 and 240 s a point); stages
+measured before the pinned numerics take about 1.5-1.8x as long now."""
 NOTE_ONLY = ("sensitivity", "search", "confirm")
 """Stages that do no work for a model whose `allocation` is `params` (they write a note)."""
 NOTE_S = 5.0
