@@ -34,7 +34,7 @@ run: setup  ## the whole pipeline (both models; MODEL=name for one): params chec
 	PREFECT_API_URL=$(API) dvc repro $(TARGETS)
 
 test: setup  ## the test suite, on two workers (one file each at a time; OpenMP threads sleep, not spin, while they wait)
-	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -n 2 --dist loadfile
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 ui: setup  ## start the local Prefect server and UI at http://127.0.0.1:$(PORT), and the warm stage runner
 	$(PY) -m runtime.server start

@@ -141,3 +141,16 @@ def unprepared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loca
     """A real local server for this test module, started without `prepare` (no automation, no
     pending records replayed), as a stage process finds one after an outage."""
     yield from _local_server(tmp_path_factory.mktemp("server") / ".prefect", prepare=False)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with a `long` test first, longest declared first, then the rest by test count: the
+    xdist workers (`--dist loadfile --no-loadscope-reorder`) take files in this order, so the long
+    ones start at once and the workers end together instead of one running a long file alone."""
+    long_seconds: dict[Path, float] = {}
+    count: dict[Path, int] = {}
+    for item in items:
+        count[item.path] = count.get(item.path, 0) + 1
+        if (mark := item.get_closest_marker("long")) is not None:
+            long_seconds[item.path] = long_seconds.get(item.path, 0.0) + float(mark.args[0])
+    items.sort(key=lambda item: (-long_seconds.get(item.path, 0.0), -count[item.path]))

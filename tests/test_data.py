@@ -299,9 +299,10 @@ def test_tiny_pickle_round_trips_to_exact_bytes() -> None:
     ("payload", "message"),
     [
         (b"not gzip", "gzip"),
-        (gzip.compress(b"\x80\x02garbage"), "corrupt"),
-        (gzip.compress(pickle.dumps((1, 2), protocol=2)), "train, validation, test"),
+        (gzip.compress(b"\x80\x02garbage", mtime=0), "corrupt"),
+        (gzip.compress(pickle.dumps((1, 2), protocol=2), mtime=0), "train, validation, test"),
     ],
+    ids=["not gzip", "corrupt pickle", "two splits"],
 )
 def test_read_mnist_pickle_rejects_malformed_input(payload: bytes, message: str) -> None:
     with pytest.raises(DataError, match=message):

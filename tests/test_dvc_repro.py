@@ -5,6 +5,7 @@ resumes after its last completed iteration with the same bytes as an uninterrupt
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_warm import Warm
 from tiny_project import DVC, ROOT, mnist_slice_params, project_copy, run
 
 pytestmark = pytest.mark.slow
@@ -52,13 +54,25 @@ def _set(repo: Path, path: str, value) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
+@pytest.mark.long(45)
 def test_bad_params_touch_nothing_and_old_params_restore_from_the_run_cache(
     tmp_path, mnist_root, stage_env
 ):
     repo = project_copy(tmp_path / "repo", CODE, _small_params(mnist_root), stage_env)
+    runner = Warm(repo, stage_env)  # as `make run` does: stages fork from it, not import anew
+    runner.start()
+    try:
+        _repro_then_typo_then_restore(repo, stage_env)
+    finally:
+        runner.stop()
+
+
+def _repro_then_typo_then_restore(repo: Path, stage_env: dict) -> None:
     target = f"encode@{MODEL}"  # check, data, train, prune, quantize, encode: what matters here
     first = run([DVC, "repro", target], repo, stage_env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    timing = json.loads((repo / "runs" / MODEL / "timing" / "prune-process.json").read_text())
+    assert timing["runner"] == "warm", timing
     original = _outputs(repo)
     original_params = (repo / "params.yaml").read_text()
 
@@ -96,6 +110,7 @@ def _prune(root: Path, env: dict) -> subprocess.Popen:
     )
 
 
+@pytest.mark.long(17)
 def test_a_killed_prune_stage_resumes_with_the_same_bytes(tmp_path, mnist_root, stage_env):
     from flows.params import load_params
     from flows.train import train_flow

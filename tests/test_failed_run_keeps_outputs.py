@@ -111,6 +111,7 @@ def test_a_bad_checkpoint_keeps_the_dense_model(
     _fails_keeping_outputs(project, stage_env, params, expected)
 
 
+@pytest.mark.long(19)
 def test_an_overwritten_checkpoint_reruns_training(project, stage_env, tmp_path):
     """Runs last: it changes the outputs the other tests compare against."""
     import torch

@@ -72,6 +72,7 @@ def _workspace(prepared: Path, tmp_path: Path, name: str) -> Path:
     return workspace
 
 
+@pytest.mark.long(40)
 def test_outputs_are_identical_with_the_server_up_down_and_absent(
     prepared, tmp_path, server, free_port
 ):

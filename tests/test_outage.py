@@ -140,6 +140,7 @@ def run_stage(local: LocalServer, workdir: Path, kill_at: int) -> tuple[subproce
     return process, process.stdout + process.stderr
 
 
+@pytest.mark.long(18)
 def test_killed_server_mid_flow_loses_no_work_and_is_caught_up(
     unprepared_server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

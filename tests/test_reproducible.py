@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,8 @@ OFFERS: dict[str, dict[str, str]] = {
     "MKL at most AVX2": {"MKL_ENABLE_INSTRUCTIONS": "AVX2"},
 }
 """What a machine offers, as far as this CPU can show it: each runs in a fresh process."""
+AT_ONCE = 2
+"""Offers run side by side (each a process of its own, as apart as on two machines)."""
 UNPINNED_OFFERS = ("all cores", ONE_CORE)
 """The contrast: unpinned, torch's thread count follows the cores, and the weights with it."""
 UNPINNED = (
@@ -114,30 +117,35 @@ def api(prefect_api: str) -> Iterator[str]:
 
 
 @pytest.mark.skipif(shutil.which("taskset") is None, reason="taskset (util-linux) is needed")
+@pytest.mark.long(70)
 def test_every_offer_writes_the_same_bytes_and_unpinned_runs_do_not(tmp_path, mnist_root, api):
-    """Slow (about two minutes on 2 cores) because each offer must be a fresh process that
-    imports torch and Prefect and runs every stage: four pinned pipelines. The unpinned contrast
-    compares dense weights only, so those two processes run the train stage alone on a copy of
-    the first pipeline's data stage output."""
+    """Slow (about a minute on 2 cores) because each offer must be a fresh process that
+    imports torch and Prefect and runs every stage: four pinned pipelines, two at a time. The
+    unpinned contrast compares dense weights only, so those two processes run the train stage
+    alone on a copy of the first pipeline's data stage output."""
     params = short_params(mnist_root / "MNIST" / "raw")
-    pinned = {offer: run_pipeline(tmp_path / f"pinned-{i}", params, offer) for i, offer in
-              enumerate(OFFERS)}  # fmt: skip
+    with ThreadPoolExecutor(AT_ONCE) as pool:  # waits on the API overlap; the bytes can't tell
+        runs = [pool.submit(run_pipeline, tmp_path / f"pinned-{i}", params, offer)
+                for i, offer in enumerate(OFFERS)]  # fmt: skip
+    pinned = {offer: run.result() for offer, run in zip(OFFERS, runs, strict=True)}
     first = next(iter(pinned.values()))
     assert all(md5s == first for md5s in pinned.values()), json.dumps(pinned, indent=1)
     records = [stage_numerics(tmp_path / f"pinned-{i}", "train") for i in range(len(OFFERS))]
     assert all(r == records[0] for r in records), records
     assert records[0]["cpu_capability"] == "AVX2" and records[0]["threads"] == 2
     assert records[0]["deterministic"] is True
-    loose = {}
-    for i, offer in enumerate(UNPINNED_OFFERS):
-        folder = tmp_path / f"unpinned-{i}"
-        shutil.copytree(tmp_path / "pinned-0" / "data", folder / "data")
-        loose[offer] = run_pipeline(folder, params, offer, pinned=False, stage="train")
+    for i in range(len(UNPINNED_OFFERS)):
+        shutil.copytree(tmp_path / "pinned-0" / "data", tmp_path / f"unpinned-{i}" / "data")
+    with ThreadPoolExecutor(AT_ONCE) as pool:
+        runs = [pool.submit(run_pipeline, tmp_path / f"unpinned-{i}", params, offer, False, "train")
+                for i, offer in enumerate(UNPINNED_OFFERS)]  # fmt: skip
+    loose = {offer: run.result() for offer, run in zip(UNPINNED_OFFERS, runs, strict=True)}
     print(json.dumps({"pinned": pinned, "unpinned": loose}, indent=1))  # for BENCHMARKS.md
     dense = {md5s[OUTPUTS[0]] for md5s in loose.values()}
     assert len(dense) > 1, f"without pinning the offers gave the same weights: {loose}"
 
 
+@pytest.mark.long(15)
 def test_a_warm_stage_runs_with_the_numerics_of_a_cold_one(tmp_path_factory, mnist_root, api):
     from test_warm import MODEL as WARM_MODEL
     from test_warm import Warm, project_copy, stage_env
