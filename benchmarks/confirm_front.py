@@ -10,7 +10,7 @@ allocation, the committed dense checkpoint, the prepared data linked in), and pr
 file's bytes and its validation error. The test split is never read (no evaluate stage runs).
 Run from the repository root after `dvc repro search@MODEL`, with the local Prefect server up:
 
-    .venv/bin/python -m benchmarks.confirm_front --model lenet_300_100 --trials 53 62 --jobs 2
+    .venv/bin/python -m benchmarks.confirm_front --model lenet_300_100 --trials 53 62
 """
 
 from __future__ import annotations
@@ -62,12 +62,10 @@ def scratch_root(base: Path, model: str, record: TrialRecord, overrides: list[st
     return root
 
 
-def confirm(
-    base: Path, model: str, record: TrialRecord, threads: int, overrides: list[str]
-) -> dict:
+def confirm(base: Path, model: str, record: TrialRecord, overrides: list[str]) -> dict:
     """Run the full-length stages for one trial; its file bytes and validation errors."""
     root = scratch_root(base, model, record, overrides)
-    env = os.environ | {"OMP_NUM_THREADS": str(threads)}
+    env = os.environ | {"OMP_WAIT_POLICY": "PASSIVE"}  # side-by-side jobs: idle threads sleep
     start = time.perf_counter()
     with (root / "run.log").open("w") as log:
         for stage in STAGES:
@@ -92,8 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--trials", type=int, nargs="+", required=True, help="trial numbers")
-    parser.add_argument("--jobs", type=int, default=1, help="trials run at once")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="trials run at once; each runs the pipeline's run.threads torch threads (its pinned "
+        "numerics), so keep jobs x run.threads <= cores: oversubscribed, a run takes 10x as long",
+    )
     parser.add_argument("--base", type=Path, default=Path("/tmp/confirm_front"))
     parser.add_argument("--out", type=Path, help="also write the rows as JSON here")
     parser.add_argument(
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"trials {missing} are not completed trials of the study; see the front CSV")
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(
-            lambda n: confirm(args.base, args.model, records[n], args.threads, args.set),
+            lambda n: confirm(args.base, args.model, records[n], args.set),
             args.trials,
         ))  # fmt: skip
     print("| trial | trial bytes | trial val | file bytes | ratio | pruned val | file val | s |")

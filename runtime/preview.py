@@ -27,7 +27,7 @@ ESTIMATES_S: dict[str, float] = {
     "data": 10,
     "train@lenet_300_100": 200,
     "train@lenet5": 160,
-    "prune@lenet_300_100": 90,
+    "prune@lenet_300_100": 110,
     "prune@lenet5": 260,
     "quantize": 30,
     "encode": 10,
@@ -37,14 +37,14 @@ ESTIMATES_S: dict[str, float] = {
     "search@lenet_300_100": 1090,
     "search@lenet5": 2270,
     "search": 1800,
-    "confirm@lenet_300_100": 165,
-    "confirm@lenet5": 715,
+    "confirm@lenet_300_100": 140,
+    "confirm@lenet5": 310,
     "confirm": 300,
 }
 """Seconds on 2 CPU cores when this checkout has no record of a stage: by its full name, else by
 its kind (the part before @): the full pipeline of 2026-11-28 (BENCHMARKS.md), the searches of
 README.md (128 LeNet-300-100 trials 18 min, 192 LeNet-5 trials 38 min in the committed run), its
-confirm stages (LeNet-300-100 two points, LeNet-5 three: about 80 and 240 s a point); stages
+confirm stages (one point each with the committed recipes: about 140 and 310 s); stages
 measured before the pinned numerics take about 1.5-1.8x as long now."""
 NOTE_ONLY = ("sensitivity", "search", "confirm")
 """Stages that do no work for a model whose `allocation` is `params` (they write a note)."""
