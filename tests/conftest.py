@@ -117,6 +117,21 @@ def stage_env(prefect_api: str) -> dict[str, str]:
     return env
 
 
+DRAIN_TIMEOUT_S = 30.0
+
+
+def drain_prefect_services() -> None:
+    """Send what this process's Prefect events and log workers hold, then retire them, before
+    the server they were started against stops: they keep the API URL of their first use, so left
+    running they would post to a dead server, and the session's harness waits on them at exit
+    (about a minute per queued event)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (EventsWorker, APILogWorker):
+        service.drain_all(timeout=DRAIN_TIMEOUT_S)
+
+
 def _local_server(home: Path, prepare: bool) -> Iterator[LocalServer]:
     """A real local server (services on, no UI) in `home`, started like `python -m runtime.server
     start` (`prepare`: with the zombie automation and the pending records replayed); stopped at
@@ -127,6 +142,7 @@ def _local_server(home: Path, prepare: bool) -> Iterator[LocalServer]:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     start(timeout_s=120, server=local, prepare=prepare)
     yield local
+    drain_prefect_services()
     stop(local, grace_s=1)
 
 
@@ -144,13 +160,14 @@ def unprepared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loca
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Files with a `long` test first, longest declared first, then the rest by test count: the
-    xdist workers (`--dist loadfile --no-loadscope-reorder`) take files in this order, so the long
-    ones start at once and the workers end together instead of one running a long file alone."""
-    long_seconds: dict[Path, float] = {}
+    """Files by their `long(seconds)` mark (a module's `pytestmark`: about how long the file takes
+    on 2 cores), longest first, then the unmarked ones by test count: the xdist workers (`--dist
+    loadfile --no-loadscope-reorder`) take files in this order, so the long ones start at once and
+    both workers end together instead of one running a long file alone at the end."""
+    seconds: dict[Path, float] = {}
     count: dict[Path, int] = {}
     for item in items:
         count[item.path] = count.get(item.path, 0) + 1
         if (mark := item.get_closest_marker("long")) is not None:
-            long_seconds[item.path] = long_seconds.get(item.path, 0.0) + float(mark.args[0])
-    items.sort(key=lambda item: (-long_seconds.get(item.path, 0.0), -count[item.path]))
+            seconds[item.path] = float(mark.args[0])
+    items.sort(key=lambda item: (-seconds.get(item.path, 0.0), -count[item.path]))

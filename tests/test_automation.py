@@ -8,10 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from prefect.events.schemas.events import RelatedResource
 
 from runtime.monitor import HEARTBEAT_S, STAGE_SETTINGS
 from runtime.recovery import ZOMBIE_WITHIN, zombie_automation
+
+pytestmark = pytest.mark.long(10)
 
 ROOT = Path(__file__).parents[1]
 DUMP = (

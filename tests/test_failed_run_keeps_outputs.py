@@ -16,7 +16,7 @@ from input_faults import MODEL, idx_folder, image_folder, small_params, state_di
 from test_input_checks import CHECKPOINT_FAULTS
 from tiny_project import DVC, ROOT, project_copy, run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long(61)]
 CODE = ("deepcompression", "models", "tasks", "flows", "runtime")
 TARGET = f"train@{MODEL}"
 
@@ -111,7 +111,6 @@ def test_a_bad_checkpoint_keeps_the_dense_model(
     _fails_keeping_outputs(project, stage_env, params, expected)
 
 
-@pytest.mark.long(19)
 def test_an_overwritten_checkpoint_reruns_training(project, stage_env, tmp_path):
     """Runs last: it changes the outputs the other tests compare against."""
     import torch

@@ -21,6 +21,8 @@ from deepcompression.plots.search import PUBLISHED
 from flows.plots import FINAL_PARETO, write_plots
 from tasks.io import write_json
 
+pytestmark = pytest.mark.long(8)
+
 DENSE_BYTES = 1_000_000
 
 

@@ -30,7 +30,7 @@ OUTPUTS = (
     "plots/lenet5/train.csv",
     "plots/lenet5/prune.csv",
 )
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long(44)]
 
 
 def _stage_env(**overrides: str) -> dict[str, str]:
@@ -72,7 +72,6 @@ def _workspace(prepared: Path, tmp_path: Path, name: str) -> Path:
     return workspace
 
 
-@pytest.mark.long(40)
 def test_outputs_are_identical_with_the_server_up_down_and_absent(
     prepared, tmp_path, server, free_port
 ):

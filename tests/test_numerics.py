@@ -27,6 +27,8 @@ from deepcompression.numerics import (
 from flows.params import load_params
 from runtime.environment import env_digest
 
+pytestmark = pytest.mark.long(10)
+
 ROOT = Path(__file__).parents[1]
 AVX2 = "avx2" in Path("/proc/cpuinfo").read_text()
 needs_avx2 = pytest.mark.skipif(not AVX2, reason="the pinned numerics are promised on AVX2 CPUs")
@@ -35,6 +37,7 @@ import json, os, sys
 {setup}
 torch_before = {torch_before}
 import torch
+
 print(json.dumps({{
     "torch_before": torch_before,
     "capability": torch.backends.cpu.get_cpu_capability(),

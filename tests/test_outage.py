@@ -24,7 +24,7 @@ from runtime.recovery import OUTAGE_MESSAGE, STRANDED_MESSAGE, api_client
 from runtime.server import LocalServer, ensure_api_url, start, stop
 
 REPO = Path(__file__).parents[1]
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long(25)]
 
 STAGE = textwrap.dedent(
     """
@@ -140,7 +140,6 @@ def run_stage(local: LocalServer, workdir: Path, kill_at: int) -> tuple[subproce
     return process, process.stdout + process.stderr
 
 
-@pytest.mark.long(18)
 def test_killed_server_mid_flow_loses_no_work_and_is_caught_up(
     unprepared_server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -30,6 +30,8 @@ from models import build_model
 from tasks.io import load_checkpoint
 from tasks.train import dense_arch, train_dense
 
+pytestmark = pytest.mark.long(23)
+
 ROOT = Path(__file__).parents[1]
 SHIPPED = yaml.safe_load((ROOT / "params.yaml").read_text())
 SHAPE = DataShape(channels=3, image_size=8, num_classes=3)

@@ -23,7 +23,7 @@ from flows.provenance import provenance
 from tasks.io import load_checkpoint
 
 ROOT = Path(__file__).parents[1]
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long(21)]
 
 
 MODELS = ("lenet_300_100", "lenet5")

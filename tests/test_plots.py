@@ -34,6 +34,8 @@ from runtime.workspace import Workspace
 from tasks.io import save_checkpoint, write_csv
 from tasks.plots import read_csv_rows
 
+pytestmark = pytest.mark.long(19)
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FAST = settings(max_examples=30, deadline=None)
 

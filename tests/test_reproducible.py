@@ -31,6 +31,7 @@ THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 MODEL = "lenet5"
 AVX2 = "avx2" in Path("/proc/cpuinfo").read_text()
 pytestmark = [
+    pytest.mark.long(85),
     pytest.mark.slow,
     pytest.mark.skipif(not AVX2, reason="identical bytes are promised on AVX2 CPUs"),
 ]
@@ -117,7 +118,6 @@ def api(prefect_api: str) -> Iterator[str]:
 
 
 @pytest.mark.skipif(shutil.which("taskset") is None, reason="taskset (util-linux) is needed")
-@pytest.mark.long(70)
 def test_every_offer_writes_the_same_bytes_and_unpinned_runs_do_not(tmp_path, mnist_root, api):
     """Slow (about a minute on 2 cores) because each offer must be a fresh process that
     imports torch and Prefect and runs every stage: four pinned pipelines, two at a time. The
@@ -145,7 +145,6 @@ def test_every_offer_writes_the_same_bytes_and_unpinned_runs_do_not(tmp_path, mn
     assert len(dense) > 1, f"without pinning the offers gave the same weights: {loose}"
 
 
-@pytest.mark.long(15)
 def test_a_warm_stage_runs_with_the_numerics_of_a_cold_one(tmp_path_factory, mnist_root, api):
     from test_warm import MODEL as WARM_MODEL
     from test_warm import Warm, project_copy, stage_env

@@ -55,6 +55,8 @@ from runtime.schedule import (
 )
 from runtime.schedule_config import ScheduleConfig
 
+pytestmark = pytest.mark.long(25)
+
 WORKER_TIMEOUT_S = 120
 REPO_PARAMS = CODE_ROOT / "params.yaml"
 
@@ -291,7 +293,6 @@ def _artifacts(client, flow_run_id) -> dict[str, Any]:
     return {a.key: a.data for a in found}
 
 
-@pytest.mark.long(23)
 def test_deployment_runs_on_a_process_worker_then_skips_unchanged(prefect_api, tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment

@@ -35,12 +35,15 @@ from runtime.rerun import (
 from runtime.schedule import check_schedule, rerun_deployment, scheduled_rerun
 from runtime.schedule_config import ScheduleConfig
 
+pytestmark = pytest.mark.long(14)
+
 STAGE = "score@tiny"
 HOLD_ENV = "RERUN_TEST_HOLD"
 """When set to a folder, the stage touches `started` there and waits for `release` to appear."""
 
 SCORE_PY = f"""\
 import json, os, pathlib, sys, time
+
 hold = os.environ.get("{HOLD_ENV}")
 if hold:
     pathlib.Path(hold, "started").touch()

@@ -15,7 +15,7 @@ from test_sensitivity import MODEL, small_workspace
 from deepcompression.search.space import Allocation
 from deepcompression.search.study import TrialRecord, dominates
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long(20)]
 
 
 def _write_sensitivity(root: Path) -> None:

@@ -25,6 +25,8 @@ from deepcompression.training import evaluate
 from models import build_model
 from tasks.io import save_checkpoint
 
+pytestmark = pytest.mark.long(9)
+
 torch.set_num_threads(1)
 ROOT = Path(__file__).parents[1]
 MODEL = "lenet_300_100"

@@ -30,7 +30,7 @@ from runtime.recovery import (
 from runtime.server import LocalServer, start, stop
 
 REPO = Path(__file__).parents[1]
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long(35)]
 
 STAGE = textwrap.dedent(
     """
@@ -98,7 +98,6 @@ def _start_flow(
     return subprocess.Popen(command, cwd=folder, env=env, start_new_session=True), marker
 
 
-@pytest.mark.long(14)
 def test_a_stage_killed_with_sigkill_becomes_crashed(server: LocalServer, tmp_path: Path) -> None:
     ensure_zombie_automation(server.api_url, TEST_WINDOW, "test: zombies after 10 s")
     process, marker = _start_flow(server, tmp_path, 600, "stage:zombie-check")
@@ -122,7 +121,6 @@ def test_a_stage_killed_with_sigkill_becomes_crashed(server: LocalServer, tmp_pa
     assert "heartbeat" in (state.message or "")
 
 
-@pytest.mark.long(24)
 def test_a_flow_run_without_a_stage_tag_outlives_the_window(
     server: LocalServer, tmp_path: Path
 ) -> None:

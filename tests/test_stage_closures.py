@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.long(9)
+
 ROOT = Path(__file__).parents[1]
 PROBE = (
     "import importlib, json, sys\n"

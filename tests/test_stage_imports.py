@@ -18,6 +18,8 @@ import pytest
 
 from runtime.timing import PHASES, StageClock, process_age, timing_path
 
+pytestmark = pytest.mark.long(14)
+
 ROOT = Path(__file__).parents[1]
 STAGES = ("data", "train", "prune", "quantize", "encode", "evaluate", "plots")
 HEAVY: dict[str, tuple[str, ...]] = {

@@ -39,6 +39,7 @@ from runtime.warm import (
 ROOT = Path(__file__).parents[1]
 CODE = ("deepcompression", "models", "tasks", "flows")
 MODEL = "lenet_300_100"
+pytestmark = pytest.mark.long(69)
 ELSEWHERE = "http://127.0.0.1:9/api"
 """The runner's own PREFECT_API_URL: nothing listens there."""
 THREAD_VARIABLES = (
@@ -280,7 +281,6 @@ def outputs(root: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
-@pytest.mark.long(13)
 def test_warm_and_cold_stages_write_the_same_bytes_and_report_to_the_callers_server(
     warm, prefect_api
 ):
@@ -389,7 +389,6 @@ def test_another_environment_runs_in_process(warm):
 
 
 @pytest.mark.slow
-@pytest.mark.long(11)
 def test_a_killed_runner_never_stops_the_work(warm, tmp_path):
     """The stage forked before the kill finishes and its caller gets its status; later stages
     run in-process until the runner is back."""
@@ -425,7 +424,6 @@ def warm_plain_shell(tmp_path_factory, mnist_root, prefect_api) -> Iterator[Warm
 
 
 @pytest.mark.slow
-@pytest.mark.long(20)
 def test_in_a_plain_shell_stages_run_warm_with_a_cold_stages_threads_and_bytes(warm_plain_shell):
     """No thread variable set: the runner comes up, serves stages warm, each with the BLAS and
     torch thread counts of a cold stage process, and writes the same bytes."""
