@@ -399,11 +399,6 @@ def restore_outputs(worktree: str, remote: str | None) -> bool:
     return restored.returncode == 0
 
 
-TAG_ATTEMPTS = 3
-"""Tries at tagging the rerun: a busy server's timeout on the first should not leave it untagged."""
-TAG_RETRY_S = 1.0
-
-
 @task(name="dvc-push", cache_policy=NO_CACHE)
 def push_results(worktree: str, remote: str | None) -> bool:
     """`dvc push --run-cache` to the default remote; a warning (False) when none or it fails."""
@@ -440,18 +435,13 @@ def tag_with_invocation(dvc_pid: int) -> str | None:
     run_id = task_ctx.task_run.flow_run_id if task_ctx else flow_ctx and flow_ctx.flow_run.id
     if tag is None or run_id is None:
         return None
-    for attempt in range(TAG_ATTEMPTS):
-        try:
-            with get_client(sync_client=True) as client:
-                tags = client.read_flow_run(UUID(str(run_id))).tags
-                client.update_flow_run(UUID(str(run_id)), tags=[*tags, tag])
-        except Exception as err:  # the tag is for people; the rerun goes on without it
-            if attempt + 1 < TAG_ATTEMPTS:
-                time.sleep(TAG_RETRY_S)
-                continue
-            run_logger().warning("could not tag this rerun %s: %s", tag, err)
-            return None
-        break
+    try:
+        with get_client(sync_client=True) as client:
+            tags = client.read_flow_run(UUID(str(run_id))).tags
+            client.update_flow_run(UUID(str(run_id)), tags=[*tags, tag])
+    except Exception as err:  # the tag is for people; the rerun goes on without it
+        run_logger().warning("could not tag this rerun %s: %s", tag, err)
+        return None
     run_logger().info("this rerun's stage runs are tagged %s", tag)
     return tag
 

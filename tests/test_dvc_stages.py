@@ -28,7 +28,6 @@ PER_MODEL = (
 PROBE = """
 import importlib, json, sys
 from pathlib import Path
-
 importlib.import_module(sys.argv[1])
 root = Path.cwd().resolve()
 files = set()

@@ -37,7 +37,6 @@ import json, os, sys
 {setup}
 torch_before = {torch_before}
 import torch
-
 print(json.dumps({{
     "torch_before": torch_before,
     "capability": torch.backends.cpu.get_cpu_capability(),

@@ -8,7 +8,6 @@ in the rerun's worktree, the next one skips it.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -394,47 +393,3 @@ def test_command_line_rejects_a_bad_schedule_before_contacting_prefect(tmp_path,
     with pytest.raises(SystemExit):
         main(["deploy", "--params", str(params)])
     assert "deploy needs --pool" in capsys.readouterr().err
-
-
-def test_tagging_a_rerun_retries_a_busy_servers_timeout(monkeypatch, caplog):
-    """A first API call that times out (a busy server) is retried: the rerun still gets its tag;
-    when every try fails it runs on untagged, with a warning."""
-    from prefect.context import FlowRunContext
-
-    import runtime.rerun as rerun
-
-    run_id = uuid.uuid4()
-    updates: list[list[str]] = []
-    failures = {"left": 1}
-
-    class Client:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def read_flow_run(self, flow_run_id):
-            if failures["left"] > 0:
-                failures["left"] -= 1
-                raise TimeoutError("the server took too long")
-            return type("FlowRun", (), {"tags": ["scheduled-rerun"]})()
-
-        def update_flow_run(self, flow_run_id, tags):
-            assert flow_run_id == run_id
-            updates.append(tags)
-
-    flow_run = type("Ctx", (), {"flow_run": type("Run", (), {"id": run_id})()})()
-    monkeypatch.setattr(FlowRunContext, "get", classmethod(lambda cls: flow_run))
-    monkeypatch.setattr("prefect.client.orchestration.get_client", lambda sync_client: Client())
-    monkeypatch.setattr(rerun, "invocation_tag", lambda pid: f"repro:2026-12-07-090000-{pid}")
-    monkeypatch.setattr(rerun, "TAG_RETRY_S", 0.0)
-    monkeypatch.setattr(rerun, "run_logger", lambda: logging.getLogger("deepcompression"))
-    assert rerun.tag_with_invocation(42) == "repro:2026-12-07-090000-42"
-    assert updates == [["scheduled-rerun", "repro:2026-12-07-090000-42"]]
-
-    failures["left"] = rerun.TAG_ATTEMPTS
-    with caplog.at_level(logging.WARNING, logger="deepcompression"):
-        assert rerun.tag_with_invocation(42) is None
-    assert len(updates) == 1
-    assert "could not tag this rerun" in caplog.text and "took too long" in caplog.text

@@ -43,7 +43,6 @@ HOLD_ENV = "RERUN_TEST_HOLD"
 
 SCORE_PY = f"""\
 import json, os, pathlib, sys, time
-
 hold = os.environ.get("{HOLD_ENV}")
 if hold:
     pathlib.Path(hold, "started").touch()
