@@ -7,21 +7,9 @@ other way, a module a stage uses is imported at module level, so that it is in t
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from stage_probe import session_probes
 
-pytestmark = pytest.mark.long(9)
-
-ROOT = Path(__file__).parents[1]
-PROBE = (
-    "import importlib, json, sys\n"
-    "importlib.import_module(sys.argv[1])\n"
-    "print(json.dumps(sorted(sys.modules)))\n"
-)
 ABSENT: dict[str, tuple[str, ...]] = {
     "train": (  # dense training: no pruning masks, no teacher, no file format
         "deepcompression.compress.pruning",
@@ -44,10 +32,7 @@ ABSENT: dict[str, tuple[str, ...]] = {
 
 
 @pytest.mark.parametrize("stage", sorted(ABSENT))
-def test_a_stage_does_not_import_another_paths_modules(stage):
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE, f"flows.{stage}"],
-        cwd=ROOT, capture_output=True, text=True, check=True, timeout=300,
-    ).stdout  # fmt: skip
-    present = [name for name in ABSENT[stage] if name in set(json.loads(out))]
+def test_a_stage_does_not_import_another_paths_modules(stage, tmp_path_factory, worker_id):
+    modules = set(session_probes(tmp_path_factory, worker_id)[f"flows.{stage}"]["modules"])
+    present = [name for name in ABSENT[stage] if name in modules]
     assert not present, f"flows.{stage} imports {present}: import the specific module where used"

@@ -1,8 +1,8 @@
 """A stage process imports only what it uses: the start-up cost is guarded without timing anything.
 
 `python -m flows.run STAGE` imports flows.run, then the stage's flow module; each pair is imported
-here in a fresh interpreter, and the heavy libraries the stage does not use must be absent from
-sys.modules. The timing record that flows.run writes (runtime/timing.py) and the stage flow's
+here cleanly (tests/stage_probe.py), and the heavy libraries the stage does not use must be absent
+from sys.modules. The timing record that flows.run writes (runtime/timing.py) and the stage flow's
 parameter encoding (runtime/stageflow.py) are checked too.
 """
 
@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
+from stage_probe import session_probes
 
 from runtime.timing import PHASES, StageClock, process_age, timing_path
 
-pytestmark = pytest.mark.long(14)
+pytestmark = pytest.mark.long(5)
 
 ROOT = Path(__file__).parents[1]
 STAGES = ("data", "train", "prune", "quantize", "encode", "evaluate", "plots")
@@ -31,32 +32,24 @@ HEAVY: dict[str, tuple[str, ...]] = {
     "deepcompression.format.container": ("encode", "evaluate"),  # the file format
 }
 """Heavy module -> the only stages whose flow module may import it."""
-PROBE = (
-    "import importlib, json, sys\n"
-    "for name in sys.argv[1:]:\n"
-    "    importlib.import_module(name)\n"
+RUN_ALONE = (
+    "import json, sys\n"
+    "import flows.run\n"
     "print(json.dumps(sorted(sys.modules)))\n"
 )
-
-
-def imported(*modules: str) -> subprocess.Popen:
-    """A fresh interpreter importing `modules`; prints the names in sys.modules as JSON."""
-    return subprocess.Popen(
-        [sys.executable, "-c", PROBE, *modules], cwd=ROOT, stdout=subprocess.PIPE, text=True
-    )
+"""flows.run in a fresh interpreter, with nothing preloaded (stage_probe preloads torch)."""
 
 
 @pytest.fixture(scope="module")
-def loaded() -> dict[str, set[str]]:
-    """sys.modules after importing flows.run alone and with each stage's flow (in parallel)."""
-    probes = {"run": imported("flows.run")}
-    probes |= {stage: imported("flows.run", f"flows.{stage}") for stage in STAGES}
-    result = {}
-    for stage, probe in probes.items():
-        out, _ = probe.communicate(timeout=300)
-        assert probe.returncode == 0, f"importing flows.{stage} failed"
-        result[stage] = set(json.loads(out))
-    return result
+def loaded(tmp_path_factory, worker_id) -> dict[str, set[str]]:
+    """sys.modules after importing flows.run alone and with each stage's flow."""
+    probes = session_probes(tmp_path_factory, worker_id)
+    result = {s: set(probes[f"flows.run flows.{s}"]["modules"]) for s in STAGES}
+    alone = subprocess.run(
+        [sys.executable, "-c", RUN_ALONE], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    return result | {"run": set(json.loads(alone.stdout))}
 
 
 @pytest.mark.parametrize("stage", STAGES)
