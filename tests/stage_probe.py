@@ -1,13 +1,14 @@
 """What importing a stage's flow module loads: module names and project files, from clean imports.
 
 One fresh interpreter imports what every stage shares (numpy, torch, Prefect), checks that this
-loaded no project module and none of the watched modules the tests look for, then forks one
-child per probe (two at a time); each child imports its modules in order and reports
-`sys.modules` and the project files loaded. So a probe sees what a fresh process importing the
-same modules would, at the cost of one torch and Prefect import for all probes instead of one
-each. The results are computed once per test session (shared by xdist workers through a file
-lock) and read by the tests of stage deps (test_dvc_stages), heavy imports (test_stage_imports)
-and closures (test_stage_closures).
+loaded no project module, then forks one child per probe (two at a time); each child imports its
+modules in order and reports `sys.modules` and the project files loaded. So a probe sees what a
+fresh process importing the same modules would, at the cost of one torch and Prefect import for
+all probes instead of one each; the modules the preload loaded are reported too (`preloaded`),
+so a test that checks a module's absence first checks that the preload did not load it. The
+results are computed once per test session (shared by xdist workers through a file lock) and
+read by the tests of stage deps (test_dvc_stages), heavy imports (test_stage_imports) and
+closures (test_stage_closures).
 """
 
 from __future__ import annotations
@@ -22,26 +23,21 @@ from filelock import FileLock
 
 ROOT = Path(__file__).parents[1]
 CODE_DIRS = ("deepcompression", "models", "tasks", "flows", "runtime", "cli")
-"""Top-level folders of the project's own code."""
+"""Top-level packages of the project's own code: the preload must load none of them."""
 SHARED = ("numpy", "torch", "prefect")
 """Imported once before the fork: every stage process loads them, and they load no project code."""
-WATCHED = (
-    "torchvision", "sklearn", "scipy", "matplotlib", "fastapi",
-    "deepcompression", "models", "tasks", "flows", "runtime", "cli",
-)  # fmt: skip
-"""Top-level packages a probe must find unloaded before its own imports (so a preload can't hide
-them)."""
 AT_ONCE = 2
 """Children importing side by side (the suite's two cores)."""
 FORKER = """
 import json, os, sys, traceback
 from pathlib import Path
-shared, watched, probes, AT_ONCE = json.loads(sys.argv[1])
+shared, code_dirs, probes, AT_ONCE = json.loads(sys.argv[1])
 for name in shared:
     __import__(name)
-early = sorted(m for m in sys.modules if m.split(".")[0] in watched)
+preloaded = sorted(sys.modules)
+early = [m for m in preloaded if m.split(".")[0] in code_dirs]
 if early:
-    sys.exit(f"importing {shared} loaded {early}: the probes could not see them; drop the preload")
+    sys.exit(f"importing {shared} loaded project modules {early}; drop the preload")
 root = Path.cwd().resolve()
 def start(modules):
     read, write = os.pipe()
@@ -78,22 +74,22 @@ results = []
 for first in range(0, len(probes), AT_ONCE):
     children = [start(modules) for modules in probes[first:first + AT_ONCE]]
     results += [finish(*child) for child in children]
-print(json.dumps(results))
+print(json.dumps({"preloaded": preloaded, "results": results}))
 """
 
 
-def run_probes(probes: list[tuple[str, ...]]) -> list[dict[str, list[str]]]:
-    """For each tuple of modules: {"modules": sys.modules names, "files": project files} after a
-    clean import of them in order (see the module docstring)."""
+def run_probes(probes: list[tuple[str, ...]]) -> tuple[list[str], list[dict[str, list[str]]]]:
+    """The modules the preload loaded, and for each tuple of modules {"modules": sys.modules
+    names, "files": project files} after a clean import of them in order (module docstring)."""
     done = subprocess.run(
-        [sys.executable, "-c", FORKER, json.dumps([SHARED, WATCHED, probes, AT_ONCE])],
+        [sys.executable, "-c", FORKER, json.dumps([SHARED, CODE_DIRS, probes, AT_ONCE])],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(done.stdout)
-    for modules, result in zip(probes, results, strict=True):
+    reply = json.loads(done.stdout)
+    for modules, result in zip(probes, reply["results"], strict=True):
         assert "error" not in result, f"importing {modules} failed:\n{result.get('error')}"
-    return results
+    return reply["preloaded"], reply["results"]
 
 
 def all_probes() -> list[tuple[str, ...]]:
@@ -105,15 +101,16 @@ def all_probes() -> list[tuple[str, ...]]:
 
 
 def session_probes(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> dict:
-    """`all_probes()` results keyed by " ".join(modules), computed by the first worker to ask
-    and read from a file by the others."""
+    """`all_probes()` results keyed by " ".join(modules), and "preloaded": the modules loaded
+    before any probe; computed by the first worker to ask and read from a file by the others."""
     base = tmp_path_factory.getbasetemp()
     shared = base if worker_id == "master" else base.parent
     cache = shared / "stage_probes.json"
     with FileLock(str(cache) + ".lock"):
         if not cache.exists():
             probes = all_probes()
-            results = run_probes(probes)
+            preloaded, results = run_probes(probes)
             keyed = {" ".join(p): r for p, r in zip(probes, results, strict=True)}
+            keyed["preloaded"] = preloaded
             cache.write_text(json.dumps(keyed))
         return json.loads(cache.read_text())

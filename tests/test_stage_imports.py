@@ -44,6 +44,8 @@ RUN_ALONE = (
 def loaded(tmp_path_factory, worker_id) -> dict[str, set[str]]:
     """sys.modules after importing flows.run alone and with each stage's flow."""
     probes = session_probes(tmp_path_factory, worker_id)
+    hidden = [m for m in HEAVY if m in probes["preloaded"]]
+    assert not hidden, f"stage_probe's preload imports {hidden}: the probes cannot see them"
     result = {s: set(probes[f"flows.run flows.{s}"]["modules"]) for s in STAGES}
     alone = subprocess.run(
         [sys.executable, "-c", RUN_ALONE], cwd=ROOT, capture_output=True, text=True, timeout=300
