@@ -17,9 +17,12 @@ from deepcompression.format.errors import InvalidArgument, MalformedHeader
 from deepcompression.format.info import InputMeta
 from deepcompression.format.spec import (
     BINARY_HEADER_VERSION,
+    CODEBOOK_FLOAT16,
     CODER_ARITH,
     DTYPES,
     FLOAT_BYTES,
+    HALF_BYTES,
+    HALF_CODEBOOK_VERSION,
     KIND_HUFFMAN,
     KIND_RAW,
     MAX_CLASSES,
@@ -54,6 +57,8 @@ _ARITH_BITS = {"index": 0x08, "weight": 0x10}
 """Huffman-record tag bits: that stream is arithmetic-coded (no table)."""
 _HUFFMAN_TAGS = frozenset(_HUFFMAN_TAG | units | i | w for units in (0, 4) for i in (0, 8)
                           for w in (0, 16))  # fmt: skip
+_HALF_BIT = 0x20
+"""Huffman-record tag bit (version 6): the codebook's items are float16."""
 _MAX_VARINT_BYTES = 8
 _STATIC_INDEX = {text: i for i, text in enumerate(STATIC_STRINGS)}
 
@@ -237,7 +242,8 @@ def _put_record(out: bytearray, record: dict, table: _StringTable) -> None:
         )
     else:
         arith = sum(bit for key, bit in _ARITH_BITS.items() if record[key].get("coder"))
-        out.append(_HUFFMAN_TAG | (_UNITS_BIT if "units" in record else 0) | arith)
+        half = _HALF_BIT if record.get("codebook_dtype") == CODEBOOK_FLOAT16 else 0
+        out.append(_HUFFMAN_TAG | (_UNITS_BIT if "units" in record else 0) | arith | half)
     parts = record["name"].split(".")
     _put_varint(out, len(parts))
     for part in parts:
@@ -251,7 +257,7 @@ def _put_record(out: bytearray, record: dict, table: _StringTable) -> None:
     if record["kind"] == KIND_HUFFMAN:
         _put_varint(out, record["nnz"])
         out.append((record["weight_bits"] - 1) << 4 | (record["index_bits"] - 1))
-        _put_varint(out, record["codebook"][1] // FLOAT_BYTES)
+        _put_varint(out, record["codebook"][1] // (HALF_BYTES if half else FLOAT_BYTES))
         if "units" in record:
             _put_varint(out, record["units"]["kept_rows"])
             _put_varint(out, record["units"]["kept_cols"])
@@ -269,9 +275,9 @@ def load_header(
     data: bytes, with_input: bool = False, version: int = BINARY_HEADER_VERSION
 ) -> tuple[dict, InputMeta | None]:
     """The header object (arch, provenance, tensors with spans) of binary header bytes of
-    ``version`` (4 or 5), and the input spec they hold when ``with_input`` (the preamble's
+    ``version`` (4, 5 or 6), and the input spec they hold when ``with_input`` (the preamble's
     FLAG_INPUT_SPEC)."""
-    reader = _Reader(data, version >= SHORT_VALUES_VERSION)
+    reader = _Reader(data, version >= SHORT_VALUES_VERSION, version >= HALF_CODEBOOK_VERSION)
     strings = reader.string_table()
     arch = reader.value(strings, 1)
     provenance = reader.value(strings, 1)
@@ -311,11 +317,13 @@ class _Strings:
 class _Reader:
     """A cursor over the header bytes; every read is checked against the bytes left."""
 
-    def __init__(self, data: bytes, short: bool) -> None:
+    def __init__(self, data: bytes, short: bool, half: bool = False) -> None:
         self.data = data
         self.pos = 0
         self.short = short
         """Version 5: short digests, decimal numbers and digit class names are defined."""
+        self.half = half
+        """Version 6: a Huffman record's tag may say its codebook is float16."""
 
     def take(self, size: int, what: str) -> bytes:
         if size > len(self.data) - self.pos:
@@ -494,7 +502,7 @@ class _Reader:
             record = {"kind": KIND_RAW, "name": name, "shape": shape, "dtype": dtype,
                       "data": [offset, length]}  # fmt: skip
             return record, offset + length
-        if tag not in _HUFFMAN_TAGS:
+        if tag & ~_HALF_BIT not in _HUFFMAN_TAGS or (tag & _HALF_BIT and not self.half):
             raise MalformedHeader(f"tensor {name[:60]!r}: tag 0x{tag:02x} is not defined")
         return self.huffman(name, shape, tag, offset)
 
@@ -545,7 +553,7 @@ class _Reader:
             "weight_bits": (widths >> 4) + 1,
             "index_bits": (widths & 0x0F) + 1,
         }
-        lengths = [FLOAT_BYTES * k]
+        lengths = [(HALF_BYTES if tag & _HALF_BIT else FLOAT_BYTES) * k]
         if kept is not None:
             if len(shape) < 2:
                 raise MalformedHeader(f"tensor {name[:60]!r}: removed units need 2+ dimensions")
@@ -556,6 +564,8 @@ class _Reader:
             spans.append([offset, length])
             offset += length
         record["codebook"] = spans[0]
+        if tag & _HALF_BIT:
+            record["codebook_dtype"] = CODEBOOK_FLOAT16
         if kept is not None:
             record["units"] = {"rows": spans[1], "cols": spans[2], "kept_rows": kept[0],
                                "kept_cols": kept[1]}  # fmt: skip

@@ -42,10 +42,12 @@ from deepcompression.format.spec import (
     AUTO_INDEX_BITS,
     BINARY_HEADER_VERSION,
     BIT_VIEWS,
+    CODEBOOK_FLOAT16,
     DTYPE_NAMES,
     FLAG_HEADER_ZLIB,
     FLAG_INPUT_SPEC,
     FORMAT_VERSION,
+    HALF_CODEBOOK_VERSION,
     KIND_HUFFMAN,
     KIND_RAW,
     MAGIC,
@@ -428,11 +430,13 @@ def _quantized_options(q: QuantizedTensor, version: int) -> list[Encoded]:
             f"layer {name!r}: label {int(labels[bad])} at surviving position "
             f"{int(np.flatnonzero(flat)[bad])} is outside the codebook range [0, {k})"
         )
+    half = version >= HALF_CODEBOOK_VERSION and k > 0 and _exact_in_half(q.centroids)
     common = _LayerCommon(
         name=name,
         shape=q.shape,
         weight_bits=q.weight_bits,
-        codebook=_tensor_bytes(q.centroids),
+        codebook=_tensor_bytes(q.centroids.half() if half else q.centroids),
+        half=half,
         weight=encode_symbols(labels),
         labels=labels,
         k=k,
@@ -442,6 +446,13 @@ def _quantized_options(q: QuantizedTensor, version: int) -> list[Encoded]:
     if version >= UNITS_VERSION and (units := _removable_units(mask)) is not None:
         forms.append(units)
     return [_encode_layer(common, mask, width, form) for form in forms for width in widths]
+
+
+def _exact_in_half(centroids: torch.Tensor) -> bool:
+    """Whether every centroid is exactly a float16 value (bit for bit back to float32), so the
+    codebook can be stored at 2 bytes an entry and decode to the same model."""
+    back = centroids.detach().cpu().half().float()
+    return torch.equal(back.view(torch.int32), centroids.detach().cpu().view(torch.int32))
 
 
 def _removable_units(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -464,6 +475,7 @@ class _LayerCommon:
     shape: tuple[int, ...]
     weight_bits: int
     codebook: bytes
+    half: bool
     weight: HuffmanStream
     labels: np.ndarray
     k: int
@@ -488,6 +500,8 @@ def _encode_layer(
         "index_bits": index_bits,
         "codebook": writer.add(layer.codebook),
     }
+    if layer.half:
+        record["codebook_dtype"] = CODEBOOK_FLOAT16
     stored = mask.reshape(-1)
     if units is not None:
         rows, cols = units

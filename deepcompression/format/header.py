@@ -24,9 +24,12 @@ from deepcompression.format.records import (
 from deepcompression.format.sparse_index import filler_symbol
 from deepcompression.format.spec import (
     BINARY_HEADER_VERSION,
+    CODEBOOK_FLOAT16,
     CODER_ARITH,
     DTYPES,
     FLOAT_BYTES,
+    HALF_BYTES,
+    HALF_CODEBOOK_VERSION,
     KIND_HUFFMAN,
     KIND_RAW,
     MAX_FILE_ARITH_SYMBOLS,
@@ -62,12 +65,15 @@ _RAW_KEYS = {
     3: frozenset({"kind", "name", "shape", "dtype", "data"}),
     4: frozenset({"kind", "name", "shape", "dtype", "data"}),
     5: frozenset({"kind", "name", "shape", "dtype", "data"}),
+    6: frozenset({"kind", "name", "shape", "dtype", "data"}),
 }
 _ROWS_KEY = "rows_of"
 """Version 4: a 1-D raw tensor stored over the kept rows of an earlier tensor with units."""
 _HUFFMAN_KEYS = frozenset(
     {"kind", "name", "shape", "nnz", "weight_bits", "index_bits", "codebook", "index", "weight"}
 )
+_HALF_KEY = "codebook_dtype"
+"""Version 6: a Huffman tensor's codebook stored as float16 (the key's only value)."""
 _STREAM_KEYS = frozenset({"table", "stream", "bits", "symbols"})
 _UNITS_KEYS = frozenset({"rows", "cols", "kept_rows", "kept_cols"})
 
@@ -110,8 +116,10 @@ def _parse_tensor(entry: object, where: str, version: int, earlier: list[Record]
         obj = _object(entry, _RAW_KEYS[version] | {_ROWS_KEY} if with_rows else _RAW_KEYS[version],
                       where)  # fmt: skip
     elif kind == KIND_HUFFMAN:
-        with_units = version >= UNITS_VERSION and "units" in entry
-        obj = _object(entry, _HUFFMAN_KEYS | {"units"} if with_units else _HUFFMAN_KEYS, where)
+        keys = set(_HUFFMAN_KEYS)
+        keys |= {"units"} if version >= UNITS_VERSION and "units" in entry else set()
+        keys |= {_HALF_KEY} if version >= HALF_CODEBOOK_VERSION and _HALF_KEY in entry else set()
+        obj = _object(entry, keys, where)
     else:
         raise MalformedHeader(f"{where}: 'kind' must be {KIND_RAW!r} or {KIND_HUFFMAN!r}")
     name = obj["name"]
@@ -178,17 +186,23 @@ def _parse_huffman(
     weight_bits = _int(obj["weight_bits"], f"{where}.weight_bits", 1, MAX_SYMBOL_BITS)
     index_bits = _int(obj["index_bits"], f"{where}.index_bits", 1, MAX_SYMBOL_BITS)
     codebook = _span(obj["codebook"], f"{where}.codebook")
-    if codebook.length % FLOAT_BYTES or codebook.length // FLOAT_BYTES > 1 << weight_bits:
+    half = _HALF_KEY in obj
+    if half and obj[_HALF_KEY] != CODEBOOK_FLOAT16:
+        raise MalformedHeader(f"{where}.{_HALF_KEY} must be {CODEBOOK_FLOAT16!r} when present")
+    item = HALF_BYTES if half else FLOAT_BYTES
+    if codebook.length % item or codebook.length // item > 1 << weight_bits:
         raise MalformedHeader(
-            f"{where}: codebook of {codebook.length} bytes is not 4*k with k <= 2**{weight_bits}"
+            f"{where}: codebook of {codebook.length} bytes is not {item}*k with "
+            f"k <= 2**{weight_bits}"
         )
     max_index = nnz + numel // filler_symbol(index_bits) if nnz else 0
-    k = codebook.length // FLOAT_BYTES
+    k = codebook.length // item
     index = _stream(obj["index"], f"{where}.index", nnz, max_index, version, 1 << index_bits)
     weight = _stream(obj["weight"], f"{where}.weight", nnz, nnz, version, k)
     return HuffmanRecord(
-        name, shape, math.prod(shape), nnz, weight_bits, index_bits, codebook, index, weight, units
-    )
+        name, shape, math.prod(shape), nnz, weight_bits, index_bits, codebook, index, weight, units,
+        half,
+    )  # fmt: skip
 
 
 def _units(value: object, shape: tuple[int, ...], where: str) -> UnitsRecord:

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 
 from deepcompression.format.info import InputMeta, LayerInfo
-from deepcompression.format.spec import DTYPES, FLOAT_BYTES, KIND_HUFFMAN, KIND_RAW
+from deepcompression.format.spec import DTYPES, FLOAT_BYTES, HALF_BYTES, KIND_HUFFMAN, KIND_RAW
 
 
 @dataclass(frozen=True)
@@ -114,10 +114,17 @@ class HuffmanRecord:
     index: StreamRecord
     weight: StreamRecord
     units: UnitsRecord | None = None
+    half_codebook: bool = False
+    """Version 6: the codebook's items are float16 (2 bytes each), else float32."""
 
     @property
     def decoded_bytes(self) -> int:
         return self.numel * FLOAT_BYTES
+
+    @property
+    def codebook_size(self) -> int:
+        """k, the codebook's entries."""
+        return self.codebook.length // (HALF_BYTES if self.half_codebook else FLOAT_BYTES)
 
     @property
     def arith_symbols(self) -> int:
@@ -151,7 +158,7 @@ class HuffmanRecord:
             nnz=self.nnz,
             weight_bits=self.weight_bits,
             index_bits=self.index_bits,
-            codebook_size=self.codebook.length // FLOAT_BYTES,
+            codebook_size=self.codebook_size,
             index_symbols=self.index.symbols,
             index_stream_bits=self.index.bits,
             weight_stream_bits=self.weight.bits,
