@@ -168,9 +168,35 @@ def _half_files() -> list[bytes]:
 
 
 V6_FILES = _half_files()
-"""Version-6 files with float16 codebooks."""
-BINARY_FILES = V4_FILES + V5_FILES + V6_FILES
-"""The binary-header files the v4_* mutators start from (their names predate versions 5-6)."""
+"""Version-6 files with float16 codebooks (written as version 7, the default)."""
+
+
+def _coded_rows_files() -> list[bytes]:
+    """Version-7 files whose k-means-shared biases are stored over their layers' kept rows (one
+    float16, one arithmetic-coded, one beside a bias whose positions are not the kept rows)."""
+    layers, _, arch, provenance = _kept_rows_inputs()
+    gen = torch.Generator().manual_seed(11)
+    biases = []
+    for layer in layers:
+        kept = layer.mask.reshape(layer.shape[0], -1).any(dim=1)
+        labels = torch.randint(0, 4, (layer.shape[0],), generator=gen)
+        centroids = torch.randn(4, generator=gen)
+        biases.append(QuantizedTensor(layer.name.replace(".weight", ".bias"), kept, labels,
+                                      centroids, 2, None))  # fmt: skip
+    half = [dataclasses.replace(b, centroids=b.centroids.half().float()) for b in biases]
+    odd = dataclasses.replace(biases[-1], mask=~biases[-1].mask)
+    return [
+        encode_model(layers + biases, {}, arch, provenance),
+        encode_model(layers + half, {}, arch, provenance, compress_header=False),
+        encode_model(layers + biases, {}, arch, provenance, arithmetic=False),
+        encode_model(layers + [*biases[:-1], odd], {}, arch, provenance),
+    ]
+
+
+V7_FILES = _coded_rows_files()
+"""Version-7 files with coded biases over kept rows."""
+BINARY_FILES = V4_FILES + V5_FILES + V6_FILES + V7_FILES
+"""The binary-header files the v4_* mutators start from (their names predate versions 5-7)."""
 
 
 def split(data: bytes) -> tuple[dict, bytes]:

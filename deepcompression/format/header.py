@@ -6,6 +6,7 @@ the order the document lists them; nothing is read from the payload.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from deepcompression.format.arith import MAX_ARITH_ALPHABET, MAX_ARITH_SYMBOLS
@@ -25,6 +26,7 @@ from deepcompression.format.sparse_index import filler_symbol
 from deepcompression.format.spec import (
     BINARY_HEADER_VERSION,
     CODEBOOK_FLOAT16,
+    CODED_ROWS_VERSION,
     CODER_ARITH,
     DTYPES,
     FLOAT_BYTES,
@@ -66,6 +68,7 @@ _RAW_KEYS = {
     4: frozenset({"kind", "name", "shape", "dtype", "data"}),
     5: frozenset({"kind", "name", "shape", "dtype", "data"}),
     6: frozenset({"kind", "name", "shape", "dtype", "data"}),
+    7: frozenset({"kind", "name", "shape", "dtype", "data"}),
 }
 _ROWS_KEY = "rows_of"
 """Version 4: a 1-D raw tensor stored over the kept rows of an earlier tensor with units."""
@@ -119,6 +122,7 @@ def _parse_tensor(entry: object, where: str, version: int, earlier: list[Record]
         keys = set(_HUFFMAN_KEYS)
         keys |= {"units"} if version >= UNITS_VERSION and "units" in entry else set()
         keys |= {_HALF_KEY} if version >= HALF_CODEBOOK_VERSION and _HALF_KEY in entry else set()
+        keys |= {_ROWS_KEY} if version >= CODED_ROWS_VERSION and _ROWS_KEY in entry else set()
         obj = _object(entry, keys, where)
     else:
         raise MalformedHeader(f"{where}: 'kind' must be {KIND_RAW!r} or {KIND_HUFFMAN!r}")
@@ -131,6 +135,9 @@ def _parse_tensor(entry: object, where: str, version: int, earlier: list[Record]
     if kind == KIND_RAW:
         rows = _kept_rows(obj[_ROWS_KEY], shape, earlier, where) if _ROWS_KEY in obj else None
         return _parse_raw(obj, name, shape, numel, where, rows)
+    if _ROWS_KEY in obj:
+        rows = _kept_rows(obj[_ROWS_KEY], shape, earlier, where)
+        return _parse_coded_rows(obj, name, shape, where, version, rows)
     return _parse_huffman(obj, name, shape, where, version)
 
 
@@ -175,14 +182,21 @@ def _kept_rows(
 
 
 def _parse_huffman(
-    obj: dict, name: str, shape: tuple[int, ...], where: str, version: int
+    obj: dict,
+    name: str,
+    shape: tuple[int, ...],
+    where: str,
+    version: int,
+    nnz_range: tuple[int, int] | None = None,
 ) -> HuffmanRecord:
     """A Huffman record: units, nnz, bit widths, codebook size and both streams' declared counts.
 
-    Counts are bounded by the stored (compacted, when units are removed) element count."""
+    Counts are bounded by the stored (compacted, when units are removed) element count; with
+    ``nnz_range`` (a tensor over kept rows) nnz is in it and the index stream holds no symbol."""
     units = _units(obj["units"], shape, f"{where}.units") if "units" in obj else None
     numel = stored_numel(shape, units)
-    nnz = _int(obj["nnz"], f"{where}.nnz", 0, numel)
+    low, high = (0, numel) if nnz_range is None else nnz_range
+    nnz = _int(obj["nnz"], f"{where}.nnz", low, high)
     weight_bits = _int(obj["weight_bits"], f"{where}.weight_bits", 1, MAX_SYMBOL_BITS)
     index_bits = _int(obj["index_bits"], f"{where}.index_bits", 1, MAX_SYMBOL_BITS)
     codebook = _span(obj["codebook"], f"{where}.codebook")
@@ -196,13 +210,35 @@ def _parse_huffman(
             f"k <= 2**{weight_bits}"
         )
     max_index = nnz + numel // filler_symbol(index_bits) if nnz else 0
+    index_range = (nnz, max_index) if nnz_range is None else (0, 0)
     k = codebook.length // item
-    index = _stream(obj["index"], f"{where}.index", nnz, max_index, version, 1 << index_bits)
+    index = _stream(obj["index"], f"{where}.index", *index_range, version, 1 << index_bits)
     weight = _stream(obj["weight"], f"{where}.weight", nnz, nnz, version, k)
     return HuffmanRecord(
         name, shape, math.prod(shape), nnz, weight_bits, index_bits, codebook, index, weight, units,
         half,
     )  # fmt: skip
+
+
+def _parse_coded_rows(
+    obj: dict, name: str, shape: tuple[int, ...], where: str, version: int, rows: KeptRows
+) -> HuffmanRecord:
+    """A Huffman tensor over an earlier tensor's kept rows (version 7): one weight symbol per
+    kept row, no units and an empty index stream (index_bits 1, no table, no bits, no symbols)."""
+    if "units" in obj:
+        raise MalformedHeader(f"{where}: a tensor over kept rows has no units of its own")
+    record = _parse_huffman(obj, name, shape, where, version, nnz_range=(rows.kept, rows.kept))
+    index = record.index
+    if (
+        record.index_bits != 1
+        or index.arith
+        or (index.table.length, index.stream.length, index.bits, index.symbols) != (0, 0, 0, 0)
+    ):
+        raise MalformedHeader(
+            f"{where}: a tensor over kept rows has index_bits 1 and an empty index stream "
+            "(no table, no bits, no symbols)"
+        )
+    return dataclasses.replace(record, rows=rows)
 
 
 def _units(value: object, shape: tuple[int, ...], where: str) -> UnitsRecord:

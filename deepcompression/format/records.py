@@ -116,6 +116,9 @@ class HuffmanRecord:
     units: UnitsRecord | None = None
     half_codebook: bool = False
     """Version 6: the codebook's items are float16 (2 bytes each), else float32."""
+    rows: KeptRows | None = None
+    """Version 7: one weight per kept row of an earlier tensor (no index stream); the other
+    rows decode to +0.0."""
 
     @property
     def decoded_bytes(self) -> int:
@@ -171,7 +174,8 @@ class HuffmanRecord:
             units_bytes=0
             if self.units is None
             else self.units.rows.length + self.units.cols.length,
-            kept_rows=None if self.units is None else self.units.kept_rows,
+            kept_rows=self.rows.kept if self.rows else None if self.units is None
+            else self.units.kept_rows,
             kept_cols=None if self.units is None else self.units.kept_cols,
             index_coder="arith" if self.index.arith else "huffman",
             weight_coder="arith" if self.weight.arith else "huffman",

@@ -13,9 +13,9 @@ import torch
 from deepcompression.format.huffman import MAX_SYMBOL_BITS
 
 MAGIC = b"\x89DCZ\r\n\x1a\n"
-FORMAT_VERSION = 6
+FORMAT_VERSION = 7
 """The version ``encode_model`` writes by default."""
-SUPPORTED_VERSIONS = (1, 2, 3, 4, 5, 6)
+SUPPORTED_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
 UNITS_VERSION = 3
 """The first version whose Huffman tensors may declare removed units."""
 BINARY_HEADER_VERSION = 4
@@ -24,6 +24,9 @@ SHORT_VALUES_VERSION = 5
 """The first version with 8- and 16-byte digests, decimal numbers and digit class names."""
 HALF_CODEBOOK_VERSION = 6
 """The first version whose Huffman tensors may store their codebook as float16."""
+CODED_ROWS_VERSION = 7
+"""The first version whose 1-D Huffman tensors may be stored over an earlier tensor's kept rows
+(no index stream: the positions are those rows)."""
 CODEBOOK_FLOAT16 = "float16"
 """The header's ``codebook_dtype`` (version 6) of a codebook of binary16 items (binary32 else)."""
 STATIC_STRINGS = (
