@@ -52,7 +52,8 @@ def trial_inputs(model: str, threads: int) -> dict:
     workspace = Workspace(Path("."), model)
     settings = TrialSettings(
         cfg.iterations, cfg.schedule, cfg.retrain, cfg.finetune, params.quantize.init,
-        params.quantize.engine, params.run.seed, params.run.eval_batch_size,
+        params.quantize.engine, params.quantize.codebook, params.run.seed,
+        params.run.eval_batch_size,
     )  # fmt: skip
     return {
         "dense": workspace.checkpoint("dense").read_bytes(),

@@ -1,12 +1,14 @@
-"""The files the hostile-file mutations start from: real encoded files of versions 1 to 5.
+"""The files the hostile-file mutations start from: real encoded files of versions 1 to 6.
 
 Base files of versions 1-3 (JSON header; one with removed units, one with a raw tensor of every
-dtype) and binary-header files of versions 4 and 5 of the same tensors, with the helpers that
+dtype) and binary-header files of versions 4 to 6 of the same tensors (version 6 with float16
+codebooks), with the helpers that
 take a file apart and build one back with valid CRCs (``benchmarks.mutations`` edits them).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 import zlib
@@ -145,10 +147,56 @@ def _binary_files(version: int) -> list[bytes]:
 V4_FILES = _binary_files(4)
 """Version-4 files (binary header) of the same tensors: plain, typed dtypes and removed units."""
 V5_FILES = _binary_files(5) + [encode_model(*_base_inputs()[2][:2], {"f": 0.1, "g": [1e-300]},
-                                            {"params_sha256": "0123456789abcdef"})]  # fmt: skip
+                                            {"params_sha256": "0123456789abcdef"},
+                                            format_version=5)]  # fmt: skip
 """The same in version 5, and one with a decimal number and a short digest."""
-BINARY_FILES = V4_FILES + V5_FILES
-"""The binary-header files the v4_* mutators start from (their names predate version 5)."""
+
+
+def _half_files() -> list[bytes]:
+    """Version-6 files whose codebooks are float16 (every centroid rounded to a float16 value),
+    one of them beside a float32 codebook, and one with a half NaN, infinity and subnormal."""
+    files = []
+    for quantized, raw, arch, provenance in _base_inputs()[:4]:
+        half = [dataclasses.replace(q, centroids=q.centroids.half().float()) for q in quantized]
+        files.append(encode_model(half, raw, arch, provenance))
+        files.append(encode_model([half[0], *quantized[1:]], raw, arch, provenance,
+                                  compress_header=False))  # fmt: skip
+    odd = torch.tensor([float("nan"), float("-inf"), 2.0**-24, -(2.0**-20), 65504.0, -0.0])
+    layer = _layer("odd.weight", (6, 8), 0.6, 3, 2, 9)
+    special = [dataclasses.replace(layer, centroids=torch.cat([odd, odd[:2]]))]
+    return files + [encode_model(special, {}, {"name": "odd"}, {})]
+
+
+V6_FILES = _half_files()
+"""Version-6 files with float16 codebooks (written as version 7, the default)."""
+
+
+def _coded_rows_files() -> list[bytes]:
+    """Version-7 files whose k-means-shared biases are stored over their layers' kept rows (one
+    float16, one arithmetic-coded, one beside a bias whose positions are not the kept rows)."""
+    layers, _, arch, provenance = _kept_rows_inputs()
+    gen = torch.Generator().manual_seed(11)
+    biases = []
+    for layer in layers:
+        kept = layer.mask.reshape(layer.shape[0], -1).any(dim=1)
+        labels = torch.randint(0, 4, (layer.shape[0],), generator=gen)
+        centroids = torch.randn(4, generator=gen)
+        biases.append(QuantizedTensor(layer.name.replace(".weight", ".bias"), kept, labels,
+                                      centroids, 2, None))  # fmt: skip
+    half = [dataclasses.replace(b, centroids=b.centroids.half().float()) for b in biases]
+    odd = dataclasses.replace(biases[-1], mask=~biases[-1].mask)
+    return [
+        encode_model(layers + biases, {}, arch, provenance),
+        encode_model(layers + half, {}, arch, provenance, compress_header=False),
+        encode_model(layers + biases, {}, arch, provenance, arithmetic=False),
+        encode_model(layers + [*biases[:-1], odd], {}, arch, provenance),
+    ]
+
+
+V7_FILES = _coded_rows_files()
+"""Version-7 files with coded biases over kept rows."""
+BINARY_FILES = V4_FILES + V5_FILES + V6_FILES + V7_FILES
+"""The binary-header files the v4_* mutators start from (their names predate versions 5-7)."""
 
 
 def split(data: bytes) -> tuple[dict, bytes]:

@@ -29,6 +29,9 @@ KMeansEngine = Literal["sklearn", "sorted", "optimal"]
 AllocationSource = Literal["params", "searched"]
 SearchSampler = Literal["nsga2", "tpe"]
 IndexChoice = Literal["auto", "search"]
+CodebookDtype = Literal["float32", "float16"]
+"""How the file stores each shared layer's centroids: float32 (the paper) or float16 (the
+centroids are rounded to float16 after fine-tuning, and the codebook costs half)."""
 
 LAYER_KINDS = ("conv", "fc")
 """Keys that set a value for every layer of a kind inside a per-layer table."""
@@ -318,6 +321,8 @@ class QuantizeConfig:
     bias: BiasMode
     """How the compressed layers' biases are stored: float32, float16, or k-means shared with
     this many bits (1..8), rounded after centroid fine-tuning."""
+    codebook: CodebookDtype
+    """The centroids' (and k-means-shared biases') stored precision, rounded after fine-tuning."""
 
     def validate(self, path: str = "") -> None:
         """Bits must be widths `check_bits` accepts; k-means bias bits in 1..MAX_BIAS_BITS."""
@@ -507,11 +512,18 @@ class ModelParams:
     """The dense model teaches prune retraining and centroid fine-tuning; null: plain labels."""
 
     def validate(self, path: str = "") -> None:
-        """Validate every section."""
+        """Validate every section; the search's first trial (today's tables) must be a point of
+        its space, so `quantize.bias` must be one of `search.bias`."""
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if dataclasses.is_dataclass(value):
                 value.validate(f"{path}.{f.name}")
+        if self.search is not None and self.quantize.bias not in self.search.bias:
+            _fail(
+                f"{path}.search.bias",
+                f"{list(self.search.bias)} must include quantize.bias ({self.quantize.bias!r}): "
+                "the search's first trial is today's tables; add it to the list",
+            )
 
 
 @dataclass(frozen=True)

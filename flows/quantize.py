@@ -51,6 +51,8 @@ def quantize_flow(params_path: str, root: str, model: str) -> dict:
         "init": params.quantize.init,
         "engine": params.quantize.engine,
         "bias": params.quantize.bias,
+        "codebook": params.quantize.codebook,
+        "folded_units": result.folded_units,
         "error_after_clustering": result.error_after_clustering,
         "val_error": result.val_error,
         "pq_ratio": report.pq_ratio,

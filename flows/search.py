@@ -221,7 +221,8 @@ def search_flow(params_path: str, root: str, model: str) -> dict:
     space = resolve_space(cfg, kinds, output_layers(dense, list(plan)), f"models.{model}.search")
     settings = TrialSettings(
         cfg.iterations, cfg.schedule, cfg.retrain, cfg.finetune, params.quantize.init,
-        params.quantize.engine, params.run.seed, params.run.eval_batch_size,
+        params.quantize.engine, params.quantize.codebook, params.run.seed,
+        params.run.eval_batch_size,
     )  # fmt: skip
     reference, points = read_sensitivity(workspace)
     defaults = default_allocation(params, plan, space)

@@ -8,7 +8,7 @@ from prefect.cache_policies import NO_CACHE
 
 from deepcompression.checkpoint import Checkpoint
 from deepcompression.compress.distill import teacher_from
-from deepcompression.compress.finish import PROBE_INPUTS, finish_quantized_
+from deepcompression.compress.finish import finish_quantized_
 from deepcompression.compress.quantization import cluster_model, share_weights_
 from deepcompression.config import DistillConfig, QuantizeConfig, RunConfig
 from deepcompression.data.tensors import ImageTensors
@@ -31,6 +31,8 @@ class QuantizeResult:
     error_after_clustering: float
     val_error: float
     history: list[EpochRecord]
+    folded_units: dict[str, int]
+    """Units with every input weight pruned folded into their consumer's bias, per layer."""
 
 
 @task(name="quantize", cache_policy=NO_CACHE)
@@ -76,12 +78,13 @@ def quantize(
             eval_batch_size=run.eval_batch_size,
             teacher=teacher_from(teacher, distill, device),
         )
-    final_books, masks = finish_quantized_(
-        model, masks, bits, cfg.bias, tensors[2][:PROBE_INPUTS],
-        init=cfg.init, seed=run.seed, engine=cfg.engine,
+    finished = finish_quantized_(
+        model, masks, bits, cfg.bias, tensors[2],
+        codebook=cfg.codebook, init=cfg.init, seed=run.seed, engine=cfg.engine,
     )  # fmt: skip
+    final_books, masks = finished.books, finished.masks
     final = evaluate(model, tensors[2], tensors[3], run.eval_batch_size)
-    result = QuantizeResult(clustered.error, final.error, history)
+    result = QuantizeResult(clustered.error, final.error, history, finished.folded)
     quantized = Checkpoint.of(
         model,
         checkpoint.arch,

@@ -1,5 +1,6 @@
-"""The version-4 and -5 binary headers read from docs/FORMAT.md ("Version 4: binary header",
-"Version 5: shorter values") alone.
+"""The version-4 to -7 binary headers read from docs/FORMAT.md ("Version 4: binary header",
+"Version 5: shorter values", "Version 6: float16 codebooks", "Version 7: coded tensors over
+kept rows") alone.
 
 ``binary_document`` turns the header bytes into the same object a version-3 JSON header holds
 (spans laid out back to back), raising ``Reject("MalformedHeader")`` for any rule broken; the
@@ -28,7 +29,8 @@ class Malformed(Exception):
 
 class _Cursor:
     def __init__(self, data: bytes, version: int) -> None:
-        self.data, self.at, self.v5 = data, 0, version >= 5
+        self.data, self.at, self.v5, self.v6 = data, 0, version >= 5, version >= 6
+        self.v7 = version >= 7
         self.table: list[str] = []
         self.referenced: set[int] = set()
 
@@ -164,6 +166,10 @@ def _document(data: bytes, with_input: bool, version: int) -> dict:
             tensors.append(_kept_rows(cur, ".".join(parts), DTYPES[tag >> 4], tensors, offset))
             offset += tensors[-1]["data"][1]
             continue
+        if cur.v7 and tag & 0xCF == 3:  # v7: a Huffman tensor over kept rows (+0x10, +0x20)
+            record, offset = _coded_rows(cur, ".".join(parts), tag, tensors, offset)
+            tensors.append(record)
+            continue
         ndim = cur.varint()
         if ndim > 16:
             raise Malformed
@@ -174,8 +180,8 @@ def _document(data: bytes, with_input: bool, version: int) -> dict:
             length = SIZE[dtype] * math.prod(shape)
             record |= {"kind": "raw", "dtype": dtype, "data": [offset, length]}
             offset += length
-        elif tag & 0xE3 == 1:  # Huffman: 0x01 plus units 0x04, arithmetic index 0x08, weight 0x10
-            offset = _huffman(cur, record, tag, offset)
+        elif tag & (0xC3 if cur.v6 else 0xE3) == 1:  # Huffman: 0x01 plus units 0x04, arithmetic
+            offset = _huffman(cur, record, tag, offset)  # 0x08 / 0x10, float16 codebook 0x20 (v6)
         else:
             raise Malformed
         tensors.append(record)
@@ -194,6 +200,34 @@ def _kept_rows(cur: _Cursor, name: str, dtype: str, tensors: list[dict], offset:
             "data": [offset, length]}  # fmt: skip
 
 
+def _coded_rows(
+    cur: _Cursor, name: str, tag: int, tensors: list[dict], offset: int
+) -> tuple[dict, int]:
+    owner = cur.varint()
+    if owner >= len(tensors) or "units" not in tensors[owner]:
+        raise Malformed
+    widths, k = cur.bytes(1)[0], cur.varint()
+    if widths & 15:
+        raise Malformed
+    table = 0 if tag & 16 else cur.varint()
+    bits = cur.varint()
+    kept = tensors[owner]["units"]["kept_rows"]
+    spans = []
+    for length in ((2 if tag & 32 else 4) * k, 0, table, 0, -(-bits // 8)):
+        spans.append([offset, length])
+        offset += length
+    record = {"name": name, "shape": tensors[owner]["shape"][:1], "kind": "huffman",
+              "rows_of": owner, "nnz": kept, "weight_bits": (widths >> 4) + 1, "index_bits": 1,
+              "codebook": spans[0],
+              "index": {"table": spans[1], "stream": spans[3], "bits": 0, "symbols": 0},
+              "weight": {"table": spans[2], "stream": spans[4], "bits": bits, "symbols": kept}}
+    if tag & 32:
+        record["codebook_dtype"] = "float16"
+    if tag & 16:
+        record["weight"]["coder"] = "arith"
+    return record, offset
+
+
 def _huffman(cur: _Cursor, record: dict, tag: int, offset: int) -> int:
     units = bool(tag & 4)
     nnz, widths, k = cur.varint(), cur.bytes(1)[0], cur.varint()
@@ -206,7 +240,7 @@ def _huffman(cur: _Cursor, record: dict, tag: int, offset: int) -> int:
     shape = record["shape"]
     if units and len(shape) < 2:
         raise Malformed
-    lengths = [4 * k]
+    lengths = [(2 if tag & 0x20 else 4) * k]
     if units:
         lengths += [-(-shape[0] // 8), -(-shape[1] // 8)]
     lengths += [index_table, weight_table, -(-index_bits // 8), -(-weight_bits // 8)]
@@ -216,6 +250,8 @@ def _huffman(cur: _Cursor, record: dict, tag: int, offset: int) -> int:
         offset += length
     record |= {"kind": "huffman", "nnz": nnz, "weight_bits": (widths >> 4) + 1}
     record |= {"index_bits": (widths & 15) + 1, "codebook": spans[0]}
+    if tag & 0x20:
+        record["codebook_dtype"] = "float16"
     if kept is not None:
         record["units"] = {"rows": spans[1], "cols": spans[2], "kept_rows": kept[0]}
         record["units"]["kept_cols"] = kept[1]
@@ -230,7 +266,7 @@ def _huffman(cur: _Cursor, record: dict, tag: int, offset: int) -> int:
 
 
 def binary_document(data: bytes, with_input: bool, version: int) -> dict | None:
-    """The header object of version-4 or -5 header bytes (its input spec under "input" when the
+    """The header object of version-4 to -7 header bytes (its input spec under "input" when the
     preamble's flag bit 1 says there is one), or None if the bytes break a rule."""
     try:
         return _document(data, with_input, version)

@@ -202,6 +202,16 @@ def test_each_model_sees_only_its_own_section(tmp_path):
             "models.lenet5.quantize.bias: 9 is out of range; allowed: [1, 8]",
         ),
         (
+            {"models.lenet5.quantize.bias": "float32"},
+            "models.lenet5.search.bias: ['float16', 3, 4, 5] must include quantize.bias "
+            "('float32')",
+        ),
+        (
+            {"models.lenet5.quantize.codebook": "float8"},
+            "models.lenet5.quantize.codebook: 'float8' is not allowed; allowed: 'float32', "
+            "'float16'",
+        ),
+        (
             {"models.lenet_300_100.prune.units": {"fc": 0.0}},
             "models.lenet_300_100.prune.units.fc: 0.0 is out of range; allowed: (0.0, 1.0]",
         ),

@@ -250,6 +250,8 @@ def tensor_record(entry: object, version: int, earlier: list[dict]) -> dict:
     raw_keys |= {"rows_of"} if version >= 4 and "rows_of" in entry else set()
     huffman_keys = {"kind", "name", "shape", "nnz", "weight_bits", "index_bits", "codebook"}
     huffman_keys |= {"units"} if version >= 3 and "units" in entry else set()
+    huffman_keys |= {"codebook_dtype"} if version >= 6 and "codebook_dtype" in entry else set()
+    huffman_keys |= {"rows_of"} if version >= 7 and "rows_of" in entry else set()
     keys = raw_keys if entry["kind"] == "raw" else huffman_keys | {"index", "weight"}
     obj = exact_keys(entry, keys)
     if not isinstance(obj["name"], str) or not obj["name"]:
@@ -272,19 +274,33 @@ def tensor_record(entry: object, version: int, earlier: list[dict]) -> dict:
             fail("MalformedHeader")
         return record | {"dtype": dtype, "sections": [data], "rows": rows}
     units = units_record(obj["units"], dims) if "units" in obj else None
+    rows = kept_rows_of(obj, dims, earlier) if "rows_of" in obj else None  # version 7
+    if rows is not None and units is not None:
+        fail("MalformedHeader")
     stored = numel
     if units is not None:
         stored = units["kept_rows"] * units["kept_cols"] * int(np.prod(dims[2:], dtype=object))
-    nnz = integer(obj["nnz"], 0, stored)
+    if rows is not None:
+        stored = rows["units"]["kept_rows"]
+    nnz = integer(obj["nnz"], stored if rows is not None else 0, stored)
     weight_bits = integer(obj["weight_bits"], 1, 16)
     index_bits = integer(obj["index_bits"], 1, 16)
     codebook = span(obj["codebook"])
-    if codebook[1] % 4 or codebook[1] // 4 > 1 << weight_bits:
+    half = "codebook_dtype" in obj
+    if half and obj["codebook_dtype"] != "float16":
+        fail("MalformedHeader")
+    item = 2 if half else 4
+    if codebook[1] % item or codebook[1] // item > 1 << weight_bits:
         fail("MalformedHeader")
     filler = (1 << index_bits) - 1
     index_max = nnz + stored // filler if nnz else 0
-    index = stream(obj["index"], nnz, index_max, version, 1 << index_bits)
-    weight = stream(obj["weight"], nnz, nnz, version, codebook[1] // 4)
+    if rows is None:
+        index = stream(obj["index"], nnz, index_max, version, 1 << index_bits)
+    else:  # over kept rows: index_bits 1 and an empty Huffman index stream
+        index = stream(obj["index"], 0, 0, version, 2)
+        if index_bits != 1 or index.arith or index.table[1] or index.data[1] or index.bits:
+            fail("MalformedHeader")
+    weight = stream(obj["weight"], nnz, nnz, version, codebook[1] // item)
     masks = [] if units is None else [units["rows"], units["cols"]]
     return record | {
         "dtype": "float32",
@@ -294,6 +310,8 @@ def tensor_record(entry: object, version: int, earlier: list[dict]) -> dict:
         "weight_bits": weight_bits,
         "index_bits": index_bits,
         "codebook": codebook,
+        "half": half,
+        "rows": rows,
         "index": index,
         "weight": weight,
         "sections": [codebook, *masks, index.table, weight.table, index.data, weight.data],
@@ -516,13 +534,30 @@ def kept_units(record: dict, payload: bytes) -> tuple[list[int], list[int]] | No
     return kept[0], kept[1]
 
 
+def half_to_single(h: int) -> int:
+    """The binary32 bits of a binary16's value; a NaN keeps its sign and payload (shifted 13)."""
+    sign, exponent, fraction = h >> 15, (h >> 10) & 31, h & 1023
+    if exponent == 31:
+        return sign << 31 | 0xFF << 23 | fraction << 13
+    if exponent == 0 and fraction == 0:
+        return sign << 31
+    if exponent == 0:  # subnormal: fraction * 2^-24, normal in binary32
+        shift = 11 - fraction.bit_length()
+        return sign << 31 | (113 - shift) << 23 | ((fraction << shift) & 1023) << 13
+    return sign << 31 | (exponent + 112) << 23 | fraction << 13
+
+
 def huffman_tensor(record: dict, payload: bytes) -> bytes:
     kept = kept_units(record, payload)
     offset, length = record["codebook"]
-    codebook = np.frombuffer(payload[offset : offset + length], dtype="<u4")
+    if record["half"]:  # binary16 -> binary32 bits, value for value (FORMAT.md "Version 6")
+        halves = np.frombuffer(payload[offset : offset + length], "<u2")
+        codebook = np.array([half_to_single(int(h)) for h in halves], dtype=np.uint32)
+    else:
+        codebook = np.frombuffer(payload[offset : offset + length], dtype="<u4")
     table = lambda s: payload[s.table[0] : s.table[0] + s.table[1]]  # noqa: E731
-    bits = record["index_bits"]
-    index_code = code_table(table(record["index"]), bits, 1 << bits)
+    bits, rows = record["index_bits"], record["rows"]
+    index_code = None if rows else code_table(table(record["index"]), bits, 1 << bits)
     weight_code = code_table(table(record["weight"]), record["weight_bits"], codebook.size)
     if record["index"].arith:
         index_code = ("arith", 1 << bits)
@@ -530,7 +565,7 @@ def huffman_tensor(record: dict, payload: bytes) -> bytes:
         weight_code = ("arith", codebook.size)
     index_bits = stream_bits(payload, record["index"])
     weight_bits = stream_bits(payload, record["weight"])
-    placed = positions(record, index_code, index_bits)
+    placed = np.arange(record["nnz"]) if rows else positions(record, index_code, index_bits)
     if weight_code is not None and weight_code[0] == "single":
         if weight_bits:
             fail("CorruptStream")
@@ -539,6 +574,10 @@ def huffman_tensor(record: dict, payload: bytes) -> bytes:
         values = codebook[decode_stream(weight_code, weight_bits, record["weight"].symbols)]
     stored = np.zeros(record["stored"], dtype="<u4")
     stored[placed] = values
+    if rows is not None:  # version 7: one weight per kept row of the owner, +0.0 elsewhere
+        out = np.zeros(record["numel"], dtype="<u4")
+        out[kept_units(rows, payload)[0]] = stored  # type: ignore[index]
+        return out.tobytes()
     if kept is None:
         return stored.tobytes()
     dense = np.zeros(record["shape"], dtype="<u4")
@@ -578,7 +617,7 @@ def spec_decode(
     version, flags, header_len, json_len, header_crc, payload_crc = struct.unpack_from(
         "<HHIIII", data, 8
     )
-    if version not in (1, 2, 3, 4, 5) or flags & ~(3 if version >= 4 else 1):
+    if version not in (1, 2, 3, 4, 5, 6, 7) or flags & ~(3 if version >= 4 else 1):
         fail("UnsupportedVersion")
     if header_len > 16 * MIB or json_len > 16 * MIB:
         fail("HeaderTooLarge")

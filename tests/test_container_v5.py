@@ -13,7 +13,8 @@ from test_container_v4 import TINY_INPUTS, assert_same_tensors, tiny_v4
 
 from benchmarks.bench_entropy import lenet_inputs
 from benchmarks.mutation_bases import build, split_v4
-from deepcompression.format.binheader import MAX_DECIMAL_EXPONENT, dump_header, load_header
+from deepcompression.format.binheader import MAX_DECIMAL_EXPONENT, load_header
+from deepcompression.format.binwriter import dump_header
 from deepcompression.format.container import (
     FORMAT_VERSION,
     InputMeta,
@@ -39,9 +40,9 @@ def _base() -> int:
     return len(split_v4(_file({}, {}))[0])
 
 
-def test_version_5_is_the_default_and_writes_version_4_headers_where_nothing_is_shorter() -> None:
-    data = encode_model(*TINY_INPUTS, compress_header=False)
-    assert FORMAT_VERSION == 5 and data[8:10] == b"\x05\x00"
+def test_version_5_writes_version_4_headers_where_nothing_is_shorter() -> None:
+    data = encode_model(*TINY_INPUTS, compress_header=False, format_version=5)
+    assert data[8:10] == b"\x05\x00"
     assert split_v4(data) == split_v4(tiny_v4())
     assert_same_tensors(decode_model(data).state_dict, decode_model(tiny_v4()).state_dict)
 
@@ -157,7 +158,8 @@ def test_lenet_headers_are_at_most_150_bytes(name: str) -> None:
     arch = {"kwargs": {}, "name": name}
     data = encode_model(quantized, raw, arch, provenance, input_spec=MNIST)
     info = read_info(data)
-    assert info.version == 5 and info.header_bytes <= 150 and not info.header_compressed
+    assert info.version == FORMAT_VERSION and info.header_bytes <= 150
+    assert not info.header_compressed
     v4 = encode_model(quantized, raw, arch, provenance, input_spec=MNIST, format_version=4)
     # v4: the 16-digit hashes as table strings (1 + 16 bytes each), each mean and std 8 bytes,
     # ten class name references; v5: two 8-byte digests, two 4-byte decimals, no names

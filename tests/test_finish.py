@@ -10,7 +10,7 @@ from torch import nn
 from deepcompression.checkpoint import Checkpoint
 from deepcompression.compress.finish import finish_quantized_
 from deepcompression.compress.pruning import full_masks
-from deepcompression.compress.quantization import cluster_model, share_weights_
+from deepcompression.compress.quantization import QuantizationError, cluster_model, share_weights_
 from deepcompression.compress.unit_pruning import (
     UnitPruningError,
     fold_constant_units_,
@@ -104,9 +104,11 @@ def test_a_finished_file_stores_no_bias_for_a_folded_unit() -> None:
     bits = {"fc1": 2, "fc2": 2}
     share_weights_(model, cluster_model(model, masks, bits))
     x = torch.randn(16, 6)
-    books, final = finish_quantized_(
-        model, masks, list(bits), "float16", x, init="linear", seed=0, engine="sorted"
-    )
+    finished = finish_quantized_(
+        model, masks, list(bits), "float16", x, codebook="float32", init="linear", seed=0,
+        engine="sorted",
+    )  # fmt: skip
+    books, final = finished.books, finished.masks
     assert not final["fc2.weight"][:, [0, 4]].any() and torch.equal(
         final["fc1.weight"], masks["fc1.weight"]
     )
@@ -127,3 +129,54 @@ def test_a_finished_file_stores_no_bias_for_a_folded_unit() -> None:
     copy = Mlp()
     copy.load_state_dict({k: v.float() for k, v in state.items()})
     torch.testing.assert_close(copy(x), model.eval()(x))
+
+
+def _finished(codebook: str, bias: object = 3) -> tuple[Mlp, object]:
+    torch.manual_seed(4)
+    model = Mlp()
+    masks = full_masks(model)
+    _cut_rows(model, masks, "fc1", [2])
+    bits = {"fc1": 3, "fc2": 2}
+    share_weights_(model, cluster_model(model, masks, bits))
+    finished = finish_quantized_(
+        model, masks, list(bits), bias, torch.randn(20, 6), codebook=codebook, init="linear",
+        seed=0, engine="sorted",
+    )  # fmt: skip
+    return model, finished
+
+
+def _is_half(values: torch.Tensor) -> bool:
+    return torch.equal(values.half().float(), values)
+
+
+def test_float16_codebooks_round_the_centroids_and_the_model_uses_them() -> None:
+    """The stored centroids and the model's weights are the same float16 values, so the
+    validation error measured next is the decoded file's; k-means-shared biases too."""
+    model, finished = _finished("float16")
+    for key, book in finished.books.items():
+        assert _is_half(book.centroids), key
+        layer = getattr(model, key.split(".")[0])
+        assert torch.equal(layer.weight.detach(), book.weight()), key
+        assert _is_half(layer.bias.detach()), key
+    assert finished.folded == {"fc1": 1}
+    _, float32 = _finished("float32")
+    assert not all(_is_half(b.centroids) for b in float32.books.values())
+    for key, book in finished.books.items():
+        torch.testing.assert_close(book.centroids, float32.books[key].centroids, rtol=1e-3, atol=0)
+
+
+def test_float16_codebooks_leave_a_float32_bias_as_trained() -> None:
+    model, _ = _finished("float16", bias="float32")
+    assert not _is_half(model.fc2.bias.detach())
+
+
+def test_a_centroid_beyond_float16_asks_for_float32_codebooks() -> None:
+    torch.manual_seed(4)
+    model = Mlp()
+    with torch.no_grad():
+        model.fc2.weight.mul_(1e6)
+    masks = full_masks(model)
+    share_weights_(model, cluster_model(model, masks, {"fc1": 2, "fc2": 2}))
+    with pytest.raises(QuantizationError, match="quantize.codebook: float32"):
+        finish_quantized_(model, masks, ["fc1", "fc2"], "float32", torch.randn(4, 6),
+                          codebook="float16", init="linear", seed=0, engine="sorted")  # fmt: skip

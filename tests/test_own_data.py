@@ -60,6 +60,7 @@ def bn_cnn_section(**train) -> dict:
             "engine": "sorted",
             "finetune": {**optim, "lr": 0.001},
             "bias": "float32",
+            "codebook": "float16",
         },
         "encode": {"index_bits": {"conv": 4, "fc": 4}},
     }

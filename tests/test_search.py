@@ -255,6 +255,7 @@ SETTINGS = TrialSettings(
     finetune=OptimConfig(epochs=1, lr=0.001, batch_size=64, weight_decay=0.0),
     init="linear",
     engine="sorted",
+    codebook="float16",
     seed=0,
 )
 

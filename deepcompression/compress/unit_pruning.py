@@ -39,7 +39,7 @@ __all__ = [
     "dead_units",
     "units_to_keep",
     "zero_unread_biases_",
-    "consumers_or_none",
+    "consumers_or_empty",
     "fold_constant_units_",
 ]
 
@@ -370,7 +370,7 @@ def zero_unread_biases_(
     return zeroed
 
 
-def consumers_or_none(model: nn.Module) -> Consumers:
+def consumers_or_empty(model: nn.Module) -> Consumers:
     """Each layer's consumer (``trace_consumers``); empty for a network that is not a chain."""
     try:
         return trace_consumers(model)

@@ -1,25 +1,29 @@
-"""The version-4 header: a binary layout of varints, one string table and typed values.
+"""Reading the binary header (versions 4 to 7): varints, one string table and typed values.
 
-``dump_header`` writes the header object (arch, provenance, tensor records with spans) as bytes;
-``load_header`` reads them back to the same object, spans rebuilt from the section lengths (the
-sections tile the payload, so no offset is stored), for ``header.parse_header`` to check. Every
-count is bounded by the bytes left before anything is built, so the parse costs what the header's
-bytes pay for (MalformedHeader otherwise).
+``binwriter.dump_header`` writes the header object (arch, provenance, tensor records with spans)
+as bytes; ``load_header`` reads them back to the same object, spans rebuilt from the section
+lengths (the sections tile the payload, so no offset is stored), for ``header.parse_header`` to
+check. Every count is bounded by the bytes left before anything is built, so the parse costs
+what the header's bytes pay for (MalformedHeader otherwise). The tag and constant tables here
+are shared with the writer.
 """
 
 from __future__ import annotations
 
 import math
 import struct
-from decimal import Decimal
 
-from deepcompression.format.errors import InvalidArgument, MalformedHeader
+from deepcompression.format.errors import MalformedHeader
 from deepcompression.format.info import InputMeta
 from deepcompression.format.spec import (
     BINARY_HEADER_VERSION,
+    CODEBOOK_FLOAT16,
+    CODED_ROWS_VERSION,
     CODER_ARITH,
     DTYPES,
     FLOAT_BYTES,
+    HALF_BYTES,
+    HALF_CODEBOOK_VERSION,
     KIND_HUFFMAN,
     KIND_RAW,
     MAX_CLASSES,
@@ -33,7 +37,7 @@ from deepcompression.format.spec import (
     STATIC_STRINGS,
 )
 
-__all__ = ["dump_header", "load_header"]
+__all__ = ["load_header"]
 
 _ARG_VARINT = 31
 """A tag's 5-bit argument of 31 means "a varint follows, holding the argument (>= 31)"."""
@@ -54,224 +58,28 @@ _ARITH_BITS = {"index": 0x08, "weight": 0x10}
 """Huffman-record tag bits: that stream is arithmetic-coded (no table)."""
 _HUFFMAN_TAGS = frozenset(_HUFFMAN_TAG | units | i | w for units in (0, 4) for i in (0, 8)
                           for w in (0, 16))  # fmt: skip
+_HALF_BIT = 0x20
+"""Huffman-record tag bit (version 6): the codebook's items are float16."""
+_CODED_ROWS_BIT = 0x02
+"""Huffman-record tag bit (version 7): one weight per kept row of an earlier tensor."""
 _MAX_VARINT_BYTES = 8
 _STATIC_INDEX = {text: i for i, text in enumerate(STATIC_STRINGS)}
 
 
-# Writing
-
-
-def dump_header(
-    arch: dict,
-    provenance: dict,
-    records: list[dict],
-    spec: InputMeta | None = None,
-    version: int = BINARY_HEADER_VERSION,
-) -> bytes:
-    """The binary header bytes (version 4 or 5) of arch, provenance, the input spec if any (the
-    preamble's FLAG_INPUT_SPEC says whether one is there) and placed tensor records. Version 5
-    writes short digests, decimal numbers and digit class names where they apply."""
-    table = _StringTable()
-    body = bytearray()
-    short = version >= SHORT_VALUES_VERSION
-    _put_value(body, arch, table, 1, short)
-    _put_value(body, provenance, table, 1, short)
-    if spec is not None:
-        _put_input(body, spec, table, short)
-    _put_varint(body, len(records))
-    for record in records:
-        _put_record(body, record, table)
-    return table.encode() + bytes(body)
-
-
-class _StringTable:
-    """Strings of the header in first-use order, after the static ones."""
-
-    def __init__(self) -> None:
-        self._index: dict[str, int] = {}
-
-    def ref(self, text: str) -> int:
-        if text in _STATIC_INDEX:
-            return _STATIC_INDEX[text]
-        return self._index.setdefault(text, len(STATIC_STRINGS) + len(self._index))
-
-    def encode(self) -> bytes:
-        out = bytearray()
-        _put_varint(out, len(self._index))
-        for text in self._index:
-            data = _utf8(text)
-            _put_varint(out, len(data))
-            out += data
-        return bytes(out)
-
-
-def _utf8(text: str) -> bytes:
-    """Each code point as UTF-8, lone surrogates included (they are valid header strings)."""
-    return text.encode("utf-8", "surrogatepass")
-
-
-def _put_varint(out: bytearray, value: int) -> None:
-    """Unsigned LEB128, at most 2**53 - 1."""
-    if not 0 <= value <= MAX_JSON_INT:
-        raise InvalidArgument(f"header integer {value} is outside [0, {MAX_JSON_INT}]")
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-
-
-def _put_tag(out: bytearray, major: int, arg: int) -> None:
-    if arg < _ARG_VARINT:
-        out.append(major << 5 | arg)
-    else:
-        out.append(major << 5 | _ARG_VARINT)
-        _put_varint(out, arg)
-
-
-def _put_value(out: bytearray, value: object, table: _StringTable, depth: int, short: bool) -> None:
-    """One arch/provenance value: typed tag, then its content (``short``: version 5's forms)."""
-    if isinstance(value, list | tuple | dict) and depth > MAX_JSON_DEPTH:
-        raise InvalidArgument(f"arch/provenance nest more than {MAX_JSON_DEPTH} arrays/objects")
-    if value is None or isinstance(value, bool):
-        _put_tag(out, _SIMPLE, {None: _NULL, False: _FALSE, True: _TRUE}[value])
-    elif isinstance(value, int):
-        if abs(value) > MAX_JSON_INT:
-            raise InvalidArgument(f"arch/provenance integer {value} exceeds 2**53 - 1")
-        _put_tag(out, _UINT, value) if value >= 0 else _put_tag(out, _NEGINT, -1 - value)
-    elif isinstance(value, float):
-        _put_float(out, value, short)
-    elif isinstance(value, str):
-        digest = _DIGEST_TAG.get(len(value)) if set(value) <= _HEX else None
-        if digest is not None and (short or digest == _DIGEST):
-            _put_tag(out, _SIMPLE, digest)
-            out += bytes.fromhex(value)
-        else:
-            ref = table.ref(value)
-            static = ref < len(STATIC_STRINGS)
-            _put_tag(
-                out, _STATIC if static else _TABLE, ref - (0 if static else len(STATIC_STRINGS))
-            )
-    elif isinstance(value, list | tuple):
-        _put_tag(out, _ARRAY, len(value))
-        for item in value:
-            _put_value(out, item, table, depth + 1, short)
-    elif isinstance(value, dict):
-        if not all(isinstance(key, str) for key in value):
-            raise InvalidArgument("arch/provenance objects must have str keys")
-        _put_tag(out, _OBJECT, len(value))
-        for key in sorted(value):
-            _put_varint(out, table.ref(key))
-            _put_value(out, value[key], table, depth + 1, short)
-    else:
-        raise InvalidArgument(
-            f"arch/provenance values must be JSON-like (None, bool, int, float, str, list, "
-            f"dict), got {type(value).__name__}"
-        )
-
-
-def _put_float(out: bytearray, value: float, short: bool) -> None:
-    """A finite float: as a decimal (version 5) when its shortest round-trip digits take fewer
-    bytes than the 8 of a binary64, else as the binary64."""
-    if not math.isfinite(value):
-        raise InvalidArgument(f"arch/provenance numbers must be finite, got {value}")
-    decimal = _decimal_bytes(value) if short else None
-    if decimal is not None and len(decimal) < _DOUBLE.size:
-        _put_tag(out, _SIMPLE, _DECIMAL)
-        out += decimal
-    else:
-        _put_tag(out, _SIMPLE, _FLOAT)
-        out += _DOUBLE.pack(value)
-
-
-def _decimal_bytes(value: float) -> bytes | None:
-    """Zigzag varints of m and e with m * 10**e == value in Python's shortest round-trip form
-    (repr); None for -0.0 or a zigzag mantissa past 2**53 - 1."""
-    if value == 0 and math.copysign(1.0, value) < 0:
-        return None
-    sign, digits, exponent = Decimal(repr(value)).as_tuple()
-    mantissa = int("".join(map(str, digits)))
-    while mantissa and mantissa % 10 == 0:
-        mantissa, exponent = mantissa // 10, exponent + 1
-    if mantissa == 0:
-        exponent = 0
-    if 2 * mantissa > MAX_JSON_INT or abs(exponent) > MAX_DECIMAL_EXPONENT:
-        return None
-    out = bytearray()
-    _put_varint(out, _zigzag(-mantissa if sign else mantissa))
-    _put_varint(out, _zigzag(int(exponent)))
-    return bytes(out)
-
-
-def _zigzag(value: int) -> int:
-    """0, -1, 1, -2, ... as 0, 1, 2, 3, ..."""
-    return 2 * value if value >= 0 else -2 * value - 1
+# Reading
 
 
 def _unzigzag(value: int) -> int:
     return value // 2 if value % 2 == 0 else -(value + 1) // 2
 
 
-def _put_input(out: bytearray, spec: InputMeta, table: _StringTable, short: bool) -> None:
-    """channels, image size, mean and std (binary64 each; version 5: typed numbers), class
-    count, names flag, names."""
-    _put_varint(out, spec.channels)
-    _put_varint(out, spec.image_size)
-    for value in (*spec.mean, *spec.std):
-        _put_float(out, value, True) if short else out.extend(_DOUBLE.pack(value))
-    _put_varint(out, spec.num_classes)
-    digits = tuple(map(str, range(spec.num_classes)))
-    if short and spec.classes == digits:
-        out.append(_NAMES_DIGITS)
-        return
-    out.append(_NAMES_NONE if spec.classes is None else _NAMES_LISTED)
-    for name in spec.classes or ():
-        _put_varint(out, table.ref(name))
-
-
-def _put_record(out: bytearray, record: dict, table: _StringTable) -> None:
-    """One tensor record: tag, name, shape, then the kind's counts (spans become lengths)."""
-    rows = record.get("rows_of")
-    if record["kind"] == KIND_RAW:
-        out.append(
-            RAW_DTYPES.index(record["dtype"]) << 4 | _RAW_TAG | (0 if rows is None else _ROWS_BIT)
-        )
-    else:
-        arith = sum(bit for key, bit in _ARITH_BITS.items() if record[key].get("coder"))
-        out.append(_HUFFMAN_TAG | (_UNITS_BIT if "units" in record else 0) | arith)
-    parts = record["name"].split(".")
-    _put_varint(out, len(parts))
-    for part in parts:
-        _put_varint(out, table.ref(part))
-    if rows is not None:
-        _put_varint(out, rows)
-        return
-    _put_varint(out, len(record["shape"]))
-    for dim in record["shape"]:
-        _put_varint(out, dim)
-    if record["kind"] == KIND_HUFFMAN:
-        _put_varint(out, record["nnz"])
-        out.append((record["weight_bits"] - 1) << 4 | (record["index_bits"] - 1))
-        _put_varint(out, record["codebook"][1] // FLOAT_BYTES)
-        if "units" in record:
-            _put_varint(out, record["units"]["kept_rows"])
-            _put_varint(out, record["units"]["kept_cols"])
-        for key in ("index", "weight"):
-            if not record[key].get("coder"):
-                _put_varint(out, record[key]["table"][1])
-            _put_varint(out, record[key]["bits"])
-        _put_varint(out, record["index"]["symbols"])
-
-
-# Reading
-
-
 def load_header(
     data: bytes, with_input: bool = False, version: int = BINARY_HEADER_VERSION
 ) -> tuple[dict, InputMeta | None]:
     """The header object (arch, provenance, tensors with spans) of binary header bytes of
-    ``version`` (4 or 5), and the input spec they hold when ``with_input`` (the preamble's
+    ``version`` (4, 5 or 6), and the input spec they hold when ``with_input`` (the preamble's
     FLAG_INPUT_SPEC)."""
-    reader = _Reader(data, version >= SHORT_VALUES_VERSION)
+    reader = _Reader(data, version)
     strings = reader.string_table()
     arch = reader.value(strings, 1)
     provenance = reader.value(strings, 1)
@@ -311,11 +119,15 @@ class _Strings:
 class _Reader:
     """A cursor over the header bytes; every read is checked against the bytes left."""
 
-    def __init__(self, data: bytes, short: bool) -> None:
+    def __init__(self, data: bytes, version: int) -> None:
         self.data = data
         self.pos = 0
-        self.short = short
+        self.short = version >= SHORT_VALUES_VERSION
         """Version 5: short digests, decimal numbers and digit class names are defined."""
+        self.half = version >= HALF_CODEBOOK_VERSION
+        """Version 6: a Huffman record's tag may say its codebook is float16."""
+        self.coded_rows = version >= CODED_ROWS_VERSION
+        """Version 7: a Huffman record may be stored over an earlier tensor's kept rows."""
 
     def take(self, size: int, what: str) -> bytes:
         if size > len(self.data) - self.pos:
@@ -484,6 +296,8 @@ class _Reader:
         name = self.name(strings)
         if tag & 0x0F == _RAW_TAG | _ROWS_BIT and tag >> 4 < len(RAW_DTYPES):
             return self.kept_rows(name, RAW_DTYPES[tag >> 4], earlier, offset)
+        if tag & _CODED_ROWS_BIT and self.coded_rows and tag & ~(_HALF_BIT | 0x10) == 0x03:
+            return self.coded_rows_record(name, tag, earlier, offset)
         ndim = self.varint("ndim")
         if ndim > MAX_NDIM:
             raise MalformedHeader(f"tensor {name[:60]!r}: {ndim} dimensions, at most {MAX_NDIM}")
@@ -494,14 +308,12 @@ class _Reader:
             record = {"kind": KIND_RAW, "name": name, "shape": shape, "dtype": dtype,
                       "data": [offset, length]}  # fmt: skip
             return record, offset + length
-        if tag not in _HUFFMAN_TAGS:
+        if tag & ~_HALF_BIT not in _HUFFMAN_TAGS or (tag & _HALF_BIT and not self.half):
             raise MalformedHeader(f"tensor {name[:60]!r}: tag 0x{tag:02x} is not defined")
         return self.huffman(name, shape, tag, offset)
 
-    def kept_rows(
-        self, name: str, dtype: str, earlier: list[dict], offset: int
-    ) -> tuple[dict, int]:
-        """A raw record stored over the kept rows of earlier tensor ``t`` (which has units)."""
+    def owner(self, name: str, earlier: list[dict]) -> tuple[int, dict]:
+        """The earlier tensor with removed units whose kept rows a record is stored over."""
         tensor = self.varint("rows tensor")
         owner = earlier[tensor] if tensor < len(earlier) else {}
         if "units" not in owner:
@@ -509,6 +321,44 @@ class _Reader:
                 f"tensor {name[:60]!r}: rows of tensor {tensor}, which is not an earlier tensor "
                 "with removed units"
             )
+        return tensor, owner
+
+    def coded_rows_record(
+        self, name: str, tag: int, earlier: list[dict], offset: int
+    ) -> tuple[dict, int]:
+        """A Huffman record over an earlier tensor's kept rows (version 7): no index stream."""
+        tensor, owner = self.owner(name, earlier)
+        widths = self.byte("bit widths")
+        if widths & 0x0F:
+            raise MalformedHeader(f"tensor {name[:60]!r}: over kept rows, the index width is 0")
+        k = self.varint("codebook size")
+        arith = bool(tag & _ARITH_BITS["weight"])
+        table = 0 if arith else self.varint("table length")
+        bits = self.varint("stream bits")
+        nnz = owner["units"]["kept_rows"]
+        item = HALF_BYTES if tag & _HALF_BIT else FLOAT_BYTES
+        lengths = (item * k, 0, table, 0, (bits + 7) // 8)
+        spans = []
+        for length in lengths:
+            spans.append([offset, length])
+            offset += length
+        record: dict = {"kind": KIND_HUFFMAN, "name": name, "shape": owner["shape"][:1],
+                        "rows_of": tensor, "nnz": nnz, "weight_bits": (widths >> 4) + 1,
+                        "index_bits": 1, "codebook": spans[0],
+                        "index": {"table": spans[1], "stream": spans[3], "bits": 0, "symbols": 0},
+                        "weight": {"table": spans[2], "stream": spans[4], "bits": bits,
+                                   "symbols": nnz}}  # fmt: skip
+        if tag & _HALF_BIT:
+            record["codebook_dtype"] = CODEBOOK_FLOAT16
+        if arith:
+            record["weight"]["coder"] = CODER_ARITH
+        return record, offset
+
+    def kept_rows(
+        self, name: str, dtype: str, earlier: list[dict], offset: int
+    ) -> tuple[dict, int]:
+        """A raw record stored over the kept rows of earlier tensor ``t`` (which has units)."""
+        tensor, owner = self.owner(name, earlier)
         length = DTYPES[dtype][1] * owner["units"]["kept_rows"]
         record = {"kind": KIND_RAW, "name": name, "shape": owner["shape"][:1], "dtype": dtype,
                   "rows_of": tensor, "data": [offset, length]}  # fmt: skip
@@ -545,7 +395,7 @@ class _Reader:
             "weight_bits": (widths >> 4) + 1,
             "index_bits": (widths & 0x0F) + 1,
         }
-        lengths = [FLOAT_BYTES * k]
+        lengths = [(HALF_BYTES if tag & _HALF_BIT else FLOAT_BYTES) * k]
         if kept is not None:
             if len(shape) < 2:
                 raise MalformedHeader(f"tensor {name[:60]!r}: removed units need 2+ dimensions")
@@ -556,6 +406,8 @@ class _Reader:
             spans.append([offset, length])
             offset += length
         record["codebook"] = spans[0]
+        if tag & _HALF_BIT:
+            record["codebook_dtype"] = CODEBOOK_FLOAT16
         if kept is not None:
             record["units"] = {"rows": spans[1], "cols": spans[2], "kept_rows": kept[0],
                                "kept_cols": kept[1]}  # fmt: skip

@@ -11,7 +11,13 @@ from bitarray import frozenbitarray
 from deepcompression.format.arith import MAX_ARITH_ALPHABET, MAX_ARITH_SYMBOLS, arith_encode
 from deepcompression.format.huffman import HuffmanStream, encode_table
 from deepcompression.format.placed import Encoded
-from deepcompression.format.spec import CODER_ARITH, MAX_FILE_ARITH_SYMBOLS
+from deepcompression.format.spec import (
+    CODEBOOK_FLOAT16,
+    CODER_ARITH,
+    FLOAT_BYTES,
+    HALF_BYTES,
+    MAX_FILE_ARITH_SYMBOLS,
+)
 
 __all__ = ["coded_stream", "choose_coders"]
 
@@ -32,7 +38,9 @@ def coded_stream(
 
 def _eligible(record: dict) -> tuple[bool, bool]:
     """Which streams may be arithmetic-coded: small, small alphabet, not a zero-bit code."""
-    alphabets = (1 << record["index_bits"], record["codebook"][1] // 4)
+    half = record.get("codebook_dtype") == CODEBOOK_FLOAT16
+    item = HALF_BYTES if half else FLOAT_BYTES
+    alphabets = (1 << record["index_bits"], record["codebook"][1] // item)
     return tuple(
         record[key]["bits"] > 0
         and 0 < record[key]["symbols"] <= MAX_ARITH_SYMBOLS

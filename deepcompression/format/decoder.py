@@ -48,6 +48,7 @@ from deepcompression.format.spec import (
     DTYPES,
     FLAG_HEADER_ZLIB,
     FLOAT_BYTES,
+    HALF_BYTES,
     PREAMBLE_SIZE,
 )
 
@@ -165,8 +166,10 @@ def _decode_huffman(record: HuffmanRecord, payload: memoryview) -> torch.Tensor:
     Per-symbol memory is spent only on streams whose symbols each cost at least one coded bit;
     zero-bit streams become a slice and a scalar, so header counts alone allocate nothing.
     """
+    if record.rows is not None:
+        return _decode_coded_rows(record, record.rows, payload)
     kept = None if record.units is None else _kept_units(record.units, record.shape, payload)
-    centroids = _floats(payload, record.codebook)
+    centroids = (_halves if record.half_codebook else _floats)(payload, record.codebook)
     bits = record.index_bits
     index_code = _labelled("index stream", _load_code, record.index, payload, bits, 1 << bits)
     weight_code = _labelled(
@@ -192,6 +195,24 @@ def _decode_huffman(record: HuffmanRecord, payload: memoryview) -> torch.Tensor:
     dense = np.zeros(record.shape, dtype=np.float32)
     dense[np.ix_(rows, cols)] = stored.reshape(rows.size, cols.size, *record.shape[2:])
     return torch.from_numpy(dense)
+
+
+def _decode_coded_rows(record: HuffmanRecord, rows: KeptRows, payload: memoryview) -> torch.Tensor:
+    """A tensor over an earlier tensor's kept rows (version 7): one weight symbol per kept row,
+    in row order; the other rows are +0.0. No index stream."""
+    centroids = (_halves if record.half_codebook else _floats)(payload, record.codebook)
+    weight_code = _labelled(
+        "weights", _load_code, record.weight, payload, record.weight_bits, centroids.size
+    )
+    weight = _labelled("weights", _load_stream, record.weight, payload, weight_code)
+    if record.weight.arith:
+        labels = _labelled("weights", arith_decode, weight.bits, weight.n_symbols, centroids.size)
+        values = centroids[labels]
+    else:
+        values = _labelled("weights", _weight_values, weight, centroids)
+    items = np.ascontiguousarray(np.broadcast_to(values, (record.nnz,)), dtype=np.float32)
+    placed = _on_kept_rows(items.view(np.uint32), rows, record.numel, payload)
+    return torch.from_numpy(placed.view(np.float32).reshape(record.shape))
 
 
 def _kept_units(
@@ -262,6 +283,17 @@ def _weight_values(stream: HuffmanStream, centroids: np.ndarray) -> np.float32 |
 def _floats(payload: memoryview, span: Span) -> np.ndarray:
     """The float32 items of ``span``, bit for bit."""
     return _items(payload, span.offset, span.length // FLOAT_BYTES, "<i4").view(np.float32)
+
+
+def _halves(payload: memoryview, span: Span) -> np.ndarray:
+    """The float16 items of ``span`` as the float32 of equal value, bit for bit (a NaN keeps its
+    sign and its payload, shifted up 13 bits, whatever the CPU's conversion does with NaNs)."""
+    half = _items(payload, span.offset, span.length // HALF_BYTES, "<u2")
+    bits = half.view(np.float16).astype(np.float32).view(np.uint32)
+    nan = (half & 0x7C00 == 0x7C00) & (half & 0x03FF != 0)
+    wide = half.astype(np.uint32)
+    bits[nan] = (wide[nan] & 0x8000) << 16 | 0x7F800000 | (wide[nan] & 0x03FF) << 13
+    return bits.view(np.float32)
 
 
 def _labelled(what: str, function: Callable[..., _T], *args: object) -> _T:

@@ -7,9 +7,9 @@ give the smallest whole file, measured in exact bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
-import math
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,17 +17,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from deepcompression.format.binheader import dump_header, load_header
+from deepcompression.format.binheader import load_header
+from deepcompression.format.binwriter import dump_header
 from deepcompression.format.coders import choose_coders, coded_stream
 from deepcompression.format.errors import InvalidArgument, MalformedHeader
 from deepcompression.format.framing import max_json_values
-from deepcompression.format.header import arch_problem, parse_header
+from deepcompression.format.header import parse_header
 from deepcompression.format.huffman import (
-    MAX_SYMBOL_BITS,
     HuffmanStream,
     encode_symbols,
 )
 from deepcompression.format.info import InputMeta, QuantizedTensor
+from deepcompression.format.inputs import check_input_spec, check_inputs
 from deepcompression.format.jsontext import json_shape, load_json
 from deepcompression.format.placed import (
     Encoded,
@@ -42,26 +43,21 @@ from deepcompression.format.spec import (
     AUTO_INDEX_BITS,
     BINARY_HEADER_VERSION,
     BIT_VIEWS,
+    CODEBOOK_FLOAT16,
+    CODED_ROWS_VERSION,
     DTYPE_NAMES,
     FLAG_HEADER_ZLIB,
     FLAG_INPUT_SPEC,
     FORMAT_VERSION,
+    HALF_CODEBOOK_VERSION,
     KIND_HUFFMAN,
     KIND_RAW,
     MAGIC,
-    MAX_CLASSES,
     MAX_HEADER_BYTES,
     MAX_HEADER_RATIO,
-    MAX_IMAGE_SIZE,
-    MAX_INPUT_CHANNELS,
     MAX_JSON_VALUES,
-    MAX_NDIM,
-    MAX_NONZERO_PRODUCT,
-    MAX_TOTAL_NUMEL,
     PREAMBLE,
     PREAMBLE_SIZE,
-    RAW_DTYPES,
-    SUPPORTED_VERSIONS,
     UNITS_VERSION,
 )
 
@@ -95,9 +91,9 @@ def encode_model(
     (``coders.choose_coders``); without, every stream is Huffman-coded, the paper's method.
     Raises InvalidArgument for inconsistent inputs.
     """
-    _check_inputs(quantized, raw, arch, provenance, format_version)
+    check_inputs(quantized, raw, arch, provenance, format_version)
     binary = format_version >= BINARY_HEADER_VERSION
-    _check_input_spec(input_spec, binary)
+    check_input_spec(input_spec, binary)
 
     def header_bytes(records: list[dict], check: bool = False) -> bytes:
         return _header(arch, provenance, records, format_version, input_spec, check=check)
@@ -117,6 +113,8 @@ def encode_model(
         return PREAMBLE_SIZE + len(stored[0]) + sum(len(e.sections) for e in tensors)
 
     chosen = _choose_layers(options, file_bytes)
+    if format_version >= CODED_ROWS_VERSION:
+        chosen = _coded_rows(chosen, file_bytes)
     if binary and arithmetic:
         chosen = choose_coders(chosen, file_bytes)
     encoded = [*chosen, *raws_for(raws, chosen)]
@@ -164,43 +162,6 @@ def _header(
                 err
             )
     return data
-
-
-def _check_input_spec(spec: InputMeta | None, binary: bool) -> None:
-    """An input spec needs version 4 or later and the types and ranges the reader accepts."""
-    if spec is None:
-        return
-    if not binary:
-        raise InvalidArgument("an input spec needs format version 4 or later; drop format_version")
-    if not isinstance(spec, InputMeta):
-        raise InvalidArgument(f"input_spec must be an InputMeta, got {type(spec).__name__}")
-    sizes_ok = (
-        type(spec.channels) is int
-        and type(spec.image_size) is int
-        and type(spec.num_classes) is int
-        and 1 <= spec.channels <= MAX_INPUT_CHANNELS
-        and 1 <= spec.image_size <= MAX_IMAGE_SIZE
-        and 1 <= spec.num_classes <= MAX_CLASSES
-    )
-    values = (*spec.mean, *spec.std)
-    if not sizes_ok or len(spec.mean) != spec.channels or len(spec.std) != spec.channels:
-        raise InvalidArgument(
-            f"input spec: channels, image_size and num_classes must be ints in [1, "
-            f"{MAX_INPUT_CHANNELS}], [1, {MAX_IMAGE_SIZE}] and [1, {MAX_CLASSES}], with one mean "
-            f"and std per channel; got {spec}"
-        )
-    if (
-        not all(isinstance(v, float | int) and math.isfinite(v) for v in values)
-        or min(spec.std) <= 0
-    ):
-        raise InvalidArgument(f"input spec: mean and std must be finite and std > 0, got {spec}")
-    names = spec.classes
-    if names is not None and (
-        len(names) != spec.num_classes or not all(isinstance(n, str) for n in names)
-    ):
-        raise InvalidArgument(
-            f"input spec: classes must be None or {spec.num_classes} strings, got {names!r:.80}"
-        )
 
 
 def _stored_header(header: bytes, compress: bool, binary: bool) -> tuple[bytes, int]:
@@ -293,127 +254,6 @@ def _descend(
     return choice
 
 
-def _check_inputs(
-    quantized: Sequence[QuantizedTensor],
-    raw: Mapping[str, torch.Tensor],
-    arch: dict,
-    provenance: dict,
-    version: int,
-) -> None:
-    """Raise InvalidArgument unless the encoder's inputs make a file the reader accepts."""
-    if version not in SUPPORTED_VERSIONS:
-        raise InvalidArgument(f"format_version must be one of {SUPPORTED_VERSIONS}")
-    _check_names(quantized, raw)
-    _check_metadata(arch, provenance, version)
-    for q in quantized:
-        _check_quantized(q)
-    for name, tensor in raw.items():
-        _check_raw(name, tensor, version)
-    total = sum(math.prod(q.shape) for q in quantized) + sum(t.numel() for t in raw.values())
-    if total > MAX_TOTAL_NUMEL:
-        raise InvalidArgument(
-            f"model has {total} elements; one file holds at most {MAX_TOTAL_NUMEL}"
-        )
-
-
-def _check_names(quantized: Sequence[QuantizedTensor], raw: Mapping[str, torch.Tensor]) -> None:
-    """Tensor names must be non-empty strings, each given once."""
-    seen: set[str] = set()
-    for name in [q.name for q in quantized] + list(raw):
-        if not isinstance(name, str) or not name:
-            raise InvalidArgument(f"tensor names must be non-empty strings, got {name!r}")
-        if name in seen:
-            raise InvalidArgument(
-                f"tensor name {name!r} is given more than once (quantized and raw names must be "
-                "unique); pass each parameter exactly once"
-            )
-        seen.add(name)
-
-
-def _check_metadata(arch: dict, provenance: dict, version: int) -> None:
-    """``arch`` and ``provenance`` must be dicts; version 2 types arch's name and kwargs."""
-    for what, value in (("arch", arch), ("provenance", provenance)):
-        if not isinstance(value, dict):
-            raise InvalidArgument(f"{what} must be a JSON-able dict, got {type(value).__name__}")
-    if version >= 2 and (problem := arch_problem(arch)):
-        raise InvalidArgument(problem)
-
-
-def _check_bits(value: object, what: str, name: str) -> int:
-    """A bit width in 1..16."""
-    if type(value) is not int or not 1 <= value <= MAX_SYMBOL_BITS:
-        raise InvalidArgument(
-            f"layer {name!r}: {what} must be an int in 1..{MAX_SYMBOL_BITS}, got {value!r}"
-        )
-    return value
-
-
-def _check_shape(shape: tuple[int, ...], where: str) -> None:
-    """At most MAX_NDIM dimensions, each at most MAX_TOTAL_NUMEL, the non-zero ones multiplying
-    to at most MAX_NONZERO_PRODUCT (the reader's limits)."""
-    if len(shape) > MAX_NDIM:
-        raise InvalidArgument(f"{where}: at most {MAX_NDIM} dimensions are supported")
-    if any(dim > MAX_TOTAL_NUMEL for dim in shape):
-        raise InvalidArgument(
-            f"{where}: shape {list(shape)} has a dimension over {MAX_TOTAL_NUMEL}"
-        )
-    if math.prod(dim for dim in shape if dim) > MAX_NONZERO_PRODUCT:
-        raise InvalidArgument(
-            f"{where}: shape {list(shape)} has non-zero dimensions multiplying to more than "
-            f"{MAX_NONZERO_PRODUCT}; the reader refuses such an empty tensor"
-        )
-
-
-def _check_quantized(q: QuantizedTensor) -> None:
-    """A quantized layer's mask, labels, centroids and bit widths fit the format."""
-    name = q.name
-    weight_bits = _check_bits(q.weight_bits, "weight_bits", name)
-    if q.index_bits is not None:
-        _check_bits(q.index_bits, "index_bits", name)
-    if not isinstance(q.mask, torch.Tensor) or q.mask.dtype != torch.bool:
-        raise InvalidArgument(f"layer {name!r}: mask must be a torch.bool tensor")
-    _check_shape(q.shape, f"layer {name!r}")
-    labels = q.labels
-    if (
-        not isinstance(labels, torch.Tensor)
-        or labels.dtype.is_floating_point
-        or labels.dtype.is_complex
-        or labels.dtype == torch.bool
-    ):
-        raise InvalidArgument(f"layer {name!r}: labels must be an integer torch tensor")
-    if tuple(labels.shape) != q.shape:
-        raise InvalidArgument(
-            f"layer {name!r}: labels shape {tuple(labels.shape)} != mask shape {q.shape}"
-        )
-    if not isinstance(q.centroids, torch.Tensor) or q.centroids.dtype != torch.float32:
-        raise InvalidArgument(f"layer {name!r}: centroids must be a float32 tensor (use .float())")
-    if q.centroids.dim() != 1:
-        raise InvalidArgument(f"layer {name!r}: centroids must be 1-D, got {q.centroids.dim()}-D")
-    if q.centroids.numel() > 1 << weight_bits:
-        raise InvalidArgument(
-            f"layer {name!r}: {q.centroids.numel()} centroids do not fit weight_bits="
-            f"{weight_bits} (at most {1 << weight_bits}); raise weight_bits or use fewer clusters"
-        )
-
-
-def _check_raw(name: str, tensor: torch.Tensor, version: int) -> None:
-    """A raw tensor is dense, of a supported dtype (float32 in version 1), within the limits."""
-    if version == 1 and (not isinstance(tensor, torch.Tensor) or tensor.dtype != torch.float32):
-        raise InvalidArgument(
-            f"raw tensor {name!r} must be a float32 torch tensor in format version 1 "
-            "(convert with .float())"
-        )
-    if not isinstance(tensor, torch.Tensor) or tensor.dtype not in DTYPE_NAMES:
-        got = tensor.dtype if isinstance(tensor, torch.Tensor) else type(tensor).__name__
-        raise InvalidArgument(
-            f"raw tensor {name!r} has dtype {got}; supported: {', '.join(RAW_DTYPES)} "
-            "(convert with .to(dtype))"
-        )
-    if tensor.layout != torch.strided:
-        raise InvalidArgument(f"raw tensor {name!r} must be dense (strided), not {tensor.layout}")
-    _check_shape(tuple(tensor.shape), f"raw tensor {name!r}")
-
-
 def _quantized_options(q: QuantizedTensor, version: int) -> list[Encoded]:
     """Every encoding the writer may choose for a layer: each candidate width, with and
     (version 3, when some row or column holds no surviving weight) without removed units."""
@@ -428,11 +268,13 @@ def _quantized_options(q: QuantizedTensor, version: int) -> list[Encoded]:
             f"layer {name!r}: label {int(labels[bad])} at surviving position "
             f"{int(np.flatnonzero(flat)[bad])} is outside the codebook range [0, {k})"
         )
+    half = version >= HALF_CODEBOOK_VERSION and k > 0 and _exact_in_half(q.centroids)
     common = _LayerCommon(
         name=name,
         shape=q.shape,
         weight_bits=q.weight_bits,
-        codebook=_tensor_bytes(q.centroids),
+        codebook=_tensor_bytes(q.centroids.half() if half else q.centroids),
+        half=half,
         weight=encode_symbols(labels),
         labels=labels,
         k=k,
@@ -441,7 +283,76 @@ def _quantized_options(q: QuantizedTensor, version: int) -> list[Encoded]:
     forms: list[tuple[np.ndarray, np.ndarray] | None] = [None]
     if version >= UNITS_VERSION and (units := _removable_units(mask)) is not None:
         forms.append(units)
-    return [_encode_layer(common, mask, width, form) for form in forms for width in widths]
+    encoded = [_encode_layer(common, mask, width, form) for form in forms for width in widths]
+    if version < CODED_ROWS_VERSION or mask.ndim != 1:
+        return encoded
+    over_rows = functools.partial(_over_rows, common, mask)
+    return [dataclasses.replace(e, over_rows=over_rows) for e in encoded]
+
+
+def _over_rows(
+    layer: _LayerCommon, mask: np.ndarray, owner: int, kept: np.ndarray
+) -> Encoded | None:
+    """The 1-D layer over the kept rows of tensor ``owner`` (version 7), when its surviving
+    positions are exactly those rows."""
+    if mask.shape != kept.shape or not np.array_equal(mask, kept):
+        return None
+    return _encode_rows(layer, owner)
+
+
+def _encode_rows(layer: _LayerCommon, owner: int, coders: tuple[bool, bool] = (False, False)
+                 ) -> Encoded:  # fmt: skip
+    """A layer stored over an earlier tensor's kept rows: codebook and weight stream only (its
+    index stream is empty: the positions are those rows)."""
+    writer = PayloadWriter()
+    record: dict = {
+        "kind": KIND_HUFFMAN,
+        "name": layer.name,
+        "shape": list(layer.shape),
+        "rows_of": owner,
+        "nnz": layer.weight.n_symbols,
+        "weight_bits": layer.weight_bits,
+        "index_bits": 1,
+        "codebook": writer.add(layer.codebook),
+    }
+    if layer.half:
+        record["codebook_dtype"] = CODEBOOK_FLOAT16
+    weight = coded_stream(layer.weight, layer.labels, layer.k, layer.weight_bits, arith=coders[1])
+    index_table, weight_table = writer.add(b""), writer.add(weight[0])
+    index_stream, weight_stream = writer.add(b""), writer.add(weight[1].tobytes())
+    record["index"] = {"table": index_table, "stream": index_stream, "bits": 0, "symbols": 0}
+    record["weight"] = {"table": weight_table, "stream": weight_stream, **weight[2]}
+    return Encoded(
+        record, writer.getvalue(), None, functools.partial(_encode_rows, layer, owner)
+    )
+
+
+def _coded_rows(
+    chosen: list[Encoded], file_bytes: Callable[[Sequence[Encoded]], int]
+) -> list[Encoded]:
+    """Each 1-D layer ``X.bias`` whose surviving positions are the kept rows of an earlier
+    layer ``X.weight`` with removed units, stored over those rows when the file gets smaller
+    (version 7: a k-means-shared bias of kept units needs no index stream)."""
+    names = [e.record["name"] for e in chosen]
+    for i, layer in enumerate(chosen):
+        owner_name = layer.record["name"].rpartition(".")[0] + ".weight"
+        if layer.over_rows is None or owner_name not in names[:i]:
+            continue
+        owner = names.index(owner_name)
+        kept = chosen[owner].rows
+        form = None if kept is None else layer.over_rows(owner, kept)
+        if form is not None and file_bytes([*chosen[:i], form, *chosen[i + 1 :]]) < file_bytes(
+            chosen
+        ):
+            chosen = [*chosen[:i], form, *chosen[i + 1 :]]
+    return chosen
+
+
+def _exact_in_half(centroids: torch.Tensor) -> bool:
+    """Whether every centroid is exactly a float16 value (bit for bit back to float32), so the
+    codebook can be stored at 2 bytes an entry and decode to the same model."""
+    back = centroids.detach().cpu().half().float()
+    return torch.equal(back.view(torch.int32), centroids.detach().cpu().view(torch.int32))
 
 
 def _removable_units(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -464,6 +375,7 @@ class _LayerCommon:
     shape: tuple[int, ...]
     weight_bits: int
     codebook: bytes
+    half: bool
     weight: HuffmanStream
     labels: np.ndarray
     k: int
@@ -488,6 +400,8 @@ def _encode_layer(
         "index_bits": index_bits,
         "codebook": writer.add(layer.codebook),
     }
+    if layer.half:
+        record["codebook_dtype"] = CODEBOOK_FLOAT16
     stored = mask.reshape(-1)
     if units is not None:
         rows, cols = units

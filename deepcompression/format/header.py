@@ -6,6 +6,7 @@ the order the document lists them; nothing is read from the payload.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from deepcompression.format.arith import MAX_ARITH_ALPHABET, MAX_ARITH_SYMBOLS
@@ -24,9 +25,13 @@ from deepcompression.format.records import (
 from deepcompression.format.sparse_index import filler_symbol
 from deepcompression.format.spec import (
     BINARY_HEADER_VERSION,
+    CODEBOOK_FLOAT16,
+    CODED_ROWS_VERSION,
     CODER_ARITH,
     DTYPES,
     FLOAT_BYTES,
+    HALF_BYTES,
+    HALF_CODEBOOK_VERSION,
     KIND_HUFFMAN,
     KIND_RAW,
     MAX_FILE_ARITH_SYMBOLS,
@@ -62,12 +67,16 @@ _RAW_KEYS = {
     3: frozenset({"kind", "name", "shape", "dtype", "data"}),
     4: frozenset({"kind", "name", "shape", "dtype", "data"}),
     5: frozenset({"kind", "name", "shape", "dtype", "data"}),
+    6: frozenset({"kind", "name", "shape", "dtype", "data"}),
+    7: frozenset({"kind", "name", "shape", "dtype", "data"}),
 }
 _ROWS_KEY = "rows_of"
 """Version 4: a 1-D raw tensor stored over the kept rows of an earlier tensor with units."""
 _HUFFMAN_KEYS = frozenset(
     {"kind", "name", "shape", "nnz", "weight_bits", "index_bits", "codebook", "index", "weight"}
 )
+_HALF_KEY = "codebook_dtype"
+"""Version 6: a Huffman tensor's codebook stored as float16 (the key's only value)."""
 _STREAM_KEYS = frozenset({"table", "stream", "bits", "symbols"})
 _UNITS_KEYS = frozenset({"rows", "cols", "kept_rows", "kept_cols"})
 
@@ -110,8 +119,11 @@ def _parse_tensor(entry: object, where: str, version: int, earlier: list[Record]
         obj = _object(entry, _RAW_KEYS[version] | {_ROWS_KEY} if with_rows else _RAW_KEYS[version],
                       where)  # fmt: skip
     elif kind == KIND_HUFFMAN:
-        with_units = version >= UNITS_VERSION and "units" in entry
-        obj = _object(entry, _HUFFMAN_KEYS | {"units"} if with_units else _HUFFMAN_KEYS, where)
+        keys = set(_HUFFMAN_KEYS)
+        keys |= {"units"} if version >= UNITS_VERSION and "units" in entry else set()
+        keys |= {_HALF_KEY} if version >= HALF_CODEBOOK_VERSION and _HALF_KEY in entry else set()
+        keys |= {_ROWS_KEY} if version >= CODED_ROWS_VERSION and _ROWS_KEY in entry else set()
+        obj = _object(entry, keys, where)
     else:
         raise MalformedHeader(f"{where}: 'kind' must be {KIND_RAW!r} or {KIND_HUFFMAN!r}")
     name = obj["name"]
@@ -123,6 +135,9 @@ def _parse_tensor(entry: object, where: str, version: int, earlier: list[Record]
     if kind == KIND_RAW:
         rows = _kept_rows(obj[_ROWS_KEY], shape, earlier, where) if _ROWS_KEY in obj else None
         return _parse_raw(obj, name, shape, numel, where, rows)
+    if _ROWS_KEY in obj:
+        rows = _kept_rows(obj[_ROWS_KEY], shape, earlier, where)
+        return _parse_coded_rows(obj, name, shape, where, version, rows)
     return _parse_huffman(obj, name, shape, where, version)
 
 
@@ -167,28 +182,63 @@ def _kept_rows(
 
 
 def _parse_huffman(
-    obj: dict, name: str, shape: tuple[int, ...], where: str, version: int
+    obj: dict,
+    name: str,
+    shape: tuple[int, ...],
+    where: str,
+    version: int,
+    nnz_range: tuple[int, int] | None = None,
 ) -> HuffmanRecord:
     """A Huffman record: units, nnz, bit widths, codebook size and both streams' declared counts.
 
-    Counts are bounded by the stored (compacted, when units are removed) element count."""
+    Counts are bounded by the stored (compacted, when units are removed) element count; with
+    ``nnz_range`` (a tensor over kept rows) nnz is in it and the index stream holds no symbol."""
     units = _units(obj["units"], shape, f"{where}.units") if "units" in obj else None
     numel = stored_numel(shape, units)
-    nnz = _int(obj["nnz"], f"{where}.nnz", 0, numel)
+    low, high = (0, numel) if nnz_range is None else nnz_range
+    nnz = _int(obj["nnz"], f"{where}.nnz", low, high)
     weight_bits = _int(obj["weight_bits"], f"{where}.weight_bits", 1, MAX_SYMBOL_BITS)
     index_bits = _int(obj["index_bits"], f"{where}.index_bits", 1, MAX_SYMBOL_BITS)
     codebook = _span(obj["codebook"], f"{where}.codebook")
-    if codebook.length % FLOAT_BYTES or codebook.length // FLOAT_BYTES > 1 << weight_bits:
+    half = _HALF_KEY in obj
+    if half and obj[_HALF_KEY] != CODEBOOK_FLOAT16:
+        raise MalformedHeader(f"{where}.{_HALF_KEY} must be {CODEBOOK_FLOAT16!r} when present")
+    item = HALF_BYTES if half else FLOAT_BYTES
+    if codebook.length % item or codebook.length // item > 1 << weight_bits:
         raise MalformedHeader(
-            f"{where}: codebook of {codebook.length} bytes is not 4*k with k <= 2**{weight_bits}"
+            f"{where}: codebook of {codebook.length} bytes is not {item}*k with "
+            f"k <= 2**{weight_bits}"
         )
     max_index = nnz + numel // filler_symbol(index_bits) if nnz else 0
-    k = codebook.length // FLOAT_BYTES
-    index = _stream(obj["index"], f"{where}.index", nnz, max_index, version, 1 << index_bits)
+    index_range = (nnz, max_index) if nnz_range is None else (0, 0)
+    k = codebook.length // item
+    index = _stream(obj["index"], f"{where}.index", *index_range, version, 1 << index_bits)
     weight = _stream(obj["weight"], f"{where}.weight", nnz, nnz, version, k)
     return HuffmanRecord(
-        name, shape, math.prod(shape), nnz, weight_bits, index_bits, codebook, index, weight, units
-    )
+        name, shape, math.prod(shape), nnz, weight_bits, index_bits, codebook, index, weight, units,
+        half,
+    )  # fmt: skip
+
+
+def _parse_coded_rows(
+    obj: dict, name: str, shape: tuple[int, ...], where: str, version: int, rows: KeptRows
+) -> HuffmanRecord:
+    """A Huffman tensor over an earlier tensor's kept rows (version 7): one weight symbol per
+    kept row, no units and an empty index stream (index_bits 1, no table, no bits, no symbols)."""
+    if "units" in obj:
+        raise MalformedHeader(f"{where}: a tensor over kept rows has no units of its own")
+    record = _parse_huffman(obj, name, shape, where, version, nnz_range=(rows.kept, rows.kept))
+    index = record.index
+    if (
+        record.index_bits != 1
+        or index.arith
+        or (index.table.length, index.stream.length, index.bits, index.symbols) != (0, 0, 0, 0)
+    ):
+        raise MalformedHeader(
+            f"{where}: a tensor over kept rows has index_bits 1 and an empty index stream "
+            "(no table, no bits, no symbols)"
+        )
+    return dataclasses.replace(record, rows=rows)
 
 
 def _units(value: object, shape: tuple[int, ...], where: str) -> UnitsRecord:

@@ -48,6 +48,11 @@ class Encoded:
     """Version 4: the kept rows (bool per row) of a layer with removed units."""
     remake: Callable[[tuple[bool, bool]], Encoded] | None = field(default=None, compare=False)
     """A quantized layer's encoding with other stream coders (index, weight: arithmetic?)."""
+    over_rows: Callable[[int, np.ndarray], Encoded | None] | None = field(
+        default=None, compare=False
+    )
+    """Version 7, a 1-D quantized tensor: its encoding over the kept rows of the earlier tensor at
+    a position, when its surviving positions are exactly those rows (None otherwise)."""
 
     @property
     def index_bits(self) -> int:

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 
 from deepcompression.format.info import InputMeta, LayerInfo
-from deepcompression.format.spec import DTYPES, FLOAT_BYTES, KIND_HUFFMAN, KIND_RAW
+from deepcompression.format.spec import DTYPES, FLOAT_BYTES, HALF_BYTES, KIND_HUFFMAN, KIND_RAW
 
 
 @dataclass(frozen=True)
@@ -114,10 +114,20 @@ class HuffmanRecord:
     index: StreamRecord
     weight: StreamRecord
     units: UnitsRecord | None = None
+    half_codebook: bool = False
+    """Version 6: the codebook's items are float16 (2 bytes each), else float32."""
+    rows: KeptRows | None = None
+    """Version 7: one weight per kept row of an earlier tensor (no index stream); the other
+    rows decode to +0.0."""
 
     @property
     def decoded_bytes(self) -> int:
         return self.numel * FLOAT_BYTES
+
+    @property
+    def codebook_size(self) -> int:
+        """k, the codebook's entries."""
+        return self.codebook.length // (HALF_BYTES if self.half_codebook else FLOAT_BYTES)
 
     @property
     def arith_symbols(self) -> int:
@@ -151,7 +161,7 @@ class HuffmanRecord:
             nnz=self.nnz,
             weight_bits=self.weight_bits,
             index_bits=self.index_bits,
-            codebook_size=self.codebook.length // FLOAT_BYTES,
+            codebook_size=self.codebook_size,
             index_symbols=self.index.symbols,
             index_stream_bits=self.index.bits,
             weight_stream_bits=self.weight.bits,
@@ -164,7 +174,8 @@ class HuffmanRecord:
             units_bytes=0
             if self.units is None
             else self.units.rows.length + self.units.cols.length,
-            kept_rows=None if self.units is None else self.units.kept_rows,
+            kept_rows=self.rows.kept if self.rows else None if self.units is None
+            else self.units.kept_rows,
             kept_cols=None if self.units is None else self.units.kept_cols,
             index_coder="arith" if self.index.arith else "huffman",
             weight_coder="arith" if self.weight.arith else "huffman",

@@ -13,15 +13,22 @@ import torch
 from deepcompression.format.huffman import MAX_SYMBOL_BITS
 
 MAGIC = b"\x89DCZ\r\n\x1a\n"
-FORMAT_VERSION = 5
+FORMAT_VERSION = 7
 """The version ``encode_model`` writes by default."""
-SUPPORTED_VERSIONS = (1, 2, 3, 4, 5)
+SUPPORTED_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
 UNITS_VERSION = 3
 """The first version whose Huffman tensors may declare removed units."""
 BINARY_HEADER_VERSION = 4
 """The first version whose header is binary (varints, a string table, typed values), not JSON."""
 SHORT_VALUES_VERSION = 5
 """The first version with 8- and 16-byte digests, decimal numbers and digit class names."""
+HALF_CODEBOOK_VERSION = 6
+"""The first version whose Huffman tensors may store their codebook as float16."""
+CODED_ROWS_VERSION = 7
+"""The first version whose 1-D Huffman tensors may be stored over an earlier tensor's kept rows
+(no index stream: the positions are those rows)."""
+CODEBOOK_FLOAT16 = "float16"
+"""The header's ``codebook_dtype`` (version 6) of a codebook of binary16 items (binary32 else)."""
 STATIC_STRINGS = (
     "name", "kwargs", "model", "params", "params_sha256", "code_sha256", "git_revision",
     "lenet_300_100", "lenet5", "weight", "bias", "running_mean", "running_var",
@@ -70,6 +77,7 @@ DEFAULT_MAX_DECODED_BYTES = 10**9
 KIND_RAW = "raw"
 KIND_HUFFMAN = "huffman"
 FLOAT_BYTES = 4
+HALF_BYTES = 2
 DTYPES: dict[str, tuple[torch.dtype, int]] = {
     "float32": (torch.float32, 4),
     "float16": (torch.float16, 2),

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from deepcompression.checkpoint import Checkpoint
-from deepcompression.compress.finish import PROBE_INPUTS, finish_quantized_
+from deepcompression.compress.finish import finish_quantized_
 from deepcompression.compress.pruning import (
     Masks,
     densities,
@@ -31,7 +31,13 @@ from deepcompression.compress.unit_pruning import (
     unit_masks,
     units_to_keep,
 )
-from deepcompression.config import CentroidInit, KMeansEngine, OptimConfig, ScheduleKind
+from deepcompression.config import (
+    CentroidInit,
+    CodebookDtype,
+    KMeansEngine,
+    OptimConfig,
+    ScheduleKind,
+)
 from deepcompression.format.allocation import encoded_file_bytes, encoder_inputs
 from deepcompression.format.info import InputMeta
 from deepcompression.search.space import Allocation
@@ -48,6 +54,7 @@ class TrialSettings:
     finetune: OptimConfig
     init: CentroidInit
     engine: KMeansEngine
+    codebook: CodebookDtype
     seed: int
     eval_batch_size: int = 1000
 
@@ -119,10 +126,12 @@ def run_trial(
     share_weights_(model, codebooks)
     fit(model, data, settings.finetune, seed_everything(settings.seed),
         eval_batch_size=settings.eval_batch_size)  # fmt: skip
-    books, masks = finish_quantized_(
-        model, masks, list(allocation.layers), allocation.bias, data[2][:PROBE_INPUTS],
-        init=settings.init, seed=settings.seed, engine=settings.engine,
+    finished = finish_quantized_(
+        model, masks, list(allocation.layers), allocation.bias, data[2],
+        codebook=settings.codebook, init=settings.init, seed=settings.seed,
+        engine=settings.engine,
     )  # fmt: skip
+    books, masks = finished.books, finished.masks
     val_error = evaluate(model, data[2], data[3], settings.eval_batch_size).error
     cpu_masks = {k: v.cpu() for k, v in masks.items()}
     checkpoint = Checkpoint.of(
