@@ -36,7 +36,7 @@ from deepcompression.search.reference import (
     dense_float32_bytes,
     front_row,
     output_layers,
-    reference_error,
+    tables_record,
 )
 from deepcompression.search.sensitivity import SensitivityPoint, seed_allocations
 from deepcompression.search.space import Allocation, SearchSpace, describe, resolve_space
@@ -303,7 +303,8 @@ def write_outputs(
         raise RuntimeError(f"search {name}: no trial completed; see the failed trials' logs")
     dense_bytes = dense_float32_bytes(dense)
     front = pareto_front(records)
-    reference = reference_error(records, defaults)
+    tables = tables_record(records, defaults)
+    reference = tables.val_error
     limit = reference + cfg.error_budget
     chosen, within = chosen_record(front, limit)
     rows = [front_row(r, dense_bytes) for r in front]
@@ -320,12 +321,11 @@ def write_outputs(
     }
     write_json(workspace.metrics("search_front"), summary | {"numerics": trial_numerics})
     write_csv(workspace.metrics("search_front").with_suffix(".csv"), rows)
-    default_record = next(r for r in records if r.allocation == defaults)
     figure = workspace.plot("pareto.png")
     write_bytes_atomic(
         figure,
         pareto_figure(
-            records, front, dense_bytes, chosen, default_record, PUBLISHED.get(model, ()),
+            records, front, dense_bytes, chosen, tables, PUBLISHED.get(model, ()),
             f"Compression search: {model}",
         ),
     )  # fmt: skip
@@ -341,7 +341,7 @@ def write_outputs(
         "within_budget": within,
         "allocation": chosen.allocation.to_dict(),
         "units_kept": chosen.details.get("units_kept", {}),
-        "candidates": [c.to_dict() for c in candidates(front, chosen)],
+        "candidates": [c.to_dict() for c in candidates(front, chosen, tables)],
     }
     write_json(allocation_path(workspace.root, model), allocation)
     logger = run_logger()

@@ -42,6 +42,15 @@ def test_candidates_start_at_the_pick_and_go_up_in_bytes():
     assert candidates(front, front[0])[0].allocation == front[0].allocation
 
 
+def test_todays_tables_are_a_candidate_even_off_the_front_but_never_before_the_pick():
+    front = [record(3, 900, 0.05), record(1, 500, 0.09), record(7, 700, 0.07)]
+    tables = record(0, 800, 0.08)
+    assert [c.trial for c in candidates(front, front[1], tables)] == [1, 7, 0, 3]
+    assert [c.trial for c in candidates(front, front[2], front[2])] == [7, 3]
+    assert [c.trial for c in candidates(front, front[0], record(0, 600, 0.1))] == [3]
+    assert [c.trial for c in candidates(front, front[1], front[0])] == [1, 7, 3]
+
+
 def test_keep_takes_the_first_row_that_meets_the_target_else_the_lowest_error():
     rows = [row(1, 0.02), row(2, 0.015), row(3, 0.012)]
     assert keep(rows, 0.016) == (rows[1], True)

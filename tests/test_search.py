@@ -23,7 +23,7 @@ from deepcompression.search.reference import (
     dense_float32_bytes,
     front_row,
     output_layers,
-    reference_error,
+    tables_record,
 )
 from deepcompression.search.space import (
     Allocation,
@@ -115,12 +115,12 @@ def test_the_chosen_record_is_within_the_limit_else_the_lowest_error_flagged():
     assert chosen_record(front, 0.001) == (front[2], False)
 
 
-def test_the_reference_is_the_error_of_the_default_tables_trial():
+def test_the_reference_is_the_trial_of_the_default_tables():
     defaults = _allocation(0.2)
     records = [_record(0, 1000, 0.05), TrialRecord(1, 2000, 0.03, defaults)]
-    assert reference_error(records, defaults) == 0.03
+    assert tables_record(records, defaults) == records[1]
     with pytest.raises(RuntimeError, match="first seed"):
-        reference_error(records[:1], defaults)
+        tables_record(records[:1], defaults)
 
 
 def test_front_rows_and_dense_bytes_count_every_float_parameter():

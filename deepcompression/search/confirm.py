@@ -3,7 +3,10 @@ one to keep.
 
 A trial retrains briefly, so its error only ranks allocations; whether a file meets the target is
 known after the full-length stages. The pick is tried first, then the front's larger files (on a
-Pareto front, lower trial error) in byte order, until one meets the validation target.
+Pareto front, lower trial error) in byte order, until one meets the validation target. Today's
+tables (params.yaml) are tried in that order too even when short trials rank them off the front:
+a short trial's error misranks points a few bytes apart (BENCHMARKS.md, "today's tables as a
+candidate"), and a search should never keep a larger file than the tables it started from.
 """
 
 from __future__ import annotations
@@ -45,10 +48,15 @@ class Candidate:
         )
 
 
-def candidates(front: Sequence[TrialRecord], chosen: TrialRecord) -> list[Candidate]:
-    """The pick, then every front point with a larger file, smallest first (ties: lower error)."""
+def candidates(
+    front: Sequence[TrialRecord], chosen: TrialRecord, tables: TrialRecord | None = None
+) -> list[Candidate]:
+    """The pick, then every front point with a larger file and today's `tables` (when not
+    smaller than the pick), smallest first (ties: lower error)."""
+    pool = {r.number: r for r in [*front, *([tables] if tables is not None else [])]}
+    pool.pop(chosen.number)
     later = sorted(
-        (r for r in front if r.number != chosen.number and r.file_bytes >= chosen.file_bytes),
+        (r for r in pool.values() if r.file_bytes >= chosen.file_bytes),
         key=lambda r: (r.file_bytes, r.val_error, r.number),
     )
     return [Candidate(r.number, r.file_bytes, r.val_error, r.allocation) for r in [chosen, *later]]

@@ -47,11 +47,11 @@ def default_allocation(
     return Allocation(layers=layers, bias=params.quantize.bias)
 
 
-def reference_error(records: Sequence[TrialRecord], defaults: Allocation) -> float:
-    """Validation error of today's tables as a trial: the reference the error budget adds to."""
+def tables_record(records: Sequence[TrialRecord], defaults: Allocation) -> TrialRecord:
+    """Today's tables as a trial: its error is the reference the error budget adds to."""
     for record in records:
         if record.allocation == defaults:
-            return record.val_error
+            return record
     raise RuntimeError(
         "the trial of today's tables (the study's first seed) did not complete; its error is "
         "the reference of search.error_budget: see that trial's log"
