@@ -3,7 +3,8 @@ quantize, encode, evaluate) of LeNet-5 on an MNIST slice, run as `python -m flow
 in fresh processes that are offered another ISA, one core instead of all, or MKL limited to
 AVX2, writes the same checkpoints and file; without the pinning it does not (the train stage
 alone, run the same way on the same data, writes other dense weights on all cores than on one).
-A warm-runner stage runs with the same settings as a cold one (read back from its metrics).
+A warm-runner stage runs with the same settings as a cold one: tests/test_warm.py compares
+their outputs, the numerics record in the train stage's metrics included.
 
 `python tests/test_reproducible.py` prints the md5s of one pinned run under each offer: the check
 to repeat on another CPU (the device machine's, in BENCHMARKS.md).
@@ -31,7 +32,7 @@ THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 MODEL = "lenet5"
 AVX2 = "avx2" in Path("/proc/cpuinfo").read_text()
 pytestmark = [
-    pytest.mark.long(85),
+    pytest.mark.long(60),
     pytest.mark.slow,
     pytest.mark.skipif(not AVX2, reason="identical bytes are promised on AVX2 CPUs"),
 ]
@@ -65,11 +66,12 @@ OUTPUTS = (
 
 
 def short_params(mnist_folder: Path) -> dict:
-    """The shipped params, cut to a short LeNet-5 run on 2,000 training images."""
+    """The shipped params, cut to a short LeNet-5 run on 1,000 training images (8 steps per
+    epoch: enough for unpinned thread counts to give other weights)."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["data"].update(
-        source="local", local_dir=str(mnist_folder), train_limit=2000, val_limit=500,
-        test_limit=500,
+        source="local", local_dir=str(mnist_folder), train_limit=1000, val_limit=250,
+        test_limit=250,
     )  # fmt: skip
     section = raw["models"][MODEL]
     section["allocation"] = "params"
@@ -143,30 +145,6 @@ def test_every_offer_writes_the_same_bytes_and_unpinned_runs_do_not(tmp_path, mn
     print(json.dumps({"pinned": pinned, "unpinned": loose}, indent=1))  # for BENCHMARKS.md
     dense = {md5s[OUTPUTS[0]] for md5s in loose.values()}
     assert len(dense) > 1, f"without pinning the offers gave the same weights: {loose}"
-
-
-def test_a_warm_stage_runs_with_the_numerics_of_a_cold_one(tmp_path_factory, mnist_root, api):
-    from test_warm import MODEL as WARM_MODEL
-    from test_warm import Warm, project_copy, stage_env
-
-    repo = project_copy(tmp_path_factory.mktemp("warm"), mnist_root)
-    skip = shutil.ignore_patterns("__pycache__")
-    shutil.copytree(ROOT / "runtime", repo / "runtime", ignore=skip)  # as the stages import it
-    runner = Warm(repo, stage_env(api))
-    runner.start()
-    try:
-        records = {}
-        for mode in ("warm", "cold"):
-            for stage in ("data", "train"):
-                done, timing = runner.run(stage, cold=mode == "cold")
-                assert done.returncode == 0, done.stderr[-3000:]
-                assert timing["runner"] == mode, timing.get("runner_note")
-            records[mode] = stage_numerics(runner.repo, "train", WARM_MODEL)
-    finally:
-        runner.stop()
-    assert records["warm"] == records["cold"]
-    assert records["warm"]["cpu_capability"] == "AVX2"
-    assert records["warm"]["threads"] == 2 and records["warm"]["deterministic"] is True
 
 
 def main() -> None:

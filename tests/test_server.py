@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
@@ -98,7 +99,24 @@ def _start_flow(
     return subprocess.Popen(command, cwd=folder, env=env, start_new_session=True), marker
 
 
-def test_a_stage_killed_with_sigkill_becomes_crashed(server: LocalServer, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def untagged_run(
+    server: LocalServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[subprocess.Popen, Path]]:
+    """A flow run without a stage tag, lasting twice the 10-s zombie window: started with the kill
+    test's stage, so that both wait out the same window (one wait instead of two)."""
+    ensure_zombie_automation(server.api_url, TEST_WINDOW, "test: zombies after 10 s")
+    folder = tmp_path_factory.mktemp("untagged")
+    process, marker = _start_flow(server, folder, 2 * TEST_WINDOW.total_seconds(), "mine")
+    yield process, marker
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def test_a_stage_killed_with_sigkill_becomes_crashed(
+    server: LocalServer, tmp_path: Path, untagged_run: tuple[subprocess.Popen, Path]
+) -> None:
     ensure_zombie_automation(server.api_url, TEST_WINDOW, "test: zombies after 10 s")
     process, marker = _start_flow(server, tmp_path, 600, "stage:zombie-check")
     try:
@@ -122,10 +140,9 @@ def test_a_stage_killed_with_sigkill_becomes_crashed(server: LocalServer, tmp_pa
 
 
 def test_a_flow_run_without_a_stage_tag_outlives_the_window(
-    server: LocalServer, tmp_path: Path
+    untagged_run: tuple[subprocess.Popen, Path], server: LocalServer
 ) -> None:
-    ensure_zombie_automation(server.api_url, TEST_WINDOW, "test: zombies after 10 s")
-    process, marker = _start_flow(server, tmp_path, 2 * TEST_WINDOW.total_seconds(), "mine")
+    process, marker = untagged_run
     assert process.wait(timeout=120) == 0
     run_id = marker.read_text().split()[0]
     with api_client(server.api_url) as client:

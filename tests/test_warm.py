@@ -426,7 +426,8 @@ def warm_plain_shell(tmp_path_factory, mnist_root, prefect_api) -> Iterator[Warm
 @pytest.mark.slow
 def test_in_a_plain_shell_stages_run_warm_with_a_cold_stages_threads_and_bytes(warm_plain_shell):
     """No thread variable set: the runner comes up, serves stages warm, each with the BLAS and
-    torch thread counts of a cold stage process, and writes the same bytes."""
+    torch thread counts of a cold stage process, and writes the same bytes, the pinned numerics
+    record of the train stage's metrics included."""
     runner = warm_plain_shell
     results, threads = {}, {}
     for stage in ("data", "train", "threads"):
@@ -438,6 +439,10 @@ def test_in_a_plain_shell_stages_run_warm_with_a_cold_stages_threads_and_bytes(w
             if stage == "threads":
                 threads[mode] = json.loads((runner.repo / "threads.json").read_text())
         assert results[stage, "warm"] == results[stage, "cold"]
+    numerics = json.loads(results["train", "warm"][f"metrics/{MODEL}/train.json"])["numerics"]
+    assert numerics["threads"] == 2 and numerics["deterministic"] is True, numerics
+    if "avx2" in Path("/proc/cpuinfo").read_text():
+        assert numerics["cpu_capability"] == "AVX2", numerics
     assert threads["warm"] == threads["cold"]
     numpy_blas = [n for path, n in threads["cold"]["blas"].items() if "numpy" in path]
     assert numpy_blas, threads
