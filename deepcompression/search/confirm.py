@@ -5,8 +5,8 @@ A trial retrains briefly, so its error only ranks allocations; whether a file me
 known after the full-length stages. The pick is tried first, then the front's larger files (on a
 Pareto front, lower trial error) in byte order, until one meets the validation target. Today's
 tables (params.yaml) are tried in that order too even when short trials rank them off the front:
-a short trial's error misranks points a few bytes apart (BENCHMARKS.md, "today's tables as a
-candidate"), and a search should never keep a larger file than the tables it started from.
+a short trial's error misranks points some hundred bytes apart (BENCHMARKS.md, "today's tables as a
+candidate"), and when the tables meet the target, no larger file should be kept.
 """
 
 from __future__ import annotations
