@@ -25,27 +25,30 @@ from runtime.timing import timing_path
 ESTIMATES_S: dict[str, float] = {
     "check": 5,
     "data": 10,
-    "train@lenet_300_100": 200,
-    "train@lenet5": 160,
-    "prune@lenet_300_100": 110,
-    "prune@lenet5": 260,
-    "quantize": 30,
+    "train@lenet_300_100": 50,
+    "train@lenet5": 150,
+    "prune@lenet_300_100": 140,
+    "prune@lenet5": 290,
+    "quantize@lenet_300_100": 30,
+    "quantize@lenet5": 120,
+    "quantize": 60,
     "encode": 10,
     "evaluate": 20,
     "plots": 15,
+    "sensitivity@lenet_300_100": 40,
+    "sensitivity@lenet5": 130,
     "sensitivity": 60,
-    "search@lenet_300_100": 1090,
-    "search@lenet5": 2270,
+    "search@lenet_300_100": 1200,
+    "search@lenet5": 2450,
     "search": 1800,
     "confirm@lenet_300_100": 140,
-    "confirm@lenet5": 310,
+    "confirm@lenet5": 320,
     "confirm": 300,
 }
 """Seconds on 2 CPU cores when this checkout has no record of a stage: by its full name, else by
-its kind (the part before @): the full pipeline of 2026-11-28 (BENCHMARKS.md), the searches of
-README.md (128 LeNet-300-100 trials 18 min, 192 LeNet-5 trials 38 min in the committed run), its
-confirm stages (one point each with the committed recipes: about 140 and 310 s); stages
-measured before the pinned numerics take about 1.5-1.8x as long now."""
+its kind (the part before @): the stages of the committed run of 2026-12-07 (README.md; the
+searches: 128 LeNet-300-100 trials about 20 min, 192 LeNet-5 trials about 40 min), confirm
+stages at one point each with the committed recipes (each further point costs as much again)."""
 NOTE_ONLY = ("sensitivity", "search", "confirm")
 """Stages that do no work for a model whose `allocation` is `params` (they write a note)."""
 NOTE_S = 5.0
