@@ -24,13 +24,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_numerics import AVX2
 
 from deepcompression.numerics import PINNED_ENV
 
 ROOT = Path(__file__).parents[1]
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 MODEL = "lenet5"
-AVX2 = "avx2" in Path("/proc/cpuinfo").read_text()
 pytestmark = [
     pytest.mark.long(60),
     pytest.mark.slow,

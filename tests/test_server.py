@@ -117,7 +117,7 @@ def untagged_run(
 def test_a_stage_killed_with_sigkill_becomes_crashed(
     server: LocalServer, tmp_path: Path, untagged_run: tuple[subprocess.Popen, Path]
 ) -> None:
-    ensure_zombie_automation(server.api_url, TEST_WINDOW, "test: zombies after 10 s")
+    """The `untagged_run` fixture has set the zombie window to 10 s and runs alongside."""
     process, marker = _start_flow(server, tmp_path, 600, "stage:zombie-check")
     try:
         _wait_for(marker.exists, 120, "the flow run to start")

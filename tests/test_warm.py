@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_numerics import AVX2
 
 from runtime.handoff import SOCKET, Request, hand_off
 from runtime.server import warm_answers
@@ -441,7 +442,7 @@ def test_in_a_plain_shell_stages_run_warm_with_a_cold_stages_threads_and_bytes(w
         assert results[stage, "warm"] == results[stage, "cold"]
     numerics = json.loads(results["train", "warm"][f"metrics/{MODEL}/train.json"])["numerics"]
     assert numerics["threads"] == 2 and numerics["deterministic"] is True, numerics
-    if "avx2" in Path("/proc/cpuinfo").read_text():
+    if AVX2:
         assert numerics["cpu_capability"] == "AVX2", numerics
     assert threads["warm"] == threads["cold"]
     numpy_blas = [n for path, n in threads["cold"]["blas"].items() if "numpy" in path]
