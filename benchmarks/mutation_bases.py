@@ -1,8 +1,9 @@
-"""The files the hostile-file mutations start from: real encoded files of versions 1 to 6.
+"""The files the hostile-file mutations start from: real encoded files of versions 1 to 8.
 
 Base files of versions 1-3 (JSON header; one with removed units, one with a raw tensor of every
-dtype) and binary-header files of versions 4 to 6 of the same tensors (version 6 with float16
-codebooks), with the helpers that
+dtype) and binary-header files of versions 4 to 8 of the same tensors (version 6 with float16
+codebooks, 7 with coded biases over kept rows, 8 with columns masks over an earlier layer's kept
+rows), with the helpers that
 take a file apart and build one back with valid CRCs (``benchmarks.mutations`` edits them).
 """
 
@@ -158,17 +159,17 @@ def _half_files() -> list[bytes]:
     files = []
     for quantized, raw, arch, provenance in _base_inputs()[:4]:
         half = [dataclasses.replace(q, centroids=q.centroids.half().float()) for q in quantized]
-        files.append(encode_model(half, raw, arch, provenance))
+        files.append(encode_model(half, raw, arch, provenance, format_version=7))
         files.append(encode_model([half[0], *quantized[1:]], raw, arch, provenance,
-                                  compress_header=False))  # fmt: skip
+                                  compress_header=False, format_version=7))  # fmt: skip
     odd = torch.tensor([float("nan"), float("-inf"), 2.0**-24, -(2.0**-20), 65504.0, -0.0])
     layer = _layer("odd.weight", (6, 8), 0.6, 3, 2, 9)
     special = [dataclasses.replace(layer, centroids=torch.cat([odd, odd[:2]]))]
-    return files + [encode_model(special, {}, {"name": "odd"}, {})]
+    return files + [encode_model(special, {}, {"name": "odd"}, {}, format_version=7)]
 
 
 V6_FILES = _half_files()
-"""Version-6 files with float16 codebooks (written as version 7, the default)."""
+"""Version-6 files with float16 codebooks (written as version 7)."""
 
 
 def _coded_rows_files() -> list[bytes]:
@@ -185,18 +186,63 @@ def _coded_rows_files() -> list[bytes]:
                                       centroids, 2, None))  # fmt: skip
     half = [dataclasses.replace(b, centroids=b.centroids.half().float()) for b in biases]
     odd = dataclasses.replace(biases[-1], mask=~biases[-1].mask)
+    v7 = {"format_version": 7}
     return [
-        encode_model(layers + biases, {}, arch, provenance),
-        encode_model(layers + half, {}, arch, provenance, compress_header=False),
-        encode_model(layers + biases, {}, arch, provenance, arithmetic=False),
-        encode_model(layers + [*biases[:-1], odd], {}, arch, provenance),
+        encode_model(layers + biases, {}, arch, provenance, **v7),
+        encode_model(layers + half, {}, arch, provenance, compress_header=False, **v7),
+        encode_model(layers + biases, {}, arch, provenance, arithmetic=False, **v7),
+        encode_model(layers + [*biases[:-1], odd], {}, arch, provenance, **v7),
     ]
 
 
 V7_FILES = _coded_rows_files()
 """Version-7 files with coded biases over kept rows."""
-BINARY_FILES = V4_FILES + V5_FILES + V6_FILES + V7_FILES
-"""The binary-header files the v4_* mutators start from (their names predate versions 5-7)."""
+
+
+def linked_inputs() -> tuple[list[QuantizedTensor], dict[str, torch.Tensor], dict, dict]:
+    """A chain whose layers' inputs are the previous layer's kept units (version 8): a conv layer
+    with removed filters, an fc layer over its flattened channels (4 columns each) that drops
+    some more columns, an fc layer over exactly the fc layer's kept rows; k-means-shared and raw
+    biases on the kept rows, two 8-digit hashes."""
+    gen = torch.Generator().manual_seed(21)
+    conv_rows = torch.arange(12) % 3 != 1
+    conv = (torch.rand(12, 3, 2, 2, generator=gen) < 0.8) & conv_rows.view(12, 1, 1, 1)
+    fc_rows = torch.arange(20) % 2 == 0
+    fc_cols = conv_rows.repeat_interleave(4) & (torch.arange(48) % 7 != 3)
+    fc = (torch.rand(20, 48, generator=gen) < 0.5) & fc_rows[:, None] & fc_cols[None, :]
+    out = torch.rand(6, 20, generator=gen) < 0.5
+    out[:, ~fc_rows] = False
+    out[:, fc_rows] |= torch.arange(6)[:, None] == 0  # every kept input used: mask all ones
+    layers = []
+    for name, mask, bits in (("conv.weight", conv, 2), ("fc.weight", fc, 3),
+                             ("out.weight", out, 2)):  # fmt: skip
+        k = 1 << bits
+        centroids = torch.randn(k, generator=gen)
+        labels = torch.randint(0, k, mask.shape, generator=gen)
+        layers.append(QuantizedTensor(name, mask, labels, centroids, bits, None))
+    kept = fc.any(dim=1)
+    bias = QuantizedTensor("fc.bias", kept, torch.randint(0, 2, (20,), generator=gen),
+                           torch.tensor([-0.25, 0.75]), 1, None)  # fmt: skip
+    raw = {"conv.bias": torch.where(conv_rows, torch.randn(12, generator=gen), torch.zeros(()))}
+    provenance = {"code_sha256": "0123abcd", "params_sha256": "fedc9876"}
+    return [*layers, bias], raw, {"name": "linked"}, provenance
+
+
+def _linked_files() -> list[bytes]:
+    """Version-8 files: columns masks over an earlier layer's kept rows (one empty), biases
+    named after their owner, 4-byte digests; with and without zlib and arithmetic coding."""
+    quantized, raw, arch, provenance = linked_inputs()
+    return [
+        encode_model(quantized, raw, arch, provenance),
+        encode_model(quantized, raw, arch, provenance, compress_header=False),
+        encode_model(quantized, raw, arch, provenance, arithmetic=False, compress_header=False),
+    ]
+
+
+V8_FILES = _linked_files()
+"""Version-8 files (the writer's default)."""
+BINARY_FILES = V4_FILES + V5_FILES + V6_FILES + V7_FILES + V8_FILES
+"""The binary-header files the v4_* mutators start from (their names predate versions 5-8)."""
 
 
 def split(data: bytes) -> tuple[dict, bytes]:

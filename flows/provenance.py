@@ -29,10 +29,10 @@ CODE_DIRS = ("deepcompression", "models")
 """Without a dvc.yaml (an installed copy), the code hashed: the library and the networks."""
 FILE_STAGE = "encode"
 """The stage that writes the file, whose code deps the hash covers."""
-DIGEST_HEX = 16
-"""Hex digits of each hash the file records: sha256's first 8 bytes, as a git short hash names a
-commit (a run identifier, not an integrity check: the file has its CRC32s); version 5 of the
-format stores them in 8 bytes each."""
+DIGEST_HEX = 8
+"""Hex digits of each hash the file records: sha256's first 4 bytes, as a git short hash names a
+commit (a run identifier, not an integrity check: the file has its CRC32s); version 8 of the
+format stores them in 4 bytes each."""
 
 
 def file_code(root: Path = PROJECT_ROOT, stage: str = FILE_STAGE) -> list[str]:

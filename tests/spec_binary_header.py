@@ -1,6 +1,6 @@
-"""The version-4 to -7 binary headers read from docs/FORMAT.md ("Version 4: binary header",
+"""The version-4 to -8 binary headers read from docs/FORMAT.md ("Version 4: binary header",
 "Version 5: shorter values", "Version 6: float16 codebooks", "Version 7: coded tensors over
-kept rows") alone.
+kept rows", "Version 8: shorter names, digests and column masks") alone.
 
 ``binary_document`` turns the header bytes into the same object a version-3 JSON header holds
 (spans laid out back to back), raising ``Reject("MalformedHeader")`` for any rule broken; the
@@ -30,7 +30,7 @@ class Malformed(Exception):
 class _Cursor:
     def __init__(self, data: bytes, version: int) -> None:
         self.data, self.at, self.v5, self.v6 = data, 0, version >= 5, version >= 6
-        self.v7 = version >= 7
+        self.v7, self.v8 = version >= 7, version >= 8
         self.table: list[str] = []
         self.referenced: set[int] = set()
 
@@ -100,6 +100,8 @@ class _Cursor:
             return self.bytes(32).hex()
         if major == 5 and arg in (5, 6) and self.v5:
             return self.bytes(16 if arg == 5 else 8).hex()
+        if major == 5 and arg == 8 and self.v8:  # v8: a 4-byte digest
+            return self.bytes(4).hex()
         raise Malformed
 
     def number(self, arg: int) -> float:
@@ -159,15 +161,19 @@ def _document(data: bytes, with_input: bool, version: int) -> dict:
     tensors, offset = [], 0
     for _ in range(cur.varint()):
         tag = cur.bytes(1)[0]
+        raw_rows = tag & 15 == 4 and tag >> 4 < 10  # a raw tensor over an earlier one's kept rows
+        coded_rows = cur.v7 and tag & 0xCF == 3  # v7: a Huffman one (+0x10, +0x20)
         parts = [cur.string(cur.varint()) for _ in range(cur.varint())]
-        if not parts or any("." in part for part in parts):
+        derived = cur.v8 and (raw_rows or coded_rows)  # v8: p = 0 names the owner's bias
+        if any("." in part for part in parts) or not (parts or derived):
             raise Malformed
-        if tag & 15 == 4 and tag >> 4 < 10:  # a raw tensor over an earlier tensor's kept rows
-            tensors.append(_kept_rows(cur, ".".join(parts), DTYPES[tag >> 4], tensors, offset))
+        name = ".".join(parts) if parts else None
+        if raw_rows:
+            tensors.append(_kept_rows(cur, name, DTYPES[tag >> 4], tensors, offset))
             offset += tensors[-1]["data"][1]
             continue
-        if cur.v7 and tag & 0xCF == 3:  # v7: a Huffman tensor over kept rows (+0x10, +0x20)
-            record, offset = _coded_rows(cur, ".".join(parts), tag, tensors, offset)
+        if coded_rows:
+            record, offset = _coded_rows(cur, name, tag, tensors, offset)
             tensors.append(record)
             continue
         ndim = cur.varint()
@@ -180,8 +186,10 @@ def _document(data: bytes, with_input: bool, version: int) -> dict:
             length = SIZE[dtype] * math.prod(shape)
             record |= {"kind": "raw", "dtype": dtype, "data": [offset, length]}
             offset += length
-        elif tag & (0xC3 if cur.v6 else 0xE3) == 1:  # Huffman: 0x01 plus units 0x04, arithmetic
-            offset = _huffman(cur, record, tag, offset)  # 0x08 / 0x10, float16 codebook 0x20 (v6)
+        elif tag & (0x83 if cur.v8 else 0xC3 if cur.v6 else 0xE3) == 1 and tag & 0x44 != 0x40:
+            # Huffman: 0x01 plus units 0x04, arithmetic 0x08 / 0x10, float16 codebook 0x20 (v6),
+            # columns over an earlier tensor's kept rows 0x40 (v8, only with 0x04)
+            offset = _huffman(cur, record, tag, offset, tensors)
         else:
             raise Malformed
         tensors.append(record)
@@ -190,10 +198,24 @@ def _document(data: bytes, with_input: bool, version: int) -> dict:
     return {"arch": arch, "provenance": provenance, "tensors": tensors, "input": spec}
 
 
-def _kept_rows(cur: _Cursor, name: str, dtype: str, tensors: list[dict], offset: int) -> dict:
+def _owner(cur: _Cursor, tensors: list[dict]) -> int:
+    """The varint ``t``: an earlier record with removed units."""
     owner = cur.varint()
     if owner >= len(tensors) or "units" not in tensors[owner]:
         raise Malformed
+    return owner
+
+
+def _derived(name: str | None, owner: dict) -> str:
+    """The record's name, or (p = 0, version 8) the owner's with its last part set to "bias"."""
+    return name if name is not None else ".".join([*owner["name"].split(".")[:-1], "bias"])
+
+
+def _kept_rows(
+    cur: _Cursor, name: str | None, dtype: str, tensors: list[dict], offset: int
+) -> dict:
+    owner = _owner(cur, tensors)
+    name = _derived(name, tensors[owner])
     length = SIZE[dtype] * tensors[owner]["units"]["kept_rows"]
     shape = tensors[owner]["shape"][:1]
     return {"name": name, "shape": shape, "kind": "raw", "dtype": dtype, "rows_of": owner,
@@ -201,11 +223,10 @@ def _kept_rows(cur: _Cursor, name: str, dtype: str, tensors: list[dict], offset:
 
 
 def _coded_rows(
-    cur: _Cursor, name: str, tag: int, tensors: list[dict], offset: int
+    cur: _Cursor, name: str | None, tag: int, tensors: list[dict], offset: int
 ) -> tuple[dict, int]:
-    owner = cur.varint()
-    if owner >= len(tensors) or "units" not in tensors[owner]:
-        raise Malformed
+    owner = _owner(cur, tensors)
+    name = _derived(name, tensors[owner])
     widths, k = cur.bytes(1)[0], cur.varint()
     if widths & 15:
         raise Malformed
@@ -228,10 +249,11 @@ def _coded_rows(
     return record, offset
 
 
-def _huffman(cur: _Cursor, record: dict, tag: int, offset: int) -> int:
+def _huffman(cur: _Cursor, record: dict, tag: int, offset: int, tensors: list[dict]) -> int:
     units = bool(tag & 4)
     nnz, widths, k = cur.varint(), cur.bytes(1)[0], cur.varint()
     kept = [cur.varint(), cur.varint()] if units else None
+    cols_of = _owner(cur, tensors) if tag & 0x40 else None  # v8: columns over t's kept rows
     index_table = 0 if tag & 8 else cur.varint()
     index_bits = cur.varint()
     weight_table = 0 if tag & 16 else cur.varint()
@@ -243,6 +265,12 @@ def _huffman(cur: _Cursor, record: dict, tag: int, offset: int) -> int:
     lengths = [(2 if tag & 0x20 else 4) * k]
     if units:
         lengths += [-(-shape[0] // 8), -(-shape[1] // 8)]
+    if kept is not None and cols_of is not None:  # the mask over the m candidate columns
+        rows, columns = tensors[cols_of]["shape"][0], shape[1]
+        if rows < 1 or columns < rows or columns % rows:
+            raise Malformed
+        m = tensors[cols_of]["units"]["kept_rows"] * (columns // rows)
+        lengths[2] = 0 if kept[1] == m else -(-m // 8)
     lengths += [index_table, weight_table, -(-index_bits // 8), -(-weight_bits // 8)]
     spans = []
     for length in lengths:
@@ -255,6 +283,8 @@ def _huffman(cur: _Cursor, record: dict, tag: int, offset: int) -> int:
     if kept is not None:
         record["units"] = {"rows": spans[1], "cols": spans[2], "kept_rows": kept[0]}
         record["units"]["kept_cols"] = kept[1]
+        if cols_of is not None:
+            record["units"]["cols_of"] = cols_of
     record["index"] = {"table": spans[-4], "stream": spans[-2], "bits": index_bits}
     record["index"]["symbols"] = symbols
     record["weight"] = {"table": spans[-3], "stream": spans[-1], "bits": weight_bits}
@@ -266,7 +296,7 @@ def _huffman(cur: _Cursor, record: dict, tag: int, offset: int) -> int:
 
 
 def binary_document(data: bytes, with_input: bool, version: int) -> dict | None:
-    """The header object of version-4 to -7 header bytes (its input spec under "input" when the
+    """The header object of version-4 to -8 header bytes (its input spec under "input" when the
     preamble's flag bit 1 says there is one), or None if the bytes break a rule."""
     try:
         return _document(data, with_input, version)

@@ -363,7 +363,7 @@ def test_encoder_rejects_invalid_model_inputs() -> None:
     with pytest.raises(InvalidArgument, match="supported: float32"):
         encode_v3([], {"b": torch.zeros(2, dtype=torch.complex64)}, {}, {})
     with pytest.raises(InvalidArgument, match="format_version"):
-        encode_v3([], {}, {}, {}, format_version=8)
+        encode_v3([], {}, {}, {}, format_version=9)
     with pytest.raises(InvalidArgument, match="arch"):
         encode_v3([], {}, ["not", "a", "dict"], {})  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument, match="JSON-able"):
@@ -407,7 +407,7 @@ def _set(path: list, value: object) -> object:
         (b"PK\x03\x04" + bytes(40), BadMagic, "magic"),
         (b"", TruncatedFile, "preamble"),
         (MAGIC + b"\x01\x00", TruncatedFile, "preamble"),
-        (repack(tiny_file(), version=8), UnsupportedVersion, "version 8"),
+        (repack(tiny_file(), version=9), UnsupportedVersion, "version 9"),
         (repack(tiny_file(), version=0), UnsupportedVersion, "version 0"),
         (repack(tiny_file(), flags=4), UnsupportedVersion, "flag"),
         (tiny_file()[:100], TruncatedFile, "header"),

@@ -2,8 +2,9 @@
 
 ``spec_decode`` follows the document step by step with its own JSON parser, code-table parser
 and bit-by-bit canonical decoder (no json, bitarray or container code). On the pinned files, the
-base files of the corruption suite and thousands of their mutations, both decoders must accept
-the same files, raise the same error class, and produce the same tensors bit for bit.
+base files of the corruption suite, thousands of their mutations and hand-built version-8 files,
+both decoders must accept the same files, raise the same error class, and produce the same
+tensors bit for bit.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import collections
 import dataclasses
 import re
 import struct
+import tracemalloc
 import zlib
 from dataclasses import dataclass
 
@@ -21,7 +23,7 @@ import torch
 from spec_binary_header import binary_document
 from test_container_v1 import TINY_V1_HEX, V1_FIXTURE_HEX
 
-from benchmarks.mutation_bases import BASE_FILES, BINARY_FILES
+from benchmarks.mutation_bases import BASE_FILES, BINARY_FILES, build, dump, split
 from benchmarks.mutations import MUTATORS, SEED
 from deepcompression.format.container import FormatError, decode_model
 
@@ -230,17 +232,29 @@ def stream(value: object, low: int, high: int, version: int, alphabet: int) -> S
     return Stream(table, data, bits, symbols, arith)
 
 
-def units_record(value: object, dims: list[int]) -> dict:
-    """FORMAT.md version 3: the removed-units object of a Huffman tensor."""
-    obj = exact_keys(value, {"rows", "cols", "kept_rows", "kept_cols"})
+def units_record(value: object, dims: list[int], version: int, earlier: list[dict]) -> dict:
+    """FORMAT.md version 3: the removed-units object of a Huffman tensor; version 8: its columns
+    may be the candidates over an earlier tensor's kept rows (``cols_of``)."""
+    over = version >= 8 and isinstance(value, dict) and "cols_of" in value
+    keys = {"rows", "cols", "kept_rows", "kept_cols"} | ({"cols_of"} if over else set())
+    obj = exact_keys(value, keys)
     if len(dims) < 2:
         fail("MalformedHeader")
     rows, cols = span(obj["rows"]), span(obj["cols"])
-    if rows[1] != (dims[0] + 7) // 8 or cols[1] != (dims[1] + 7) // 8:
-        fail("MalformedHeader")
     kept_rows = integer(obj["kept_rows"], 0, dims[0])
-    kept_cols = integer(obj["kept_cols"], 0, dims[1])
-    return {"rows": rows, "cols": cols, "kept_rows": kept_rows, "kept_cols": kept_cols}
+    owner, factor, candidates = None, 1, dims[1]
+    if over:  # R = shape_t[0] >= 1, C = shape[1] a positive multiple of R, m = kept_rows_t * f
+        owner = owner_of(obj["cols_of"], earlier)
+        if not 1 <= owner["shape"][0] <= dims[1] or dims[1] % owner["shape"][0]:
+            fail("MalformedHeader")
+        factor = dims[1] // owner["shape"][0]
+        candidates = owner["units"]["kept_rows"] * factor
+    kept_cols = integer(obj["kept_cols"], 0, candidates)
+    cols_length = 0 if over and kept_cols == candidates else (candidates + 7) // 8
+    if rows[1] != (dims[0] + 7) // 8 or cols[1] != cols_length:
+        fail("MalformedHeader")
+    return {"rows": rows, "cols": cols, "kept_rows": kept_rows, "kept_cols": kept_cols,
+            "cols_of": owner, "factor": factor, "candidates": candidates}  # fmt: skip
 
 
 def tensor_record(entry: object, version: int, earlier: list[dict]) -> dict:
@@ -273,7 +287,7 @@ def tensor_record(entry: object, version: int, earlier: list[dict]) -> dict:
         if data[1] != SIZES[dtype] * (numel if rows is None else rows["units"]["kept_rows"]):
             fail("MalformedHeader")
         return record | {"dtype": dtype, "sections": [data], "rows": rows}
-    units = units_record(obj["units"], dims) if "units" in obj else None
+    units = units_record(obj["units"], dims, version, earlier) if "units" in obj else None
     rows = kept_rows_of(obj, dims, earlier) if "rows_of" in obj else None  # version 7
     if rows is not None and units is not None:
         fail("MalformedHeader")
@@ -318,12 +332,20 @@ def tensor_record(entry: object, version: int, earlier: list[dict]) -> dict:
     }
 
 
-def kept_rows_of(obj: dict, dims: list[int], earlier: list[dict]) -> dict:
-    """FORMAT.md version 4: the earlier tensor with units whose kept rows a raw tensor holds."""
-    owner = integer(obj["rows_of"], 0, len(earlier) - 1) if earlier else fail("MalformedHeader")
-    if earlier[owner].get("units") is None or dims != earlier[owner]["shape"][:1]:
+def owner_of(value: object, earlier: list[dict]) -> dict:
+    """The earlier tensor with removed units at position ``value``."""
+    owner = integer(value, 0, len(earlier) - 1) if earlier else fail("MalformedHeader")
+    if earlier[owner].get("units") is None:
         fail("MalformedHeader")
     return earlier[owner]
+
+
+def kept_rows_of(obj: dict, dims: list[int], earlier: list[dict]) -> dict:
+    """FORMAT.md version 4: the earlier tensor with units whose kept rows a raw tensor holds."""
+    owner = owner_of(obj["rows_of"], earlier)
+    if dims != owner["shape"][:1]:
+        fail("MalformedHeader")
+    return owner
 
 
 def header_records(header: object, version: int) -> tuple[dict, dict, list[dict]]:
@@ -518,20 +540,38 @@ def positions(record: dict, code: tuple, bits: list[int]) -> np.ndarray:
     return placed
 
 
+def mask_ones(payload: bytes, where: tuple[int, int], size: int, ones: int) -> list[int]:
+    """The 1 bits of a units mask of ``size`` bits: zero padding, ``ones`` of them."""
+    offset, length = where
+    bits = [(byte >> (7 - k)) & 1 for byte in payload[offset : offset + length] for k in range(8)]
+    if any(bits[size:]) or sum(bits) != ones:
+        fail("CorruptStream")
+    return [i for i, bit in enumerate(bits) if bit]
+
+
 def kept_units(record: dict, payload: bytes) -> tuple[list[int], list[int]] | None:
-    """Indices of the kept rows and columns: zero padding, counts as declared."""
+    """Indices of the kept rows and columns (the rows mask checked first), kept in the record
+    for the tensors stored over them."""
     units = record["units"]
     if units is None:
         return None
-    kept = []
-    for what, dim in (("rows", record["shape"][0]), ("cols", record["shape"][1])):
-        offset, length = units[what]
-        mask_bytes = payload[offset : offset + length]
-        bits = [(byte >> (7 - k)) & 1 for byte in mask_bytes for k in range(8)]
-        if any(bits[dim:]) or sum(bits) != units[f"kept_{what}"]:
-            fail("CorruptStream")
-        kept.append([i for i, bit in enumerate(bits) if bit])
-    return kept[0], kept[1]
+    if "kept" not in record:
+        rows = mask_ones(payload, units["rows"], record["shape"][0], units["kept_rows"])
+        owner, factor = units["cols_of"], units["factor"]
+        if owner is None:
+            cols = mask_ones(payload, units["cols"], record["shape"][1], units["kept_cols"])
+        else:  # version 8: bit j is candidate j, column r_(j div f) * f + j mod f
+            size, ones = units["candidates"], units["kept_cols"]
+            chosen = mask_ones(payload, units["cols"], size, ones) if units["cols"][1] else None
+            blocks = kept_units(owner, payload)[0]  # type: ignore[index]
+            if record["numel"] == 0:  # nothing is placed: no candidate is built
+                cols = []
+            elif chosen is None:  # an empty mask keeps every candidate
+                cols = [row * factor + i for row in blocks for i in range(factor)]
+            else:
+                cols = [blocks[j // factor] * factor + j % factor for j in chosen]
+        record["kept"] = (rows, cols)
+    return record["kept"]
 
 
 def half_to_single(h: int) -> int:
@@ -617,7 +657,7 @@ def spec_decode(
     version, flags, header_len, json_len, header_crc, payload_crc = struct.unpack_from(
         "<HHIIII", data, 8
     )
-    if version not in (1, 2, 3, 4, 5, 6, 7) or flags & ~(3 if version >= 4 else 1):
+    if version not in (1, 2, 3, 4, 5, 6, 7, 8) or flags & ~(3 if version >= 4 else 1):
         fail("UnsupportedVersion")
     if header_len > 16 * MIB or json_len > 16 * MIB:
         fail("HeaderTooLarge")
@@ -777,3 +817,202 @@ def test_json_edge_cases_agree(text: bytes) -> None:
     for version in (1, 2, 3):
         fields = (MAGIC, version, 0, len(text), len(text), zlib.crc32(text), zlib.crc32(b""))
         assert_agree(struct.pack("<8sHHIIII", *fields) + text)
+
+
+# --- version 8, built by hand from FORMAT.md "Version 8" -------------------------------------
+
+FC1, FC2, WEIGHT, BIAS, CODE_SHA256 = 33, 34, 9, 10, 5  # static string references
+CLUSTERS = struct.pack("<2f", -0.5, 0.25)
+DIGEST = b"\x81" + bytes([CODE_SHA256, 0xA8]) + bytes.fromhex("0123abcd")
+"""provenance {"code_sha256": "0123abcd"} with a 4-byte digest."""
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    return bytes(out) + bytes([value])
+
+
+def parts(*refs: int) -> bytes:
+    return varint(len(refs)) + b"".join(map(varint, refs))
+
+
+def v8_file(
+    records: list[tuple[bytes, bytes]],
+    version: int = 8,
+    provenance: bytes = b"\x80",
+    table: tuple[bytes, ...] = (),
+) -> bytes:
+    """A file of binary header records (each with its payload sections), no compression."""
+    strings = varint(len(table)) + b"".join(varint(len(text)) + text for text in table)
+    header = strings + b"\x80" + provenance + varint(len(records))
+    header += b"".join(record for record, _ in records)
+    return build(header, b"".join(sections for _, sections in records), False, version)
+
+
+def layer(
+    name: bytes,
+    shape: tuple[int, ...],
+    kept: tuple[int, ...],
+    masks: bytes,
+    labels: list[int],
+    tag: int = 0x05,
+) -> tuple[bytes, bytes]:
+    """A Huffman record with removed units whose kept block is dense (the single index symbol 0,
+    zero bits) with one weight bit per label over [-0.5, 0.25]; ``kept`` is kept_rows, kept_cols
+    and (tag bit 0x40) the owner ``t``; ``masks`` the two mask sections' bytes."""
+    n = len(labels)
+    record = bytes([tag]) + name + varint(len(shape)) + b"".join(map(varint, shape))
+    record += varint(n) + b"\x00" + varint(2) + b"".join(map(varint, kept))
+    record += varint(2) + varint(0) + varint(4) + varint(n) + varint(n)
+    stream = np.packbits(np.array(labels, dtype=np.uint8)).tobytes()
+    codebook = np.array([-0.5, 0.25], "<f2").tobytes() if tag & 0x20 else CLUSTERS
+    return record, codebook + masks + b"\x00\x00" + b"\x01\x02\x00\x01" + stream
+
+
+def raw_bias(name: bytes, owner: int, values: list[float]) -> tuple[bytes, bytes]:
+    """A float32 raw record over the kept rows of tensor ``owner``."""
+    return b"\x04" + name + varint(owner), struct.pack(f"<{len(values)}f", *values)
+
+
+def coded_bias(name: bytes, owner: int) -> tuple[bytes, bytes]:
+    """A Huffman record over the kept rows of tensor ``owner``: every row 0.75 (zero bits)."""
+    record = b"\x03" + name + varint(owner) + b"\x00" + varint(1) + varint(2) + varint(0)
+    return record, struct.pack("<f", 0.75) + b"\x00\x00"
+
+
+FC1_LABELS = [1, 0, 1, 0, 0, 1, 1, 1, 0]
+FC2_LABELS = [0, 1, 1, 0, 1, 1, 0, 0]
+
+
+def fc1(name: bytes = parts(FC1, WEIGHT), shape: tuple[int, ...] = (4, 3)) -> tuple[bytes, bytes]:
+    """Shape [4, 3], rows 0, 2 and 3 kept (mask B0), every column (E0)."""
+    return layer(name, shape, (3, 3), b"\xb0\xe0", FC1_LABELS)
+
+
+def fc2(
+    cols: bytes = b"\xcc",
+    kept_cols: int = 4,
+    labels: list[int] = FC2_LABELS,
+    shape: tuple[int, ...] = (2, 8),
+    owner: int = 0,
+    tag: int = 0x45,
+    name: bytes = parts(FC2, WEIGHT),
+) -> tuple[bytes, bytes]:
+    """Shape [2, 8] with columns over fc1's kept rows: f = 2, candidates 0, 1, 4, 5, 6, 7."""
+    return layer(name, shape, (2, kept_cols, owner), b"\xc0" + cols, labels, tag)
+
+
+def v8_model(version: int = 8, **change: object) -> bytes:
+    """fc1.weight; fc1.bias (raw) and fc2.bias (coded) with derived names; fc2.weight's columns
+    over fc1's kept rows; a 4-byte digest in the provenance."""
+    records = [fc1(), raw_bias(parts(), 0, [1.0, 2.0, 3.0]), fc2(**change), coded_bias(parts(), 2)]
+    return v8_file(records, version, DIGEST)
+
+
+def test_version_8_by_hand_decodes_as_the_document_says() -> None:
+    _, provenance, tensors, _ = spec_decode(v8_model())
+    assert provenance == {"code_sha256": "0123abcd"}
+    assert [t[0] for t in tensors] == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+    values = {name: np.frombuffer(items, "<f4").reshape(shape) for name, _, shape, items in tensors}
+    fc2_weight = np.zeros((2, 8), "<f4")
+    fc2_weight[:, [0, 1, 6, 7]] = np.array([-0.5, 0.25], "<f4")[FC2_LABELS].reshape(2, 4)
+    assert values["fc2.weight"].tobytes() == fc2_weight.tobytes()
+    assert values["fc1.bias"].tolist() == [1.0, 0.0, 2.0, 3.0]
+    assert values["fc2.bias"].tolist() == [0.75, 0.75]
+    every = spec_decode(v8_model(cols=b"", kept_cols=6, labels=[1, 0] * 6))[2][2]
+    assert np.frombuffer(every[3], "<f4").reshape(2, 8)[:, [2, 3]].tolist() == [[0, 0], [0, 0]]
+
+
+def _v8_cases() -> dict[str, tuple[bytes, str]]:
+    """Hand-built files and the outcome FORMAT.md gives them."""
+    owner, bias = fc1(), raw_bias(parts(), 0, [1.0, 2.0, 3.0])
+    columns = fc2()
+    huge = layer(parts(FC2, WEIGHT), (0, 1 << 28), (0, 1 << 28, 0), b"", [], 0x45)
+    return {
+        "every feature": (v8_model(), "decoded"),
+        "every candidate kept: empty cols mask": (
+            v8_model(cols=b"", kept_cols=6, labels=[1, 0] * 6), "decoded"),
+        "float16 codebook with columns (0x65)": (v8_model(tag=0x65), "decoded"),
+        "derived names beside stored ones": (v8_file([owner, bias, columns]), "decoded"),
+        "owner named w: bias": (v8_file([fc1(parts(46)), bias], table=(b"w",)), "decoded"),
+        "owner named .weight: .bias": (v8_file([fc1(parts(46, WEIGHT)), bias], table=(b"",)),
+                                       "decoded"),
+        "3-D tensor over 2-D owner": (v8_file([owner, fc2(shape=(2, 8, 1))]), "decoded"),
+        "no elements: 2^28 candidates never built": (
+            v8_file([layer(parts(FC1), (1, 0), (1, 0), b"\x80", []), huge]), "decoded"),
+        "4-byte digest alone": (v8_file([], provenance=DIGEST), "decoded"),
+        "4-byte digest in version 7": (v8_file([], 7, DIGEST), "MalformedHeader"),
+        "4-byte digest in version 5": (v8_file([], 5, DIGEST), "MalformedHeader"),
+        "derived name in version 7": (v8_file([owner, bias], 7), "MalformedHeader"),
+        "columns tag in version 7": (v8_file([owner, columns], 7), "MalformedHeader"),
+        "every feature in version 7": (v8_model(7), "MalformedHeader"),
+        "p = 0 on a plain raw record": (
+            v8_file([(b"\x00" + parts() + b"\x01\x01", b"\x00" * 4)]), "MalformedHeader"),
+        "p = 0 on a record with units": (v8_file([fc1(parts())]), "MalformedHeader"),
+        "p = 0 on a columns record": (v8_file([owner, fc2(name=parts())]), "MalformedHeader"),
+        "derived name twice": (v8_file([owner, bias, bias]), "MalformedHeader"),
+        "derived name beside the same stored name": (
+            v8_file([owner, bias, raw_bias(parts(FC1, BIAS), 0, [0.0] * 3)]), "MalformedHeader"),
+        "derived name over a tensor without units": (
+            v8_file([owner, bias, raw_bias(parts(), 1, [0.0] * 3)]), "MalformedHeader"),
+        "0x40 without 0x04 (0x41)": (v8_file([owner, fc2(tag=0x41)]), "MalformedHeader"),
+        "0x40 with 0x02 (0x43)": (v8_file([owner, fc2(tag=0x43)]), "MalformedHeader"),
+        "0x40 with 0x02 and 0x04 (0x47)": (v8_file([owner, fc2(tag=0x47)]), "MalformedHeader"),
+        "0x40 and 0x80 (0xC5)": (v8_file([owner, fc2(tag=0xC5)]), "MalformedHeader"),
+        "C not a multiple of R": (v8_file([owner, fc2(shape=(2, 6))]), "MalformedHeader"),
+        "C below R": (v8_file([owner, fc2(shape=(2, 2), cols=b"", kept_cols=0, labels=[])]),
+                      "MalformedHeader"),
+        "C = 0": (v8_file([owner, fc2(shape=(2, 0), cols=b"", kept_cols=0, labels=[])]),
+                  "MalformedHeader"),
+        "R = 0": (v8_file([layer(parts(FC1), (0, 3), (0, 3), b"\xe0", []),
+                           fc2(cols=b"", kept_cols=0, labels=[])]), "MalformedHeader"),
+        "columns over a tensor without units": (
+            v8_file([owner, bias, fc2(owner=1)]), "MalformedHeader"),
+        "columns over itself": (v8_file([owner, fc2(owner=1)]), "MalformedHeader"),
+        "columns over a later tensor": (v8_file([owner, fc2(owner=5)]), "MalformedHeader"),
+        "1-D tensor with columns": (v8_file([owner, fc2(shape=(8,), cols=b"")]),
+                                    "MalformedHeader"),
+        "kept_cols > m": (v8_file([owner, fc2(cols=b"\xfc", kept_cols=7, labels=[0] * 14)]),
+                          "MalformedHeader"),
+        "a mask where none belongs": (v8_file([owner, fc2(cols=b"\xfc", kept_cols=6,
+                                                          labels=[0] * 12)]), "InvalidOffset"),
+        "no mask where one belongs": (v8_file([owner, fc2(cols=b"")]), "TruncatedFile"),
+        "a padding bit after m": (v8_file([owner, fc2(cols=b"\xcd")]), "CorruptStream"),
+        "three 1 bits for kept_cols 4": (v8_file([owner, fc2(cols=b"\xc8")]), "CorruptStream"),
+        "owner's rows mask with 2 bits for kept_rows 3": (
+            v8_file([layer(parts(FC1, WEIGHT), (4, 3), (3, 3), b"\xa0\xe0", FC1_LABELS), bias]),
+            "CorruptStream"),
+        "one owner row: f = C": (v8_file([layer(parts(FC1), (1, 0), (1, 0), b"\x80", []),
+                                          fc2(cols=b"", kept_cols=8, labels=[1] * 16)]),
+                                 "decoded"),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(_v8_cases()))
+def test_version_8_features_and_faults_agree(case: str) -> None:
+    data, outcome = _v8_cases()[case]
+    assert assert_agree(data) == outcome
+
+
+def test_no_candidate_is_built_for_a_tensor_without_elements() -> None:
+    """FORMAT.md "Decoder memory": 2^28 candidate columns declared by a 100-byte file cost
+    neither reader memory when the tensor has no elements."""
+    data = _v8_cases()["no elements: 2^28 candidates never built"][0]
+    assert len(data) < 128
+    for read in (reference_outcome, spec_outcome):
+        tracemalloc.start()
+        try:
+            assert not isinstance(read(data, None), str)
+            assert tracemalloc.get_traced_memory()[1] < 16 * MIB
+        finally:
+            tracemalloc.stop()
+
+
+def test_cols_of_is_an_unknown_key_before_version_8() -> None:
+    header, payload = split(BASE_FILES[5])
+    assert [t.get("units") is not None for t in header["tensors"][:2]] == [True, True]
+    header["tensors"][1]["units"]["cols_of"] = 0
+    assert assert_agree(build(dump(header), payload, False, 3)) == "MalformedHeader"

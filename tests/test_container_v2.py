@@ -53,7 +53,7 @@ def test_every_dtype_round_trips_bit_for_bit(dtype_name: str) -> None:
     for name, tensor in raw.items():
         assert_identical(decoded[name], tensor)
     info = read_info(data)
-    assert info.version == 3 and FORMAT_VERSION == 7
+    assert info.version == 3 and FORMAT_VERSION == 8
     assert {layer.dtype for layer in info.layers} == {dtype_name}
     width = dtype.itemsize
     assert [layer.raw_bytes for layer in info.layers] == [85 * width, width, 0, 24 * width]

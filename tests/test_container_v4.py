@@ -66,7 +66,7 @@ def tiny_v4() -> bytes:
 
 def test_version_4_is_pinned() -> None:
     data = tiny_v4()
-    assert FORMAT_VERSION == 7 and data[8:10] == b"\x04\x00"
+    assert FORMAT_VERSION == 8 and data[8:10] == b"\x04\x00"
     header, _ = split_v4(data)
     # string table: "tiny", "w", "b"; arch {name: "tiny"}; provenance {}; two tensor records
     assert header[:10] == bytes([3, 4]) + b"tiny" + bytes([1]) + b"w" + bytes([1]) + b"b"

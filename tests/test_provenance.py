@@ -72,9 +72,9 @@ def test_same_params_give_the_same_provenance():
     assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
     assert set(first) == {"params", "params_sha256", "code_sha256"}
     assert first["params"]["model"] == {"name": "lenet_300_100"}
-    assert re.fullmatch(r"[0-9a-f]{16}", first["code_sha256"])
+    assert re.fullmatch(r"[0-9a-f]{8}", first["code_sha256"])
     canonical = json.dumps(first["params"], sort_keys=True).encode()
-    assert first["params_sha256"] == hashlib.sha256(canonical).hexdigest()[:16]
+    assert first["params_sha256"] == hashlib.sha256(canonical).hexdigest()[:8]
 
 
 def test_hashes_only_provenance_keeps_the_hashes_and_drops_the_copy():
@@ -85,7 +85,7 @@ def test_hashes_only_provenance_keeps_the_hashes_and_drops_the_copy():
     assert hashes["code_sha256"] == full["code_sha256"]
     values = file_params(_params(mode="hashes"))
     canonical = json.dumps(values, sort_keys=True).encode()
-    assert hashes["params_sha256"] == hashlib.sha256(canonical).hexdigest()[:16]
+    assert hashes["params_sha256"] == hashlib.sha256(canonical).hexdigest()[:8]
     assert hashes["params_sha256"] != full["params_sha256"]  # the mode is itself a param
     assert len(json.dumps(hashes)) < len(json.dumps(full)) // 2
 

@@ -1,4 +1,4 @@
-"""Reading the binary header (versions 4 to 7): varints, one string table and typed values.
+"""Reading the binary header (versions 4 to 8): varints, one string table and typed values.
 
 ``binwriter.dump_header`` writes the header object (arch, provenance, tensor records with spans)
 as bytes; ``load_header`` reads them back to the same object, spans rebuilt from the section
@@ -26,6 +26,7 @@ from deepcompression.format.spec import (
     HALF_CODEBOOK_VERSION,
     KIND_HUFFMAN,
     KIND_RAW,
+    LINKED_VERSION,
     MAX_CLASSES,
     MAX_IMAGE_SIZE,
     MAX_INPUT_CHANNELS,
@@ -42,10 +43,18 @@ __all__ = ["load_header"]
 _ARG_VARINT = 31
 """A tag's 5-bit argument of 31 means "a varint follows, holding the argument (>= 31)"."""
 _STATIC, _UINT, _NEGINT, _ARRAY, _OBJECT, _SIMPLE, _TABLE = range(7)
-_NULL, _FALSE, _TRUE, _FLOAT, _DIGEST, _DIGEST16, _DIGEST8, _DECIMAL = range(8)
-_DIGESTS = {_DIGEST: 32, _DIGEST16: 16, _DIGEST8: 8}
-"""Digest tags and their byte counts: the 8- and 16-byte ones from version 5."""
+_NULL, _FALSE, _TRUE, _FLOAT, _DIGEST, _DIGEST16, _DIGEST8, _DECIMAL, _DIGEST4 = range(9)
+_DIGESTS = {_DIGEST: 32, _DIGEST16: 16, _DIGEST8: 8, _DIGEST4: 4}
+"""Digest tags and their byte counts: the 8- and 16-byte ones from version 5, the 4-byte one
+from version 8."""
 _DIGEST_TAG = {2 * size: arg for arg, size in _DIGESTS.items()}
+
+
+def digest_since(arg: int) -> int:
+    """The first version in which the digest tag argument ``arg`` is defined."""
+    return {_DIGEST: BINARY_HEADER_VERSION, _DIGEST4: LINKED_VERSION}.get(arg, SHORT_VALUES_VERSION)
+
+
 MAX_DECIMAL_EXPONENT = 400
 """Largest magnitude of a decimal number's exponent (version 5): past +-400 no finite, non-zero
 binary64 has a shorter decimal form than its 8 bytes."""
@@ -62,6 +71,9 @@ _HALF_BIT = 0x20
 """Huffman-record tag bit (version 6): the codebook's items are float16."""
 _CODED_ROWS_BIT = 0x02
 """Huffman-record tag bit (version 7): one weight per kept row of an earlier tensor."""
+_COLS_OF_BIT = 0x40
+"""Huffman-record tag bit (version 8, with removed units): the columns mask runs over the
+columns of an earlier tensor's kept rows."""
 _MAX_VARINT_BYTES = 8
 _STATIC_INDEX = {text: i for i, text in enumerate(STATIC_STRINGS)}
 
@@ -128,6 +140,7 @@ class _Reader:
         """Version 6: a Huffman record's tag may say its codebook is float16."""
         self.coded_rows = version >= CODED_ROWS_VERSION
         """Version 7: a Huffman record may be stored over an earlier tensor's kept rows."""
+        self.version = version
 
     def take(self, size: int, what: str) -> bytes:
         if size > len(self.data) - self.pos:
@@ -210,7 +223,7 @@ class _Reader:
             return (None, False, True)[arg]
         if major == _SIMPLE and arg in (_FLOAT, _DECIMAL):
             return self.number(arg)
-        if major == _SIMPLE and arg in _DIGESTS and (self.short or arg == _DIGEST):
+        if major == _SIMPLE and arg in _DIGESTS and self.version >= digest_since(arg):
             return self.take(_DIGESTS[arg], "digest value").hex()
         raise MalformedHeader(f"value tag 0x{major << 5 | min(arg, 31):02x} is not defined")
 
@@ -293,11 +306,16 @@ class _Reader:
     def record(self, strings: _Strings, offset: int, earlier: list[dict]) -> tuple[dict, int]:
         """One tensor record as the header object holds it, and the payload offset after it."""
         tag = self.byte("tensor tag")
-        name = self.name(strings)
-        if tag & 0x0F == _RAW_TAG | _ROWS_BIT and tag >> 4 < len(RAW_DTYPES):
+        raw_rows = tag & 0x0F == _RAW_TAG | _ROWS_BIT and tag >> 4 < len(RAW_DTYPES)
+        coded_rows = bool(tag & _CODED_ROWS_BIT) and self.coded_rows
+        coded_rows = coded_rows and tag & ~(_HALF_BIT | 0x10) == 0x03
+        derived = (raw_rows or coded_rows) and self.version >= LINKED_VERSION
+        name = self.name(strings, derived=derived)
+        if raw_rows:
             return self.kept_rows(name, RAW_DTYPES[tag >> 4], earlier, offset)
-        if tag & _CODED_ROWS_BIT and self.coded_rows and tag & ~(_HALF_BIT | 0x10) == 0x03:
+        if coded_rows:
             return self.coded_rows_record(name, tag, earlier, offset)
+        assert name is not None  # only a record over kept rows derives its name
         ndim = self.varint("ndim")
         if ndim > MAX_NDIM:
             raise MalformedHeader(f"tensor {name[:60]!r}: {ndim} dimensions, at most {MAX_NDIM}")
@@ -308,26 +326,29 @@ class _Reader:
             record = {"kind": KIND_RAW, "name": name, "shape": shape, "dtype": dtype,
                       "data": [offset, length]}  # fmt: skip
             return record, offset + length
-        if tag & ~_HALF_BIT not in _HUFFMAN_TAGS or (tag & _HALF_BIT and not self.half):
+        linked = tag & _COLS_OF_BIT and tag & _UNITS_BIT and self.version >= LINKED_VERSION
+        base = tag & ~(_HALF_BIT | (_COLS_OF_BIT if linked else 0))
+        if base not in _HUFFMAN_TAGS or (tag & _HALF_BIT and not self.half):
             raise MalformedHeader(f"tensor {name[:60]!r}: tag 0x{tag:02x} is not defined")
-        return self.huffman(name, shape, tag, offset)
+        return self.huffman(name, shape, tag, offset, earlier)
 
-    def owner(self, name: str, earlier: list[dict]) -> tuple[int, dict]:
+    def owner(self, name: str | None, earlier: list[dict]) -> tuple[int, dict]:
         """The earlier tensor with removed units whose kept rows a record is stored over."""
         tensor = self.varint("rows tensor")
         owner = earlier[tensor] if tensor < len(earlier) else {}
         if "units" not in owner:
             raise MalformedHeader(
-                f"tensor {name[:60]!r}: rows of tensor {tensor}, which is not an earlier tensor "
-                "with removed units"
+                f"tensor {(name or 'with a derived name')[:60]!r}: rows of tensor {tensor}, "
+                "which is not an earlier tensor with removed units"
             )
         return tensor, owner
 
     def coded_rows_record(
-        self, name: str, tag: int, earlier: list[dict], offset: int
+        self, name: str | None, tag: int, earlier: list[dict], offset: int
     ) -> tuple[dict, int]:
         """A Huffman record over an earlier tensor's kept rows (version 7): no index stream."""
         tensor, owner = self.owner(name, earlier)
+        name = name or bias_name(owner["name"])
         widths = self.byte("bit widths")
         if widths & 0x0F:
             raise MalformedHeader(f"tensor {name[:60]!r}: over kept rows, the index width is 0")
@@ -355,32 +376,39 @@ class _Reader:
         return record, offset
 
     def kept_rows(
-        self, name: str, dtype: str, earlier: list[dict], offset: int
+        self, name: str | None, dtype: str, earlier: list[dict], offset: int
     ) -> tuple[dict, int]:
         """A raw record stored over the kept rows of earlier tensor ``t`` (which has units)."""
         tensor, owner = self.owner(name, earlier)
+        name = name or bias_name(owner["name"])
         length = DTYPES[dtype][1] * owner["units"]["kept_rows"]
         record = {"kind": KIND_RAW, "name": name, "shape": owner["shape"][:1], "dtype": dtype,
                   "rows_of": tensor, "data": [offset, length]}  # fmt: skip
         return record, offset + length
 
-    def name(self, strings: _Strings) -> str:
-        """Name parts joined by '.'; a part holds no '.' (each name has one encoding)."""
+    def name(self, strings: _Strings, derived: bool = False) -> str | None:
+        """Name parts joined by '.'; a part holds no '.' (each name has one encoding). No part
+        (``derived``, version 8: a record over kept rows) gives None: the owner's bias name."""
         parts = [
             strings.get(self.varint("name part"), "name part")
             for _ in self.counted(self.varint("name parts"), 1, "name")
         ]
-        if not parts or any("." in part for part in parts):
+        if (not parts and not derived) or any("." in part for part in parts):
             raise MalformedHeader("a tensor name is one or more parts, none containing '.'")
-        return ".".join(parts)
+        return ".".join(parts) if parts else None
 
-    def huffman(self, name: str, shape: list[int], tag: int, offset: int) -> tuple[dict, int]:
+    def huffman(
+        self, name: str, shape: list[int], tag: int, offset: int, earlier: list[dict]
+    ) -> tuple[dict, int]:
         """A Huffman record's counts, its spans laid out from ``offset`` in section order (an
         arithmetic-coded stream has no table: length 0, not stored)."""
         nnz = self.varint("nnz")
         widths = self.byte("bit widths")
         k = self.varint("codebook size")
         kept = (self.varint("kept rows"), self.varint("kept cols")) if tag & _UNITS_BIT else None
+        if kept is not None and len(shape) < 2:
+            raise MalformedHeader(f"tensor {name[:60]!r}: removed units need 2+ dimensions")
+        cols_of = self.cols_of(name, shape, kept[1], earlier) if tag & _COLS_OF_BIT else None
         arith = [bool(tag & _ARITH_BITS[key]) for key in ("index", "weight")]
         counts = [
             (0 if coded else self.varint("table length"), self.varint("stream bits"))
@@ -397,9 +425,8 @@ class _Reader:
         }
         lengths = [(HALF_BYTES if tag & _HALF_BIT else FLOAT_BYTES) * k]
         if kept is not None:
-            if len(shape) < 2:
-                raise MalformedHeader(f"tensor {name[:60]!r}: removed units need 2+ dimensions")
-            lengths += [(shape[0] + 7) // 8, (shape[1] + 7) // 8]
+            cols = (shape[1] + 7) // 8 if cols_of is None else cols_of[1]
+            lengths += [(shape[0] + 7) // 8, cols]
         lengths += [counts[0][0], counts[1][0], (counts[0][1] + 7) // 8, (counts[1][1] + 7) // 8]
         spans = []
         for length in lengths:
@@ -411,6 +438,8 @@ class _Reader:
         if kept is not None:
             record["units"] = {"rows": spans[1], "cols": spans[2], "kept_rows": kept[0],
                                "kept_cols": kept[1]}  # fmt: skip
+            if cols_of is not None:
+                record["units"]["cols_of"] = cols_of[0]
         for key, table, stream, (_, bits), symbols, coded in (
             ("index", spans[-4], spans[-2], counts[0], index_symbols, arith[0]),
             ("weight", spans[-3], spans[-1], counts[1], nnz, arith[1]),
@@ -419,3 +448,28 @@ class _Reader:
             if coded:
                 record[key]["coder"] = CODER_ARITH
         return record, offset
+
+    def cols_of(self, name: str, shape: list[int], kept_cols: int, earlier: list[dict]
+                ) -> tuple[int, int]:  # fmt: skip
+        """Version 8: the earlier tensor with removed units whose kept rows' column blocks this
+        record's columns mask runs over, and the mask's length (0 when every candidate is kept)."""
+        tensor, owner = self.owner(name, earlier)
+        blocks, cols = owner["shape"][0], shape[1]
+        if blocks < 1 or cols < blocks or cols % blocks:
+            raise MalformedHeader(
+                f"tensor {name[:60]!r}: its {cols} columns are not a positive multiple of the "
+                f"{blocks} rows of tensor {tensor}"
+            )
+        candidates = owner["units"]["kept_rows"] * (cols // blocks)
+        if kept_cols > candidates:
+            raise MalformedHeader(
+                f"tensor {name[:60]!r}: keeps {kept_cols} columns of {candidates} candidates"
+            )
+        return tensor, 0 if kept_cols == candidates else (candidates + 7) // 8
+
+
+def bias_name(owner: str) -> str:
+    """Version 8: the name a record over ``owner``'s kept rows has when it stores no name parts:
+    the owner's with its last part replaced by ``bias``."""
+    head, dot, _ = owner.rpartition(".")
+    return f"{head}{dot}bias"

@@ -1,4 +1,4 @@
-"""Writing the binary header (versions 4 to 7): varints, one string table and typed values.
+"""Writing the binary header (versions 4 to 8): varints, one string table and typed values.
 
 ``dump_header`` turns the header object (arch, provenance, the input spec, placed tensor records)
 into the bytes ``binheader.load_header`` reads back; offsets are not stored (the sections tile
@@ -15,8 +15,8 @@ from deepcompression.format.binheader import (
     _ARITH_BITS,
     _ARRAY,
     _CODED_ROWS_BIT,
+    _COLS_OF_BIT,
     _DECIMAL,
-    _DIGEST,
     _DIGEST_TAG,
     _DOUBLE,
     _FALSE,
@@ -40,6 +40,8 @@ from deepcompression.format.binheader import (
     _UINT,
     _UNITS_BIT,
     MAX_DECIMAL_EXPONENT,
+    bias_name,
+    digest_since,
 )
 from deepcompression.format.errors import InvalidArgument
 from deepcompression.format.info import InputMeta
@@ -50,6 +52,7 @@ from deepcompression.format.spec import (
     HALF_BYTES,
     KIND_HUFFMAN,
     KIND_RAW,
+    LINKED_VERSION,
     MAX_JSON_DEPTH,
     MAX_JSON_INT,
     RAW_DTYPES,
@@ -67,19 +70,25 @@ def dump_header(
     spec: InputMeta | None = None,
     version: int = BINARY_HEADER_VERSION,
 ) -> bytes:
-    """The binary header bytes (version 4 or 5) of arch, provenance, the input spec if any (the
+    """The binary header bytes (versions 4 to 8) of arch, provenance, the input spec if any (the
     preamble's FLAG_INPUT_SPEC says whether one is there) and placed tensor records. Version 5
-    writes short digests, decimal numbers and digit class names where they apply."""
+    writes short digests, decimal numbers and digit class names where they apply; version 8
+    4-byte digests and no name parts for a bias over its owner's kept rows."""
     table = _StringTable()
     body = bytearray()
     short = version >= SHORT_VALUES_VERSION
-    _put_value(body, arch, table, 1, short)
-    _put_value(body, provenance, table, 1, short)
+    _put_value(body, arch, table, 1, version)
+    _put_value(body, provenance, table, 1, version)
     if spec is not None:
         _put_input(body, spec, table, short)
     _put_varint(body, len(records))
+    derive = version >= LINKED_VERSION
     for record in records:
-        _put_record(body, record, table)
+        owner = record.get("rows_of")
+        derived = derive and owner is not None and record["name"] == bias_name(
+            records[owner]["name"]
+        )
+        _put_record(body, record, table, derived)
     return table.encode() + bytes(body)
 
 
@@ -127,8 +136,9 @@ def _put_tag(out: bytearray, major: int, arg: int) -> None:
         _put_varint(out, arg)
 
 
-def _put_value(out: bytearray, value: object, table: _StringTable, depth: int, short: bool) -> None:
-    """One arch/provenance value: typed tag, then its content (``short``: version 5's forms)."""
+def _put_value(out: bytearray, value: object, table: _StringTable, depth: int, version: int
+               ) -> None:  # fmt: skip
+    """One arch/provenance value: typed tag, then its content in the forms ``version`` has."""
     if isinstance(value, list | tuple | dict) and depth > MAX_JSON_DEPTH:
         raise InvalidArgument(f"arch/provenance nest more than {MAX_JSON_DEPTH} arrays/objects")
     if value is None or isinstance(value, bool):
@@ -138,10 +148,10 @@ def _put_value(out: bytearray, value: object, table: _StringTable, depth: int, s
             raise InvalidArgument(f"arch/provenance integer {value} exceeds 2**53 - 1")
         _put_tag(out, _UINT, value) if value >= 0 else _put_tag(out, _NEGINT, -1 - value)
     elif isinstance(value, float):
-        _put_float(out, value, short)
+        _put_float(out, value, version >= SHORT_VALUES_VERSION)
     elif isinstance(value, str):
         digest = _DIGEST_TAG.get(len(value)) if set(value) <= _HEX else None
-        if digest is not None and (short or digest == _DIGEST):
+        if digest is not None and version >= digest_since(digest):
             _put_tag(out, _SIMPLE, digest)
             out += bytes.fromhex(value)
         else:
@@ -153,14 +163,14 @@ def _put_value(out: bytearray, value: object, table: _StringTable, depth: int, s
     elif isinstance(value, list | tuple):
         _put_tag(out, _ARRAY, len(value))
         for item in value:
-            _put_value(out, item, table, depth + 1, short)
+            _put_value(out, item, table, depth + 1, version)
     elif isinstance(value, dict):
         if not all(isinstance(key, str) for key in value):
             raise InvalidArgument("arch/provenance objects must have str keys")
         _put_tag(out, _OBJECT, len(value))
         for key in sorted(value):
             _put_varint(out, table.ref(key))
-            _put_value(out, value[key], table, depth + 1, short)
+            _put_value(out, value[key], table, depth + 1, version)
     else:
         raise InvalidArgument(
             f"arch/provenance values must be JSON-like (None, bool, int, float, str, list, "
@@ -224,8 +234,9 @@ def _put_input(out: bytearray, spec: InputMeta, table: _StringTable, short: bool
         _put_varint(out, table.ref(name))
 
 
-def _put_record(out: bytearray, record: dict, table: _StringTable) -> None:
-    """One tensor record: tag, name, shape, then the kind's counts (spans become lengths)."""
+def _put_record(out: bytearray, record: dict, table: _StringTable, derived: bool) -> None:
+    """One tensor record: tag, name (no parts when ``derived``), shape, then the kind's counts
+    (spans become lengths)."""
     rows = record.get("rows_of")
     if record["kind"] == KIND_RAW:
         out.append(
@@ -235,8 +246,9 @@ def _put_record(out: bytearray, record: dict, table: _StringTable) -> None:
         arith = sum(bit for key, bit in _ARITH_BITS.items() if record[key].get("coder"))
         half = _HALF_BIT if record.get("codebook_dtype") == CODEBOOK_FLOAT16 else 0
         form = _UNITS_BIT if "units" in record else 0 if rows is None else _CODED_ROWS_BIT
-        out.append(_HUFFMAN_TAG | form | arith | half)
-    parts = record["name"].split(".")
+        linked = _COLS_OF_BIT if "cols_of" in record.get("units", {}) else 0
+        out.append(_HUFFMAN_TAG | form | arith | half | linked)
+    parts = [] if derived else record["name"].split(".")
     _put_varint(out, len(parts))
     for part in parts:
         _put_varint(out, table.ref(part))
@@ -255,6 +267,8 @@ def _put_record(out: bytearray, record: dict, table: _StringTable) -> None:
         if "units" in record:
             _put_varint(out, record["units"]["kept_rows"])
             _put_varint(out, record["units"]["kept_cols"])
+            if "cols_of" in record["units"]:
+                _put_varint(out, record["units"]["cols_of"])
         for key in ("index", "weight"):
             if not record[key].get("coder"):
                 _put_varint(out, record[key]["table"][1])

@@ -168,7 +168,7 @@ def _decode_huffman(record: HuffmanRecord, payload: memoryview) -> torch.Tensor:
     """
     if record.rows is not None:
         return _decode_coded_rows(record, record.rows, payload)
-    kept = None if record.units is None else _kept_units(record.units, record.shape, payload)
+    kept = None if record.units is None else _kept_units(record, record.units, payload)
     centroids = (_halves if record.half_codebook else _floats)(payload, record.codebook)
     bits = record.index_bits
     index_code = _labelled("index stream", _load_code, record.index, payload, bits, 1 << bits)
@@ -216,25 +216,36 @@ def _decode_coded_rows(record: HuffmanRecord, rows: KeptRows, payload: memoryvie
 
 
 def _kept_units(
-    units: UnitsRecord, shape: tuple[int, ...], payload: memoryview
+    record: HuffmanRecord, units: UnitsRecord, payload: memoryview
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the kept rows and columns; padding bits must be 0 and counts as declared."""
-    kept = []
-    for what, span, dim, count in (
-        ("rows", units.rows, shape[0], units.kept_rows),
-        ("cols", units.cols, shape[1], units.kept_cols),
-    ):
-        raw = np.frombuffer(payload, dtype=np.uint8, count=span.length, offset=span.offset)
-        flags = np.unpackbits(raw, bitorder="big")
-        if flags[dim:].any():
-            raise CorruptStream(f"units {what} mask: padding bits after unit {dim} are not zero")
-        indices = np.flatnonzero(flags[:dim])
-        if indices.size != count:
-            raise CorruptStream(
-                f"units {what} mask keeps {indices.size} units but the header declares {count}"
-            )
-        kept.append(indices)
-    return kept[0], kept[1]
+    rows = _mask_indices("rows", units.rows, record.shape[0], units.kept_rows, payload)
+    columns = units.columns
+    if columns is None:
+        cols = _mask_indices("cols", units.cols, record.shape[1], units.kept_cols, payload)
+        return rows, cols
+    if units.cols.length:
+        picked = _mask_indices("cols", units.cols, columns.candidates, units.kept_cols, payload)
+    else:
+        picked = np.arange(units.kept_cols) if record.numel else None
+    if picked is None or not record.numel:  # nothing to place: no column indices are built
+        return rows, np.broadcast_to(np.int64(0), (units.kept_cols,))
+    owner = _mask_indices("owner rows", columns.mask, columns.rows, columns.kept, payload)
+    return rows, owner[picked // columns.block] * columns.block + picked % columns.block
+
+
+def _mask_indices(what: str, span: Span, dim: int, count: int, payload: memoryview) -> np.ndarray:
+    """Indices of the 1 bits of a units mask of ``dim`` bits (zero padding, ``count`` ones)."""
+    raw = np.frombuffer(payload, dtype=np.uint8, count=span.length, offset=span.offset)
+    flags = np.unpackbits(raw, bitorder="big")
+    if flags[dim:].any():
+        raise CorruptStream(f"units {what} mask: padding bits after unit {dim} are not zero")
+    indices = np.flatnonzero(flags[:dim])
+    if indices.size != count:
+        raise CorruptStream(
+            f"units {what} mask keeps {indices.size} units but the header declares {count}"
+        )
+    return indices
 
 
 def _positions(stream: HuffmanStream, record: HuffmanRecord) -> slice | np.ndarray:

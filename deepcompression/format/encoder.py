@@ -52,6 +52,7 @@ from deepcompression.format.spec import (
     HALF_CODEBOOK_VERSION,
     KIND_HUFFMAN,
     KIND_RAW,
+    LINKED_VERSION,
     MAGIC,
     MAX_HEADER_BYTES,
     MAX_HEADER_RATIO,
@@ -115,6 +116,8 @@ def encode_model(
     chosen = _choose_layers(options, file_bytes)
     if format_version >= CODED_ROWS_VERSION:
         chosen = _coded_rows(chosen, file_bytes)
+    if format_version >= LINKED_VERSION:
+        chosen = _units_for_links(_linked_columns(chosen, file_bytes), options, file_bytes)
     if binary and arithmetic:
         chosen = choose_coders(chosen, file_bytes)
     encoded = [*chosen, *raws_for(raws, chosen)]
@@ -283,7 +286,12 @@ def _quantized_options(q: QuantizedTensor, version: int) -> list[Encoded]:
     forms: list[tuple[np.ndarray, np.ndarray] | None] = [None]
     if version >= UNITS_VERSION and (units := _removable_units(mask)) is not None:
         forms.append(units)
-    encoded = [_encode_layer(common, mask, width, form) for form in forms for width in widths]
+    linked = version >= LINKED_VERSION
+    encoded = [
+        _encode_layer(common, mask, width, form, linkable=linked)
+        for form in forms
+        for width in widths
+    ]
     if version < CODED_ROWS_VERSION or mask.ndim != 1:
         return encoded
     over_rows = functools.partial(_over_rows, common, mask)
@@ -348,6 +356,67 @@ def _coded_rows(
     return chosen
 
 
+def _linked_columns(
+    chosen: list[Encoded], file_bytes: Callable[[Sequence[Encoded]], int]
+) -> list[Encoded]:
+    """Each layer with removed units whose kept columns all lie in the column blocks of an
+    earlier layer's kept rows (its inputs are that layer's outputs) stores its columns mask over
+    those blocks, from the nearest such layer, when the file gets smaller (version 8)."""
+    for i, layer in enumerate(chosen):
+        if layer.over_columns is None:
+            continue
+        form = next(
+            (
+                linked
+                for owner in range(i - 1, -1, -1)
+                if (kept := chosen[owner].rows) is not None
+                and (linked := layer.over_columns(owner, kept)) is not None
+            ),
+            None,
+        )
+        if form is not None and file_bytes([*chosen[:i], form, *chosen[i + 1 :]]) < file_bytes(
+            chosen
+        ):
+            chosen = [*chosen[:i], form, *chosen[i + 1 :]]
+    return chosen
+
+
+def _units_for_links(
+    chosen: list[Encoded],
+    options: Sequence[Sequence[Encoded]],
+    file_bytes: Callable[[Sequence[Encoded]], int],
+) -> list[Encoded]:
+    """Each layer stored without removed units tried with them (same index width) together with
+    what they allow later tensors (its bias over its kept rows, columns masks over them), kept
+    when the whole file gets smaller: a few removed units may not pay alone (version 8)."""
+    for i in range(len(chosen)):
+        layer = chosen[i]
+        form = next(
+            (e for e in options[i] if e.has_units and e.index_bits == layer.index_bits), None
+        )
+        if layer.has_units or layer.record.get("rows_of") is not None or form is None:
+            continue
+        trial = [*chosen[:i], form, *chosen[i + 1 :]]
+        trial = _linked_columns(_coded_rows(trial, file_bytes), file_bytes)
+        if file_bytes(trial) < file_bytes(chosen):
+            chosen = trial
+    return chosen
+
+
+def _columns_mask(cols: np.ndarray, owner_rows: np.ndarray) -> bytes | None:
+    """A columns mask over the column blocks of an owner's kept rows (version 8): b"" when it
+    keeps every candidate; None when the columns are not a multiple of the owner's rows or a
+    kept column lies outside the blocks."""
+    blocks = owner_rows.size
+    if blocks < 1 or cols.size < blocks or cols.size % blocks:
+        return None
+    candidates = np.repeat(owner_rows, cols.size // blocks)
+    if cols[~candidates].any():
+        return None
+    picked = cols[candidates]
+    return b"" if picked.all() else np.packbits(picked, bitorder="big").tobytes()
+
+
 def _exact_in_half(centroids: torch.Tensor) -> bool:
     """Whether every centroid is exactly a float16 value (bit for bit back to float32), so the
     codebook can be stored at 2 bytes an entry and decode to the same model."""
@@ -387,9 +456,13 @@ def _encode_layer(
     index_bits: int,
     units: tuple[np.ndarray, np.ndarray] | None,
     coders: tuple[bool, bool] = (False, False),
+    *,
+    linkable: bool = False,
+    cols_of: tuple[int, bytes] | None = None,
 ) -> Encoded:
     """A layer's sections and record at one index width, with or without removed units, each
-    stream Huffman-coded or (``coders``: index, weight; version 4) arithmetic-coded."""
+    stream Huffman-coded or (``coders``: index, weight; version 4) arithmetic-coded; with
+    ``cols_of`` (version 8: owner position, mask) its columns mask over an owner's kept rows."""
     writer = PayloadWriter()
     record: dict = {
         "kind": KIND_HUFFMAN,
@@ -405,12 +478,15 @@ def _encode_layer(
     stored = mask.reshape(-1)
     if units is not None:
         rows, cols = units
+        cols_mask = np.packbits(cols, bitorder="big").tobytes() if cols_of is None else cols_of[1]
         record["units"] = {
             "rows": writer.add(np.packbits(rows, bitorder="big").tobytes()),
-            "cols": writer.add(np.packbits(cols, bitorder="big").tobytes()),
+            "cols": writer.add(cols_mask),
             "kept_rows": int(rows.sum()),
             "kept_cols": int(cols.sum()),
         }
+        if cols_of is not None:
+            record["units"]["cols_of"] = cols_of[0]
         stored = mask[np.ix_(rows, cols)].reshape(-1)
     index_symbols = encode_positions(stored, index_bits)
     index = encode_symbols(index_symbols)
@@ -421,12 +497,31 @@ def _encode_layer(
     tables = [writer.add(table) for table, _, _ in streams]
     for key, table, (_, bits, fields) in zip(("index", "weight"), tables, streams, strict=True):
         record[key] = {"table": table, "stream": writer.add(bits.tobytes()), **fields}
+    remake = functools.partial(_encode_layer, layer, mask, index_bits, units, cols_of=cols_of)
+    over_columns = None
+    if units is not None and linkable and cols_of is None:
+        over_columns = functools.partial(_over_columns, layer, mask, index_bits, units, coders)
     return Encoded(
-        record,
-        writer.getvalue(),
-        None if units is None else units[0],
-        functools.partial(_encode_layer, layer, mask, index_bits, units),
-    )
+        record, writer.getvalue(), None if units is None else units[0], remake,
+        over_columns=over_columns,
+    )  # fmt: skip
+
+
+def _over_columns(
+    layer: _LayerCommon,
+    mask: np.ndarray,
+    index_bits: int,
+    units: tuple[np.ndarray, np.ndarray],
+    coders: tuple[bool, bool],
+    owner: int,
+    owner_rows: np.ndarray,
+) -> Encoded | None:
+    """The layer with its columns mask over tensor ``owner``'s kept rows (version 8), when its
+    kept columns all lie in those rows' blocks."""
+    cols_mask = _columns_mask(units[1], owner_rows)
+    if cols_mask is None:
+        return None
+    return _encode_layer(layer, mask, index_bits, units, coders, cols_of=(owner, cols_mask))
 
 
 def _encode_raw(name: str, tensor: torch.Tensor, version: int) -> Encoded:

@@ -13,6 +13,7 @@ from deepcompression.format.arith import MAX_ARITH_ALPHABET, MAX_ARITH_SYMBOLS
 from deepcompression.format.errors import MalformedHeader
 from deepcompression.format.huffman import MAX_SYMBOL_BITS
 from deepcompression.format.records import (
+    ColumnsOf,
     HuffmanRecord,
     KeptRows,
     RawRecord,
@@ -34,6 +35,7 @@ from deepcompression.format.spec import (
     HALF_CODEBOOK_VERSION,
     KIND_HUFFMAN,
     KIND_RAW,
+    LINKED_VERSION,
     MAX_FILE_ARITH_SYMBOLS,
     MAX_JSON_INT,
     MAX_NDIM,
@@ -69,6 +71,7 @@ _RAW_KEYS = {
     5: frozenset({"kind", "name", "shape", "dtype", "data"}),
     6: frozenset({"kind", "name", "shape", "dtype", "data"}),
     7: frozenset({"kind", "name", "shape", "dtype", "data"}),
+    8: frozenset({"kind", "name", "shape", "dtype", "data"}),
 }
 _ROWS_KEY = "rows_of"
 """Version 4: a 1-D raw tensor stored over the kept rows of an earlier tensor with units."""
@@ -79,6 +82,9 @@ _HALF_KEY = "codebook_dtype"
 """Version 6: a Huffman tensor's codebook stored as float16 (the key's only value)."""
 _STREAM_KEYS = frozenset({"table", "stream", "bits", "symbols"})
 _UNITS_KEYS = frozenset({"rows", "cols", "kept_rows", "kept_cols"})
+_COLS_KEY = "cols_of"
+"""Version 8: the units' columns mask runs over the column blocks of an earlier tensor's kept
+rows."""
 
 
 def parse_header(header: object, version: int) -> tuple[dict, dict, list[Record]]:
@@ -138,7 +144,7 @@ def _parse_tensor(entry: object, where: str, version: int, earlier: list[Record]
     if _ROWS_KEY in obj:
         rows = _kept_rows(obj[_ROWS_KEY], shape, earlier, where)
         return _parse_coded_rows(obj, name, shape, where, version, rows)
-    return _parse_huffman(obj, name, shape, where, version)
+    return _parse_huffman(obj, name, shape, where, version, earlier)
 
 
 def _parse_raw(
@@ -187,13 +193,16 @@ def _parse_huffman(
     shape: tuple[int, ...],
     where: str,
     version: int,
+    earlier: list[Record],
     nnz_range: tuple[int, int] | None = None,
 ) -> HuffmanRecord:
     """A Huffman record: units, nnz, bit widths, codebook size and both streams' declared counts.
 
     Counts are bounded by the stored (compacted, when units are removed) element count; with
     ``nnz_range`` (a tensor over kept rows) nnz is in it and the index stream holds no symbol."""
-    units = _units(obj["units"], shape, f"{where}.units") if "units" in obj else None
+    units = None
+    if "units" in obj:
+        units = _units(obj["units"], shape, f"{where}.units", version, earlier)
     numel = stored_numel(shape, units)
     low, high = (0, numel) if nnz_range is None else nnz_range
     nnz = _int(obj["nnz"], f"{where}.nnz", low, high)
@@ -227,7 +236,7 @@ def _parse_coded_rows(
     kept row, no units and an empty index stream (index_bits 1, no table, no bits, no symbols)."""
     if "units" in obj:
         raise MalformedHeader(f"{where}: a tensor over kept rows has no units of its own")
-    record = _parse_huffman(obj, name, shape, where, version, nnz_range=(rows.kept, rows.kept))
+    record = _parse_huffman(obj, name, shape, where, version, [], (rows.kept, rows.kept))
     index = record.index
     if (
         record.index_bits != 1
@@ -241,22 +250,53 @@ def _parse_coded_rows(
     return dataclasses.replace(record, rows=rows)
 
 
-def _units(value: object, shape: tuple[int, ...], where: str) -> UnitsRecord:
-    """A units object: two bit-mask spans sized by dimensions 0 and 1, and their kept counts."""
-    obj = _object(value, _UNITS_KEYS, where)
+def _units(
+    value: object, shape: tuple[int, ...], where: str, version: int, earlier: list[Record]
+) -> UnitsRecord:
+    """A units object: two bit-mask spans sized by dimensions 0 and 1 (version 8, ``cols_of``:
+    the columns mask over an earlier tensor's kept rows' column blocks), and their kept counts."""
+    linked = version >= LINKED_VERSION and isinstance(value, dict) and _COLS_KEY in value
+    obj = _object(value, _UNITS_KEYS | {_COLS_KEY} if linked else _UNITS_KEYS, where)
     if len(shape) < 2:
         raise MalformedHeader(f"{where}: removed units need a tensor of at least 2 dimensions")
     rows = _span(obj["rows"], f"{where}.rows")
     cols = _span(obj["cols"], f"{where}.cols")
-    for what, span, dim in (("rows", rows, shape[0]), ("cols", cols, shape[1])):
-        if span.length != (dim + 7) // 8:
-            raise MalformedHeader(
-                f"{where}.{what}: mask of {span.length} bytes, but {dim} units need "
-                f"{(dim + 7) // 8}"
-            )
+    if rows.length != (shape[0] + 7) // 8:
+        raise MalformedHeader(
+            f"{where}.rows: mask of {rows.length} bytes, but {shape[0]} units need "
+            f"{(shape[0] + 7) // 8}"
+        )
     kept_rows = _int(obj["kept_rows"], f"{where}.kept_rows", 0, shape[0])
-    kept_cols = _int(obj["kept_cols"], f"{where}.kept_cols", 0, shape[1])
-    return UnitsRecord(rows, cols, kept_rows, kept_cols)
+    columns = _columns_of(obj[_COLS_KEY], shape, earlier, where) if linked else None
+    candidates = shape[1] if columns is None else columns.candidates
+    kept_cols = _int(obj["kept_cols"], f"{where}.kept_cols", 0, candidates)
+    need = 0 if columns is not None and kept_cols == candidates else (candidates + 7) // 8
+    if cols.length != need:
+        raise MalformedHeader(
+            f"{where}.cols: mask of {cols.length} bytes, but {candidates} "
+            f"{'candidate columns' if columns else 'units'} with {kept_cols} kept need {need}"
+        )
+    return UnitsRecord(rows, cols, kept_rows, kept_cols, columns)
+
+
+def _columns_of(
+    value: object, shape: tuple[int, ...], earlier: list[Record], where: str
+) -> ColumnsOf:
+    """Version 8: the earlier tensor with removed units whose kept rows' column blocks (shape[1]
+    a positive multiple of its rows) are this tensor's candidate columns."""
+    tensor = _int(value, f"{where}.{_COLS_KEY}", 0, len(earlier) - 1) if earlier else None
+    owner = None if tensor is None else earlier[tensor]
+    if not isinstance(owner, HuffmanRecord) or owner.units is None:
+        raise MalformedHeader(
+            f"{where}.{_COLS_KEY} must be the position of an earlier tensor with removed units"
+        )
+    blocks = owner.shape[0]
+    if blocks < 1 or shape[1] < blocks or shape[1] % blocks:
+        raise MalformedHeader(
+            f"{where}: {shape[1]} columns are not a positive multiple of the {blocks} rows of "
+            f"tensor {quoted(owner.name)}"
+        )
+    return ColumnsOf(tensor, owner.units.rows, blocks, owner.units.kept_rows, shape[1] // blocks)
 
 
 def _stream(

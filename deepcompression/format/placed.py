@@ -53,6 +53,11 @@ class Encoded:
     )
     """Version 7, a 1-D quantized tensor: its encoding over the kept rows of the earlier tensor at
     a position, when its surviving positions are exactly those rows (None otherwise)."""
+    over_columns: Callable[[int, np.ndarray], Encoded | None] | None = field(
+        default=None, compare=False
+    )
+    """Version 8, a layer with removed units: its encoding with the columns mask over the kept
+    rows (given) of the earlier tensor at a position, when its kept columns lie in their blocks."""
 
     @property
     def index_bits(self) -> int:

@@ -91,13 +91,31 @@ class RawRecord:
 
 
 @dataclass(frozen=True)
+class ColumnsOf:
+    """Version 8: an earlier tensor with removed units whose kept rows, each a block of
+    ``block`` consecutive columns, are the candidate columns of a columns mask."""
+
+    tensor: int
+    mask: Span
+    rows: int
+    kept: int
+    block: int
+
+    @property
+    def candidates(self) -> int:
+        return self.kept * self.block
+
+
+@dataclass(frozen=True)
 class UnitsRecord:
-    """The removed-units object: the two bit-mask spans and their kept counts."""
+    """The removed-units object: the two bit-mask spans and their kept counts (version 8: the
+    columns mask over an earlier tensor's kept rows, ``columns``)."""
 
     rows: Span
     cols: Span
     kept_rows: int
     kept_cols: int
+    columns: ColumnsOf | None = None
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ import torch
 from deepcompression.format.huffman import MAX_SYMBOL_BITS
 
 MAGIC = b"\x89DCZ\r\n\x1a\n"
-FORMAT_VERSION = 7
+FORMAT_VERSION = 8
 """The version ``encode_model`` writes by default."""
-SUPPORTED_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
+SUPPORTED_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
 UNITS_VERSION = 3
 """The first version whose Huffman tensors may declare removed units."""
 BINARY_HEADER_VERSION = 4
@@ -27,6 +27,9 @@ HALF_CODEBOOK_VERSION = 6
 CODED_ROWS_VERSION = 7
 """The first version whose 1-D Huffman tensors may be stored over an earlier tensor's kept rows
 (no index stream: the positions are those rows)."""
+LINKED_VERSION = 8
+"""The first version with 4-byte digests, bias names derived from their owner's, and column masks
+over an earlier tensor's kept rows (a layer's inputs are the previous layer's kept units)."""
 CODEBOOK_FLOAT16 = "float16"
 """The header's ``codebook_dtype`` (version 6) of a codebook of binary16 items (binary32 else)."""
 STATIC_STRINGS = (
