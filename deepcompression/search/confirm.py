@@ -53,8 +53,8 @@ def candidates(
 ) -> list[Candidate]:
     """The pick, then every front point with a larger file and today's `tables` (when not
     smaller than the pick), smallest first (ties: lower error)."""
-    pool = {r.number: r for r in [*front, *([tables] if tables is not None else [])]}
-    pool.pop(chosen.number)
+    extra = [] if tables is None else [tables]
+    pool = {r.number: r for r in [*front, *extra] if r.number != chosen.number}
     later = sorted(
         (r for r in pool.values() if r.file_bytes >= chosen.file_bytes),
         key=lambda r: (r.file_bytes, r.val_error, r.number),
