@@ -427,30 +427,49 @@ def tag_with_invocation(dvc_pid: int) -> str | None:
     """Give the current flow run (the rerun) the `repro:` tag that the stage runs of the `dvc`
     process `dvc_pid` get (runtime/runinfo.py): the UI then finds the rerun with its stages.
     A failure is a warning: a missing tag never stops the rerun."""
-    from prefect.client.orchestration import get_client
-    from prefect.context import FlowRunContext, TaskRunContext
-
     tag = invocation_tag(dvc_pid)
-    task_ctx, flow_ctx = TaskRunContext.get(), FlowRunContext.get()
-    run_id = task_ctx.task_run.flow_run_id if task_ctx else flow_ctx and flow_ctx.flow_run.id
-    if tag is None or run_id is None:
+    if tag is None:
+        run_logger().warning("could not tag this rerun: process %d is not a running dvc", dvc_pid)
         return None
-    try:
-        with get_client(sync_client=True) as client:
-            tags = client.read_flow_run(UUID(str(run_id))).tags
-            client.update_flow_run(UUID(str(run_id)), tags=[*tags, tag])
-    except Exception as err:  # the tag is for people; the rerun goes on without it
-        run_logger().warning("could not tag this rerun %s: %s", tag, err)
+    if not ensure_tag(tag):
         return None
     run_logger().info("this rerun's stage runs are tagged %s", tag)
     return tag
+
+
+def ensure_tag(tag: str) -> bool:
+    """Add `tag` to the current flow run unless it is there (True when it is, after); a server
+    error is a warning."""
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    task_ctx, flow_ctx = TaskRunContext.get(), FlowRunContext.get()
+    run_id = task_ctx.task_run.flow_run_id if task_ctx else flow_ctx and flow_ctx.flow_run.id
+    if run_id is None:
+        return False
+    try:
+        with get_client(sync_client=True) as client:
+            tags = client.read_flow_run(UUID(str(run_id))).tags
+            if tag not in tags:
+                client.update_flow_run(UUID(str(run_id)), tags=[*tags, tag])
+    except Exception as err:  # the tag is for people; the rerun goes on without it
+        run_logger().warning("could not tag this rerun %s: %s", tag, err)
+        return False
+    return True
 
 
 @task(name="dvc-repro", cache_policy=NO_CACHE)
 def run_dvc_repro(project_dir: str, targets: list[str] | None = None) -> ReproOutcome:
     """Run `dvc repro` in `project_dir`, log each output line, say which stages ran or skipped."""
     cwd = check_project_dir(project_dir)
-    done = stream_dvc(["repro", *(targets or [])], cwd, tag_with_invocation)
+    tagged: list[str] = []
+
+    def tag(pid: int) -> None:
+        tagged.extend(filter(None, [tag_with_invocation(pid)]))
+
+    done = stream_dvc(["repro", *(targets or [])], cwd, tag)
+    for name in tagged:  # still there once the repro is over (a flow-run update may drop it)
+        ensure_tag(name)
     if done.returncode != 0:
         raise DvcReproError(
             f"dvc repro exited with status {done.returncode} after {done.seconds:.1f} s in "

@@ -292,6 +292,14 @@ def _artifacts(client, flow_run_id) -> dict[str, Any]:
     return {a.key: a.data for a in found}
 
 
+def _log_lines(client, flow_run_id, text: str) -> list[str]:
+    """The flow run's log messages that contain `text` (for a failing assertion's message)."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    return [log.message for log in logs if text in log.message]
+
+
 def test_deployment_runs_on_a_process_worker_then_skips_unchanged(prefect_api, tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
@@ -345,7 +353,8 @@ def test_deployment_runs_on_a_process_worker_then_skips_unchanged(prefect_api, t
         assert final.state.is_completed(), f"{final.state}\n{worker_log}"
         assert final.name.startswith("rerun-main-"), final.name
         repro = [tag for tag in final.tags if tag.startswith("repro:")]
-        assert RERUN_TAG in final.tags and len(repro) == 1, "its stage runs share the repro tag"
+        tagging = _log_lines(client, flow_run.id, "tag")
+        assert RERUN_TAG in final.tags and len(repro) == 1, f"no shared repro tag: {tagging}"
         artifacts = _artifacts(client, flow_run.id)
 
     tree = worktree_of(project)
