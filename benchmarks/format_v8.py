@@ -57,9 +57,9 @@ def variants(root: Path, model: str) -> list[dict]:
     widths = {layer_name(layer.name): None for layer in info.layers
               if layer.name.endswith(".weight")}  # fmt: skip
     coded = [layer for layer in info.layers if layer.name.endswith(".bias")]
-    bias = "float32" if not coded else coded[0].dtype if coded[0].kind == "raw" else str(
-        coded[0].weight_bits
-    )
+    bias = "float32"  # as the quantize stage stored the biases: raw in their dtype, or k-means
+    if coded:
+        bias = coded[0].dtype if coded[0].kind == "raw" else str(coded[0].weight_bits)
     quantized, raw = encoder_inputs(checkpoint, widths, bias)
     rows = []
     for label, version, digits in (

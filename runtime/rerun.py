@@ -465,7 +465,8 @@ def run_dvc_repro(project_dir: str, targets: list[str] | None = None) -> ReproOu
     tagged: list[str] = []
 
     def tag(pid: int) -> None:
-        tagged.extend(filter(None, [tag_with_invocation(pid)]))
+        if (found := tag_with_invocation(pid)) is not None:
+            tagged.append(found)
 
     done = stream_dvc(["repro", *(targets or [])], cwd, tag)
     for name in tagged:  # still there once the repro is over (a flow-run update may drop it)
