@@ -30,7 +30,7 @@ VAL_SIZE = 10_000
 """params.yaml's `data.val_size`: the last 10,000 of the 60,000 training images validate."""
 
 
-def _free_port() -> int:
+def unused_port() -> int:
     """A TCP port nobody listens on now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -40,7 +40,7 @@ def _free_port() -> int:
 @pytest.fixture
 def free_port() -> int:
     """A TCP port nobody listens on now, for a test that starts a server of its own."""
-    return _free_port()
+    return unused_port()
 
 
 @pytest.fixture(scope="session")
@@ -138,7 +138,7 @@ def _local_server(home: Path, prepare: bool) -> Iterator[LocalServer]:
     the end."""
     from runtime.server import LocalServer, start, stop
 
-    local = LocalServer(port=_free_port(), home=home, ui=False)
+    local = LocalServer(port=unused_port(), home=home, ui=False)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     start(timeout_s=120, server=local, prepare=prepare)
     yield local

@@ -107,7 +107,8 @@ def test_every_lock_entry_is_a_stage_of_dvc_yaml():
 
 
 def test_no_stage_depends_on_the_runtime():
-    """Monitoring, the server, the warm runner and schedules never change an output, so no stage
-    lists runtime/ code: a fix there reruns nothing."""
+    """Monitoring, the server, the warm runner and schedules never change an output (the bytes
+    with the server up, down or absent: tests/test_reproducible.py; warm or cold:
+    tests/test_warm.py), so no stage lists runtime/ code: a fix there reruns nothing."""
     for name, stage in STAGES.items():
         assert not [d for d in stage["deps"] if d.startswith("runtime/")], name

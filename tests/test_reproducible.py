@@ -1,10 +1,14 @@
-"""Identical bytes under different machine offers: a short pipeline (data, train, prune,
-quantize, encode, evaluate) of LeNet-5 on an MNIST slice, run as `python -m flows.run pipeline`
-in fresh processes that are offered another ISA, one core instead of all, or MKL limited to
-AVX2, writes the same checkpoints and file; without the pinning it does not (the train stage
-alone, run the same way on the same data, writes other dense weights on all cores than on one).
-A warm-runner stage runs with the same settings as a cold one: tests/test_warm.py compares
-their outputs, the numerics record in the train stage's metrics included.
+"""Identical bytes under different machine offers and Prefect server states: a short run of
+LeNet-5's stages (data, train, prune, quantize, encode) on an MNIST slice, each through its
+command-line entry (`flows.run`'s `main`, as `python -m flows.run STAGE` calls it) in turn in one
+fresh process per offer, writes the same checkpoints and file whether the process is offered
+another ISA, one core instead of all, or MKL limited to AVX2, and whether its Prefect server is up,
+configured but down, or absent (the stage then starts one of its own). Without the pinning the
+offers do not agree (the train stage alone, run the same way on the same data, writes other dense
+weights on all cores than on one). `evaluate` and `plots` only read the checkpoints and file
+compared here, so they are left out (tests/test_pipeline.py runs them). A warm-runner stage runs
+with the same settings as a cold one: tests/test_warm.py compares their outputs, the numerics
+record in the train stage's metrics included.
 
 `python tests/test_reproducible.py` prints the md5s of one pinned run under each offer: the check
 to repeat on another CPU (the device machine's, in BENCHMARKS.md).
@@ -18,15 +22,16 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import unused_port
 from test_numerics import AVX2
 
 from deepcompression.numerics import PINNED_ENV
+from runtime.server import LocalServer, stop
 
 ROOT = Path(__file__).parents[1]
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -44,10 +49,33 @@ OFFERS: dict[str, dict[str, str]] = {
     "MKL at most AVX2": {"MKL_ENABLE_INSTRUCTIONS": "AVX2"},
 }
 """What a machine offers, as far as this CPU can show it: each runs in a fresh process."""
+MONITORING = {
+    "all cores": "up",
+    "ATen asked for AVX-512": "down",
+    ONE_CORE: "absent",
+    "MKL at most AVX2": "up",
+}
+"""The Prefect server each offer's stages see: the session's (up), a configured URL nobody
+answers (down), or none configured (absent: the first stage starts the project's local one in the
+run's folder). Monitoring never changes a result, so these runs must agree too; that is what lets
+dvc.yaml leave runtime/ out of every stage's deps (tests/test_dvc_stages.py)."""
 AT_ONCE = 2
 """Offers run side by side (each a process of its own, as apart as on two machines)."""
 UNPINNED_OFFERS = ("all cores", ONE_CORE)
 """The contrast: unpinned, torch's thread count follows the cores, and the weights with it."""
+STAGES = ("data", "train", "prune", "quantize", "encode")
+"""The stages whose outputs the numerics decide."""
+PINNED = (
+    "import sys\n"
+    "from flows.run import main\n"
+    "model, *where = sys.argv[1:]\n"
+    f"for stage in {STAGES!r}:\n"
+    "    status = main([stage, *(['--model', model] if stage != 'data' else []), *where])\n"
+    "    if status:\n"
+    "        sys.exit(status)\n"
+)
+"""Each stage's own entry in turn, in one process (imports paid once): the pinning is that of
+`python -m flows.run`, set as `flows.run` is imported."""
 UNPINNED = (
     "import runpy, sys\n"
     "import deepcompression.numerics as numerics\n"
@@ -83,26 +111,49 @@ def short_params(mnist_folder: Path) -> dict:
     return raw
 
 
-def run_pipeline(
-    folder: Path, params: dict, offer: str, pinned: bool = True, stage: str = "pipeline"
+def monitoring_env(state: str, api: str, port: int) -> dict[str, str]:
+    """The Prefect variables of a stage process that finds its server `state` (MONITORING)."""
+    if state == "up":
+        return {"PREFECT_API_URL": api}
+    if state == "down":
+        return {"PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
+    return {"DC_PREFECT_PORT": str(port)}
+
+
+def run_stages(
+    folder: Path,
+    params: dict,
+    offer: str,
+    pinned: bool = True,
+    stage: str = "stages",
+    prefect: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """Run the pipeline (or one `stage`, on the data already in `folder`) in a fresh process
-    under `offer` in `folder`; md5 of each output it wrote."""
+    """Run STAGES (or one `stage`, on the data already in `folder`) in a fresh process under
+    `offer` in `folder` (with `prefect`'s variables instead of the caller's, run from `folder`);
+    md5 of each output it wrote."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = dict(os.environ, **OFFERS[offer], DC_WARM_STAGES="0")
     env.pop("PYTHONPATH", None)
+    if prefect is not None:
+        for key in ("PREFECT_API_URL", "DC_PREFECT_PORT"):
+            env.pop(key, None)
+        env.update(prefect)
     if not pinned:  # torch's defaults: nothing pinned inherited from this test process either
         for key in (*PINNED_ENV, *THREAD_ENV):
             env.pop(key, None)
-    entry = ["-m", "flows.run"] if pinned else ["-c", UNPINNED]
-    command = [sys.executable, *entry, stage, "--model", MODEL]
-    command += ["--params", str(folder / "params.yaml"), "--root", str(folder)]
+    where = ["--params", str(folder / "params.yaml"), "--root", str(folder)]
+    if stage == "stages":
+        command = [sys.executable, "-c", PINNED, MODEL, *where]
+    else:
+        entry = ["-m", "flows.run"] if pinned else ["-c", UNPINNED]
+        command = [sys.executable, *entry, stage, "--model", MODEL, *where]
     if offer == ONE_CORE:
         command = ["taskset", "-c", str(min(os.sched_getaffinity(0))), *command]
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    cwd = ROOT if prefect is None else folder  # a local server it starts lives in cwd/.prefect
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
-    written = OUTPUTS if stage == "pipeline" else OUTPUTS[:1]  # the train stage: dense.pt
+    written = OUTPUTS if stage == "stages" else OUTPUTS[:1]  # the train stage: dense.pt
     return {name: hashlib.md5((folder / name).read_bytes()).hexdigest() for name in written}
 
 
@@ -111,51 +162,59 @@ def stage_numerics(folder: Path, stage: str, model: str = MODEL) -> dict:
     return json.loads((folder / "metrics" / model / f"{stage}.json").read_text())["numerics"]
 
 
-@pytest.fixture(scope="module")
-def api(prefect_api: str) -> Iterator[str]:
-    """The session's Prefect server, for the stage processes."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PREFECT_API_URL", prefect_api)
-        yield prefect_api
-
-
 @pytest.mark.skipif(shutil.which("taskset") is None, reason="taskset (util-linux) is needed")
-def test_every_offer_writes_the_same_bytes_and_unpinned_runs_do_not(tmp_path, mnist_root, api):
+def test_every_offer_and_server_state_writes_the_same_bytes_and_unpinned_runs_do_not(
+    tmp_path, mnist_root, prefect_api
+):
     """Slow (about a minute on 2 cores) because each offer must be a fresh process that
-    imports torch and Prefect and runs every stage: four pinned pipelines, two at a time. The
-    unpinned contrast compares dense weights only, so those two processes run the train stage
-    alone on a copy of the first pipeline's data stage output."""
+    imports torch and Prefect and runs five stages: four pinned runs, two at a time, each also
+    under a server state of MONITORING. The unpinned contrast compares dense weights only, so
+    those two processes run the train stage alone on a copy of the first pinned run's data stage
+    output."""
     params = short_params(mnist_root / "MNIST" / "raw")
-    with ThreadPoolExecutor(AT_ONCE) as pool:  # waits on the API overlap; the bytes can't tell
-        runs = [pool.submit(run_pipeline, tmp_path / f"pinned-{i}", params, offer)
-                for i, offer in enumerate(OFFERS)]  # fmt: skip
-    pinned = {offer: run.result() for offer, run in zip(OFFERS, runs, strict=True)}
+    ports = {state: unused_port() for state in ("down", "absent")}
+    folders = {offer: tmp_path / f"pinned-{i}" for i, offer in enumerate(OFFERS)}
+    prefect = {
+        offer: monitoring_env(MONITORING[offer], prefect_api, ports.get(MONITORING[offer], 0))
+        for offer in OFFERS
+    }
+    try:
+        with ThreadPoolExecutor(AT_ONCE) as pool:  # waits on the API overlap; bytes can't tell
+            runs = {offer: pool.submit(run_stages, folders[offer], params, offer,
+                                       prefect=prefect[offer])
+                    for offer in OFFERS}  # fmt: skip
+            pinned = {offer: run.result() for offer, run in runs.items()}
+    finally:
+        started = LocalServer(port=ports["absent"], home=folders[ONE_CORE] / ".prefect")
+        assert stop(started), "the stages without a server were to start a local one of their own"
     first = next(iter(pinned.values()))
     assert all(md5s == first for md5s in pinned.values()), json.dumps(pinned, indent=1)
-    records = [stage_numerics(tmp_path / f"pinned-{i}", "train") for i in range(len(OFFERS))]
+    records = [stage_numerics(folder, "train") for folder in folders.values()]
     assert all(r == records[0] for r in records), records
     assert records[0]["cpu_capability"] == "AVX2" and records[0]["threads"] == 2
     assert records[0]["deterministic"] is True
     for i in range(len(UNPINNED_OFFERS)):
         shutil.copytree(tmp_path / "pinned-0" / "data", tmp_path / f"unpinned-{i}" / "data")
+    up = monitoring_env("up", prefect_api, 0)
     with ThreadPoolExecutor(AT_ONCE) as pool:
-        runs = [pool.submit(run_pipeline, tmp_path / f"unpinned-{i}", params, offer, False, "train")
-                for i, offer in enumerate(UNPINNED_OFFERS)]  # fmt: skip
-    loose = {offer: run.result() for offer, run in zip(UNPINNED_OFFERS, runs, strict=True)}
+        runs = {offer: pool.submit(run_stages, tmp_path / f"unpinned-{i}", params, offer, False,
+                                   "train", up)
+                for i, offer in enumerate(UNPINNED_OFFERS)}  # fmt: skip
+        loose = {offer: run.result() for offer, run in runs.items()}
     print(json.dumps({"pinned": pinned, "unpinned": loose}, indent=1))  # for BENCHMARKS.md
     dense = {md5s[OUTPUTS[0]] for md5s in loose.values()}
     assert len(dense) > 1, f"without pinning the offers gave the same weights: {loose}"
 
 
 def main() -> None:
-    """Run the pinned pipeline under every offer (MNIST from the tests' cache) and print md5s."""
+    """Run the pinned stages under every offer (MNIST from the tests' cache) and print md5s."""
     import tempfile
 
     mnist = ROOT / ".cache" / "mnist" / "MNIST" / "raw"
     params = short_params(mnist)
     with tempfile.TemporaryDirectory() as tmp:
         for i, offer in enumerate(OFFERS):
-            md5s = run_pipeline(Path(tmp) / str(i), params, offer)
+            md5s = run_stages(Path(tmp) / str(i), params, offer)
             print(json.dumps({"offer": offer, **md5s}), flush=True)
 
 

@@ -1,25 +1,26 @@
-"""The Prefect UI as a person sees it, in headless Chromium: a server on a port other than 4200,
-one `dvc repro`'s runs found by their shared `repro:` tag, and the pruning-iterations table.
+"""The Prefect UI of a server on a port other than 4200: it talks to that port's API, and, as a
+person sees it in headless Chromium, one `dvc repro`'s runs are found by their shared `repro:` tag
+and the pruning-iterations table opens.
 
-Optional: skipped where playwright or a Chromium (Debian's chromium-headless-shell or chromium)
-is not installed.
+The browser tests are optional: skipped where playwright or a Chromium (Debian's
+chromium-headless-shell or chromium) is not installed.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import socket
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import drain_prefect_services
+from conftest import drain_prefect_services, unused_port
 
 from runtime.server import LocalServer, start, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.long(9)]
-sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = next(
     (
         found
@@ -39,13 +40,6 @@ ROWS = [
     }
     for i in range(1, 4)
 ]
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on now (never the default 4200)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _record_runs(api_url: str) -> str:
@@ -87,9 +81,7 @@ def _record_runs(api_url: str) -> str:
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalServer, str]]:
     """A real server with its UI on a free port, holding the runs above."""
-    if CHROMIUM is None:
-        pytest.skip("no Chromium: apt-get install chromium-headless-shell")
-    local = LocalServer(port=free_port(), home=tmp_path_factory.mktemp("ui") / ".prefect")
+    local = LocalServer(port=unused_port(), home=tmp_path_factory.mktemp("ui") / ".prefect")
     start(timeout_s=180, server=local, prepare=False)
     try:
         yield local, _record_runs(local.api_url)
@@ -100,6 +92,9 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalServer, 
 @pytest.fixture
 def page(tmp_path: Path) -> Iterator[object]:
     """A headless Chromium page; a screenshot of it stays in tmp_path."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if CHROMIUM is None:
+        pytest.skip("no Chromium: apt-get install chromium-headless-shell")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM)
         tab = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -108,6 +103,13 @@ def page(tmp_path: Path) -> Iterator[object]:
         finally:
             tab.screenshot(path=str(tmp_path / "page.png"))
             browser.close()
+
+
+def test_the_ui_talks_to_the_api_on_its_own_port(ui) -> None:
+    local, _ = ui
+    with urllib.request.urlopen(f"{local.ui_url}/ui-settings", timeout=10) as reply:
+        settings = json.loads(reply.read())
+    assert settings["api_url"] == local.api_url
 
 
 def test_one_repro_s_runs_are_found_by_their_tag(ui, page) -> None:
