@@ -185,8 +185,8 @@ def test_every_offer_and_server_state_writes_the_same_bytes_and_unpinned_runs_do
                     for offer in OFFERS}  # fmt: skip
             pinned = {offer: run.result() for offer, run in runs.items()}
     finally:
-        started = LocalServer(port=ports["absent"], home=folders[ONE_CORE] / ".prefect")
-        assert stop(started), "the stages without a server were to start a local one of their own"
+        stopped = stop(LocalServer(port=ports["absent"], home=folders[ONE_CORE] / ".prefect"))
+    assert stopped, "the stages without a server were to start a local one of their own"
     first = next(iter(pinned.values()))
     assert all(md5s == first for md5s in pinned.values()), json.dumps(pinned, indent=1)
     records = [stage_numerics(folder, "train") for folder in folders.values()]
