@@ -127,10 +127,11 @@ def run_stages(
     pinned: bool = True,
     stage: str = "stages",
     prefect: dict[str, str] | None = None,
+    launcher: tuple[str, ...] = (),
 ) -> dict[str, str]:
     """Run STAGES (or one `stage`, on the data already in `folder`) in a fresh process under
-    `offer` in `folder` (with `prefect`'s variables instead of the caller's, run from `folder`);
-    md5 of each output it wrote."""
+    `offer` in `folder` (with `prefect`'s variables instead of the caller's, run from `folder`;
+    started through `launcher`, e.g. an emulator); md5 of each output it wrote."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = dict(os.environ, **OFFERS[offer], DC_WARM_STAGES="0")
@@ -148,6 +149,7 @@ def run_stages(
     else:
         entry = ["-m", "flows.run"] if pinned else ["-c", UNPINNED]
         command = [sys.executable, *entry, stage, "--model", MODEL, *where]
+    command = [*launcher, *command]
     if offer == ONE_CORE:
         command = ["taskset", "-c", str(min(os.sched_getaffinity(0))), *command]
     cwd = ROOT if prefect is None else folder  # a local server it starts lives in cwd/.prefect
@@ -206,17 +208,50 @@ def test_every_offer_and_server_state_writes_the_same_bytes_and_unpinned_runs_do
     assert len(dense) > 1, f"without pinning the offers gave the same weights: {loose}"
 
 
-def main() -> None:
-    """Run the pinned stages under every offer (MNIST from the tests' cache) and print md5s."""
+def emulated_params(mnist_folder: Path) -> dict:
+    """short_params, smaller still for an emulator (about 30x slower): 256 training images, one
+    pruning iteration, and the sorted k-means engine, since scikit-learn's KMeans crashes under
+    QEMU 7.2 (a segfault in the emulator, for plain KMeans on 5,000 points too)."""
+    raw = short_params(mnist_folder)
+    raw["data"].update(train_limit=256, val_limit=128, test_limit=128)
+    section = raw["models"][MODEL]
+    section["prune"]["iterations"] = 1
+    section["quantize"]["engine"] = "sorted"
+    return raw
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the pinned stages under every offer (MNIST from the tests' cache) and print md5s; with
+    `--emulate CPU`, a smaller run (emulated_params) once natively and once under QEMU's user-mode
+    emulation of that CPU model (`qemu-x86_64 -cpu CPU`: another vendor, other cache sizes, AVX2 at
+    most); says whether the runs agree (exit status 1 when they do not)."""
+    import argparse
     import tempfile
 
+    parser = argparse.ArgumentParser(prog="python tests/test_reproducible.py")
+    parser.add_argument("--emulate", metavar="CPU", help="a QEMU CPU model, e.g. EPYC-Rome-v2")
+    args = parser.parse_args(argv)
     mnist = ROOT / ".cache" / "mnist" / "MNIST" / "raw"
-    params = short_params(mnist)
+    params = emulated_params(mnist) if args.emulate else short_params(mnist)
+    down = monitoring_env("down", "", unused_port())  # no server: a client under TCG is slow
+    runs = {offer: () for offer in OFFERS}
+    if args.emulate:
+        emulator = shutil.which("qemu-x86_64")
+        if emulator is None:
+            parser.error("--emulate needs qemu-x86_64: apt-get install qemu-user")
+        emulated = f"all cores, emulated {args.emulate}"
+        runs = {"all cores": (), emulated: (emulator, "-cpu", args.emulate)}
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for i, offer in enumerate(OFFERS):
-            md5s = run_stages(Path(tmp) / str(i), params, offer)
-            print(json.dumps({"offer": offer, **md5s}), flush=True)
+        for i, (name, launcher) in enumerate(runs.items()):
+            offer = name if name in OFFERS else "all cores"
+            md5s = run_stages(Path(tmp) / str(i), params, offer, prefect=down, launcher=launcher)
+            results[name] = md5s
+            print(json.dumps({"run": name, **md5s}), flush=True)
+    same = len({json.dumps(md5s, sort_keys=True) for md5s in results.values()}) == 1
+    print("identical bytes" if same else "the runs wrote different bytes", flush=True)
+    return 0 if same else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
