@@ -208,6 +208,16 @@ def test_every_offer_and_server_state_writes_the_same_bytes_and_unpinned_runs_do
     assert len(dense) > 1, f"without pinning the offers gave the same weights: {loose}"
 
 
+def test_emulating_without_qemu_names_the_package(monkeypatch, capsys):
+    """`--emulate` where qemu-x86_64 is not installed: a usage error that says what to install."""
+    real = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name: None if "qemu" in name else real(name))
+    with pytest.raises(SystemExit) as stopped:
+        main(["--emulate", "EPYC-Rome-v2"])
+    assert stopped.value.code == 2
+    assert "apt-get install qemu-user" in capsys.readouterr().err
+
+
 def emulated_params(mnist_folder: Path) -> dict:
     """short_params, smaller still for an emulator (about 30x slower): 256 training images, one
     pruning iteration, and the sorted k-means engine, since scikit-learn's KMeans crashes under
