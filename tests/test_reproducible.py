@@ -244,17 +244,16 @@ def main(argv: list[str] | None = None) -> int:
     mnist = ROOT / ".cache" / "mnist" / "MNIST" / "raw"
     params = emulated_params(mnist) if args.emulate else short_params(mnist)
     down = monitoring_env("down", "", unused_port())  # no server: a client under TCG is slow
-    runs = {offer: () for offer in OFFERS}
+    runs: dict[str, tuple[str, tuple[str, ...]]] = {offer: (offer, ()) for offer in OFFERS}
     if args.emulate:
         emulator = shutil.which("qemu-x86_64")
         if emulator is None:
             parser.error("--emulate needs qemu-x86_64: apt-get install qemu-user")
-        emulated = f"all cores, emulated {args.emulate}"
-        runs = {"all cores": (), emulated: (emulator, "-cpu", args.emulate)}
+        emulated = ("all cores", (emulator, "-cpu", args.emulate))
+        runs = {"all cores": runs["all cores"], f"all cores, emulated {args.emulate}": emulated}
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (name, launcher) in enumerate(runs.items()):
-            offer = name if name in OFFERS else "all cores"
+        for i, (name, (offer, launcher)) in enumerate(runs.items()):
             md5s = run_stages(Path(tmp) / str(i), params, offer, prefect=down, launcher=launcher)
             results[name] = md5s
             print(json.dumps({"run": name, **md5s}), flush=True)
