@@ -110,6 +110,38 @@ def test_pin_threads_sets_the_count_not_the_cores():
     assert seen["capability"] == CAPABILITY and seen["env"] == PINNED_ENV
 
 
+MKL_BRANCH = """
+{setup}
+import torch
+torch.ones(64, 64) @ torch.ones(64, 64)
+"""
+"""One matrix product in a fresh interpreter after `setup`; with MKL_VERBOSE=1, MKL logs it."""
+
+
+def mkl_branches(setup: str, **env: str) -> set[str]:
+    """The CNR branches MKL logs for MKL_BRANCH's product (`CNR:<branch>` in its verbose line)."""
+    done = subprocess.run(
+        [sys.executable, "-c", MKL_BRANCH.format(setup=setup)],
+        cwd=ROOT,
+        env=dict(os.environ, MKL_VERBOSE="1", **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return {line.split("CNR:")[1].split()[0] for line in done.stdout.splitlines() if "CNR:" in line}
+
+
+@needs_avx2
+@pytest.mark.skipif(library_versions()["mkl"] == "none", reason="this torch has no MKL")
+def test_mkl_runs_the_compatible_branch_the_stage_entry_asks_for():
+    """MKL's own log, not only the variable: after `import flows.run` its products run on the
+    COMPATIBLE branch even where the caller asked for AVX2 (which MKL runs as AUTO on AMD CPUs,
+    BENCHMARKS.md); without the stage entry, the caller's AUTO is what MKL runs."""
+    assert mkl_branches("import flows.run", MKL_CBWR="AVX2") == {"COMPATIBLE"}
+    assert mkl_branches("", MKL_CBWR="AUTO") == {"AUTO"}
+
+
 def test_an_unpinned_interpreter_reports_its_own_capability():
     """The read-back tells pinned from unpinned: without pinning, ATEN_CPU_CAPABILITY=default
     gives torch's scalar kernels."""
