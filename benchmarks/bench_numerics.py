@@ -2,17 +2,19 @@
 defaults, in one run: what identical bytes on every AVX2 CPU cost. Target: pinned <= 1.3x.
 
     .venv/bin/python -m benchmarks.bench_numerics [--models lenet_300_100 lenet5] [--images 5000]
-        [--epochs 6] [--repeats 3] [--pin KEY=VALUE ...] [--threads N]
+        [--epochs 6] [--repeats 3] [--pin KEY=VALUE ...] [--threads N] [--onednn-linear]
 
 Each process is fresh (the pinned settings are read when torch loads): one short warm-up epoch,
 then `--epochs` timed epochs over `--images` synthetic MNIST-shaped images with the model's
 `train` section of params.yaml (batch size, SGD, augmentation). Pinned: ATen AVX2, MKL CBWR,
 oneDNN AVX2, `run.threads` torch threads, deterministic algorithms; unpinned: none of them (the
 CPU's widest ISA, threads = cores). `--pin` replaces a pinned value (another setting to weigh);
-`--threads` gives both modes that many threads (the ISA's cost alone). Pinned and unpinned
-processes alternate, so that machine load affects both alike; the table gives the best epoch
-(least disturbed: on a shared machine the median mostly measures the neighbours), the median,
-and the CPU seconds of the best (all threads).
+`--threads` gives both modes that many threads (the ISA's cost alone); `--onednn-linear` runs the
+pinned mode's linear layers through oneDNN's matmul (`aten::mkldnn_linear`, forward and backward)
+instead of MKL's GEMM (a candidate weighed in BENCHMARKS.md, not the pipeline's path). Pinned
+and unpinned processes alternate, so that machine load affects both alike; the table gives the
+best epoch (least disturbed: on a shared machine the median mostly measures the neighbours), the
+median, and the CPU seconds of the best (all threads).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ def child(mode: str, model_name: str, settings: dict) -> Seconds:
     params = read_params("params.yaml")
     if mode == "pinned":
         pin_threads(settings["threads"] or params.run.threads)
+        if settings["onednn_linear"]:
+            torch.nn.Linear.forward = onednn_linear
     elif settings["threads"]:
         torch.set_num_threads(settings["threads"])
     cfg = params.models[model_name].train
@@ -65,6 +69,15 @@ def child(mode: str, model_name: str, settings: dict) -> Seconds:
         train_epoch(model, optimizer, x, y, cfg.batch_size, generator, shift=shift)
         seconds.append((time.perf_counter() - start, time.process_time() - cpu))
     return seconds
+
+
+def onednn_linear(self, x):  # noqa: ANN001, ANN201 (an nn.Linear.forward)
+    """nn.Linear's product through oneDNN's matmul (its autograd formula is oneDNN's too)."""
+    import torch
+
+    flat = x.reshape(-1, x.shape[-1]).contiguous().to_mkldnn()
+    out = torch.ops.aten.mkldnn_linear(flat, self.weight, self.bias).to_dense()
+    return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
 def measure(mode: str, model_name: str, settings: dict) -> Seconds:
@@ -107,15 +120,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--pin", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--onednn-linear", action="store_true")
     args = parser.parse_args()
     replaced = dict(item.split("=", 1) for item in args.pin)
     settings = {"images": args.images, "epochs": args.epochs, "replaced": replaced}
-    settings["threads"] = args.threads
+    settings.update(threads=args.threads, onednn_linear=args.onednn_linear)
     print(
         f"{args.images} images per epoch, {args.epochs} epochs x {args.repeats} processes per "
         f"mode, {os.cpu_count()} CPUs, threads: {args.threads or 'run.threads / torch default'}"
     )
-    print(f"pinned: {json.dumps({**PINNED_ENV, **replaced})}")
+    linear = ", linear layers through oneDNN" if args.onednn_linear else ""
+    print(f"pinned: {json.dumps({**PINNED_ENV, **replaced})}{linear}")
     print("| model | mode | best s/epoch | median s/epoch | CPU s of the best | best / unpinned |")
     print("|---|---|---|---|---|---|")
     for model_name in args.models:
