@@ -33,7 +33,7 @@ from prefect.settings import PREFECT_API_URL
 
 from deepcompression.report import markdown_table
 from runtime.log import run_logger
-from runtime.runinfo import invocation_tag
+from runtime.runinfo import process_tag
 
 TAIL_LINES = 40
 """How many of dvc's last output lines a failed run's error message quotes."""
@@ -340,7 +340,7 @@ def repro_env(
 
 
 def stream_dvc(
-    args: list[str], cwd: str | Path, started: Callable[[int], None] | None = None
+    args: list[str], cwd: str | Path, started: Callable[[int], object] | None = None
 ) -> DvcRun:
     """Run `dvc args` in `cwd`, logging each output line; its status and lines. `started` gets
     the dvc process's pid as soon as it runs."""
@@ -425,11 +425,11 @@ def push_results(worktree: str, remote: str | None) -> bool:
 
 def tag_with_invocation(dvc_pid: int) -> str | None:
     """Give the current flow run (the rerun) the `repro:` tag that the stage runs of the `dvc`
-    process `dvc_pid` get (runtime/runinfo.py): the UI then finds the rerun with its stages.
-    A failure is a warning: a missing tag never stops the rerun."""
-    tag = invocation_tag(dvc_pid)
+    process `dvc_pid` (started by this rerun) get (runtime/runinfo.py): the UI then finds the
+    rerun with its stages. A failure is a warning: a missing tag never stops the rerun."""
+    tag = process_tag(dvc_pid)
     if tag is None:
-        run_logger().warning("could not tag this rerun: process %d is not a running dvc", dvc_pid)
+        run_logger().warning("could not tag this rerun: dvc (process %d) has exited", dvc_pid)
         return None
     if not ensure_tag(tag):
         return None
@@ -462,15 +462,7 @@ def ensure_tag(tag: str) -> bool:
 def run_dvc_repro(project_dir: str, targets: list[str] | None = None) -> ReproOutcome:
     """Run `dvc repro` in `project_dir`, log each output line, say which stages ran or skipped."""
     cwd = check_project_dir(project_dir)
-    tagged: list[str] = []
-
-    def tag(pid: int) -> None:
-        if (found := tag_with_invocation(pid)) is not None:
-            tagged.append(found)
-
-    done = stream_dvc(["repro", *(targets or [])], cwd, tag)
-    for name in tagged:  # still there once the repro is over (a flow-run update may drop it)
-        ensure_tag(name)
+    done = stream_dvc(["repro", *(targets or [])], cwd, tag_with_invocation)
     if done.returncode != 0:
         raise DvcReproError(
             f"dvc repro exited with status {done.returncode} after {done.seconds:.1f} s in "

@@ -43,9 +43,25 @@ def _boot_time() -> float:
     return 0.0
 
 
+def _tag(pid: int, start_ticks: int) -> str:
+    """`repro:<YYYY-mm-dd-HHMMSS>-<pid>`: the process's start time (set when it was forked, so
+    the same before and after it execs) and its pid."""
+    started = _boot_time() + start_ticks / CLOCK_TICKS
+    return f"repro:{time.strftime('%Y-%m-%d-%H%M%S', time.localtime(started))}-{pid}"
+
+
+def process_tag(pid: int) -> str | None:
+    """The `repro:` tag of process `pid`, which the caller knows is a `dvc repro` (it started
+    it); None once it has exited. No check of its command line: right after `Popen` returns the
+    kernel may not have set it yet (exec closes the parent's pipe before the new arguments are
+    in place), which is how a rerun once went untagged."""
+    stat = _proc_stat(pid)
+    return None if stat is None else _tag(pid, stat[2])
+
+
 def invocation_tag(parent_pid: int | None = None) -> str | None:
-    """`repro:<YYYY-mm-dd-HHMMSS>-<pid>` of the `dvc` process that started this stage, if any:
-    `parent_pid` (default this process's parent) or one of its ancestors."""
+    """The `repro:` tag of the `dvc` process that started this stage, if any: `parent_pid`
+    (default this process's parent) or one of its ancestors."""
     pid = os.getppid() if parent_pid is None else parent_pid
     for _ in range(8):
         stat = _proc_stat(pid)
@@ -53,8 +69,6 @@ def invocation_tag(parent_pid: int | None = None) -> str | None:
             return None
         name, parent, start_ticks = stat
         if _is_dvc(pid, name):
-            started = _boot_time() + start_ticks / CLOCK_TICKS
-            stamp = time.strftime("%Y-%m-%d-%H%M%S", time.localtime(started))
-            return f"repro:{stamp}-{pid}"
+            return _tag(pid, start_ticks)
         pid = parent
     return None
