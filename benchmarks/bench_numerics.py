@@ -25,6 +25,8 @@ import os
 import statistics
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 MODES = ("pinned", "unpinned")
 Seconds = list[tuple[float, float]]
@@ -51,7 +53,7 @@ def child(mode: str, model_name: str, settings: dict) -> Seconds:
     if mode == "pinned":
         pin_threads(settings["threads"] or params.run.threads)
         if settings["onednn_linear"]:
-            torch.nn.Linear.forward = onednn_linear
+            onednn_linears().__enter__()  # for this whole child process
     elif settings["threads"]:
         torch.set_num_threads(settings["threads"])
     cfg = params.models[model_name].train
@@ -78,6 +80,19 @@ def onednn_linear(self, x):  # noqa: ANN001, ANN201 (an nn.Linear.forward)
     flat = x.reshape(-1, x.shape[-1]).contiguous().to_mkldnn()
     out = torch.ops.aten.mkldnn_linear(flat, self.weight, self.bias).to_dense()
     return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+@contextmanager
+def onednn_linears() -> Iterator[None]:
+    """Every nn.Linear's forward through `onednn_linear` inside, torch's own after."""
+    import torch
+
+    original = torch.nn.Linear.forward
+    torch.nn.Linear.forward = onednn_linear
+    try:
+        yield
+    finally:
+        torch.nn.Linear.forward = original
 
 
 def measure(mode: str, model_name: str, settings: dict) -> Seconds:

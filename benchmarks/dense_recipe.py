@@ -14,23 +14,22 @@ import dataclasses
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from deepcompression.numerics import pin_environment
 
+if TYPE_CHECKING:
+    from deepcompression.config import Params
+    from deepcompression.data.tensors import ImageTensors
 
-def train_once(model: str, lr: float, seed: int, data_root: Path) -> str:
+
+def train_once(model: str, lr: float, seed: int, params: Params, data: ImageTensors) -> str:
     """One full-length dense training; a Markdown row (validation error, or the divergence)."""
-    from deepcompression.data.load import load_training
-    from deepcompression.numerics import pin_threads
     from deepcompression.training import TrainingDiverged
-    from flows.params import read_params
     from tasks.train import train_dense
 
-    params = read_params("params.yaml")
-    pin_threads(params.run.threads)
     cfg = dataclasses.replace(params.models[model].train, lr=lr)
     run = dataclasses.replace(params.run, seed=seed)
-    data = load_training(data_root, params.data.val_size, mnist=True)
     start = time.perf_counter()
     try:
         _, history = train_dense(model, cfg, run, data)
@@ -44,18 +43,26 @@ def train_once(model: str, lr: float, seed: int, data_root: Path) -> str:
 
 
 def main() -> None:
-    """Every rate x seed, one after the other; print a Markdown table as rows finish."""
+    """Every rate x seed, one after the other (params and data read once); print a Markdown
+    table as rows finish."""
+    from deepcompression.data.load import load_training
+    from deepcompression.numerics import pin_threads
+    from flows.params import read_params
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="lenet5")
     parser.add_argument("--lrs", type=float, nargs="+", required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--data", type=Path, default=Path("data/MNIST"))
     args = parser.parse_args()
+    params = read_params("params.yaml")
+    pin_threads(params.run.threads)
+    data = load_training(args.data, params.data.val_size, mnist=True)
     print("| lr | seed | final val error | best epoch's val error | s |")
     print("|---|---|---|---|---|", flush=True)
     for lr in args.lrs:
         for seed in args.seeds:
-            print(train_once(args.model, lr, seed, args.data), flush=True)
+            print(train_once(args.model, lr, seed, params, data), flush=True)
 
 
 if __name__ == "__main__":

@@ -48,9 +48,8 @@ print(json.dumps({{
 """A fresh interpreter's numerics after `setup`, read back from inside it."""
 
 
-def read_back(setup: str, torch_before: str = "False", **env: str) -> dict:
-    """Run READ_BACK after `setup` in a fresh interpreter whose environment adds `env`."""
-    code = READ_BACK.format(setup=setup, torch_before=torch_before, keys=sorted(PINNED_ENV))
+def fresh_stdout(code: str, **env: str) -> str:
+    """What `code` prints in a fresh interpreter whose environment adds `env`."""
     done = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
@@ -60,7 +59,13 @@ def read_back(setup: str, torch_before: str = "False", **env: str) -> dict:
         timeout=120,
         check=True,
     )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return done.stdout
+
+
+def read_back(setup: str, torch_before: str = "False", **env: str) -> dict:
+    """Run READ_BACK after `setup` in a fresh interpreter whose environment adds `env`."""
+    code = READ_BACK.format(setup=setup, torch_before=torch_before, keys=sorted(PINNED_ENV))
+    return json.loads(fresh_stdout(code, **env).strip().splitlines()[-1])
 
 
 def test_pinned_values_override_what_the_caller_set():
@@ -120,16 +125,8 @@ torch.ones(64, 64) @ torch.ones(64, 64)
 
 def mkl_branches(setup: str, **env: str) -> set[str]:
     """The CNR branches MKL logs for MKL_BRANCH's product (`CNR:<branch>` in its verbose line)."""
-    done = subprocess.run(
-        [sys.executable, "-c", MKL_BRANCH.format(setup=setup)],
-        cwd=ROOT,
-        env=dict(os.environ, MKL_VERBOSE="1", **env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return {line.split("CNR:")[1].split()[0] for line in done.stdout.splitlines() if "CNR:" in line}
+    lines = fresh_stdout(MKL_BRANCH.format(setup=setup), MKL_VERBOSE="1", **env).splitlines()
+    return {line.split("CNR:")[1].split()[0] for line in lines if "CNR:" in line}
 
 
 @needs_avx2

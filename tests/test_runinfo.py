@@ -33,22 +33,17 @@ def started(command: list[str], **kwargs) -> Iterator[subprocess.Popen]:
         child.wait()
 
 
-def test_a_process_tag_is_its_start_time_and_pid():
+def test_a_process_tag_is_its_start_time_and_pid_with_no_look_at_its_command_line():
+    """`sleep` is no dvc: a stage under it finds no invocation, yet its starter, which knows what
+    it started, gets its tag (start time and pid) without reading its command line."""
     with started(["sleep", "30"]) as child:
+        assert invocation_tag(child.pid) is None
         tag = process_tag(child.pid)
         assert tag is not None and (match := TAG.match(tag))
         assert int(match[2]) == child.pid
         when = time.mktime(time.strptime(match[1], "%Y-%m-%d-%H%M%S"))
         assert abs(when - time.time()) < 60
     assert process_tag(child.pid) is None
-
-
-def test_the_tag_needs_no_command_line_but_a_stage_needs_a_dvc_ancestor():
-    """`sleep` is no dvc: a stage under it finds no invocation, yet its starter, which knows what
-    it started, gets its tag without reading its command line."""
-    with started(["sleep", "30"]) as child:
-        assert invocation_tag(child.pid) is None
-        assert process_tag(child.pid) is not None
 
 
 def test_a_stage_under_dvc_gets_the_tag_its_starter_got(tmp_path):
