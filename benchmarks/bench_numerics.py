@@ -44,16 +44,17 @@ def child(mode: str, model_name: str, settings: dict) -> Seconds:
 
     import torch
 
-    from deepcompression.numerics import pin_threads
+    from deepcompression.numerics import pin_torch
     from deepcompression.training import make_optimizer, seed_everything, train_epoch
     from flows.params import read_params
     from models import build_model
 
     params = read_params("params.yaml")
     if mode == "pinned":
-        pin_threads(settings["threads"] or params.run.threads)
+        pin_torch(settings["threads"] or params.run.threads)
         if settings["onednn_linear"]:
-            onednn_linears().__enter__()  # for this whole child process
+            patch = onednn_linears()  # held: a dropped one would restore nn.Linear at once
+            patch.__enter__()  # for this whole child process
     elif settings["threads"]:
         torch.set_num_threads(settings["threads"])
     cfg = params.models[model_name].train

@@ -46,7 +46,7 @@ def main() -> None:
     """Every rate x seed, one after the other (params and data read once); print a Markdown
     table as rows finish."""
     from deepcompression.data.load import load_training
-    from deepcompression.numerics import pin_threads
+    from deepcompression.numerics import pin_torch
     from flows.params import read_params
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data/MNIST"))
     args = parser.parse_args()
     params = read_params("params.yaml")
-    pin_threads(params.run.threads)
+    pin_torch(params.run.threads)
     data = load_training(args.data, params.data.val_size, mnist=True)
     print("| lr | seed | final val error | best epoch's val error | s |")
     print("|---|---|---|---|---|", flush=True)

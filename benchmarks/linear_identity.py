@@ -36,14 +36,14 @@ def trained_md5() -> str:
     training step; md5 of the parameters."""
     import torch
 
-    from deepcompression.numerics import pin_threads
+    from deepcompression.numerics import pin_torch
     from deepcompression.training import make_optimizer, seed_everything, train_epoch
     from flows.params import read_params
     from models import build_model
 
     params = read_params("params.yaml")
     cfg = params.models[MODEL].train
-    pin_threads(params.run.threads)
+    pin_torch(params.run.threads)
     generator = seed_everything(0)
     images = torch.randn(STEPS * cfg.batch_size, 1, 28, 28, generator=generator)
     labels = torch.randint(0, 10, (STEPS * cfg.batch_size,), generator=generator)

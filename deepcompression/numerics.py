@@ -4,7 +4,8 @@ What a CPU offers changes torch's results: ATen's vector kernels follow the wide
 sums in another order than AVX2), MKL picks a code path per CPU and vendor, oneDNN
 (convolutions) JITs for the widest ISA, and every parallel reduction splits by the thread count.
 The project fixes all of them: `PINNED_ENV` before torch is imported (the stage entry, the warm
-runner and every Dask worker set it), `pin_threads` at the start of each stage body,
+runner and every Dask worker set it), `pin_torch` at the start of each stage body (threads,
+deterministic algorithms, linear layers through oneDNN: MKL's only vendor-neutral branch is slow),
 `numerics_record` for the metrics and the provenance hash. Other CPUs (no AVX2, ARM) and CUDA
 run the same pipeline with results that are not byte-identical.
 """
@@ -48,15 +49,37 @@ def unpinned(environ: Mapping[str, str]) -> list[str]:
     return sorted(k for k, v in PINNED_ENV.items() if environ.get(k) != v)
 
 
-def pin_threads(threads: int) -> None:
+def pin_torch(threads: int) -> None:
     """torch's intra-op threads to `threads` (not the core count: a machine with fewer cores
-    splits every reduction alike) and deterministic algorithms on; ValueError for threads < 1."""
+    splits every reduction alike), deterministic algorithms on, and nn.Linear's products through
+    oneDNN (`pin_linear`); ValueError for threads < 1."""
     import torch
 
     if threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}; set run.threads")
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    pin_linear()
+
+
+def pin_linear() -> None:
+    """Route every nn.Linear's forward through `pinned_linear`: on CPU its three products run
+    in oneDNN at the pinned AVX2 (the same bytes on Intel and AMD, as MKL's COMPATIBLE branch
+    gives, at about the unpinned speed; BENCHMARKS.md, "Pinned numerics")."""
+    import torch
+
+    from deepcompression.onednn_linear import pinned_linear
+
+    torch.nn.Linear.forward = pinned_linear
+
+
+def linear_route() -> str:
+    """Which products nn.Linear runs: 'onednn' once `pin_linear` is in force, else 'torch'."""
+    import torch
+
+    from deepcompression.onednn_linear import pinned_linear
+
+    return "onednn" if torch.nn.Linear.forward is pinned_linear else "torch"
 
 
 def library_versions() -> dict[str, str]:
@@ -83,6 +106,7 @@ def numerics_record(device: str = "cpu") -> dict[str, Any]:
         "env": {key: os.environ.get(key) for key in sorted(PINNED_ENV)},
         "threads": torch.get_num_threads(),
         "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "linear": linear_route(),
         "device": device,
         **library_versions(),
     }

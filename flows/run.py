@@ -63,11 +63,11 @@ def run_timed(
 ) -> None:
     """Run the stage's flow with `kwargs` on `threads` torch threads (deterministic algorithms
     on); write its timing record however it ends."""
-    from deepcompression.numerics import pin_threads
+    from deepcompression.numerics import pin_torch
     from runtime.stageflow import staged
 
     stage_flow = staged(load_flow(stage), clock)
-    pin_threads(threads)
+    pin_torch(threads)
     clock.mark("flow_import")
     completed = False
     try:

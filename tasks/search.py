@@ -15,7 +15,7 @@ from deepcompression.checkpoint import Checkpoint
 from deepcompression.data.load import load_training
 from deepcompression.data.tensors import ImageTensors
 from deepcompression.inference import stored_input
-from deepcompression.numerics import pin_threads
+from deepcompression.numerics import pin_torch
 from deepcompression.search.space import Allocation
 from deepcompression.search.trial import TrialSettings, run_trial
 from deepcompression.training import resolve_device
@@ -62,7 +62,7 @@ def compress_trial(
     """Compress the dense checkpoint to `allocation`: exact file bytes and validation error
     (`threads` > 0 sets torch's thread count, deterministic algorithms on)."""
     if threads > 0:
-        pin_threads(threads)
+        pin_torch(threads)
     target = resolve_device(device)
     data = worker_data(source).as_tuple(target)
     outcome = run_trial(

@@ -20,7 +20,7 @@ from deepcompression.numerics import (
     library_versions,
     numerics_record,
     pin_environment,
-    pin_threads,
+    pin_torch,
     pinned_env,
     unpinned,
 )
@@ -80,7 +80,7 @@ def test_pinned_values_override_what_the_caller_set():
 
 def test_threads_must_be_at_least_one():
     with pytest.raises(ValueError, match="run.threads"):
-        pin_threads(0)
+        pin_torch(0)
     with pytest.raises(ConfigError, match=r"run\.threads: 0 is out of range"):
         RunConfig(threads=0).validate("run")
 
@@ -103,13 +103,13 @@ def test_the_stage_entry_pins_before_torch_is_imported():
 
 
 @needs_avx2
-def test_pin_threads_sets_the_count_not_the_cores():
+def test_pin_torch_sets_the_count_not_the_cores():
     """On one core, three threads: a machine with fewer cores splits every reduction alike."""
     seen = read_back(
-        "from deepcompression.numerics import pin_environment, pin_threads\n"
+        "from deepcompression.numerics import pin_environment, pin_torch\n"
         "pin_environment(os.environ)\n"
         "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
-        "pin_threads(3)",
+        "pin_torch(3)",
     )
     assert seen["threads"] == 3 and seen["deterministic"] is True
     assert seen["capability"] == CAPABILITY and seen["env"] == PINNED_ENV
@@ -149,8 +149,10 @@ def test_an_unpinned_interpreter_reports_its_own_capability():
 def test_the_record_names_the_settings_and_versions():
     record = numerics_record("cpu")
     assert set(record) == {
-        "cpu_capability", "env", "threads", "deterministic", "device", "torch", "mkl", "onednn"
+        "cpu_capability", "env", "threads", "deterministic", "linear", "device", "torch", "mkl",
+        "onednn",
     }  # fmt: skip
+    assert record["linear"] in ("onednn", "torch")
     assert record["torch"] == torch.__version__
     assert record["threads"] == torch.get_num_threads()
     versions = library_versions()
@@ -187,7 +189,7 @@ def test_the_numerics_are_part_of_the_files_code_hash():
 @needs_avx2
 def test_a_dask_worker_runs_with_the_pinned_numerics():
     """A worker of the search's local cluster: the pinned environment in force before its torch
-    loaded, its thread budget, and a trial's pin_threads."""
+    loaded, its thread budget, and a trial's pin_torch."""
     from distributed import Client, LocalCluster
 
     from flows.params import read_params
@@ -199,10 +201,10 @@ def test_a_dask_worker_runs_with_the_pinned_numerics():
     def probe() -> dict:
         import torch
 
-        from deepcompression.numerics import pin_threads
+        from deepcompression.numerics import pin_torch
 
         started = torch.get_num_threads()
-        pin_threads(1)
+        pin_torch(1)
         return {
             "capability": torch.backends.cpu.get_cpu_capability(),
             "env": {k: os.environ.get(k) for k in PINNED_ENV},

@@ -80,7 +80,7 @@ UNPINNED = (
     "import runpy, sys\n"
     "import deepcompression.numerics as numerics\n"
     "numerics.PINNED_ENV.clear()\n"
-    "numerics.pin_threads = lambda threads: None\n"
+    "numerics.pin_torch = lambda threads: None\n"
     "sys.argv = ['flows.run', *sys.argv[1:]]\n"
     "runpy.run_module('flows.run', run_name='__main__')\n"
 )
