@@ -2,16 +2,16 @@
 defaults, in one run: what identical bytes on every AVX2 CPU cost. Target: pinned <= 1.3x.
 
     .venv/bin/python -m benchmarks.bench_numerics [--models lenet_300_100 lenet5] [--images 5000]
-        [--epochs 6] [--repeats 3] [--pin KEY=VALUE ...] [--threads N] [--onednn-linear]
+        [--epochs 6] [--repeats 3] [--pin KEY=VALUE ...] [--threads N] [--mkl-linear]
 
 Each process is fresh (the pinned settings are read when torch loads): one short warm-up epoch,
 then `--epochs` timed epochs over `--images` synthetic MNIST-shaped images with the model's
 `train` section of params.yaml (batch size, SGD, augmentation). Pinned: ATen AVX2, MKL CBWR,
-oneDNN AVX2, `run.threads` torch threads, deterministic algorithms; unpinned: none of them (the
-CPU's widest ISA, threads = cores). `--pin` replaces a pinned value (another setting to weigh);
-`--threads` gives both modes that many threads (the ISA's cost alone); `--onednn-linear` runs the
-pinned mode's linear layers through oneDNN's matmul (`aten::mkldnn_linear`, forward and backward)
-instead of MKL's GEMM (a candidate weighed in BENCHMARKS.md, not the pipeline's path). Pinned
+oneDNN AVX2, `run.threads` torch threads, deterministic algorithms, linear layers through oneDNN
+(`pin_torch`); unpinned: none of them (the CPU's widest ISA, threads = cores, MKL's GEMM).
+`--pin` replaces a pinned value (another setting to weigh); `--threads` gives both modes that
+many threads (the ISA's cost alone); `--mkl-linear` runs the pinned mode's linear layers through
+MKL's GEMM on its COMPATIBLE branch (the pinned path before oneDNN's, 1.6-1.8x). Pinned
 and unpinned processes alternate, so that machine load affects both alike; the table gives the
 best epoch (least disturbed: on a shared machine the median mostly measures the neighbours), the
 median, and the CPU seconds of the best (all threads).
@@ -25,8 +25,6 @@ import os
 import statistics
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 MODES = ("pinned", "unpinned")
 Seconds = list[tuple[float, float]]
@@ -44,7 +42,7 @@ def child(mode: str, model_name: str, settings: dict) -> Seconds:
 
     import torch
 
-    from deepcompression.numerics import pin_torch
+    from deepcompression.numerics import pin_torch, unpin_linear
     from deepcompression.training import make_optimizer, seed_everything, train_epoch
     from flows.params import read_params
     from models import build_model
@@ -52,9 +50,8 @@ def child(mode: str, model_name: str, settings: dict) -> Seconds:
     params = read_params("params.yaml")
     if mode == "pinned":
         pin_torch(settings["threads"] or params.run.threads)
-        if settings["onednn_linear"]:
-            patch = onednn_linears()  # held: a dropped one would restore nn.Linear at once
-            patch.__enter__()  # for this whole child process
+        if settings["mkl_linear"]:
+            unpin_linear()
     elif settings["threads"]:
         torch.set_num_threads(settings["threads"])
     cfg = params.models[model_name].train
@@ -72,28 +69,6 @@ def child(mode: str, model_name: str, settings: dict) -> Seconds:
         train_epoch(model, optimizer, x, y, cfg.batch_size, generator, shift=shift)
         seconds.append((time.perf_counter() - start, time.process_time() - cpu))
     return seconds
-
-
-def onednn_linear(self, x):  # noqa: ANN001, ANN201 (an nn.Linear.forward)
-    """nn.Linear's product through oneDNN's matmul (its autograd formula is oneDNN's too)."""
-    import torch
-
-    flat = x.reshape(-1, x.shape[-1]).contiguous().to_mkldnn()
-    out = torch.ops.aten.mkldnn_linear(flat, self.weight, self.bias).to_dense()
-    return out.reshape(*x.shape[:-1], out.shape[-1])
-
-
-@contextmanager
-def onednn_linears() -> Iterator[None]:
-    """Every nn.Linear's forward through `onednn_linear` inside, torch's own after."""
-    import torch
-
-    original = torch.nn.Linear.forward
-    torch.nn.Linear.forward = onednn_linear
-    try:
-        yield
-    finally:
-        torch.nn.Linear.forward = original
 
 
 def measure(mode: str, model_name: str, settings: dict) -> Seconds:
@@ -136,16 +111,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--pin", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--onednn-linear", action="store_true")
+    parser.add_argument("--mkl-linear", action="store_true")
     args = parser.parse_args()
     replaced = dict(item.split("=", 1) for item in args.pin)
     settings = {"images": args.images, "epochs": args.epochs, "replaced": replaced}
-    settings.update(threads=args.threads, onednn_linear=args.onednn_linear)
+    settings.update(threads=args.threads, mkl_linear=args.mkl_linear)
     print(
         f"{args.images} images per epoch, {args.epochs} epochs x {args.repeats} processes per "
         f"mode, {os.cpu_count()} CPUs, threads: {args.threads or 'run.threads / torch default'}"
     )
-    linear = ", linear layers through oneDNN" if args.onednn_linear else ""
+    linear = ", linear layers through MKL's GEMM" if args.mkl_linear else ""
     print(f"pinned: {json.dumps({**PINNED_ENV, **replaced})}{linear}")
     print("| model | mode | best s/epoch | median s/epoch | CPU s of the best | best / unpinned |")
     print("|---|---|---|---|---|---|")

@@ -1,8 +1,8 @@
 """Do linear layers give the same bytes on another CPU? 20 pinned training steps of LeNet-300-100
 on synthetic data (the library's `train_epoch`, params.yaml's recipe), with its products through
-MKL's GEMM (the pipeline's path: MKL's COMPATIBLE branch) and through oneDNN's matmul
-(bench_numerics' `--onednn-linear`, the faster candidate); prints the md5 of the weights for
-each. Run it natively and under emulation of another CPU:
+oneDNN's inner product (the pipeline's path, `pin_torch`) and through MKL's GEMM on its
+COMPATIBLE branch (the path before it); prints the md5 of the weights for each. Run it natively
+and under emulation of another CPU:
 
     .venv/bin/python -m benchmarks.linear_identity
     qemu-x86_64 -cpu Haswell-v4 .venv/bin/python -m benchmarks.linear_identity
@@ -19,24 +19,12 @@ STEPS = 20
 MODEL = "lenet_300_100"
 
 
-def weights_md5(onednn: bool) -> str:
-    """md5 of LeNet-300-100's parameters after STEPS pinned training steps (params.yaml's
-    `train` section, seed 0), its linear layers through oneDNN's matmul when `onednn`, else
-    through MKL's GEMM."""
-    from contextlib import nullcontext
-
-    from benchmarks.bench_numerics import onednn_linears
-
-    with onednn_linears() if onednn else nullcontext():
-        return trained_md5()
-
-
-def trained_md5() -> str:
+def trained_md5(onednn: bool) -> str:
     """One epoch of STEPS batches of synthetic MNIST-shaped data, through the library's own
-    training step; md5 of the parameters."""
+    training step, linear layers through oneDNN when `onednn` else MKL; md5 of the parameters."""
     import torch
 
-    from deepcompression.numerics import pin_torch
+    from deepcompression.numerics import pin_torch, unpin_linear
     from deepcompression.training import make_optimizer, seed_everything, train_epoch
     from flows.params import read_params
     from models import build_model
@@ -44,6 +32,8 @@ def trained_md5() -> str:
     params = read_params("params.yaml")
     cfg = params.models[MODEL].train
     pin_torch(params.run.threads)
+    if not onednn:
+        unpin_linear()
     generator = seed_everything(0)
     images = torch.randn(STEPS * cfg.batch_size, 1, 28, 28, generator=generator)
     labels = torch.randint(0, 10, (STEPS * cfg.batch_size,), generator=generator)
@@ -59,5 +49,5 @@ if __name__ == "__main__":
     pin_environment(os.environ)  # before torch loads
     import torch
 
-    for name, onednn in (("MKL GEMM (COMPATIBLE)", False), ("oneDNN matmul", True)):
-        print(f"{name}: {weights_md5(onednn)}  ({torch.backends.cpu.get_cpu_capability()})")
+    for name, onednn in (("oneDNN inner product (pipeline)", True), ("MKL GEMM", False)):
+        print(f"{name}: {trained_md5(onednn)}  ({torch.backends.cpu.get_cpu_capability()})")

@@ -73,6 +73,15 @@ def pin_linear() -> None:
     torch.nn.Linear.forward = pinned_linear
 
 
+def unpin_linear() -> None:
+    """Give nn.Linear back its own forward (MKL's GEMM on CPU): what `pin_linear` replaced."""
+    import torch
+
+    from deepcompression.onednn_linear import TORCH_FORWARD
+
+    torch.nn.Linear.forward = TORCH_FORWARD
+
+
 def linear_route() -> str:
     """Which products nn.Linear runs: 'onednn' once `pin_linear` is in force, else 'torch'."""
     import torch

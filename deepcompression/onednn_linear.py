@@ -12,6 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+TORCH_FORWARD = nn.Linear.forward
+"""nn.Linear's own forward (this module loads before `pin_linear` replaces it)."""
+
 _product = torch.ops.mkldnn._linear_pointwise
 """oneDNN's inner product on plain (not prepacked) layouts: `_product(x, w, b, ...)` is
 x w^T + b, and a transposed view is read in place."""

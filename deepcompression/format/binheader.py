@@ -50,9 +50,13 @@ from version 8."""
 _DIGEST_TAG = {2 * size: arg for arg, size in _DIGESTS.items()}
 
 
+_DIGEST_SINCE = {_DIGEST: BINARY_HEADER_VERSION, _DIGEST4: LINKED_VERSION}
+"""The first version of each digest tag not defined since version 5 (the 8- and 16-byte ones)."""
+
+
 def digest_since(arg: int) -> int:
     """The first version in which the digest tag argument ``arg`` is defined."""
-    return {_DIGEST: BINARY_HEADER_VERSION, _DIGEST4: LINKED_VERSION}.get(arg, SHORT_VALUES_VERSION)
+    return _DIGEST_SINCE.get(arg, SHORT_VALUES_VERSION)
 
 
 MAX_DECIMAL_EXPONENT = 400
@@ -140,7 +144,10 @@ class _Reader:
         """Version 6: a Huffman record's tag may say its codebook is float16."""
         self.coded_rows = version >= CODED_ROWS_VERSION
         """Version 7: a Huffman record may be stored over an earlier tensor's kept rows."""
-        self.version = version
+        self.linked = version >= LINKED_VERSION
+        """Version 8: 4-byte digests, derived names and columns over an earlier tensor's rows."""
+        self.digests = frozenset(arg for arg in _DIGESTS if version >= digest_since(arg))
+        """The digest tag arguments this version defines."""
 
     def take(self, size: int, what: str) -> bytes:
         if size > len(self.data) - self.pos:
@@ -223,7 +230,7 @@ class _Reader:
             return (None, False, True)[arg]
         if major == _SIMPLE and arg in (_FLOAT, _DECIMAL):
             return self.number(arg)
-        if major == _SIMPLE and arg in _DIGESTS and self.version >= digest_since(arg):
+        if major == _SIMPLE and arg in self.digests:
             return self.take(_DIGESTS[arg], "digest value").hex()
         raise MalformedHeader(f"value tag 0x{major << 5 | min(arg, 31):02x} is not defined")
 
@@ -309,7 +316,7 @@ class _Reader:
         raw_rows = tag & 0x0F == _RAW_TAG | _ROWS_BIT and tag >> 4 < len(RAW_DTYPES)
         coded_rows = bool(tag & _CODED_ROWS_BIT) and self.coded_rows
         coded_rows = coded_rows and tag & ~(_HALF_BIT | 0x10) == 0x03
-        derived = (raw_rows or coded_rows) and self.version >= LINKED_VERSION
+        derived = (raw_rows or coded_rows) and self.linked
         name = self.name(strings, derived=derived)
         if raw_rows:
             return self.kept_rows(name, RAW_DTYPES[tag >> 4], earlier, offset)
@@ -326,19 +333,20 @@ class _Reader:
             record = {"kind": KIND_RAW, "name": name, "shape": shape, "dtype": dtype,
                       "data": [offset, length]}  # fmt: skip
             return record, offset + length
-        linked = tag & _COLS_OF_BIT and tag & _UNITS_BIT and self.version >= LINKED_VERSION
+        linked = tag & _COLS_OF_BIT and tag & _UNITS_BIT and self.linked
         base = tag & ~(_HALF_BIT | (_COLS_OF_BIT if linked else 0))
         if base not in _HUFFMAN_TAGS or (tag & _HALF_BIT and not self.half):
             raise MalformedHeader(f"tensor {name[:60]!r}: tag 0x{tag:02x} is not defined")
         return self.huffman(name, shape, tag, offset, earlier)
 
-    def owner(self, name: str | None, earlier: list[dict]) -> tuple[int, dict]:
-        """The earlier tensor with removed units whose kept rows a record is stored over."""
-        tensor = self.varint("rows tensor")
+    def owner(self, name: str | None, earlier: list[dict], over: str = "rows") -> tuple[int, dict]:
+        """The earlier tensor with removed units whose kept rows a record is stored over (or, with
+        ``over`` 'columns', whose rows' column blocks its columns mask runs over)."""
+        tensor = self.varint(f"{over} tensor")
         owner = earlier[tensor] if tensor < len(earlier) else {}
         if "units" not in owner:
             raise MalformedHeader(
-                f"tensor {(name or 'with a derived name')[:60]!r}: rows of tensor {tensor}, "
+                f"tensor {(name or 'with a derived name')[:60]!r}: {over} of tensor {tensor}, "
                 "which is not an earlier tensor with removed units"
             )
         return tensor, owner
@@ -453,7 +461,7 @@ class _Reader:
                 ) -> tuple[int, int]:  # fmt: skip
         """Version 8: the earlier tensor with removed units whose kept rows' column blocks this
         record's columns mask runs over, and the mask's length (0 when every candidate is kept)."""
-        tensor, owner = self.owner(name, earlier)
+        tensor, owner = self.owner(name, earlier, over="columns")
         blocks, cols = owner["shape"][0], shape[1]
         if blocks < 1 or cols < blocks or cols % blocks:
             raise MalformedHeader(

@@ -281,17 +281,13 @@ def _quantized_options(q: QuantizedTensor, version: int) -> list[Encoded]:
         weight=encode_symbols(labels),
         labels=labels,
         k=k,
+        linkable=version >= LINKED_VERSION,
     )
     widths = AUTO_INDEX_BITS if q.index_bits is None else (q.index_bits,)
     forms: list[tuple[np.ndarray, np.ndarray] | None] = [None]
     if version >= UNITS_VERSION and (units := _removable_units(mask)) is not None:
         forms.append(units)
-    linked = version >= LINKED_VERSION
-    encoded = [
-        _encode_layer(common, mask, width, form, linkable=linked)
-        for form in forms
-        for width in widths
-    ]
+    encoded = [_encode_layer(common, mask, width, form) for form in forms for width in widths]
     if version < CODED_ROWS_VERSION or mask.ndim != 1:
         return encoded
     over_rows = functools.partial(_over_rows, common, mask)
@@ -342,6 +338,7 @@ def _coded_rows(
     layer ``X.weight`` with removed units, stored over those rows when the file gets smaller
     (version 7: a k-means-shared bias of kept units needs no index stream)."""
     names = [e.record["name"] for e in chosen]
+    size = file_bytes(chosen)
     for i, layer in enumerate(chosen):
         owner_name = layer.record["name"].rpartition(".")[0] + ".weight"
         if layer.over_rows is None or owner_name not in names[:i]:
@@ -349,10 +346,7 @@ def _coded_rows(
         owner = names.index(owner_name)
         kept = chosen[owner].rows
         form = None if kept is None else layer.over_rows(owner, kept)
-        if form is not None and file_bytes([*chosen[:i], form, *chosen[i + 1 :]]) < file_bytes(
-            chosen
-        ):
-            chosen = [*chosen[:i], form, *chosen[i + 1 :]]
+        chosen, size = _keep_smaller(chosen, size, i, form, file_bytes)
     return chosen
 
 
@@ -362,6 +356,7 @@ def _linked_columns(
     """Each layer with removed units whose kept columns all lie in the column blocks of an
     earlier layer's kept rows (its inputs are that layer's outputs) stores its columns mask over
     those blocks, from the nearest such layer, when the file gets smaller (version 8)."""
+    size = file_bytes(chosen)
     for i, layer in enumerate(chosen):
         if layer.over_columns is None:
             continue
@@ -374,10 +369,7 @@ def _linked_columns(
             ),
             None,
         )
-        if form is not None and file_bytes([*chosen[:i], form, *chosen[i + 1 :]]) < file_bytes(
-            chosen
-        ):
-            chosen = [*chosen[:i], form, *chosen[i + 1 :]]
+        chosen, size = _keep_smaller(chosen, size, i, form, file_bytes)
     return chosen
 
 
@@ -389,6 +381,7 @@ def _units_for_links(
     """Each layer stored without removed units tried with them (same index width) together with
     what they allow later tensors (its bias over its kept rows, columns masks over them), kept
     when the whole file gets smaller: a few removed units may not pay alone (version 8)."""
+    size = file_bytes(chosen)
     for i in range(len(chosen)):
         layer = chosen[i]
         form = next(
@@ -398,9 +391,25 @@ def _units_for_links(
             continue
         trial = [*chosen[:i], form, *chosen[i + 1 :]]
         trial = _linked_columns(_coded_rows(trial, file_bytes), file_bytes)
-        if file_bytes(trial) < file_bytes(chosen):
-            chosen = trial
+        if (trial_size := file_bytes(trial)) < size:
+            chosen, size = trial, trial_size
     return chosen
+
+
+def _keep_smaller(
+    chosen: list[Encoded],
+    size: int,
+    i: int,
+    form: Encoded | None,
+    file_bytes: Callable[[Sequence[Encoded]], int],
+) -> tuple[list[Encoded], int]:
+    """`chosen` with layer ``i`` replaced by ``form`` when that makes the file smaller than
+    ``size`` (the file bytes of `chosen`), and the file bytes of the result."""
+    if form is None:
+        return chosen, size
+    trial = [*chosen[:i], form, *chosen[i + 1 :]]
+    trial_size = file_bytes(trial)
+    return (trial, trial_size) if trial_size < size else (chosen, size)
 
 
 def _columns_mask(cols: np.ndarray, owner_rows: np.ndarray) -> bytes | None:
@@ -448,6 +457,8 @@ class _LayerCommon:
     weight: HuffmanStream
     labels: np.ndarray
     k: int
+    linkable: bool = False
+    """Version 8: its columns mask may run over an earlier layer's kept rows."""
 
 
 def _encode_layer(
@@ -457,7 +468,6 @@ def _encode_layer(
     units: tuple[np.ndarray, np.ndarray] | None,
     coders: tuple[bool, bool] = (False, False),
     *,
-    linkable: bool = False,
     cols_of: tuple[int, bytes] | None = None,
 ) -> Encoded:
     """A layer's sections and record at one index width, with or without removed units, each
@@ -499,7 +509,7 @@ def _encode_layer(
         record[key] = {"table": table, "stream": writer.add(bits.tobytes()), **fields}
     remake = functools.partial(_encode_layer, layer, mask, index_bits, units, cols_of=cols_of)
     over_columns = None
-    if units is not None and linkable and cols_of is None:
+    if units is not None and layer.linkable and cols_of is None:
         over_columns = functools.partial(_over_columns, layer, mask, index_bits, units, coders)
     return Encoded(
         record, writer.getvalue(), None if units is None else units[0], remake,

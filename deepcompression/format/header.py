@@ -169,16 +169,23 @@ def _parse_raw(
     return RawRecord(name, shape, numel, data, dtype, rows)
 
 
+def _owner(value: object, earlier: list[Record], where: str) -> tuple[int, HuffmanRecord]:
+    """The position ``value`` names (at ``where``) and its tensor: an earlier one with removed
+    units, whose kept rows a later record is stored over or whose columns it runs over."""
+    tensor = _int(value, where, 0, len(earlier) - 1) if earlier else None
+    owner = None if tensor is None else earlier[tensor]
+    if tensor is None or not isinstance(owner, HuffmanRecord) or owner.units is None:
+        raise MalformedHeader(
+            f"{where} must be the position of an earlier tensor with removed units"
+        )
+    return tensor, owner
+
+
 def _kept_rows(
     value: object, shape: tuple[int, ...], earlier: list[Record], where: str
 ) -> KeptRows:
     """The earlier tensor with removed units whose kept rows a 1-D raw tensor is stored over."""
-    tensor = _int(value, f"{where}.{_ROWS_KEY}", 0, len(earlier) - 1) if earlier else None
-    owner = None if tensor is None else earlier[tensor]
-    if not isinstance(owner, HuffmanRecord) or owner.units is None:
-        raise MalformedHeader(
-            f"{where}.{_ROWS_KEY} must be the position of an earlier tensor with removed units"
-        )
+    tensor, owner = _owner(value, earlier, f"{where}.{_ROWS_KEY}")
     if shape != owner.shape[:1]:
         raise MalformedHeader(
             f"{where}: shape {list(shape)} must be [{owner.shape[0]}], the rows of tensor "
@@ -284,12 +291,7 @@ def _columns_of(
 ) -> ColumnsOf:
     """Version 8: the earlier tensor with removed units whose kept rows' column blocks (shape[1]
     a positive multiple of its rows) are this tensor's candidate columns."""
-    tensor = _int(value, f"{where}.{_COLS_KEY}", 0, len(earlier) - 1) if earlier else None
-    owner = None if tensor is None else earlier[tensor]
-    if not isinstance(owner, HuffmanRecord) or owner.units is None:
-        raise MalformedHeader(
-            f"{where}.{_COLS_KEY} must be the position of an earlier tensor with removed units"
-        )
+    tensor, owner = _owner(value, earlier, f"{where}.{_COLS_KEY}")
     blocks = owner.shape[0]
     if blocks < 1 or shape[1] < blocks or shape[1] % blocks:
         raise MalformedHeader(
