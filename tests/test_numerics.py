@@ -42,6 +42,7 @@ print(json.dumps({{
     "capability": torch.backends.cpu.get_cpu_capability(),
     "threads": torch.get_num_threads(),
     "deterministic": torch.are_deterministic_algorithms_enabled(),
+    "linear": __import__("deepcompression.numerics").numerics.linear_route(),
     "env": {{k: os.environ.get(k) for k in {keys!r}}},
 }}))
 """
@@ -100,6 +101,7 @@ def test_the_stage_entry_pins_before_torch_is_imported():
     assert seen["torch_before"] is False
     assert seen["env"] == PINNED_ENV
     assert seen["capability"] == CAPABILITY
+    assert seen["linear"] == "torch", "linear layers are routed by pin_torch, in the stage body"
 
 
 @needs_avx2
@@ -111,7 +113,7 @@ def test_pin_torch_sets_the_count_not_the_cores():
         "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
         "pin_torch(3)",
     )
-    assert seen["threads"] == 3 and seen["deterministic"] is True
+    assert seen["threads"] == 3 and seen["deterministic"] is True and seen["linear"] == "onednn"
     assert seen["capability"] == CAPABILITY and seen["env"] == PINNED_ENV
 
 
@@ -189,7 +191,7 @@ def test_the_numerics_are_part_of_the_files_code_hash():
 @needs_avx2
 def test_a_dask_worker_runs_with_the_pinned_numerics():
     """A worker of the search's local cluster: the pinned environment in force before its torch
-    loaded, its thread budget, and a trial's pin_torch."""
+    loaded, its thread budget, and a trial's pin_torch (linear layers through oneDNN)."""
     from distributed import Client, LocalCluster
 
     from flows.params import read_params
@@ -201,7 +203,7 @@ def test_a_dask_worker_runs_with_the_pinned_numerics():
     def probe() -> dict:
         import torch
 
-        from deepcompression.numerics import pin_torch
+        from deepcompression.numerics import linear_route, pin_torch
 
         started = torch.get_num_threads()
         pin_torch(1)
@@ -211,6 +213,7 @@ def test_a_dask_worker_runs_with_the_pinned_numerics():
             "started": started,
             "threads": torch.get_num_threads(),
             "deterministic": torch.are_deterministic_algorithms_enabled(),
+            "linear": linear_route(),
         }
 
     kwargs = dict(runner.cluster_kwargs, n_workers=1)
@@ -222,4 +225,5 @@ def test_a_dask_worker_runs_with_the_pinned_numerics():
         "started": 1,
         "threads": 1,
         "deterministic": True,
+        "linear": "onednn",
     }

@@ -194,7 +194,7 @@ def test_every_offer_and_server_state_writes_the_same_bytes_and_unpinned_runs_do
     records = [stage_numerics(folder, "train") for folder in folders.values()]
     assert all(r == records[0] for r in records), records
     assert records[0]["cpu_capability"] == "AVX2" and records[0]["threads"] == 2
-    assert records[0]["deterministic"] is True
+    assert records[0]["deterministic"] is True and records[0]["linear"] == "onednn"
     for i in range(len(UNPINNED_OFFERS)):
         shutil.copytree(tmp_path / "pinned-0" / "data", tmp_path / f"unpinned-{i}" / "data")
     up = monitoring_env("up", prefect_api, 0)

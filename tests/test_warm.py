@@ -431,6 +431,7 @@ def test_in_a_plain_shell_stages_run_warm_with_a_cold_stages_threads_and_bytes(
     assert train_runs() == before + 2, "both train runs are on the caller's server"
     numerics = json.loads(results["train", "warm"][f"metrics/{MODEL}/train.json"])["numerics"]
     assert numerics["threads"] == 2 and numerics["deterministic"] is True, numerics
+    assert numerics["linear"] == "onednn", numerics
     if AVX2:
         assert numerics["cpu_capability"] == "AVX2", numerics
     assert threads["warm"] == threads["cold"]
