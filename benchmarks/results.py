@@ -70,6 +70,12 @@ def row(workspace: Workspace) -> dict:
     }
 
 
+def bits(value: float | None) -> str:
+    """Bits per entry to 2 decimals; '-' for a layer with no such stream (a bias stored over its
+    layer's kept rows has no index stream)."""
+    return "-" if value is None else f"{value:.2f}"
+
+
 def layer_rows(workspace: Workspace) -> list[dict]:
     """Per-layer rows in the shape of the paper's Tables 2-3, from metrics/<model>/encode.json."""
     sizes = json.loads(workspace.metrics("encode").read_text())["sizes"]
@@ -81,7 +87,7 @@ def layer_rows(workspace: Workspace) -> list[dict]:
             "weight bits (P+Q)": layer["weight_bits"],
             "weight bits (H)": f"{layer['huffman_weight_bits']:.2f}",
             "index bits (P+Q)": layer["index_bits"],
-            "index bits (H)": f"{layer['huffman_index_bits']:.2f}",
+            "index bits (H)": bits(layer["huffman_index_bits"]),
             "P+Q": f"{layer['pq_ratio']:.1f}x",
             "P+Q+H": f"{layer['pqh_ratio']:.1f}x",
         }
